@@ -1,0 +1,17 @@
+"""Errors that carry a message a user can act on: what is wrong and how to fix it."""
+
+
+class GenbenchError(Exception):
+    """Base class of every error genbench raises on purpose."""
+
+
+class ConfigError(GenbenchError, ValueError):
+    """A config key is unknown, has the wrong type or an impossible value."""
+
+
+class DatasetError(GenbenchError):
+    """A dataset file is missing, truncated or corrupt."""
+
+
+class DivergedError(GenbenchError):
+    """Training produced a NaN or infinite loss."""

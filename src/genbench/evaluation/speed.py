@@ -1,0 +1,37 @@
+"""Sampling latency: median over timed repeats after warm-up, with the device synchronized."""
+
+import statistics
+import time
+
+import torch
+
+from genbench.models.base import GenerativeModel
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def sampling_speed(model: GenerativeModel, batch_size: int, repeats: int, warmup: int) -> dict:
+    """Time ``model.sample(batch_size)``; report median ms per batch and per sample and their spread."""
+    for _ in range(warmup):
+        model.sample(batch_size)
+    _sync(model.device)
+    times_ms = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.sample(batch_size)
+        _sync(model.device)
+        times_ms.append(1000 * (time.perf_counter() - start))
+    median = statistics.median(times_ms)
+    return {
+        "sample_ms_per_batch": median,
+        "sample_ms_per_sample": median / batch_size,
+        "sample_ms_per_batch_min": min(times_ms),
+        "sample_ms_per_batch_max": max(times_ms),
+        "sample_batch_size": batch_size,
+        "sample_repeats": repeats,
+        "sample_device": str(model.device),
+    }

@@ -1,0 +1,1 @@
+"""Generative families behind one interface (:class:`genbench.models.base.GenerativeModel`)."""

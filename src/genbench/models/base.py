@@ -1,0 +1,89 @@
+"""The one interface every generative family implements.
+
+The evaluation stage, the loggers and the comparison matrix talk to models only through
+:class:`GenerativeModel`: ``sample``, ``log_likelihood`` with its ``likelihood_kind``, ``nfe`` and the
+capability flags. How a family trains (its ``training_step``) is its own business.
+
+Data space: vectors are float tensors (N, D); images are uint8 tensors (N, C, H, W). ``sample`` returns
+the same dtype and range the datamodule gives, and ``log_likelihood`` takes it. Likelihoods of images are
+densities on [0, 256)^D of uniformly dequantized pixels (see :mod:`genbench.data.pixels`), in nats.
+"""
+
+import math
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from genbench.config import Schema
+from genbench.errors import DivergedError
+
+LIKELIHOOD_KINDS = ("exact", "bound", "none", "quadrature")
+
+
+class GenerativeModel(pl.LightningModule):
+    """Base LightningModule of all families.
+
+    Subclasses set the class attributes, a ``config_schema`` dataclass listing their options (built
+    here as ``self.hp``, which validates the values), and implement ``training_step`` and ``sample``.
+    """
+
+    family: ClassVar[str]
+    config_schema: ClassVar[type[Schema]]
+    likelihood_kind: ClassVar[str] = "none"
+    has_latent: ClassVar[bool] = False
+    supports_labels: ClassVar[bool] = False
+
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
+        super().__init__()
+        assert self.likelihood_kind in LIKELIHOOD_KINDS, self.likelihood_kind
+        self.hp = self.config_schema(**hparams)
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.num_classes = num_classes
+        self.save_hyperparameters()
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.data_shape) == 3
+
+    @property
+    def data_dim(self) -> int:
+        """Number of dimensions D of one example (C*H*W for images), the divisor of bits/dim."""
+        return math.prod(self.data_shape)
+
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        """Draw ``n`` examples in data space."""
+        raise NotImplementedError
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """Per-example log-likelihood in nats (a bound when ``likelihood_kind == 'bound'``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood (kind 'none')")
+
+    def extra_log_likelihoods(self, x: Tensor) -> dict[str, Tensor]:
+        """Further per-example estimates a family offers (for example IWAE), keyed by name."""
+        return {}
+
+    def nfe(self) -> int:
+        """Network evaluations one sample costs."""
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if self.likelihood_kind == "none":
+            return
+        nll = -self.log_likelihood(batch[0]).mean()
+        self.log("val/nll_nats", nll, prog_bar=True, batch_size=len(batch[0]))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and not torch.isfinite(loss).all():
+            raise DivergedError(
+                f"{self.family} training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); lower model.lr or check the data scaling."
+            )

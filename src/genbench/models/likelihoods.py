@@ -1,0 +1,49 @@
+"""Per-example observation likelihoods shared by the families that decode to data space.
+
+Both return log-probabilities summed over the dimensions of one example, in nats:
+- :func:`gaussian_log_prob`, a diagonal Gaussian density, for real-valued vectors;
+- :func:`discretized_logistic_log_prob`, the PixelCNN++ discretized logistic for 8-bit pixels. Its
+  probability mass of a pixel value equals the density of a dequantized pixel on [0, 256) (bins of width
+  1), so its nats are comparable with the continuous families' dequantized densities.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_HALF_BIN = 1.0 / 255.0  # pixels mapped to [-1, 1]: bins of width 2/255 around each of 256 centres
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    z = (x - mean) * torch.exp(-log_std)
+    per_dim = -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+    return per_dim.flatten(1).sum(1)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    return (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+
+
+def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """log P(x) for x in [-1, 1] at the 256 pixel centres; the edge bins reach to -inf and +inf."""
+    centred = x - mean
+    inv_scale = torch.exp(-log_scale)
+    plus = inv_scale * (centred + _HALF_BIN)
+    minus = inv_scale * (centred - _HALF_BIN)
+    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus), for the lowest bin
+    log_survival_minus = -F.softplus(minus)  # log (1 - sigmoid(minus)), for the highest bin
+    cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_scale * centred
+    # When the bin mass underflows, use density x bin width at the centre instead.
+    log_mass_mid = mid - log_scale - 2.0 * F.softplus(mid) + math.log(2 * _HALF_BIN)
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_mass_mid)
+    per_dim = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_survival_minus, inner))
+    return per_dim.flatten(1).sum(1)
+
+
+def sample_discretized_logistic(mean: Tensor, log_scale: Tensor) -> Tensor:
+    """A draw in [-1, 1] (continuous; quantize with :func:`genbench.data.pixels.from_symmetric`)."""
+    u = torch.rand_like(mean).clamp(1e-5, 1 - 1e-5)
+    return (mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))).clamp(-1, 1)

@@ -1,0 +1,117 @@
+"""One run: validate the config, seed, build data/model/trainer/loggers, train, evaluate, write the record.
+
+:func:`task` is what ``train.py`` calls. It records a failure in ``metrics.json`` (status ``failed`` or
+``diverged`` with the reason) instead of letting it escape in a multirun, so one broken job never kills a
+sweep; in a single run it exits non-zero after writing the record.
+"""
+
+import logging
+import sys
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from genbench.config import validate
+from genbench.data.base import GenerativeDataModule
+from genbench.errors import DivergedError, GenbenchError
+from genbench.evaluation import evaluate
+from genbench.models.base import GenerativeModel
+from genbench.results import provenance, write_record
+
+log = logging.getLogger(__name__)
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
+    if not cfg.get("logger"):
+        return []
+    return [hydra.utils.instantiate(c) for c in cfg.logger.values() if c is not None]
+
+
+def _summary(family: str, dataset: str, metrics: dict) -> str:
+    parts = [f"{family} on {dataset}"]
+    if "nll_bpd" in metrics:
+        parts.append(f"test NLL {metrics['nll_nats']:.3f} nats = {metrics['nll_bpd']:.4f} bits/dim "
+                     f"({metrics['likelihood_kind']})")
+    if "nll_iwae_bpd" in metrics:
+        parts.append(f"IWAE {metrics['nll_iwae_bpd']:.4f} bits/dim")
+    parts.append(f"sampling {metrics['sample_ms_per_sample']:.4f} ms/sample "
+                 f"(batch {metrics['sample_batch_size']}, NFE {metrics['nfe']})")
+    parts.append(f"trained {metrics['train_seconds']:.1f} s, {metrics['num_parameters']:,} parameters")
+    return " | ".join(parts)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel]:
+    """Train (unless ``train=false``) and evaluate one model; return its metrics and the model."""
+    eval_cfg = validate(cfg)["eval"]
+    pl.seed_everything(cfg.seed, workers=True)
+    dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+    model: GenerativeModel = hydra.utils.instantiate(
+        cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes, _convert_="all"
+    )
+    checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_loggers(cfg) or False,
+                                                  callbacks=[checkpoints])
+    metrics: dict[str, Any] = {}
+    if cfg.train:
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        metrics["train_seconds"] = time.perf_counter() - start
+        metrics["train_steps"] = trainer.global_step
+        metrics["train_epochs"] = trainer.current_epoch
+    elif cfg.ckpt_path:
+        model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    if cfg.evaluate:
+        metrics.update(evaluate(model, dm, eval_cfg, out_dir))
+        for lg in trainer.loggers:
+            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                           step=trainer.global_step)
+            lg.save()
+    return metrics, model
+
+
+def task(cfg: DictConfig) -> dict:
+    """Run and always leave a ``metrics.json``; failures are recorded, not lost."""
+    started = datetime.now()
+    out_dir = _output_dir(cfg)
+    family = str(OmegaConf.select(cfg, "model._target_", default="?")).rsplit(".", 1)[-1].lower()
+    dataset = str(OmegaConf.select(cfg, "dataset.name", default=None) or
+                  OmegaConf.select(cfg, "dataset._target_", default="?"))
+    common = dict(family=family, dataset=dataset, seed=int(cfg.get("seed", 0)))
+    prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
+    try:
+        metrics, model = run(cfg, out_dir)
+    except Exception as e:  # recorded below; re-raised in single runs
+        status = "diverged" if isinstance(e, DivergedError) else "failed"
+        write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
+                     error=f"{type(e).__name__}: {e}", **common)
+        log.error("run %s: %s: %s (recorded in %s)", status, type(e).__name__, e, out_dir / "metrics.json")
+        if _is_multirun():
+            log.debug(traceback.format_exc())
+            return {"status": status}
+        if isinstance(e, GenbenchError):
+            sys.exit(1)
+        raise
+    record = write_record(out_dir / "metrics.json", status="ok", metrics=metrics, provenance=prov,
+                          **{**common, "family": model.family})
+    log.info("%s", _summary(model.family, dataset, metrics) if cfg.evaluate and cfg.train else "done")
+    log.info("wrote %s", out_dir / "metrics.json")
+    return record
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

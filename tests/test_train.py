@@ -1,0 +1,72 @@
+"""End to end: train.py trains, evaluates and writes a valid record; failures are recorded, not lost."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genbench.results import SCHEMA_VERSION, read_record
+from genbench.train import run
+from tests.helpers import DATASETS, FILE_DATASETS, ROOT, compose_train
+
+REQUIRED_METRICS = ("nll_nats", "nll_bpd", "likelihood_kind", "nll_iwae_nats", "sample_ms_per_sample",
+                    "sample_batch_size", "nfe", "num_parameters", "train_seconds")
+
+
+def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(cwd)}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_debug_run_of_vae_on_every_dataset(dataset, tmp_path, fake_image_root):
+    overrides = [f"dataset={dataset}", "model=vae", "trainer=debug", "logger=none",
+                 f"paths.output_dir={tmp_path}", "eval.speed_repeats=2"]
+    if dataset in FILE_DATASETS:
+        overrides.append(f"dataset.root={fake_image_root}")
+    metrics, model = run(compose_train(overrides), tmp_path)
+    for key in REQUIRED_METRICS:
+        assert key in metrics, key
+    assert metrics["likelihood_kind"] == "bound" and math.isfinite(metrics["nll_bpd"])
+    assert metrics["nfe"] == 1 and metrics["sample_ms_per_sample"] > 0
+    assert (tmp_path / "samples.png").stat().st_size > 1000
+
+
+def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _train_py(["trainer=debug", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_record(run_dir / "metrics.json")
+    assert record["schema"] == SCHEMA_VERSION and record["status"] == "ok"
+    assert (record["family"], record["dataset"], record["seed"]) == ("vae", "moons", 0)
+    for key in REQUIRED_METRICS:
+        assert key in record["metrics"], key
+    prov = record["provenance"]
+    assert prov["config"]["model"]["latent_dim"] == 8 and prov["versions"]["torch"]
+    assert "git_commit" in prov
+    assert (run_dir / "samples.png").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "csv" / "metrics.csv").exists()
+    assert "bits/dim" in proc.stdout + proc.stderr
+
+
+def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _train_py(["trainer=debug", "model.latent_dim=0", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode != 0
+    assert "model.latent_dim" in proc.stdout + proc.stderr
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and "model.latent_dim" in record["error"]
+
+
+def test_a_crashing_job_does_not_kill_the_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _train_py(["-m", "trainer=debug", "model.latent_dim=0,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = {json.loads((sweep / str(i) / "metrics.json").read_text())["status"] for i in (0, 1)}
+    assert statuses == {"failed", "ok"}

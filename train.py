@@ -1,0 +1,15 @@
+"""Entry point: ``python train.py model=<family> dataset=<name> [key=value ...]`` (add ``-m`` to sweep)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from genbench.train import task
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> dict:
+    return task(cfg)
+
+
+if __name__ == "__main__":
+    main()
