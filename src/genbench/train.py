@@ -69,7 +69,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel]:
     metrics: dict[str, Any] = {}
     if cfg.train:
         start = time.perf_counter()
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics["train_seconds"] = time.perf_counter() - start
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
