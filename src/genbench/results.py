@@ -39,12 +39,15 @@ def git_commit(cwd: Path | None = None) -> str | None:
     """The commit of the code that ran, with ``-dirty`` when the tree had uncommitted changes."""
     repo = cwd or Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True)
+        sha = _git(["rev-parse", "HEAD"], repo)
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], repo)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return sha + ("-dirty" if dirty else "")
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def provenance(config: dict[str, Any], seed: int, started_at: datetime) -> dict[str, Any]:

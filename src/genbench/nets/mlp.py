@@ -12,7 +12,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [in_dim, *hidden_dims, out_dim]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             layers.append(nn.Linear(a, b))
             if i < len(dims) - 2:
                 layers.append(nn.SiLU())

@@ -1,0 +1,89 @@
+"""The datamodule interface every dataset implements, and the split seeding they share.
+
+Models, metrics and plots only rely on what :class:`GenerativeDataModule` promises: ``data_shape`` and
+``num_classes`` before any file is read, and three ``TensorDataset(x, y)`` splits after ``setup``.
+Splits depend on the dataset's own ``split_seed`` only, never on the run's training seed, so every run
+of a seed sweep trains and is scored on the same examples.
+"""
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from genbench.config import Schema, check_params
+
+SPLITS = ("train", "val", "test")
+
+
+def split_generator(split_seed: int, split: str) -> torch.Generator:
+    """A generator for one split: distinct, well-mixed streams per (seed, split) pair."""
+    state = np.random.SeedSequence([split_seed, SPLITS.index(split)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class GenerativeDataModule(pl.LightningDataModule):
+    """Base of all datamodules: validated options in ``self.hp``, fixed splits, plain loaders.
+
+    Subclasses set ``config_schema``, ``name``, ``data_shape`` and ``num_classes`` (as class attributes or
+    in ``__init__``) and implement :meth:`build_splits`.
+    """
+
+    config_schema: ClassVar[type[Schema]]
+    name: str
+    data_shape: tuple[int, ...]
+    num_classes: int | None = None
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        # check_params (not the bare dataclass) so a wrong key or type names ``dataset.<key>``.
+        self.hp: Any = check_params(self.config_schema, hparams, "dataset")
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.data_shape) == 3
+
+    def build_splits(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+        """Return the (train, val, test) datasets; called once, by :meth:`setup`."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.build_splits()
+
+    def split_tensor(self, split: str) -> Tensor:
+        """The examples (x) of ``split`` ('train', 'val' or 'test'), for plots and metrics."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        dataset = getattr(self, f"{split}_set")
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.split_tensor called before setup()")
+        return dataset.tensors[0]
+
+    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
+        workers = self.hp.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hp.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

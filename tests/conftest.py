@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny image datasets written in the real on-disk formats (no download needed)."""
+
+import gzip
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MNIST_ROWS = {"train": 64, "t10k": 32}
+CIFAR_TRAIN_ROWS_PER_BATCH = 8
+CIFAR_TEST_ROWS = 16
+
+
+def write_idx_file(path: Path, array: np.ndarray) -> Path:
+    """An IDX file of unsigned bytes as MNIST ships it; gzipped when ``path`` ends in .gz."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def write_cifar_file(path: Path, data: np.ndarray, labels: list[int]) -> Path:
+    """A CIFAR-10 batch like the real ones: a protocol-2 pickle of a dict with bytes keys."""
+    batch = {
+        b"batch_label": path.name.encode(),
+        b"labels": [int(label) for label in labels],
+        b"data": np.ascontiguousarray(data, dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(data))],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return path
+
+
+@pytest.fixture
+def write_idx() -> Callable[[Path, np.ndarray], Path]:
+    return write_idx_file
+
+
+@pytest.fixture
+def write_cifar_batch() -> Callable[[Path, np.ndarray, list[int]], Path]:
+    return write_cifar_file
+
+
+@pytest.fixture
+def fake_image_root(tmp_path: Path) -> Path:
+    """A data root with MNIST (plain IDX), FashionMNIST (gzipped IDX) and CIFAR-10 (5 + 1 batches).
+
+    MNIST-style sets have 64 train and 32 test images of 28x28, CIFAR 5 x 8 train and 16 test images;
+    labels cycle through 0..9 so every class occurs.
+    """
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for folder, suffix in (("MNIST", ""), ("FashionMNIST", ".gz")):
+        raw = root / folder / "raw"
+        for prefix, n in MNIST_ROWS.items():
+            write_idx_file(raw / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)))
+            write_idx_file(raw / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(n) % 10)
+    batches = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = CIFAR_TEST_ROWS if name == "test_batch" else CIFAR_TRAIN_ROWS_PER_BATCH
+        write_cifar_file(batches / name, rng.integers(0, 256, (n, 3072)), list(np.arange(n) % 10))
+    return root
