@@ -29,7 +29,8 @@ def test_debug_run_of_vae_on_every_dataset(dataset, tmp_path, fake_image_root):
                  f"paths.output_dir={tmp_path}", "eval.speed_repeats=2"]
     if dataset in FILE_DATASETS:
         overrides.append(f"dataset.root={fake_image_root}")
-    metrics, model = run(compose_train(overrides), tmp_path)
+    metrics, model, dm = run(compose_train(overrides), tmp_path)
+    assert dm.name == dataset
     for key in REQUIRED_METRICS:
         assert key in metrics, key
     assert metrics["likelihood_kind"] == "bound" and math.isfinite(metrics["nll_bpd"])
@@ -53,6 +54,16 @@ def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "csv" / "metrics.csv").exists()
     assert "bits/dim" in proc.stdout + proc.stderr
+
+    # Re-evaluating the saved checkpoint (loaded with weights_only) reproduces the likelihood.
+    eval_dir = tmp_path / "eval"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    args = ["trainer=debug", "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={eval_dir}"]
+    proc = _train_py(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = read_record(eval_dir / "metrics.json")["metrics"]
+    assert again["nll_nats"] == pytest.approx(record["metrics"]["nll_nats"], rel=1e-6)
+    assert "train_seconds" not in again
 
 
 def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path):

@@ -51,12 +51,23 @@ def _summary(family: str, dataset: str, metrics: dict) -> str:
         parts.append(f"IWAE {metrics['nll_iwae_bpd']:.4f} bits/dim")
     parts.append(f"sampling {metrics['sample_ms_per_sample']:.4f} ms/sample "
                  f"(batch {metrics['sample_batch_size']}, NFE {metrics['nfe']})")
-    parts.append(f"trained {metrics['train_seconds']:.1f} s, {metrics['num_parameters']:,} parameters")
+    if "train_seconds" in metrics:
+        parts.append(f"trained {metrics['train_seconds']:.1f} s")
+    parts.append(f"{metrics['num_parameters']:,} parameters")
     return " | ".join(parts)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel]:
-    """Train (unless ``train=false``) and evaluate one model; return its metrics and the model."""
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for a config group (``digits``), falling back to its class name."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    return str(OmegaConf.select(cfg, f"{group}._target_", default="?")).rsplit(".", 1)[-1]
+
+
+def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, GenerativeDataModule]:
+    """Train (unless ``train=false``) and evaluate one model; return its metrics, model and data."""
     eval_cfg = validate(cfg)["eval"]
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
@@ -81,20 +92,17 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel]:
             lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                            step=trainer.global_step)
             lg.save()
-    return metrics, model
+    return metrics, model, dm
 
 
 def task(cfg: DictConfig) -> dict:
     """Run and always leave a ``metrics.json``; failures are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
-    family = str(OmegaConf.select(cfg, "model._target_", default="?")).rsplit(".", 1)[-1].lower()
-    dataset = str(OmegaConf.select(cfg, "dataset.name", default=None) or
-                  OmegaConf.select(cfg, "dataset._target_", default="?"))
-    common = dict(family=family, dataset=dataset, seed=int(cfg.get("seed", 0)))
+    common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     try:
-        metrics, model = run(cfg, out_dir)
+        metrics, model, dm = run(cfg, out_dir)
     except Exception as e:  # recorded below; re-raised in single runs
         status = "diverged" if isinstance(e, DivergedError) else "failed"
         write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
@@ -106,9 +114,10 @@ def task(cfg: DictConfig) -> dict:
         if isinstance(e, GenbenchError):
             sys.exit(1)
         raise
-    record = write_record(out_dir / "metrics.json", status="ok", metrics=metrics, provenance=prov,
-                          **{**common, "family": model.family})
-    log.info("%s", _summary(model.family, dataset, metrics) if cfg.evaluate and cfg.train else "done")
+    common.update(family=model.family, dataset=dm.name)
+    record = write_record(out_dir / "metrics.json", status="ok", metrics=metrics, provenance=prov, **common)
+    if cfg.evaluate:
+        log.info("%s", _summary(common["family"], common["dataset"], metrics))
     log.info("wrote %s", out_dir / "metrics.json")
     return record
 

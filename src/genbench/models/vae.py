@@ -34,7 +34,9 @@ class VAEConfig(Schema):
     beta: float = param(1.0, gt=0)  # KL weight during training only; evaluation always uses the true ELBO
     iwae_k: int = param(64, ge=1)  # importance samples of the IWAE bound at evaluation
     min_log_scale: float = -7.0  # floor of the decoder's log std / log scale, keeps the density finite
-    sample_mode: str = param("mean", choices=["mean", "random"])  # decode samples to p(x|z)'s mean or a draw
+    # Samples: a draw from p(x|z) ("random"), or its mean ("mean", the usual way VAE images are shown).
+    # "auto": draws for vectors (the model's own distribution), means for images.
+    sample_mode: str = param("auto", choices=["auto", "mean", "random"])
 
 
 class VAE(GenerativeModel):
@@ -75,7 +77,8 @@ class VAE(GenerativeModel):
     def decode(self, z: Tensor, mode: str | None = None) -> Tensor:
         """Map latents to data space: the decoder mean, or a draw from p(x|z) when ``mode='random'``."""
         mean, log_scale = self._decoder_params(z)
-        random = (mode or self.hp.sample_mode) == "random"
+        mode = mode or self.hp.sample_mode
+        random = mode == "random" or (mode == "auto" and not self.is_image)
         if not self.is_image:
             return mean + torch.randn_like(mean) * log_scale.exp() if random else mean
         draw = sample_discretized_logistic(mean, log_scale) if random else mean
