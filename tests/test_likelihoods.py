@@ -5,6 +5,7 @@ import torch
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.likelihoods import (
     discretized_logistic_log_prob,
+    discretized_logistic_mean,
     gaussian_log_prob,
     sample_discretized_logistic,
     standard_normal_log_prob,
@@ -36,3 +37,12 @@ def test_discretized_logistic_samples_follow_its_pmf():
     levels = to_symmetric(torch.arange(256, dtype=torch.uint8)).view(256, 1)
     pmf = discretized_logistic_log_prob(levels, mean[:256], log_scale[:256]).exp()
     assert (freq - pmf).abs().max() < 5e-3
+
+
+def test_discretized_logistic_mean_matches_the_mean_of_its_draws():
+    torch.manual_seed(1)
+    mean = torch.tensor([[-1.2, -0.9, 0.0, 0.7, 0.98]])
+    log_scale = torch.tensor([[-1.0, -2.0, -4.0, -0.5, -1.5]])
+    draws = sample_discretized_logistic(mean.expand(400_000, 5), log_scale.expand(400_000, 5))
+    expected = discretized_logistic_mean(mean, log_scale)[0]
+    torch.testing.assert_close(expected, draws.mean(0), atol=3e-3, rtol=0)

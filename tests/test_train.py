@@ -81,3 +81,32 @@ def test_a_crashing_job_does_not_kill_the_multirun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = {json.loads((sweep / str(i) / "metrics.json").read_text())["status"] for i in (0, 1)}
     assert statuses == {"failed", "ok"}
+
+
+def test_nan_loss_is_recorded_as_diverged_with_the_fix(tmp_path, monkeypatch):
+    from genbench.models.vae import VAE
+    from genbench.train import task
+
+    monkeypatch.setattr(VAE, "elbo", lambda self, x, beta=1.0: self.encode(x)[0].sum(1) * float("nan"))
+    cfg = compose_train(["trainer=debug", "logger=none", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(SystemExit):
+        task(cfg)
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "diverged"
+    assert "nan" in record["error"] and "model.lr" in record["error"]
+
+
+def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from genbench.models.vae import VAE
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["trainer=debug", "logger=none", "eval.speed_repeats=1"]
+    run(compose_train([*base, f"paths.output_dir={first}"]), first)  # stops after one 5-step epoch
+    executed = []
+    original_step = VAE.training_step
+    monkeypatch.setattr(VAE, "training_step", lambda self, *a: executed.append(1) or original_step(self, *a))
+    resumed = [*base, "trainer.max_epochs=null", "trainer.max_steps=12",
+               f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={second}"]
+    metrics, _, _ = run(compose_train(resumed), second)
+    # Resumed at step 5, it runs only the 7 steps left of the budget of 12; from scratch it would run 12.
+    assert metrics["train_steps"] == 12 and len(executed) == 7

@@ -43,6 +43,16 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
     return per_dim.flatten(1).sum(1)
 
 
+def discretized_logistic_mean(mean: Tensor, log_scale: Tensor) -> Tensor:
+    """E[clamp(X, -1, 1)] for X ~ Logistic(mean, scale): the mean image, not the location (its mode).
+
+    From E[clamp(X, a, b)] = a + integral_a^b P(X > x) dx = a + s (softplus((m - a)/s) - softplus((m - b)/s)).
+    Where the decoder is unsure of a stroke, the location falls to the background and the mean does not.
+    """
+    scale = torch.exp(log_scale)
+    return -1.0 + scale * (F.softplus((mean + 1.0) / scale) - F.softplus((mean - 1.0) / scale))
+
+
 def sample_discretized_logistic(mean: Tensor, log_scale: Tensor) -> Tensor:
     """A draw in [-1, 1] (continuous; quantize with :func:`genbench.data.pixels.from_symmetric`)."""
     u = torch.rand_like(mean).clamp(1e-5, 1 - 1e-5)

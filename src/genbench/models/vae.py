@@ -17,6 +17,7 @@ from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import (
     discretized_logistic_log_prob,
+    discretized_logistic_mean,
     gaussian_log_prob,
     sample_discretized_logistic,
     standard_normal_log_prob,
@@ -81,8 +82,9 @@ class VAE(GenerativeModel):
         random = mode == "random" or (mode == "auto" and not self.is_image)
         if not self.is_image:
             return mean + torch.randn_like(mean) * log_scale.exp() if random else mean
-        draw = sample_discretized_logistic(mean, log_scale) if random else mean
-        return from_symmetric(draw)
+        if random:
+            return from_symmetric(sample_discretized_logistic(mean, log_scale))
+        return from_symmetric(discretized_logistic_mean(mean, log_scale))
 
     # ---- likelihood ---------------------------------------------------------------------------------
     def _log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
