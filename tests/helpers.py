@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "configs")
 DATASETS = sorted(p.stem for p in (ROOT / "configs" / "dataset").glob("*.yaml"))
+FAMILIES = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
 

@@ -48,6 +48,16 @@ class GenerativeModel(pl.LightningModule):
         return len(self.data_shape) == 3
 
     @property
+    def is_conditional(self) -> bool:
+        """Whether this instance generates per class (it can, and its data has labels)."""
+        return self.supports_labels and self.num_classes is not None
+
+    def random_labels(self, n: int) -> Tensor:
+        """Labels drawn uniformly, for ``sample(n)`` of a conditional model given no labels."""
+        assert self.num_classes is not None
+        return torch.randint(self.num_classes, (n,), device=self.device)
+
+    @property
     def data_dim(self) -> int:
         """Number of dimensions D of one example (C*H*W for images), the divisor of bits/dim."""
         return math.prod(self.data_shape)
