@@ -97,7 +97,10 @@ def test_nan_loss_is_recorded_as_diverged_with_the_fix(tmp_path, monkeypatch):
     from genbench.models.vae import VAE
     from genbench.train import task
 
-    monkeypatch.setattr(VAE, "elbo", lambda self, x, beta=1.0: self.encode(x)[0].sum(1) * float("nan"))
+    def nan_elbo(self, x, labels=None, beta=1.0):
+        return self.encode(x)[0].sum(1) * float("nan")
+
+    monkeypatch.setattr(VAE, "elbo", nan_elbo)
     cfg = compose_train(["trainer=debug", "logger=none", f"paths.output_dir={tmp_path}"])
     with pytest.raises(SystemExit):
         task(cfg)
