@@ -1,0 +1,220 @@
+"""Denoising diffusion probabilistic models (Ho et al., 2020) with classifier-free guidance.
+
+A network predicts the noise eps in x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps and is trained with
+Ho et al.'s simple loss (mean squared error on eps, t uniform); linear (Ho et al.) or cosine (Nichol &
+Dhariwal, 2021) schedules live in :mod:`genbench.models.diffusion_schedule`. An exponential moving average
+of the weights is kept and used for sampling and likelihoods. Backbones: a residual MLP with a sinusoidal
+time embedding for vectors, a small UNet for images.
+
+Sampling (``sampler``): ancestral DDPM over all T steps, or DDIM (Song et al., 2021) over
+``sampling_steps`` with noise level ``eta``. NFE = the sampler's steps, doubled when classifier-free
+guidance (Ho & Salimans, 2022) with ``guidance_scale != 1`` evaluates the conditional and the
+unconditional prediction at each step.
+
+Likelihood (kind "bound"): the negative ELBO L_T + sum_{t>1} L_{t-1} + L_0 of Ho et al. with Gaussian KLs
+and a Gaussian decoder p(x_0 | x_1) on continuous data. Images are uniformly dequantized, mapped affinely to
+[-1, 1] (the model's space, where training happens too), and the density converted back to [0, 256)^D with
+the Jacobian of that map. The T-term sum costs T network calls per example, so it is estimated without bias
+by a stratified Monte Carlo draw of ``bound_timesteps`` timesteps per example (one uniform draw in each of
+that many equal strata, weighted by the stratum size); ``bound_timesteps = T`` gives the exact sum.
+
+Labels: with ``num_classes`` set, the network also takes a label embedding with one extra "null" label,
+used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without labels and
+``log_likelihood`` use the null label, i.e. the unconditional model, so the samples come from the same
+model whose likelihood is reported; ``sample(n, labels)`` samples the classes asked for, with guidance.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from genbench.config import Schema, param
+from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
+from genbench.errors import ConfigError
+from genbench.models.base import GenerativeModel
+from genbench.models.diffusion_schedule import EpsFn, NoiseSchedule, ddim_sample, ddpm_sample
+from genbench.nets.time_mlp import TimeMLP
+from genbench.nets.unet import UNet
+
+
+@dataclass
+class DiffusionConfig(Schema):
+    timesteps: int = param(1000, ge=2)  # T, the number of diffusion steps
+    schedule: str = param("linear", choices=["linear", "cosine"])
+    variance: str = param("small", choices=["small", "large"])  # reverse variance: beta~_t or beta_t
+    hidden_dim: int = param(128, ge=1)  # TimeMLP width (vector data)
+    depth: int = param(3, ge=1)  # TimeMLP residual blocks
+    unet_channels: int = param(16, ge=1)  # UNet base width (image data)
+    channel_mults: list[int] = param([1, 2], ge=1)  # UNet width per level; levels after the 1st halve H, W
+    num_res_blocks: int = param(1, ge=1)  # UNet residual blocks per level
+    attention: bool = False  # UNet self-attention at the lowest resolution
+    dropout: float = param(0.0, ge=0, lt=1)
+    lr: float = param(1e-3, gt=0)
+    weight_decay: float = param(0.0, ge=0)
+    ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
+    sampler: str = param("ddim", choices=["ddpm", "ddim"])
+    sampling_steps: int = param(100, ge=1)  # DDIM steps (DDPM always takes all T)
+    eta: float = param(0.0, ge=0)  # DDIM noise: 0 deterministic, 1 ancestral-like
+    clip_denoised: bool = True  # images: clamp the predicted x_0 to [-1, 1] while sampling
+    bound_timesteps: int = param(4, ge=1)  # Monte Carlo timesteps per example of the bound; T: exact
+    p_uncond: float = param(0.1, ge=0, le=1)  # label dropout for classifier-free guidance
+    guidance_scale: float = param(1.0, ge=0)  # 1: plain conditional, 0: unconditional, >1: guided
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("sampling_steps", "bound_timesteps"):
+            if getattr(self, key) > self.timesteps:
+                raise ConfigError(f"{key}={getattr(self, key)} must be <= timesteps={self.timesteps}")
+
+
+class Diffusion(GenerativeModel):
+    family = "diffusion"
+    config_schema = DiffusionConfig
+    likelihood_kind = "bound"
+    supports_labels = True
+
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
+        super().__init__(data_shape, num_classes, **hparams)
+        hp = self.hp
+        num_labels = num_classes + 1 if num_classes is not None else None  # the last one is "no label"
+        if self.is_image:
+            self.net = UNet(self.data_shape, hp.unet_channels, hp.channel_mults, hp.num_res_blocks,
+                            hp.attention, hp.dropout, num_labels)
+        else:
+            self.net = TimeMLP(self.data_dim, hp.hidden_dim, hp.depth, num_labels)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.schedule = NoiseSchedule(hp.timesteps, hp.schedule, hp.variance)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def _labels(self, y: Tensor | None, n: int) -> Tensor | None:
+        """Labels for the network: ``y``, or the null label where ``y`` is None; None if unconditional."""
+        if not self.conditional:
+            return None
+        if y is None:
+            y = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+        return y
+
+    def _model_space(self, x: Tensor) -> Tensor:
+        """Data to the space the diffusion runs in: images dequantized, then (x + u - 1/2) / 127.5 - 1."""
+        return to_symmetric(dequantize(x) - 0.5) if self.is_image else x.float()
+
+    def denoiser(self, labels: Tensor | None = None, guidance_scale: float | None = None) -> EpsFn:
+        """The EMA network as eps_fn(x_t, t): unconditional (null label) when ``labels`` is None, else
+        eps_u + s (eps_c - eps_u), which costs a second call unless s = 1 (plain conditional)."""
+        scale = self.hp.guidance_scale if guidance_scale is None else guidance_scale
+        if labels is None or scale == 1.0:
+            return lambda x, t: self.ema(x, t, self._labels(labels, len(x)))
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            eps_c = self.ema(x, t, labels)
+            eps_u = self.ema(x, t, self._labels(None, len(x)))
+            return eps_u + scale * (eps_c - eps_u)
+
+        return guided
+
+    # ---- training -----------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        x0 = self._model_space(x)
+        t = torch.randint(0, self.hp.timesteps, (len(x),), device=x.device)
+        noise = torch.randn_like(x0)
+        labels = None
+        if self.conditional:
+            drop = torch.rand(len(x), device=x.device) < self.hp.p_uncond
+            labels = torch.where(drop, self.num_classes, y.long())
+        loss = (self.net(self.schedule.q_sample(x0, t, noise), t, labels) - noise).pow(2).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)  # the NaN guard
+        step = self.global_step
+        decay = min(self.hp.ema_decay, (1 + step) / (10 + step))  # short memory while the weights move fast
+        with torch.no_grad():
+            for ema, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+                ema.lerp_(p, 1 - decay)
+
+    def num_parameters(self) -> int:
+        """Parameters of the network (its EMA copy is the same network, not extra capacity)."""
+        return sum(p.numel() for p in self.net.parameters())
+
+    # ---- likelihood bound ---------------------------------------------------------------------------
+    def _bound_term(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Per-example term (nats) of the negative ELBO at 0-based timesteps ``t`` (B,), i.e. the paper's
+        s = t + 1, with x_s drawn using ``noise``: the decoder NLL L_0 = -log p(x_0 | x_1) where s = 1, else
+        L_{s-1} = KL(q(x_{s-1} | x_s, x_0) || p(x_{s-1} | x_s))."""
+        s = self.schedule
+        xt = s.q_sample(x0, t, noise)
+        mean = s.reverse_mean(xt, t, self.denoiser()(xt, t))
+        var = s.at(s.reverse_variance, t, x0)
+        decoder_nll = 0.5 * ((x0 - mean).pow(2) / var + torch.log(2 * math.pi * var))
+        post_var = s.at(s.posterior_variance, t, x0).clamp_min(1e-20)  # 0 only at t = 0, unused there
+        gap = s.posterior_mean(x0, xt, t) - mean
+        kl = 0.5 * (torch.log(var / post_var) + (post_var + gap.pow(2)) / var - 1)
+        per_dim = torch.where((t == 0).view(-1, *[1] * (x0.dim() - 1)), decoder_nll, kl)
+        return per_dim.flatten(1).sum(1)
+
+    def _prior_term(self, x0: Tensor) -> Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per example."""
+        abar = self.schedule.alphas_cumprod[-1]
+        return (0.5 * (abar * x0.pow(2) - abar - torch.log1p(-abar))).flatten(1).sum(1)
+
+    @torch.no_grad()
+    def negative_elbo(self, x0: Tensor, bound_timesteps: int | None = None,
+                      noise: Tensor | None = None) -> Tensor:
+        """Stratified Monte Carlo estimate of the negative ELBO (nats) of model-space ``x0`` (B, ...):
+        K draws t_k, one uniform in each stratum [k T / K, (k+1) T / K), each term weighted by its stratum
+        size. ``noise`` (K, B, ...) fixes the draws of x_t."""
+        T, K = self.hp.timesteps, bound_timesteps or self.hp.bound_timesteps
+        edges = torch.tensor([k * T // K for k in range(K + 1)], device=x0.device)
+        sizes = edges[1:] - edges[:-1]
+        t = edges[:-1] + (torch.rand(len(x0), K, device=x0.device) * sizes).long()
+        noise = torch.randn(K, *x0.shape, device=x0.device) if noise is None else noise
+        total = self._prior_term(x0)
+        for k in range(K):
+            total = total + sizes[k] * self._bound_term(x0, t[:, k], noise[k])
+        return total
+
+    @torch.no_grad()
+    def exact_negative_elbo(self, x0: Tensor, noise: Tensor) -> Tensor:
+        """The full sum over all T timesteps (T network calls per example), x_t drawn with ``noise[t]``."""
+        total = self._prior_term(x0)
+        for i in range(self.hp.timesteps):
+            total = total + self._bound_term(x0, torch.full((len(x0),), i, device=x0.device), noise[i])
+        return total
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        log_p = -self.negative_elbo(self._model_space(x))
+        return log_density_rescale(log_p, self.data_dim, 127.5) if self.is_image else log_p
+
+    # ---- sampling -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+        """``n`` draws in data space from the unconditional model, or of the given ``labels`` (n,) with
+        classifier-free guidance; ``noise`` fixes x_T (n, *data_shape)."""
+        if labels is not None and not self.conditional:
+            raise ValueError("this diffusion model was built without classes; sample without labels")
+        x = torch.randn(n, *self.data_shape, device=self.device) if noise is None else noise.to(self.device)
+        eps_fn = self.denoiser(None if labels is None else labels.to(self.device))
+        clip = 1.0 if self.is_image and self.hp.clip_denoised else None
+        if self.hp.sampler == "ddpm":
+            x = ddpm_sample(eps_fn, self.schedule, x, clip)
+        else:
+            x = ddim_sample(eps_fn, self.schedule, x, self.hp.sampling_steps, self.hp.eta, clip)
+        return from_symmetric(x) if self.is_image else x
+
+    def nfe(self, guided: bool = False) -> int:
+        """Network calls per sample: the sampler's steps; ``guided``: of ``sample(n, labels)``, twice as
+        many when ``guidance_scale != 1``."""
+        steps = self.hp.timesteps if self.hp.sampler == "ddpm" else self.hp.sampling_steps
+        return 2 * steps if guided and self.conditional and self.hp.guidance_scale != 1.0 else steps

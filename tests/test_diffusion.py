@@ -1,0 +1,197 @@
+"""DDPM learns; its schedules, samplers, bound and classifier-free guidance behave as the papers say."""
+
+import hydra
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from genbench.config import validate
+from genbench.errors import DivergedError
+from genbench.evaluation.distances import energy_distance
+from genbench.models.diffusion import Diffusion
+from genbench.models.diffusion_schedule import NoiseSchedule, ddim_timesteps
+from genbench.train import run
+from tests.helpers import compose_train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny nets run fastest (and on a shared machine, far fastest) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _count_calls(net: torch.nn.Module) -> list[int]:
+    calls = [0]
+    net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def trained_on_gaussians8(tmp_path_factory):
+    """The default config trained on gaussians8 for 600 steps (the default budget is 2000), with the energy
+    distance and the bound of the untrained model of the same seed."""
+    out = tmp_path_factory.mktemp("g8")
+    cfg = compose_train(["model=diffusion", "dataset=gaussians8", "logger=none", f"paths.output_dir={out}",
+                         "trainer.max_steps=600", "trainer.enable_progress_bar=false", "evaluate=false"])
+    pl.seed_everything(0)
+    untrained = hydra.utils.instantiate(cfg.model, data_shape=(2,), num_classes=None, _convert_="all")
+    _, model, dm = run(cfg, out)
+    test = dm.split_tensor("test")[:2000]
+    torch.manual_seed(1)
+    before = energy_distance(untrained.sample(2000), test), untrained.negative_elbo(test, 100).mean().item()
+    return model.eval(), test, before, dm.distribution.modes
+
+
+def test_default_diffusion_learns_gaussians8(trained_on_gaussians8):
+    model, test, (ed_before, _), modes = trained_on_gaussians8
+    torch.manual_seed(1)
+    samples = model.sample(2000)
+    ed_after = energy_distance(samples, test)
+    # Every mode keeps its share (250 each of 2000); most samples sit on the circle (the modes' std 0.01
+    # needs longer training: about 22% within 0.1 of a mode after 600 steps, 62% after 2000).
+    counts = torch.cdist(samples, modes).argmin(1).bincount(minlength=8)
+    on_circle = ((samples.norm(dim=1) - 1).abs() < 0.1).float().mean().item()
+    assert ((counts > 150) & (counts < 350)).all() and on_circle > 0.7, (counts, on_circle)
+    # Measured: about 120 -> 0.018 (2000 samples vs 2000 test points, 600 steps; the untrained network's
+    # DDIM samples fly far off; 0.007 after the default 2000 steps).
+    assert ed_after < ed_before / 20 and ed_after < 0.03, (ed_before, ed_after)
+
+
+def test_bound_is_finite_and_falls_with_training(trained_on_gaussians8):
+    model, test, (_, nelbo_before), _ = trained_on_gaussians8
+    torch.manual_seed(1)
+    nelbo = model.negative_elbo(test, 100)
+    assert torch.isfinite(nelbo).all()
+    # Measured: about 16.7 -> 1.1 nats per point after 600 steps (-0.9 after 2000; data entropy: -4.3).
+    assert nelbo.mean().item() < min(nelbo_before - 5.0, 3.0), (nelbo_before, nelbo.mean().item())
+
+
+def _small(**kw) -> Diffusion:
+    torch.manual_seed(0)
+    kw = {"timesteps": 50, "sampling_steps": 5, "hidden_dim": 32, "depth": 2, **kw}
+    return Diffusion((2,), **kw)
+
+
+def test_monte_carlo_bound_with_all_timesteps_is_the_exact_sum_and_unbiased_with_fewer():
+    model = _small()
+    x0 = torch.randn(64, 2)
+    noise = torch.randn(50, 64, 2)
+    exact = model.exact_negative_elbo(x0, noise)
+    assert torch.isfinite(exact).all()
+    assert torch.allclose(model.negative_elbo(x0, 50, noise=noise), exact, rtol=1e-5, atol=1e-5)
+    # Fewer timesteps: unbiased, so the mean over repeated estimates matches the exact sum's mean.
+    torch.manual_seed(3)
+    exact = torch.stack([model.exact_negative_elbo(x0, torch.randn(50, 64, 2)) for _ in range(20)])
+    exact_mean, exact_stderr = exact.mean(), exact.mean(1).std() / len(exact) ** 0.5
+    estimates = torch.stack([model.negative_elbo(x0, 3).mean() for _ in range(300)])
+    stderr = estimates.std() / len(estimates) ** 0.5
+    stderr = (stderr**2 + exact_stderr**2).sqrt()
+    assert abs(estimates.mean() - exact_mean) < 4 * stderr, (estimates.mean(), exact_mean, stderr)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_schedule_is_decreasing_in_the_unit_interval_and_q_sample_has_the_right_marginal(kind):
+    s = NoiseSchedule(1000, kind)
+    abar = s.alphas_cumprod
+    assert (abar > 0).all() and (abar < 1).all() and (abar[1:] < abar[:-1]).all()
+    assert abar[0] > 0.999 and abar[-1] < 1e-3  # starts at the data, ends at (nearly) pure noise
+    if kind == "linear":
+        assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    else:  # cos^2 shape: near half-way through at T/2, and slower to destroy information than linear
+        assert 0.4 < abar[500] < 0.6
+        assert abar[500] > NoiseSchedule(1000, "linear").alphas_cumprod[500] * 5  # 0.49 vs 0.078
+    torch.manual_seed(0)
+    x0 = torch.tensor([2.0, -1.0, 0.5])
+    t = torch.full((200_000,), 300)
+    xt = s.q_sample(x0.expand(len(t), 3), t, torch.randn(len(t), 3))
+    assert torch.allclose(xt.mean(0), abar[300].sqrt() * x0, atol=0.01)
+    assert torch.allclose(xt.var(0), (1 - abar[300]).expand(3), atol=0.01)
+
+
+def test_ddim_eta0_is_deterministic_and_samplers_make_the_stated_number_of_calls():
+    model = _small(timesteps=50, sampler="ddim", sampling_steps=7, eta=0.0)
+    calls = _count_calls(model.ema)
+    z, other = torch.randn(16, 2), torch.randn(16, 2)
+    a, b = model.sample(16, noise=z), model.sample(16, noise=z.clone())
+    assert torch.equal(a, b) and not torch.allclose(a, model.sample(16, noise=other))
+    assert calls[0] == 3 * 7 == 3 * model.nfe()
+    assert ddim_timesteps(50, 7) == [0, 7, 14, 21, 28, 35, 42] and ddim_timesteps(50, 50) == list(range(50))
+    model.hp.eta = 1.0  # stochastic DDIM: the same x_T no longer fixes the sample
+    assert not torch.allclose(model.sample(16, noise=z), a)
+    model.hp.sampler = "ddpm"
+    calls[0] = 0
+    model.sample(16, noise=z)
+    assert calls[0] == 50 == model.nfe()
+
+
+def _two_class_images(n: int) -> TensorDataset:
+    """Digits-shaped (1x8x8) images whose label is their brightness: class 0 dark, class 1 bright."""
+    y = torch.arange(n) % 2
+    x = torch.where(y[:, None, None, None] == 1, 220, 30) + torch.randint(-20, 21, (n, 1, 8, 8))
+    return TensorDataset(x.clamp(0, 255).to(torch.uint8), y)
+
+
+def test_classifier_free_guidance_labels_change_samples_and_scale_one_is_the_conditional_model(tmp_path):
+    pl.seed_everything(0)
+    model = Diffusion((1, 8, 8), num_classes=2, timesteps=100, unet_channels=16, channel_mults=[1],
+                      lr=2e-3, ema_decay=0.0, sampling_steps=20, p_uncond=0.2)
+    trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, DataLoader(_two_class_images(512), batch_size=64, shuffle=True))
+    model.eval()
+    assert trainer.callback_metrics["train/loss"].item() < 0.5
+    z = torch.randn(8, 1, 8, 8)
+    dark = model.sample(8, labels=torch.zeros(8, dtype=torch.long), noise=z).float().mean()
+    bright = model.sample(8, labels=torch.ones(8, dtype=torch.long), noise=z).float().mean()
+    # Measured: about 40 vs 204 (the classes' brightnesses are 30 and 220).
+    assert dark < 80 and bright > 170, (dark, bright)
+    # guidance_scale 1 is the plain conditional prediction (one call); s != 1 extrapolates (two calls).
+    x, t, y = torch.randn(4, 1, 8, 8), torch.tensor([5, 20, 50, 99]), torch.tensor([0, 1, 0, 1])
+    null = torch.full((4,), 2)
+    calls = _count_calls(model.ema)
+    with torch.no_grad():
+        cond, uncond = model.ema(x, t, y), model.ema(x, t, null)
+        calls[0] = 0
+        assert torch.equal(model.denoiser(y, 1.0)(x, t), cond) and calls[0] == 1
+        assert torch.allclose(model.denoiser(y, 3.0)(x, t), uncond + 3 * (cond - uncond), atol=1e-6)
+        assert calls[0] == 3
+        assert torch.equal(model.denoiser()(x, t), uncond)  # no labels: the unconditional model
+    model.hp.guidance_scale = 3.0
+    assert model.nfe(guided=True) == 40 and model.nfe() == 20
+    # The EMA weights travel with the checkpoint (loaded as train.py does, weights_only).
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = Diffusion.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu", weights_only=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.denoiser(y)(x, t), cond)
+
+
+def test_nan_loss_still_stops_training_with_the_ema_hook():
+    model = _small()
+    with pytest.raises(DivergedError):
+        model.on_train_batch_end({"loss": torch.tensor(float("nan"))}, None, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_image_samples_are_uint8_and_the_bound_is_a_density_on_0_256(shape):
+    torch.manual_seed(0)
+    model = Diffusion(shape, num_classes=10, timesteps=100, sampling_steps=3, bound_timesteps=2)
+    samples = model.sample(2)
+    assert samples.dtype == torch.uint8 and samples.shape == (2, *shape)
+    x = torch.randint(0, 256, (8, *shape), dtype=torch.uint8)
+    ll = model.log_likelihood(x)
+    assert ll.shape == (8,) and torch.isfinite(ll).all()
+    # Uniform random pixels have entropy 8 bits/dim: no density on [0, 256)^D can beat it on average.
+    # (Forgetting the Jacobian of the map to [-1, 1] would give about 8 - log2(127.5) = 1 bit less.)
+    bpd = -ll.mean().item() / (model.data_dim * torch.log(torch.tensor(2.0)).item())
+    assert 8.0 < bpd < 40.0, bpd  # measured: 17.7, 18.4, 31.0 untrained
+
+
+def test_cifar10_experiment_composes_and_validates():
+    cfg = compose_train(["experiment=diffusion_cifar10"])
+    model_cfg = validate(cfg)["model"]
+    assert model_cfg.channel_mults == [1, 2, 2, 2] and model_cfg.attention
+    assert cfg.dataset._target_.endswith("CIFAR10DataModule")
