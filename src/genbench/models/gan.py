@@ -1,0 +1,218 @@
+"""Generative adversarial network (Goodfellow et al., 2014), trained by alternating gradient steps.
+
+A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores real against generated
+examples. Losses: the non-saturating GAN loss (Goodfellow et al., 2014), the hinge loss (Lim & Ye, 2017;
+Miyato et al., 2018) and the Wasserstein loss with gradient penalty (Gulrajani et al., 2017). Options:
+``n_critic`` discriminator steps per generator step, spectral normalisation of D (Miyato et al., 2018),
+an exponential moving average of G's weights used for sampling (Karras et al., 2018; Yazici et al., 2019),
+and class conditioning on labelled data: G sees z concatenated with a label embedding, and D adds the
+projection term <embed(y), features(x)> to its score (Miyato & Koyama, 2018).
+Backbones: MLPs for vectors, the DCGAN pair (Radford et al., 2016) for images. A GAN defines no density
+(likelihood kind "none"); one sample costs one generator evaluation.
+
+Lightning's manual optimization runs the two players. ``trainer.global_step`` counts the steps of both
+optimizers, so ``max_steps=2000`` with ``n_critic=1`` is 1000 batches (1000 D and 1000 G steps).
+"""
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from genbench.config import Schema, param
+from genbench.data.pixels import from_symmetric, to_symmetric
+from genbench.errors import ConfigError
+from genbench.models.base import GenerativeModel
+from genbench.nets import MLP
+from genbench.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+LOSSES = ("ns", "hinge", "wgan-gp")
+
+
+@dataclass
+class GANConfig(Schema):
+    latent_dim: int = param(16, ge=1)
+    hidden_dims: list[int] = param([256, 256], ge=1)  # MLP widths of G and D (vector data)
+    conv_channels: list[int] = param([32, 64], ge=1)  # DCGAN widths, one stride-2 stage each (image data)
+    label_dim: int = param(16, ge=1)  # size of G's label embedding (labelled data only)
+    loss: str = param("ns", choices=list(LOSSES))
+    gp_weight: float = param(10.0, ge=0)  # weight of the WGAN-GP gradient penalty (loss=wgan-gp only)
+    n_critic: int = param(1, ge=1)  # discriminator steps (one batch each) per generator step
+    spectral_norm: bool = False  # spectral normalisation of every D layer
+    lr: float = param(1e-3, gt=0)  # generator learning rate (2e-4 is usual for long image runs)
+    lr_d: float | None = param(None, gt=0)  # discriminator learning rate; None: same as lr
+    betas: list[float] = param([0.5, 0.999], ge=0, lt=1)  # Adam betas of both players
+    ema_decay: float | None = param(None, ge=0, lt=1)  # EMA of G's weights for sampling; None: off
+
+
+def discriminator_loss(real: Tensor, fake: Tensor, kind: str) -> Tensor:
+    """D's loss from its scores (logits) on real and generated batches; WGAN-GP's penalty comes apart."""
+    if kind == "ns":  # -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    return fake.mean() - real.mean()
+
+
+def generator_loss(fake: Tensor, kind: str) -> Tensor:
+    """G's loss from D's scores on generated data: -log sigmoid(D(G(z))) for "ns", -D(G(z)) otherwise."""
+    return F.softplus(-fake).mean() if kind == "ns" else -fake.mean()
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+    """E (|grad critic(x_hat)| - 1)^2 at random points x_hat between real and fake pairs (WGAN-GP)."""
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+class Generator(nn.Module):
+    """A latent-to-data network, fed z concatenated with a label embedding when conditional; one module,
+    so that the EMA copy averages the embedding too."""
+
+    def __init__(self, net: nn.Module, num_classes: int | None, label_dim: int) -> None:
+        super().__init__()
+        self.net = net
+        self.embed = nn.Embedding(num_classes, label_dim) if num_classes is not None else None
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z)
+
+
+class GAN(GenerativeModel):
+    family = "gan"
+    config_schema = GANConfig
+    likelihood_kind = "none"
+    has_latent = True
+    supports_labels = True
+
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
+        super().__init__(data_shape, num_classes, **hparams)
+        hp = self.hp
+        if len(hp.betas) != 2:
+            raise ConfigError(f"model.betas={hp.betas}: give the two Adam betas, e.g. [0.5, 0.999]")
+        self.automatic_optimization = False
+        self.latent_dim = hp.latent_dim
+        g_in = hp.latent_dim + (hp.label_dim if self.conditional else 0)
+        if self.is_image:
+            g_net = DCGANGenerator(g_in, self.data_shape, hp.conv_channels)
+            features = DCGANDiscriminator(self.data_shape, hp.conv_channels)
+            feature_dim = features.out_dim
+        else:
+            g_net = MLP(g_in, self.data_dim, hp.hidden_dims)
+            feature_dim = hp.hidden_dims[-1]
+            features = nn.Sequential(MLP(self.data_dim, feature_dim, hp.hidden_dims[:-1]), nn.SiLU())
+        self.generator = Generator(g_net, num_classes, hp.label_dim)
+        self.d_features = features
+        self.d_head = nn.Linear(feature_dim, 1)
+        self.d_embed = nn.Embedding(num_classes, feature_dim) if self.conditional else None
+        if hp.spectral_norm:
+            for module in [*self.d_features.modules(), self.d_head, self.d_embed]:
+                if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+                    spectral_norm(module)
+        self.generator_ema = None
+        if hp.ema_decay is not None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    # ---- the discriminator (model space: [-1, 1] for images) ---------------------------------------
+    def critic(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """D's score (a logit for "ns") per example, with the class projection term when conditional."""
+        h = self.d_features(x)
+        score = self.d_head(h).squeeze(1)
+        if self.conditional:
+            score = score + (self.d_embed(labels) * h).sum(1)
+        return score
+
+    def discriminator_objective(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
+        """D's loss on a real and a generated batch (model space), with the gradient penalty for WGAN-GP."""
+        loss = discriminator_loss(self.critic(real, labels), self.critic(fake, labels), self.hp.loss)
+        if self.hp.loss == "wgan-gp":
+            loss = loss + self.hp.gp_weight * gradient_penalty(lambda x: self.critic(x, labels), real, fake)
+        return loss
+
+    # ---- latent space and sampling -------------------------------------------------------------------
+    def _labels(self, n: int, labels: Tensor | None) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            return torch.randint(0, self.num_classes, (n,), device=self.device)
+        return labels.to(self.device)
+
+    def _noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.latent_dim, device=self.device)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Latents (N, latent_dim) to data space, with the EMA generator when enabled; labels are random
+        when the model is conditional and none are given."""
+        generator = self.generator_ema if self.generator_ema is not None else self.generator
+        x = generator(z, self._labels(len(z), labels))
+        return from_symmetric(x) if self.is_image else x
+
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        return self.generate(self._noise(n), labels)
+
+    def nfe(self) -> int:
+        return 1
+
+    def num_parameters(self) -> int:
+        """Generator and discriminator; the EMA copy of G is not counted twice."""
+        ema = sum(p.numel() for p in self.generator_ema.parameters()) if self.generator_ema is not None else 0
+        return super().num_parameters() - ema
+
+    # ---- training ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for G (with its label embedding) and for D (with its projection embedding)."""
+        hp = self.hp
+        d_params = [*self.d_features.parameters(), *self.d_head.parameters(),
+                    *(self.d_embed.parameters() if self.d_embed else [])]
+        betas = (hp.betas[0], hp.betas[1])
+        return [torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=betas),
+                torch.optim.Adam(d_params, lr=hp.lr_d or hp.lr, betas=betas)]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """One D step on this batch; every ``n_critic``-th batch also one G step (fresh z, same labels)."""
+        opt_g, opt_d = self.optimizers()
+        x, y = batch
+        real = to_symmetric(x) if self.is_image else x.float()
+        labels = y if self.conditional else None
+        with torch.no_grad():
+            fake = self.generator(self._noise(len(x)), labels)
+        d_loss = self.discriminator_objective(real, fake, labels)
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.log("train/d_loss", d_loss, prog_bar=True, batch_size=len(x))
+        loss = d_loss.detach()
+        if (batch_idx + 1) % self.hp.n_critic == 0:
+            with self.toggled_optimizer(opt_g):  # D's weights get no gradients from G's step
+                fake = self.generator(self._noise(len(x)), labels)
+                g_loss = generator_loss(self.critic(fake, labels), self.hp.loss)
+                opt_g.zero_grad()
+                self.manual_backward(g_loss)
+                opt_g.step()
+            self._update_ema()
+            self.log("train/g_loss", g_loss, prog_bar=True, batch_size=len(x))
+            loss = loss + g_loss.detach()
+        self.log("train/loss", loss, batch_size=len(x))  # D's loss (+ G's on G-step batches): the NaN guard
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        for ema, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            ema.lerp_(p, 1 - self.hp.ema_decay)
+        for ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            ema.copy_(b)  # batch-norm statistics are taken as they are
