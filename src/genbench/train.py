@@ -69,6 +69,7 @@ def _choice(cfg: DictConfig, group: str) -> str:
 def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, GenerativeDataModule]:
     """Train (unless ``train=false``) and evaluate one model; return its metrics, model and data."""
     eval_cfg = validate(cfg)["eval"]
+    out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     model: GenerativeModel = hydra.utils.instantiate(

@@ -1,0 +1,155 @@
+"""Autoregressive models: p(x) = prod_d p(x_d | x_<d), an exact likelihood in one network pass.
+
+- Vectors: MADE (Germain et al., 2015), a masked MLP, with a mixture of Gaussians per dimension
+  (logits, means and log-stds of ``num_components`` components): the density on R^D.
+- Images: a gated PixelCNN (van den Oord et al., 2016) in raster order with sub-pixels R -> G -> B,
+  with a 256-way categorical per sub-pixel (default) or a mixture of discretized logistics
+  (Salimans et al., 2017). Either is a pmf over the 256 levels, equal to the density of uniformly
+  dequantized pixels on [0, 256)^D (see :mod:`genbench.data.pixels`), so it is reported as is.
+
+Sampling draws one dimension at a time, each draw one network evaluation without cached activations:
+NFE = D for vectors and C*H*W for images. For images each evaluation runs the whole network on the
+pixel's receptive field (a crop, exactly equal to the full pass at that pixel). With
+``class_conditional`` a label embedding biases every layer (Conditional PixelCNN); the likelihood of an
+unlabelled x is then the exact mixture over labels with a uniform prior, sum_y p(x|y) / num_classes.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genbench.config import Schema, param
+from genbench.data.pixels import LEVELS, from_symmetric, to_symmetric
+from genbench.errors import ConfigError
+from genbench.models.base import GenerativeModel
+from genbench.models.likelihoods import discretized_logistic_log_prob, sample_discretized_logistic
+from genbench.nets.made import MADE
+from genbench.nets.pixelcnn import GatedPixelCNN
+
+
+@dataclass
+class AutoregressiveConfig(Schema):
+    # MADE (vector data)
+    hidden_dims: list[int] = param([256, 256], ge=1)  # masked MLP widths
+    num_components: int = param(10, ge=1)  # Gaussians in each per-dimension mixture
+    min_log_std: float = -7.0  # floor of the mixture log-stds, keeps the density finite
+    # Gated PixelCNN (image data)
+    channels: int = param(32, ge=3)  # feature channels of both stacks (split in colour groups)
+    layers: int = param(4, ge=1)  # gated layers
+    kernel_size: int = param(3, ge=3)  # odd; receptive field grows by kernel_size // 2 per layer
+    head_channels: int = param(64, ge=3)  # hidden width of the 1x1 output head
+    pixel_output: str = param("categorical", choices=["categorical", "logistic_mixture"])
+    logistic_components: int = param(5, ge=1)  # mixture size of pixel_output=logistic_mixture
+    min_log_scale: float = -7.0  # floor of the logistic log-scales
+    class_conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
+    lr: float = param(3e-3, gt=0)  # high enough for the first dimension (biases only) to reach std 0.01
+    weight_decay: float = param(0.0, ge=0)
+
+
+class Autoregressive(GenerativeModel):
+    family = "autoregressive"
+    config_schema = AutoregressiveConfig
+    likelihood_kind = "exact"
+    has_latent = False
+    supports_labels = True
+
+    def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
+        super().__init__(data_shape, num_classes, **hparams)
+        hp = self.hp
+        self.conditional = hp.class_conditional and num_classes is not None
+        labels = num_classes if self.conditional else None
+        if self.is_image:
+            if hp.kernel_size % 2 == 0:
+                raise ConfigError(f"model.kernel_size={hp.kernel_size}: must be odd")
+            per_subpixel = LEVELS if hp.pixel_output == "categorical" else 3 * hp.logistic_components
+            self.net = GatedPixelCNN(self.data_shape[0], per_subpixel, hp.channels, hp.layers, hp.kernel_size,
+                                     hp.head_channels, labels)
+        else:
+            self.net = MADE(self.data_dim, 3 * hp.num_components, hp.hidden_dims, labels)
+            with torch.no_grad():  # spread the initial component means so they do not all chase one mode
+                k = hp.num_components
+                self.net.out.bias.view(3 * k, -1)[k : 2 * k] = torch.linspace(-2, 2, k)[:, None]
+
+    # ---- per-dimension distributions ----------------------------------------------------------------
+    def _mog(self, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """MADE output (B, 3K, ...) -> mixture log-weights, means, log-stds (each (B, K, ...))."""
+        logits, mean, log_std = p.chunk(3, dim=1)
+        return F.log_softmax(logits, dim=1), mean, log_std.clamp_min(self.hp.min_log_std)
+
+    def _logistics(self, p: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+        """PixelCNN logistic-mixture parameters -> log-weights, means, log-scales along ``dim``."""
+        logits, mean, log_scale = p.chunk(3, dim=dim)
+        return F.log_softmax(logits, dim=dim), mean, log_scale.clamp_min(self.hp.min_log_scale)
+
+    def _log_prob_given(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """log p(x | y) per example (y None: unconditional), one network pass."""
+        if not self.is_image:
+            x = x.float()
+            log_w, mean, log_std = self._mog(self.net(x, y))
+            z = (x.unsqueeze(1) - mean) * torch.exp(-log_std)
+            log_n = -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+            return torch.logsumexp(log_w + log_n, dim=1).sum(1)
+        p = self.net(to_symmetric(x), y)  # (B, C, P, H, W)
+        if self.hp.pixel_output == "categorical":
+            return F.log_softmax(p, dim=2).gather(2, x.long().unsqueeze(2)).flatten(1).sum(1)
+        log_w, mean, log_scale = self._logistics(p, dim=2)
+        xs = to_symmetric(x).unsqueeze(2).expand_as(mean)
+        flat = (t.reshape(-1, 1) for t in (xs, mean, log_scale))  # one "example" per component and sub-pixel
+        log_comp = discretized_logistic_log_prob(*flat)
+        return torch.logsumexp(log_w + log_comp.view_as(mean), dim=2).flatten(1).sum(1)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        if not self.conditional:
+            return self._log_prob_given(x, None)
+        per_label = [
+            self._log_prob_given(x, torch.full((len(x),), k, device=x.device, dtype=torch.long))
+            for k in range(self.num_classes)
+        ]
+        return torch.logsumexp(torch.stack(per_label), dim=0) - math.log(self.num_classes)
+
+    # ---- sampling -------------------------------------------------------------------------------------
+    def _draw_subpixel(self, p: Tensor) -> Tensor:
+        """One level in 0..255 per row of p (B, P)."""
+        if self.hp.pixel_output == "categorical":
+            return torch.multinomial(F.softmax(p, dim=1), 1).squeeze(1).to(torch.uint8)
+        log_w, mean, log_scale = self._logistics(p, dim=1)
+        k = torch.multinomial(log_w.exp(), 1)
+        draw = sample_discretized_logistic(mean.gather(1, k), log_scale.gather(1, k)).squeeze(1)
+        return from_symmetric(draw)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        if self.conditional and labels is None:
+            labels = torch.randint(self.num_classes, (n,), device=self.device)
+        y = labels.to(self.device) if self.conditional else None  # an unconditional model ignores labels
+        if not self.is_image:
+            x = torch.zeros(n, self.data_dim, device=self.device)
+            for d in range(self.data_dim):
+                log_w, mean, log_std = (t[:, :, d] for t in self._mog(self.net(x, y)))
+                k = torch.multinomial(log_w.exp(), 1)
+                noise = torch.randn(n, 1, device=self.device)
+                x[:, d] = (mean.gather(1, k) + log_std.gather(1, k).exp() * noise).squeeze(1)
+            return x
+        colors, height, width = self.data_shape
+        x = torch.zeros(n, *self.data_shape, dtype=torch.uint8, device=self.device)
+        for i in range(height):
+            for j in range(width):
+                for c in range(colors):  # R, then G given R, then B given R and G: one evaluation each
+                    p = self.net.at(to_symmetric(x), i, j, y)
+                    x[:, c, i, j] = self._draw_subpixel(p[:, c])
+        return x
+
+    def nfe(self) -> int:
+        return self.data_dim
+
+    # ---- training -------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = -self._log_prob_given(x, y if self.conditional else None).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        if self.is_image:
+            self.log("train/bpd", loss / (self.data_dim * math.log(2)), batch_size=len(x))
+        return loss
