@@ -59,8 +59,7 @@ class Autoregressive(GenerativeModel):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
-        self.conditional = hp.class_conditional and num_classes is not None
-        labels = num_classes if self.conditional else None
+        labels = num_classes if self.is_conditional else None
         if self.is_image:
             if hp.kernel_size % 2 == 0:
                 raise ConfigError(f"model.kernel_size={hp.kernel_size}: must be odd")
@@ -73,7 +72,12 @@ class Autoregressive(GenerativeModel):
                 k = hp.num_components
                 self.net.out.bias.view(3 * k, -1)[k : 2 * k] = torch.linspace(-2, 2, k)[:, None]
 
+    @property
+    def is_conditional(self) -> bool:
+        return self.hp.class_conditional and super().is_conditional
+
     # ---- per-dimension distributions ----------------------------------------------------------------
+
     def _mog(self, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """MADE output (B, 3K, ...) -> mixture log-weights, means, log-stds (each (B, K, ...))."""
         logits, mean, log_std = p.chunk(3, dim=1)
@@ -102,7 +106,7 @@ class Autoregressive(GenerativeModel):
         return torch.logsumexp(log_w + log_comp.view_as(mean), dim=2).flatten(1).sum(1)
 
     def log_likelihood(self, x: Tensor) -> Tensor:
-        if not self.conditional:
+        if not self.is_conditional:
             return self._log_prob_given(x, None)
         per_label = [
             self._log_prob_given(x, torch.full((len(x),), k, device=x.device, dtype=torch.long))
@@ -122,9 +126,9 @@ class Autoregressive(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
-        if self.conditional and labels is None:
-            labels = torch.randint(self.num_classes, (n,), device=self.device)
-        y = labels.to(self.device) if self.conditional else None  # an unconditional model ignores labels
+        if self.is_conditional and labels is None:
+            labels = self.random_labels(n)
+        y = labels.to(self.device) if self.is_conditional else None  # an unconditional model ignores labels
         if not self.is_image:
             x = torch.zeros(n, self.data_dim, device=self.device)
             for d in range(self.data_dim):
@@ -148,7 +152,7 @@ class Autoregressive(GenerativeModel):
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = -self._log_prob_given(x, y if self.conditional else None).mean()
+        loss = -self._log_prob_given(x, y if self.is_conditional else None).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
         if self.is_image:
             self.log("train/bpd", loss / (self.data_dim * math.log(2)), batch_size=len(x))

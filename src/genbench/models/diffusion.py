@@ -89,13 +89,9 @@ class Diffusion(GenerativeModel):
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.schedule = NoiseSchedule(hp.timesteps, hp.schedule, hp.variance)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None
-
     def _labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Labels for the network: ``y``, or the null label where ``y`` is None; None if unconditional."""
-        if not self.conditional:
+        if not self.is_conditional:
             return None
         if y is None:
             y = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
@@ -126,7 +122,7 @@ class Diffusion(GenerativeModel):
         t = torch.randint(0, self.hp.timesteps, (len(x),), device=x.device)
         noise = torch.randn_like(x0)
         labels = None
-        if self.conditional:
+        if self.is_conditional:
             drop = torch.rand(len(x), device=x.device) < self.hp.p_uncond
             labels = torch.where(drop, self.num_classes, y.long())
         loss = (self.net(self.schedule.q_sample(x0, t, noise), t, labels) - noise).pow(2).mean()
@@ -202,7 +198,7 @@ class Diffusion(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """``n`` draws in data space from the unconditional model, or of the given ``labels`` (n,) with
         classifier-free guidance; ``noise`` fixes x_T (n, *data_shape)."""
-        if labels is not None and not self.conditional:
+        if labels is not None and not self.is_conditional:
             raise ValueError("this diffusion model was built without classes; sample without labels")
         x = torch.randn(n, *self.data_shape, device=self.device) if noise is None else noise.to(self.device)
         eps_fn = self.denoiser(None if labels is None else labels.to(self.device))
@@ -217,4 +213,4 @@ class Diffusion(GenerativeModel):
         """Network calls per sample: the sampler's steps; ``guided``: of ``sample(n, labels)``, twice as
         many when ``guidance_scale != 1``."""
         steps = self.hp.timesteps if self.hp.sampler == "ddpm" else self.hp.sampling_steps
-        return 2 * steps if guided and self.conditional and self.hp.guidance_scale != 1.0 else steps
+        return 2 * steps if guided and self.is_conditional and self.hp.guidance_scale != 1.0 else steps

@@ -100,7 +100,7 @@ class GAN(GenerativeModel):
             raise ConfigError(f"model.betas={hp.betas}: give the two Adam betas, e.g. [0.5, 0.999]")
         self.automatic_optimization = False
         self.latent_dim = hp.latent_dim
-        g_in = hp.latent_dim + (hp.label_dim if self.conditional else 0)
+        g_in = hp.latent_dim + (hp.label_dim if self.is_conditional else 0)
         if self.is_image:
             g_net = DCGANGenerator(g_in, self.data_shape, hp.conv_channels)
             features = DCGANDiscriminator(self.data_shape, hp.conv_channels)
@@ -112,7 +112,7 @@ class GAN(GenerativeModel):
         self.generator = Generator(g_net, num_classes, hp.label_dim)
         self.d_features = features
         self.d_head = nn.Linear(feature_dim, 1)
-        self.d_embed = nn.Embedding(num_classes, feature_dim) if self.conditional else None
+        self.d_embed = nn.Embedding(num_classes, feature_dim) if self.is_conditional else None
         if hp.spectral_norm:
             for module in [*self.d_features.modules(), self.d_head, self.d_embed]:
                 if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
@@ -121,16 +121,12 @@ class GAN(GenerativeModel):
         if hp.ema_decay is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
 
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes is not None
-
     # ---- the discriminator (model space: [-1, 1] for images) ---------------------------------------
     def critic(self, x: Tensor, labels: Tensor | None) -> Tensor:
         """D's score (a logit for "ns") per example, with the class projection term when conditional."""
         h = self.d_features(x)
         score = self.d_head(h).squeeze(1)
-        if self.conditional:
+        if self.is_conditional:
             score = score + (self.d_embed(labels) * h).sum(1)
         return score
 
@@ -143,10 +139,10 @@ class GAN(GenerativeModel):
 
     # ---- latent space and sampling -------------------------------------------------------------------
     def _labels(self, n: int, labels: Tensor | None) -> Tensor | None:
-        if not self.conditional:
+        if not self.is_conditional:
             return None
         if labels is None:
-            return torch.randint(0, self.num_classes, (n,), device=self.device)
+            return self.random_labels(n)
         return labels.to(self.device)
 
     def _noise(self, n: int) -> Tensor:
@@ -186,7 +182,7 @@ class GAN(GenerativeModel):
         opt_g, opt_d = self.optimizers()
         x, y = batch
         real = to_symmetric(x) if self.is_image else x.float()
-        labels = y if self.conditional else None
+        labels = y if self.is_conditional else None
         with torch.no_grad():
             fake = self.generator(self._noise(len(x)), labels)
         d_loss = self.discriminator_objective(real, fake, labels)
