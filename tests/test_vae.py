@@ -95,3 +95,22 @@ def test_conditional_vae_learns_to_use_the_labels_on_moons():
     lower = model.sample(500, labels=torch.ones(500, dtype=torch.long))
     # The upper moon (label 0) has mean y of about +0.39, the lower one about -0.39.
     assert upper[:, 1].mean() > lower[:, 1].mean() + 0.4
+
+
+def test_default_vae_samples_move_to_gaussians8(tmp_path):
+    """The default config and budget (2000 steps) on the ring of 8 Gaussians, std 0.01."""
+    from genbench.evaluation.distances import energy_distance
+    from genbench.train import run
+    from tests.helpers import compose_train
+
+    cfg = compose_train(["model=vae", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
+                         "trainer.enable_progress_bar=false", "eval.speed_repeats=1"])
+    metrics, model, dm = run(cfg, tmp_path)
+    test = dm.split_tensor("test")[:2000]
+    torch.manual_seed(1)
+    before = energy_distance(VAE(dm.data_shape).sample(2000), test)
+    after = energy_distance(model.sample(2000), test)
+    # Measured: 0.068 -> 0.024. The VAE learns the ring but blurs its std-0.01 modes along it (the usual
+    # VAE weakness, visible in samples.png), so the margin is 2x rather than the sharper families' 5x.
+    assert after < before / 2 and after < 0.04, (before, after)
+    assert metrics["likelihood_kind"] == "bound" and metrics["train_steps"] == 2000
