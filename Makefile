@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# One intra-op thread unless told otherwise: test models are tiny, and on a busy 2-core machine torch's
+# extra threads spin and made the suite many times slower.
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts train.py
