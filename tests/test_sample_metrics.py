@@ -71,3 +71,37 @@ def test_mode_coverage_of_one_mode_and_of_all_modes_of_gaussians8():
     assert everything["high_quality_fraction"] > 0.98  # 3 std holds 98.9% of a 2D Gaussian's mass
     off_ring = mode_coverage(torch.zeros(100, 2), ring.modes, ring.std)
     assert off_ring["modes_covered"] == 0 and off_ring["high_quality_fraction"] == 0.0
+
+
+def test_toy_metrics_of_the_true_distribution_are_ideal_and_a_collapsed_model_is_caught():
+    from genbench.evaluation.toy import toy_metrics
+
+    ring = GaussianRing(std=0.05)
+    gen = torch.Generator().manual_seed(0)
+    test, _ = ring.sample(2000, gen)
+    truth, _ = ring.sample(2000, gen)
+    true_nll = -ring.log_prob(test).mean().item()  # a model equal to the data: KL = 0
+    ideal = toy_metrics(truth, test, ring, nll_nats=true_nll)
+    assert ideal["energy_distance_test"] < 0.005 and ideal["fd_data_space"] < 0.01
+    assert ideal["modes_covered"] == 8 and ideal["high_quality_fraction"] > 0.98
+    assert ideal["kl_data_to_model_nats"] == pytest.approx(0.0, abs=1e-5)  # float32 vs float64 log p
+    assert ideal["true_log_density_of_samples"] == pytest.approx(-true_nll, abs=0.1)
+    collapsed = toy_metrics(truth[_ring_component(truth) == 0], test, ring, nll_nats=true_nll + 2.0)
+    assert collapsed["modes_covered"] == 1 and collapsed["energy_distance_test"] > 0.3
+    assert collapsed["kl_data_to_model_nats"] == pytest.approx(2.0)
+
+
+def _ring_component(x: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(x, GaussianRing().modes).argmin(1)
+
+
+def test_checkerboard_support_fraction():
+    from genbench.data.toy import Checkerboard
+    from genbench.evaluation.toy import toy_metrics
+
+    board = Checkerboard()
+    gen = torch.Generator().manual_seed(0)
+    x, _ = board.sample(1000, gen)
+    off = torch.tensor([[0.5, -0.5]]).repeat(1000, 1)  # a white square of the 4x4 board over [-4, 4]^2
+    assert toy_metrics(x, x, board)["support_fraction"] == 1.0
+    assert toy_metrics(torch.cat([x, off]), x, board)["support_fraction"] == pytest.approx(0.5)

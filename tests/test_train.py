@@ -42,6 +42,8 @@ def test_debug_run_of_every_family_on_every_dataset(family, dataset, tmp_path, f
     assert metrics["train_steps"] >= 1  # debug: at most 5 batches (a GAN counts 2 optimizer steps each)
     if metrics["likelihood_kind"] != "none":
         assert math.isfinite(metrics["nll_nats"]) and math.isfinite(metrics["nll_bpd"])
+    if not dm.is_image:
+        assert math.isfinite(metrics["energy_distance_test"]) and math.isfinite(metrics["fd_data_space"])
     samples = model.sample(3)
     assert samples.shape == (3, *dm.data_shape)
     assert samples.dtype == (torch.uint8 if dm.is_image else torch.float32)

@@ -1,4 +1,5 @@
-"""One evaluation stage for every family: likelihood, sampling speed, cost and a picture of samples."""
+"""One evaluation stage for every family: likelihood, sampling speed, cost, 2D sample metrics and a
+picture of samples."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from genbench.data.base import GenerativeDataModule
 from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.speed import sampling_speed
+from genbench.evaluation.toy import toy_metrics
 from genbench.models.base import GenerativeModel
 
 
@@ -20,7 +22,7 @@ class EvalConfig(Schema):
     speed_batch_size: int = param(256, ge=1)
     speed_repeats: int = param(10, ge=1)
     speed_warmup: int = param(2, ge=0)
-    plot_samples_vector: int = param(2000, ge=1)
+    plot_samples_vector: int = param(2000, ge=2)  # 2D sets: samples for samples.png and the 2D metrics
     plot_samples_image: int = param(64, ge=1)
 
 
@@ -36,6 +38,10 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     n_plot = cfg.plot_samples_image if dm.is_image else cfg.plot_samples_vector
     with torch.no_grad():
         samples = model.sample(n_plot)
+    test = dm.split_tensor("test")
+    distribution = getattr(dm, "distribution", None)
+    if distribution is not None:
+        metrics.update(toy_metrics(samples, test[:n_plot], distribution, metrics.get("nll_nats")))
     title = f"{model.family} on {dm.name}: {n_plot} samples"
-    save_samples_png(samples, dm.split_tensor("test"), out_dir / "samples.png", title)
+    save_samples_png(samples, test, out_dir / "samples.png", title)
     return metrics
