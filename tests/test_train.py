@@ -125,3 +125,7 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     metrics, _, _ = run(compose_train(resumed), second)
     # Resumed at step 5, it runs only the 7 steps left of the budget of 12; from scratch it would run 12.
     assert metrics["train_steps"] == 12 and len(executed) == 7
+    # Throughput counts the examples of this run only: 7 batches of the toy default 256.
+    assert metrics["train_examples"] == 7 * 256
+    assert metrics["train_examples_per_second"] == pytest.approx(7 * 256 / metrics["train_seconds"])
+    assert metrics["peak_memory_kind"] == "process_max_rss" and metrics["peak_memory_mb"] > 50

@@ -24,6 +24,7 @@ from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import evaluate
+from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.models.base import GenerativeModel
 from genbench.results import provenance, write_record
 
@@ -76,8 +77,9 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, Generati
         cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes, _convert_="all"
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
+    counter = ExampleCounter()
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_loggers(cfg) or False,
-                                                  callbacks=[checkpoints])
+                                                  callbacks=[checkpoints, counter])
     metrics: dict[str, Any] = {}
     if cfg.train:
         start = time.perf_counter()
@@ -85,14 +87,17 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, Generati
         metrics["train_seconds"] = time.perf_counter() - start
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
+        metrics["train_examples"] = counter.examples
+        metrics["train_examples_per_second"] = counter.examples / metrics["train_seconds"]
     elif cfg.ckpt_path:
         model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     if cfg.evaluate:
         metrics.update(evaluate(model, dm, eval_cfg, out_dir))
-        for lg in trainer.loggers:
-            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                           step=trainer.global_step)
-            lg.save()
+    metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
+    for lg in trainer.loggers:
+        lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                       step=trainer.global_step)
+        lg.save()
     return metrics, model, dm
 
 
