@@ -7,6 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Torch on one intra-op thread for the whole suite (as `make test` sets OMP_NUM_THREADS=1): the test
+    models are tiny, and on a busy 2-core machine a second thread spins and slows runs many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 MNIST_ROWS = {"train": 64, "t10k": 32}
 CIFAR_TRAIN_ROWS_PER_BATCH = 8

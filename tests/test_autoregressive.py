@@ -19,15 +19,6 @@ from genbench.train import run
 from tests.helpers import compose_train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread (and the budget of these tests is one core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _jacobian_support(f, x: torch.Tensor) -> torch.Tensor:
     """support[o, i]: does output o (flattened, summed over the batch) depend on input i (autograd)."""
     x = x.clone().requires_grad_(True)

@@ -15,15 +15,6 @@ from genbench.train import run
 from tests.helpers import compose_train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny nets run fastest (and on a shared machine, far fastest) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _count_calls(net: torch.nn.Module) -> list[int]:
     calls = [0]
     net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))

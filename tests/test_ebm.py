@@ -12,16 +12,7 @@ from tests.helpers import compose_train
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Langevin chains are many tiny ops: one thread is fastest on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def trained_on_gaussians8(tmp_path_factory, one_thread):
+def trained_on_gaussians8(tmp_path_factory):
     """The default EBM run on gaussians8 through the full pipeline, with an untrained twin."""
     out = tmp_path_factory.mktemp("ebm_gaussians8")
     cfg = compose_train(["model=ebm", "dataset=gaussians8", "logger=none", f"paths.output_dir={out}",
@@ -83,7 +74,7 @@ def test_quadrature_normalizer_converges_with_resolution():
     assert model.log_partition().item() == pytest.approx(coarse, abs=1e-3)
 
 
-def test_langevin_sampling_moves_down_the_energy_and_counts_nfe(one_thread):
+def test_langevin_sampling_moves_down_the_energy_and_counts_nfe():
     torch.manual_seed(0)
     model = EBM((2,), hidden_dims=[32, 32], sample_steps=30, step_size=0.1)
     model.fit_data_stats(torch.randn(500, 2))
@@ -103,7 +94,7 @@ def test_langevin_sampling_moves_down_the_energy_and_counts_nfe(one_thread):
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
-def test_image_ebm_has_no_likelihood_and_samples_uint8(shape, one_thread):
+def test_image_ebm_has_no_likelihood_and_samples_uint8(shape):
     torch.manual_seed(0)
     model = EBM(shape, conv_channels=[8, 16], sample_steps=3)
     assert model.likelihood_kind == "none" and EBM.likelihood_kind == "none"

@@ -30,16 +30,8 @@ def _randomized(model: Flow, x: torch.Tensor, scale: float = 0.1) -> Flow:
     return model.eval()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls run fastest on one thread, and a busy machine makes a second one spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def test_flow_learns_gaussians8(tmp_path, one_thread):
+def test_flow_learns_gaussians8(tmp_path):
     """The default config and budget (2000 steps), through the real pipeline."""
     cfg = compose_train(["model=flow", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
                          "trainer.enable_progress_bar=false", "eval.speed_repeats=1", "eval.speed_warmup=0",
@@ -149,8 +141,6 @@ def _grid_mass(model: Flow, half_width: float, cells: int) -> float:
 @pytest.fixture(scope="module")
 def flow_trained_on_moons() -> Flow:
     """The default flow after 300 steps on moons (a few seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     pl.seed_everything(0)
     dm = ToyDataModule(name="moons", n_train=4000, n_val=500, n_test=1000, batch_size=256)
     model = Flow((2,))
@@ -158,7 +148,6 @@ def flow_trained_on_moons() -> Flow:
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
-    torch.set_num_threads(threads)
     return model.eval()
 
 
