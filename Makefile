@@ -24,7 +24,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests train.py
+	$(VENV)/bin/ruff check src tests scripts train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -30,7 +30,8 @@ def trained_on_gaussians8(tmp_path_factory):
                          "trainer.max_steps=600", "trainer.enable_progress_bar=false", "evaluate=false"])
     pl.seed_everything(0)
     untrained = hydra.utils.instantiate(cfg.model, data_shape=(2,), num_classes=None, _convert_="all")
-    _, model, dm = run(cfg, out)
+    result = run(cfg, out)
+    model, dm = result.model, result.dm
     test = dm.split_tensor("test")[:2000]
     torch.manual_seed(1)
     before = energy_distance(untrained.sample(2000), test), untrained.negative_elbo(test, 100).mean().item()

@@ -18,7 +18,8 @@ def trained_on_gaussians8(tmp_path_factory):
     cfg = compose_train(["model=ebm", "dataset=gaussians8", "logger=none", f"paths.output_dir={out}",
                          "trainer.enable_progress_bar=false", "eval.speed_batch_size=16",
                          "eval.speed_repeats=1", "eval.speed_warmup=0", "eval.plot_samples_vector=200"])
-    metrics, model, dm = run(cfg, out)
+    result = run(cfg, out)
+    metrics, model, dm = result.metrics, result.model, result.dm
     pl.seed_everything(0)
     untrained = EBM(dm.data_shape, **model.hp.to_dict())
     untrained.fit_data_stats(dm.split_tensor("train"))

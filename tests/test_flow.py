@@ -38,7 +38,8 @@ def test_flow_learns_gaussians8(tmp_path):
                          "eval.plot_samples_vector=200"])
     options = OmegaConf.to_container(cfg.model)
     untrained = Flow((2,), **{k: v for k, v in options.items() if k != "_target_"})
-    metrics, model, dm = run(cfg, tmp_path)
+    result = run(cfg, tmp_path)
+    metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]
     torch.manual_seed(0)
     before = energy_distance(untrained.sample(2000), test)

@@ -28,7 +28,8 @@ def test_default_gan_learns_gaussians8(tmp_path):
     """The default config with the default budget (2000 optimizer steps = 1000 batches), about 40 s."""
     cfg = compose_train(["model=gan", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
                          "trainer.enable_progress_bar=false", "eval.speed_repeats=1"])
-    metrics, model, dm = run(cfg, tmp_path)
+    result = run(cfg, tmp_path)
+    metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]
     torch.manual_seed(1)
     before = energy_distance(GAN(dm.data_shape).sample(2000), test)

@@ -26,17 +26,19 @@ def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 # Small evaluation settings: the smoke test checks the wiring, not the numbers.
 SMOKE_EVAL = ["eval.speed_batch_size=4", "eval.speed_repeats=1", "eval.speed_warmup=0",
-              "eval.plot_samples_image=4", "eval.plot_samples_vector=200"]
+              "eval.plot_samples_image=4", "eval.plot_samples_vector=200", "eval.num_samples=16",
+              "eval.num_real=32", "eval.inception=false", "eval.score_splits=2", "eval.kid_subsets=2"]
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_debug_run_of_every_family_on_every_dataset(family, dataset, tmp_path, fake_image_root):
     overrides = [f"model={family}", f"dataset={dataset}", "trainer=debug", "logger=none",
-                 f"paths.output_dir={tmp_path}", *SMOKE_EVAL]
+                 f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}", *SMOKE_EVAL]
     if dataset in FILE_DATASETS:
         overrides.append(f"dataset.root={fake_image_root}")
-    metrics, model, dm = run(compose_train(overrides), tmp_path)
+    result = run(compose_train(overrides), tmp_path)
+    metrics, model, dm = result.metrics, result.model, result.dm
     assert model.family == family and dm.name == dataset
     assert metrics["nfe"] >= 1 and metrics["sample_ms_per_sample"] > 0 and metrics["num_parameters"] > 0
     assert metrics["train_steps"] >= 1  # debug: at most 5 batches (a GAN counts 2 optimizer steps each)
@@ -122,7 +124,8 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(VAE, "training_step", lambda self, *a: executed.append(1) or original_step(self, *a))
     resumed = [*base, "trainer.max_epochs=null", "trainer.max_steps=12",
                f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={second}"]
-    metrics, _, _ = run(compose_train(resumed), second)
+    result = run(compose_train(resumed), second)
+    metrics = result.metrics
     # Resumed at step 5, it runs only the 7 steps left of the budget of 12; from scratch it would run 12.
     assert metrics["train_steps"] == 12 and len(executed) == 7
     # Throughput counts the examples of this run only: 7 batches of the toy default 256.

@@ -105,7 +105,8 @@ def test_default_vae_samples_move_to_gaussians8(tmp_path):
 
     cfg = compose_train(["model=vae", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
                          "trainer.enable_progress_bar=false", "eval.speed_repeats=1"])
-    metrics, model, dm = run(cfg, tmp_path)
+    result = run(cfg, tmp_path)
+    metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]
     torch.manual_seed(1)
     before = energy_distance(VAE(dm.data_shape).sample(2000), test)

@@ -15,3 +15,10 @@ class DatasetError(GenbenchError):
 
 class DivergedError(GenbenchError):
     """Training produced a NaN or infinite loss."""
+
+
+class FeatureExtractorUnavailable(GenbenchError):
+    """A feature network's weights are missing, cannot be downloaded or fail their checksum.
+
+    The evaluation stage records the metrics that need it as unavailable, with this message, and goes on.
+    """

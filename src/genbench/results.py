@@ -1,9 +1,13 @@
 """The run record ``metrics.json``: versioned, flat-ish, one file per run.
 
-Schema version 1::
+Schema version 2::
 
-    {"schema": 1, "status": "ok" | "failed" | "diverged", "family": str, "dataset": str, "seed": int,
-     "metrics": {name: number | str}, "error": str (only when status != "ok"),
+    {"schema": 2, "status": "ok" | "failed" | "diverged", "family": str, "dataset": str, "seed": int,
+     "metrics": {name: number | str},
+     "unavailable": {name: reason}  (metrics that could not be measured, e.g. FID offline),
+     "metric_provenance": {group: {"metrics": [names], extractor, weights sha256, reference split,
+                                   n_real, n_generated, seed, ...}},
+     "error": str (only when status != "ok"),
      "provenance": {"config", "seed", "versions", "git_commit", "command", "host", "started_at"}}
 
 Every metric name says what it is (``nll_bpd``, ``sample_ms_per_sample``, ...); README lists them.
@@ -20,9 +24,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged")
-_PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "genbench")
+_PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "torchmetrics",
+             "torch-fidelity", "genbench")
 
 
 def package_versions() -> dict[str, str]:
@@ -75,11 +80,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_record(path: Path, *, status: str, family: str, dataset: str, seed: int, metrics: dict,
-                 provenance: dict, error: str | None = None) -> dict:
+                 provenance: dict, error: str | None = None, unavailable: dict | None = None,
+                 metric_provenance: dict | None = None) -> dict:
     """Write ``metrics.json`` atomically (a killed run never leaves half a file) and return the record."""
     assert status in STATUSES, status
     record = {"schema": SCHEMA_VERSION, "status": status, "family": family, "dataset": dataset, "seed": seed,
-              "metrics": metrics}
+              "metrics": metrics, "unavailable": unavailable or {},
+              "metric_provenance": metric_provenance or {}}
     if error is not None:
         record["error"] = error
     record["provenance"] = provenance

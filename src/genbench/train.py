@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
-from genbench.evaluation import evaluate
+from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.models.base import GenerativeModel
 from genbench.results import provenance, write_record
@@ -52,6 +53,9 @@ def _summary(family: str, dataset: str, metrics: dict) -> str:
         parts.append(f"IWAE {metrics['nll_iwae_bpd']:.4f} bits/dim")
     parts.append(f"sampling {metrics['sample_ms_per_sample']:.4f} ms/sample "
                  f"(batch {metrics['sample_batch_size']}, NFE {metrics['nfe']})")
+    for name in sorted(metrics):
+        if name == "fid_inception" or (name.startswith("fd_") and name != "fd_data_space"):
+            parts.append(f"{name} {metrics[name]:.4g}")
     if "train_seconds" in metrics:
         parts.append(f"trained {metrics['train_seconds']:.1f} s")
     parts.append(f"{metrics['num_parameters']:,} parameters")
@@ -67,8 +71,16 @@ def _choice(cfg: DictConfig, group: str) -> str:
     return str(OmegaConf.select(cfg, f"{group}._target_", default="?")).rsplit(".", 1)[-1]
 
 
-def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, GenerativeDataModule]:
-    """Train (unless ``train=false``) and evaluate one model; return its metrics, model and data."""
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    model: GenerativeModel
+    dm: GenerativeDataModule
+    evaluation: Evaluation
+
+
+def run(cfg: DictConfig, out_dir: Path) -> RunResult:
+    """Train (unless ``train=false``) and evaluate one model."""
     eval_cfg = validate(cfg)["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -81,6 +93,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, Generati
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_loggers(cfg) or False,
                                                   callbacks=[checkpoints, counter])
     metrics: dict[str, Any] = {}
+    evaluation = Evaluation()
     if cfg.train:
         start = time.perf_counter()
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -92,13 +105,17 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict, GenerativeModel, Generati
     elif cfg.ckpt_path:
         model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     if cfg.evaluate:
-        metrics.update(evaluate(model, dm, eval_cfg, out_dir))
+        evaluation = evaluate(model, dm, eval_cfg, out_dir)
+        metrics.update(evaluation.metrics)
     metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
         lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                        step=trainer.global_step)
+        if cfg.evaluate:  # each metric's provenance, and why any metric is missing
+            lg.log_hyperparams({"metric_provenance": evaluation.provenance,
+                                "unavailable_metrics": evaluation.unavailable})
         lg.save()
-    return metrics, model, dm
+    return RunResult(metrics, model, dm, evaluation)
 
 
 def task(cfg: DictConfig) -> dict:
@@ -108,7 +125,7 @@ def task(cfg: DictConfig) -> dict:
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     try:
-        metrics, model, dm = run(cfg, out_dir)
+        result = run(cfg, out_dir)
     except Exception as e:  # recorded below; re-raised in single runs
         status = "diverged" if isinstance(e, DivergedError) else "failed"
         write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
@@ -120,10 +137,12 @@ def task(cfg: DictConfig) -> dict:
         if isinstance(e, GenbenchError):
             sys.exit(1)
         raise
-    common.update(family=model.family, dataset=dm.name)
-    record = write_record(out_dir / "metrics.json", status="ok", metrics=metrics, provenance=prov, **common)
+    common.update(family=result.model.family, dataset=result.dm.name)
+    record = write_record(out_dir / "metrics.json", status="ok", metrics=result.metrics, provenance=prov,
+                          unavailable=result.evaluation.unavailable,
+                          metric_provenance=result.evaluation.provenance, **common)
     if cfg.evaluate:
-        log.info("%s", _summary(common["family"], common["dataset"], metrics))
+        log.info("%s", _summary(common["family"], common["dataset"], result.metrics))
     log.info("wrote %s", out_dir / "metrics.json")
     return record
 

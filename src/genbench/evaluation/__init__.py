@@ -1,5 +1,5 @@
 """The evaluation stage: the same measurements for every family, through the shared interface only."""
 
-from genbench.evaluation.stage import EvalConfig, evaluate
+from genbench.evaluation.stage import EvalConfig, Evaluation, evaluate
 
-__all__ = ["EvalConfig", "evaluate"]
+__all__ = ["EvalConfig", "Evaluation", "evaluate"]

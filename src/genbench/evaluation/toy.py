@@ -3,7 +3,8 @@
 All of them use the same samples and the first ``n`` test points, so every family is scored alike:
 - ``energy_distance_test``: energy distance to held-out data (0 iff the laws match);
 - ``fd_data_space``: Fréchet distance of Gaussians fitted in data space (no feature network);
-- for Gaussian mixtures, mode coverage and the share of high-quality samples (within 3 std of a mode);
+- for Gaussian mixtures, mode coverage (modes with at least ``mode_min_count`` samples within 3 std of
+  their centre) and the share of high-quality samples (within 3 std of a mode);
 - where the true density is known: the mean true log-density of the samples (on its support), the
   share of samples on that support, and ``kl_data_to_model_nats`` = E_data[log p_data - log p_model],
   estimated on test points from the model's test NLL (an upper bound when the likelihood is a bound).
@@ -19,14 +20,14 @@ from genbench.evaluation.modes import mode_coverage
 
 
 def toy_metrics(samples: Tensor, test: Tensor, distribution: ToyDistribution,
-                nll_nats: float | None = None) -> dict[str, float]:
+                nll_nats: float | None = None, mode_min_count: int = 1) -> dict[str, float]:
     samples, test = samples.detach().cpu().double(), test.detach().cpu().double()
     out = {
         "energy_distance_test": energy_distance(samples, test),
         "fd_data_space": frechet_distance(*feature_statistics(samples), *feature_statistics(test)),
     }
     if distribution.modes is not None:
-        out.update(mode_coverage(samples, distribution.modes, distribution.std))
+        out.update(mode_coverage(samples, distribution.modes, distribution.std, min_count=mode_min_count))
     if distribution.has_density:
         log_p = distribution.log_prob(samples)
         on_support = torch.isfinite(log_p)

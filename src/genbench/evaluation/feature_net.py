@@ -1,0 +1,191 @@
+"""Classifier feature nets: a SmallCNN per labelled image dataset, trained here because Inception weights
+cannot be downloaded offline.
+
+Its penultimate activations are the space of the Fréchet distance (``fd_<dataset>_cnn``, never called FID)
+and its logits give the classifier score and class coverage. A net is stored as ``<name>.pt`` (the
+state_dict only, loaded with ``weights_only=True``) next to ``<name>.json`` (architecture, test accuracy,
+SHA-256 of the .pt, training config), so every metric can say exactly which weights made it.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from genbench.data.base import GenerativeDataModule
+from genbench.data.pixels import to_unit
+from genbench.errors import FeatureExtractorUnavailable
+from genbench.nets.classifier import SmallCNN
+from genbench.results import package_versions
+
+log = logging.getLogger(__name__)
+
+
+def feature_net_path(directory: str | Path, dataset: str) -> Path:
+    """Where the net of ``dataset`` lives in ``directory`` (``paths.feature_net_dir``)."""
+    return Path(directory) / f"{dataset}_cnn.pt"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class FeatureNet:
+    """A trained SmallCNN and the record that identifies it."""
+
+    net: SmallCNN
+    path: Path
+    name: str
+    dataset: str
+    checksum: str
+    test_accuracy: float
+    config: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.arch["num_classes"]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.net.arch["feature_dim"]
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        arch = self.net.arch
+        return arch["in_channels"], arch["image_size"], arch["image_size"]
+
+    @torch.no_grad()
+    def extract(self, images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+        """Features (N, F) and logits (N, K), float32 on the CPU, of uint8 images (N, C, H, W)."""
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.data_shape:
+            raise ValueError(f"{self.name} takes uint8 images of shape (N, {self.data_shape}), "
+                             f"got {images.dtype} {tuple(images.shape)}")
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        features, logits = [], []
+        for batch in images.split(batch_size):
+            f = self.net.features(to_unit(batch.to(device)))
+            features.append(f.cpu())
+            logits.append(self.net.head(f).cpu())
+        return torch.cat(features), torch.cat(logits)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "sha256": self.checksum,
+                "test_accuracy": self.test_accuracy, "dataset": self.dataset,
+                "feature_dim": self.feature_dim, "config": self.config}  # fmt: skip
+
+
+@torch.no_grad()
+def accuracy(net: SmallCNN, loader: DataLoader) -> float:
+    """Top-1 accuracy of ``net`` (in eval mode) over a loader of (uint8 images, labels)."""
+    net.eval()
+    device = next(net.parameters()).device
+    correct = total = 0
+    for x, y in loader:
+        correct += (net(to_unit(x.to(device))).argmax(1).cpu() == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
+def train_feature_net(
+    dm: GenerativeDataModule,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 5e-4,
+    width: int = 32,
+    feature_dim: int = 128,
+    device: str = "cpu",
+) -> tuple[SmallCNN, float]:
+    """Train a SmallCNN on the train split (AdamW, one-cycle schedule); return it and its test accuracy."""
+    if dm.num_classes is None or not dm.is_image:
+        raise ValueError(f"feature nets need a labelled image dataset; {dm.name} is not one")
+    torch.manual_seed(seed)  # initialisation, dropout and the loader's shuffling
+    dm.setup()
+    c, h, _ = dm.data_shape
+    net = SmallCNN(c, h, dm.num_classes, width=width, feature_dim=feature_dim).to(device)
+    loader = dm.train_dataloader()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * len(loader))
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        net.train()
+        total = 0.0
+        for x, y in loader:
+            loss = F.cross_entropy(net(to_unit(x.to(device))), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(y)
+        log.info("epoch %d/%d: train loss %.4f (%.0f s)", epoch + 1, epochs, total / len(loader.dataset),
+                 time.perf_counter() - start)
+    return net, accuracy(net, dm.test_dataloader())
+
+
+def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> FeatureNet:
+    """Write ``path`` (state_dict) and its JSON record; ``meta`` holds dataset, test_accuracy and config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in net.state_dict().items()}, path)
+    record = {
+        "name": f"{meta['dataset']}_cnn",
+        "dataset": meta["dataset"],
+        "arch": net.arch,
+        "test_accuracy": float(meta["test_accuracy"]),
+        "sha256": _sha256(path),
+        "config": meta.get("config", {}),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "versions": package_versions(),
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str))
+    return _feature_net(net, path, record)
+
+
+def _feature_net(net: SmallCNN, path: Path, record: dict[str, Any]) -> FeatureNet:
+    return FeatureNet(net=net.eval(), path=path, name=record["name"], dataset=record["dataset"],
+                      checksum=record["sha256"], test_accuracy=record["test_accuracy"],
+                      config=record["config"])  # fmt: skip
+
+
+def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu") -> FeatureNet:
+    """Load a net saved by :func:`save_feature_net`, refusing a file that does not match its record."""
+    path = Path(path)
+    json_path = path.with_suffix(".json")
+    dataset = path.stem.removesuffix("_cnn")  # replaced by the record's once it is read
+
+    def unavailable(problem: str) -> FeatureExtractorUnavailable:
+        return FeatureExtractorUnavailable(
+            f"feature net {path}: {problem}. Train it with: "
+            f"python scripts/train_feature_net.py dataset={dataset} out_path={path}"
+        )
+
+    if not path.is_file():
+        raise unavailable("no such file")
+    try:
+        record = json.loads(json_path.read_text())
+        dataset = record["dataset"]
+        arch, expected = record["arch"], record["sha256"]
+    except (OSError, ValueError, KeyError) as e:
+        raise unavailable(f"its record {json_path} is missing or unreadable ({type(e).__name__}: {e})") from e
+    actual = _sha256(path)
+    if actual != expected:
+        raise unavailable(f"sha256 {actual} differs from {expected} recorded in {json_path.name}; "
+                          "the file changed after training")
+    try:
+        net = SmallCNN(**arch)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, TypeError) as e:
+        raise unavailable(f"the weights do not fit the architecture in {json_path.name} ({e})") from e
+    return _feature_net(net.to(map_location), path, record)

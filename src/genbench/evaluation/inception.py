@@ -1,0 +1,107 @@
+"""The standard FID network: torch-fidelity's TF-compatible Inception-v3, loaded without unpickling code.
+
+torch-fidelity's port reproduces the TensorFlow graph FID was defined with (bilinear resizing to 299x299
+as TF 1.x does it, 2048-d pool features, 1008-way logits). We use its architecture but load the weights
+ourselves with ``weights_only=True`` (torch-fidelity itself unpickles a given path with
+``weights_only=False``), and record the file's SHA-256 so every FID says which weights made it.
+
+Weights come from ``eval.inception_weights`` or torch-fidelity's download cache (torch hub's
+``checkpoints`` folder), downloaded there when possible. Offline, :class:`FeatureExtractorUnavailable`
+says where to put the file.
+"""
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from torch import Tensor
+
+from genbench.errors import FeatureExtractorUnavailable
+
+WEIGHTS_URL = tf_inception.URL_INCEPTION_V3
+WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
+WEIGHTS_HASH_PREFIX = WEIGHTS_FILE.rsplit("-", 1)[-1].split(".")[0]  # first hex digits of its SHA-256
+POOL, LOGITS = "2048", "logits_unbiased"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_weights_path() -> Path:
+    """Where torch-fidelity keeps (and downloads) the Inception weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
+def find_weights(path: str | None, download: bool) -> Path:
+    """The weights file to use: ``path`` if given, else the cache, downloading into it if allowed."""
+    if path:
+        given = Path(path).expanduser()
+        if not given.is_file():
+            raise FeatureExtractorUnavailable(f"eval.inception_weights={path}: no such file")
+        return given
+    cached = cached_weights_path()
+    if cached.is_file():
+        return cached
+    fix = f"put {WEIGHTS_FILE} ({WEIGHTS_URL}) there or pass eval.inception_weights=<path>"
+    if not download:
+        raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and eval.inception_download "
+                                          f"is false; {fix}")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(WEIGHTS_URL, str(cached), hash_prefix=WEIGHTS_HASH_PREFIX,
+                                       progress=False)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash is a RuntimeError
+        raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and the download failed "
+                                          f"({e}); {fix}") from e
+    return cached
+
+
+class InceptionFeatures:
+    """Pool features and logits of uint8 images; grey images are repeated to three channels."""
+
+    def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # not a tensor-only file: never unpickle it as code
+            raise FeatureExtractorUnavailable(f"{weights} is not a plain state dict of tensors ({e})") from e
+        # torch-fidelity loads the state dict inside its constructor; hand it ours instead of its loader's.
+        with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value=state):
+            try:
+                self.net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", [POOL, LOGITS])
+            except RuntimeError as e:  # missing or unexpected keys, wrong shapes
+                raise FeatureExtractorUnavailable(f"{weights} does not hold torch-fidelity's Inception-v3 "
+                                                  f"weights: {e}") from e
+        self.net.to(device)
+        self.path = weights
+        self.checksum = sha256_of(weights)
+        self.name = "inception"
+        self.fd_name = "fid_inception"
+
+    @torch.no_grad()
+    def extract(self, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
+        device = next(self.net.parameters()).device
+        features, logits = [], []
+        for batch in images.split(batch_size):
+            if batch.shape[1] == 1:
+                batch = batch.expand(-1, 3, -1, -1)
+            pool, logit = self.net(batch.to(device))
+            features.append(pool.cpu())
+            logits.append(logit.cpu())
+        return torch.cat(features), torch.cat(logits)
+
+    def provenance(self) -> dict:
+        return {
+            "extractor": "torch-fidelity InceptionV3: TF-compatible resize to 299, 2048-d pool, "
+                         "logits_unbiased",
+            "weights": str(self.path),
+            "sha256": self.checksum,
+            "torch_fidelity": metadata.version("torch-fidelity"),
+        }

@@ -1,0 +1,77 @@
+"""Image sample quality and diversity on the features of one extractor, the same for every family.
+
+For an extractor called ``<name>`` (``inception`` or a dataset classifier such as ``digits_cnn``):
+- ``fid_inception`` / ``fd_<name>``: Fréchet distance of Gaussians fitted to real and generated features
+  (only the Inception one is called FID);
+- ``kid_<name>`` and ``kid_<name>_std``: kernel inception distance (unbiased polynomial MMD^2 over subsets);
+- ``precision_/recall_/density_/coverage_<name>``: k-NN manifold metrics on the same features;
+- ``is_inception`` (Inception Score on the 1008-way logits) or ``classifier_score_<name>`` (the same
+  statistic with the dataset classifier), each with ``_std`` over splits;
+- classifiers only: ``class_coverage_<name>``, ``class_entropy_<name>``, ``class_max_share_<name>`` from
+  the predicted classes of the samples.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from genbench.evaluation.frechet import feature_statistics, frechet_distance
+from genbench.evaluation.manifold import manifold_metrics
+from genbench.evaluation.scores import class_coverage, inception_score, kernel_inception_distance
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    kid_subsets: int
+    kid_subset_size: int
+    manifold_k: int
+    manifold_samples: int
+    score_splits: int
+    seed: int
+
+
+def metric_names(extractor: str, classifier: bool) -> list[str]:
+    """Every metric :func:`feature_metrics` writes for ``extractor``: also what 'unavailable' lists."""
+    fd = "fid_inception" if extractor == "inception" else f"fd_{extractor}"
+    score = "is_inception" if extractor == "inception" else f"classifier_score_{extractor}"
+    names = [fd, f"kid_{extractor}", f"kid_{extractor}_std", score, f"{score}_std"]
+    names += [f"{m}_{extractor}" for m in ("precision", "recall", "density", "coverage")]
+    if classifier:
+        names += [f"{m}_{extractor}" for m in ("class_coverage", "class_entropy", "class_max_share")]
+    return names
+
+
+def feature_metrics(extractor: str, real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor],
+                    settings: QualitySettings, num_classes: int | None = None) -> dict[str, float]:
+    """All metrics of one extractor from (features, logits) of real and generated images."""
+    (real_f, _), (fake_f, fake_logits) = real, fake
+    fd, kid, kid_std, score, score_std, *manifold_names = metric_names(extractor, False)
+    generator = torch.Generator().manual_seed(settings.seed)
+    out = {fd: frechet_distance(*feature_statistics(real_f), *feature_statistics(fake_f))}
+    out[kid], out[kid_std] = kernel_inception_distance(
+        real_f, fake_f, subsets=settings.kid_subsets, subset_size=settings.kid_subset_size,
+        generator=generator)
+    splits = min(settings.score_splits, len(fake_logits))
+    out[score], out[score_std] = inception_score(fake_logits, splits=splits)
+    n = min(settings.manifold_samples, len(real_f), len(fake_f))  # equal sizes: k-NN radii shrink with N
+    manifold = manifold_metrics(_subset(real_f, n, generator), _subset(fake_f, n, generator),
+                                k=settings.manifold_k)
+    out.update({name: manifold[name.rsplit(f"_{extractor}", 1)[0]] for name in manifold_names})
+    if num_classes is not None:
+        coverage = class_coverage(fake_logits, num_classes)
+        out.update({f"{key}_{extractor}": value for key, value in coverage.items()})
+    return out
+
+
+def _subset(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """At most ``n`` rows of ``x`` at random (k-NN metrics cost O(N^2))."""
+    if len(x) <= n:
+        return x
+    return x[torch.randperm(len(x), generator=generator)[:n]]
+
+
+@torch.no_grad()
+def generate_images(model, n: int, batch_size: int) -> Tensor:
+    """``n`` samples of ``model`` in data space (uint8 images), drawn in batches, on the CPU."""
+    return torch.cat([model.sample(min(batch_size, n - start)).cpu() for start in range(0, n, batch_size)])

@@ -1,0 +1,113 @@
+"""Feature nets: the digits classifier learns, round-trips through its files, and refuses a changed file."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from genbench.data.images import DigitsDataModule
+from genbench.data.pixels import to_unit
+from genbench.errors import FeatureExtractorUnavailable
+from genbench.evaluation.feature_net import (
+    feature_net_path,
+    load_feature_net,
+    save_feature_net,
+    train_feature_net,
+)
+from genbench.nets.classifier import SmallCNN
+from tests.helpers import ROOT
+
+FIX = "python scripts/train_feature_net.py dataset=digits"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A digits net trained once for the module (about 1 s on one thread)."""
+    dm = DigitsDataModule()
+    start = time.perf_counter()
+    net, accuracy = train_feature_net(dm, epochs=5, lr=3e-3, seed=0)
+    return dm, net, accuracy, time.perf_counter() - start
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    dm, net, accuracy, _ = trained
+    path = feature_net_path(tmp_path / "feature_nets", dm.name)
+    save_feature_net(net, path, {"dataset": dm.name, "test_accuracy": accuracy, "config": {"epochs": 5}})
+    return path
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_small_cnn_gives_features_and_logits_for_every_image_shape(shape):
+    net = SmallCNN(shape[0], shape[1], num_classes=10, feature_dim=64)
+    x = torch.rand(3, *shape)
+    assert net.features(x).shape == (3, 64) and net(x).shape == (3, 10)
+
+
+def test_digits_net_trains_to_over_90_percent_test_accuracy_quickly(trained):
+    _, _, accuracy, seconds = trained
+    assert accuracy > 0.9
+    assert seconds < 30
+
+
+def test_saved_net_loads_with_the_same_outputs_and_its_checksum(trained, saved):
+    dm, net, accuracy, _ = trained
+    loaded = load_feature_net(saved)
+    record = json.loads(saved.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest() == loaded.checksum
+    assert record["arch"] == net.arch and torch.__version__.startswith(record["versions"]["torch"])
+    assert (loaded.name, loaded.dataset, loaded.num_classes) == ("digits_cnn", "digits", 10)
+    assert loaded.test_accuracy == accuracy and loaded.provenance()["config"] == {"epochs": 5}
+
+    images = dm.split_tensor("test")[:37]
+    features, logits = loaded.extract(images, batch_size=16)
+    assert features.shape == (37, 128) and logits.shape == (37, 10)
+    assert features.dtype == logits.dtype == torch.float32
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features, net.features(to_unit(images)))
+        torch.testing.assert_close(logits, net(to_unit(images)))
+    with pytest.raises(ValueError, match="uint8"):
+        loaded.extract(to_unit(images))
+
+
+def test_a_changed_weights_file_is_refused_naming_the_fix(saved):
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 1
+    saved.write_bytes(bytes(data))
+    with pytest.raises(FeatureExtractorUnavailable, match="sha256") as error:
+        load_feature_net(saved)
+    assert FIX in str(error.value) and str(saved) in str(error.value)
+
+    other = SmallCNN(1, 8, 10).state_dict()
+    torch.save(other, saved)  # a valid file, but not the net the record describes
+    with pytest.raises(FeatureExtractorUnavailable, match="sha256"):
+        load_feature_net(saved)
+
+
+def test_missing_weights_or_record_is_refused_naming_the_fix(saved, tmp_path):
+    saved.with_suffix(".json").unlink()
+    with pytest.raises(FeatureExtractorUnavailable, match="record") as error:
+        load_feature_net(saved)
+    assert FIX in str(error.value)
+    with pytest.raises(FeatureExtractorUnavailable, match="no such file") as error:
+        load_feature_net(feature_net_path(tmp_path / "elsewhere", "digits"))
+    assert FIX in str(error.value)
+
+
+def test_script_trains_and_writes_the_net_and_its_record(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    args = ["dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_feature_net.py"), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = tmp_path / "feature_nets" / "digits_cnn.pt"
+    loaded = load_feature_net(path)
+    assert f"{path} sha256={loaded.checksum} test_accuracy=" in proc.stdout
+    assert loaded.provenance()["config"]["epochs"] == 1

@@ -1,0 +1,130 @@
+"""Image metrics through the evaluation stage: FID against torchmetrics with the same Inception network,
+offline behaviour, the reference-feature cache and per-metric provenance."""
+
+import json
+import pickle
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from genbench.data.images import DigitsDataModule
+from genbench.errors import FeatureExtractorUnavailable
+from genbench.evaluation import EvalConfig, evaluate
+from genbench.evaluation.feature_net import FeatureNet, save_feature_net
+from genbench.evaluation.inception import InceptionFeatures, find_weights, sha256_of
+from genbench.evaluation.quality import QualitySettings, feature_metrics
+from genbench.models.vae import VAE
+from genbench.nets.classifier import SmallCNN
+from genbench.train import task
+from tests.helpers import compose_train
+
+
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory) -> Path:
+    """torch-fidelity's Inception-v3 with random weights (the real ones cannot be downloaded here), saved
+    as a plain state dict. He-initialised convs keep the 2048-d pool features away from zero."""
+    torch.manual_seed(0)
+    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value={}), \
+            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict"):
+        net = tf_inception.FeatureExtractorInceptionV3("random", ["2048"])
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pt"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_equals_torchmetrics_on_the_same_images_and_network(random_inception):
+    generator = torch.Generator().manual_seed(1)
+    real = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    fake = (real.float() * 0.7 + 30).round().to(torch.uint8)  # a darker, lower-contrast copy
+    extractor = InceptionFeatures(random_inception)
+    settings = QualitySettings(kid_subsets=2, kid_subset_size=8, manifold_k=3, manifold_samples=16,
+                               score_splits=2, seed=0)
+    ours = feature_metrics("inception", extractor.extract(real), extractor.extract(fake), settings)
+    # antialias=False: torchmetrics then resizes as TF 1.x does, which is what FID is defined with.
+    reference = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(random_inception),
+                                         antialias=False)
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
+    expected = reference.compute().item()
+    assert expected > 1.0  # the copies really differ in feature space
+    assert ours["fid_inception"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_inception_weights_are_never_unpickled_as_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(pickle.dumps({"Conv2d_1a_3x3.conv.weight": Payload()}))
+    with pytest.raises(FeatureExtractorUnavailable, match="not a plain state dict"):
+        InceptionFeatures(bad)
+    assert not marker.exists()
+    wrong = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
+    with pytest.raises(FeatureExtractorUnavailable, match="Inception-v3"):
+        InceptionFeatures(wrong)
+
+
+def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FeatureExtractorUnavailable, match="eval.inception_weights=<path>"):
+        find_weights(None, download=False)
+    with pytest.raises(FeatureExtractorUnavailable, match="no such file"):
+        find_weights(str(tmp_path / "absent.pt"), download=False)
+
+
+def test_a_run_without_inception_weights_completes_and_records_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cfg = compose_train(["dataset=digits", "trainer=debug", "logger=none", f"paths.output_dir={tmp_path}",
+                         f"paths.root_dir={tmp_path}", "eval.inception_download=false", "eval.num_samples=8",
+                         "eval.speed_repeats=1", "eval.speed_batch_size=4"])
+    task(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "ok"
+    assert "fid_inception" not in record["metrics"] and "nll_bpd" in record["metrics"]
+    for name in ("fid_inception", "kid_inception", "is_inception"):
+        assert "eval.inception_weights" in record["unavailable"][name]
+    assert "train_feature_net.py dataset=digits" in record["unavailable"]["fd_digits_cnn"]
+
+
+def _digits_feature_net(directory: Path) -> FeatureNet:
+    torch.manual_seed(0)
+    net = SmallCNN(in_channels=1, image_size=8, num_classes=10)  # untrained is enough to count calls
+    return save_feature_net(net, directory / "digits_cnn.pt", {"dataset": "digits", "test_accuracy": 0.1})
+
+
+def test_second_evaluation_reuses_cached_real_features(tmp_path, monkeypatch):
+    net = _digits_feature_net(tmp_path / "nets")
+    extracted: list[int] = []
+    original = FeatureNet.extract
+    monkeypatch.setattr(FeatureNet, "extract", lambda self, images, *args: extracted.append(len(images))
+                        or original(self, images, *args))
+    dm = DigitsDataModule()
+    model = VAE(data_shape=dm.data_shape)
+    cfg = EvalConfig(num_samples=40, inception=False, feature_net_dir=str(tmp_path / "nets"),
+                     cache_dir=str(tmp_path / "cache"), speed_repeats=1, speed_batch_size=4,
+                     kid_subset_size=20, kid_subsets=5, score_splits=2)
+    first = evaluate(model, dm, cfg, tmp_path)
+    n_real = len(dm.split_tensor("train"))
+    assert extracted == [n_real, 40]
+    second = evaluate(model, dm, cfg, tmp_path)
+    assert extracted[2:] == [40]  # generated images only: no real image went through the network again
+    assert second.metrics["fd_digits_cnn"] == first.metrics["fd_digits_cnn"] > 0
+    prov = second.provenance["digits_cnn"]
+    assert prov["sha256"] == sha256_of(tmp_path / "nets" / "digits_cnn.pt") == net.checksum
+    assert prov["reference"]["from_cache"] and not first.provenance["digits_cnn"]["reference"]["from_cache"]
+    assert prov["reference"]["n_real"] == n_real and prov["n_generated"] == 40
+    assert set(prov["metrics"]) == {k for k in second.metrics if "_digits_cnn" in k}
+    # A different number of reference images is a different cache entry.
+    evaluate(model, dm, EvalConfig(**{**cfg.__dict__, "num_real": 100}), tmp_path)
+    assert extracted[3:] == [100, 40]
