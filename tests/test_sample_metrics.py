@@ -89,6 +89,9 @@ def test_toy_metrics_of_the_true_distribution_are_ideal_and_a_collapsed_model_is
     collapsed = toy_metrics(truth[_ring_component(truth) == 0], test, ring, nll_nats=true_nll + 2.0)
     assert collapsed["modes_covered"] == 1 and collapsed["energy_distance_test"] > 0.3
     assert collapsed["kl_data_to_model_nats"] == pytest.approx(2.0)
+    # Data-space precision/recall tell the two apart: a collapsed model is precise but misses 7/8 of the data.
+    assert ideal["precision_data_space"] > 0.9 and ideal["recall_data_space"] > 0.9
+    assert collapsed["precision_data_space"] > 0.9 and collapsed["recall_data_space"] < 0.25
 
 
 def _ring_component(x: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,7 @@ class RunSchema(Schema):
     ckpt_path: str | None = None
     task_name: str = "train"
     tags: list[str] = param([])
+    torch_threads: int | None = param(None, ge=1)  # intra-op threads per run; 1 for parallel sweep jobs
 
 
 GROUPS = ("dataset", "model", "trainer", "logger", "eval", "paths", "hydra", "experiment")

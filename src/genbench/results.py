@@ -7,6 +7,8 @@ Schema version 2::
      "unavailable": {name: reason}  (metrics that could not be measured, e.g. FID offline),
      "metric_provenance": {group: {"metrics": [names], extractor, weights sha256, reference split,
                                    n_real, n_generated, seed, ...}},
+     "capabilities": {"likelihood_kind", "has_latent", "latent_space", "supports_labels", "conditioning",
+                      "is_conditional"}  (the model's interface flags; empty when no model was built),
      "error": str (only when status != "ok"),
      "provenance": {"config", "seed", "versions", "git_commit", "command", "host", "started_at"}}
 
@@ -81,12 +83,12 @@ def _jsonable(value: Any) -> Any:
 
 def write_record(path: Path, *, status: str, family: str, dataset: str, seed: int, metrics: dict,
                  provenance: dict, error: str | None = None, unavailable: dict | None = None,
-                 metric_provenance: dict | None = None) -> dict:
+                 metric_provenance: dict | None = None, capabilities: dict | None = None) -> dict:
     """Write ``metrics.json`` atomically (a killed run never leaves half a file) and return the record."""
     assert status in STATUSES, status
     record = {"schema": SCHEMA_VERSION, "status": status, "family": family, "dataset": dataset, "seed": seed,
               "metrics": metrics, "unavailable": unavailable or {},
-              "metric_provenance": metric_provenance or {}}
+              "metric_provenance": metric_provenance or {}, "capabilities": capabilities or {}}
     if error is not None:
         record["error"] = error
     record["provenance"] = provenance

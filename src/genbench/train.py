@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -83,6 +84,8 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     """Train (unless ``train=false``) and evaluate one model."""
     eval_cfg = validate(cfg)["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     model: GenerativeModel = hydra.utils.instantiate(
@@ -140,7 +143,8 @@ def task(cfg: DictConfig) -> dict:
     common.update(family=result.model.family, dataset=result.dm.name)
     record = write_record(out_dir / "metrics.json", status="ok", metrics=result.metrics, provenance=prov,
                           unavailable=result.evaluation.unavailable,
-                          metric_provenance=result.evaluation.provenance, **common)
+                          metric_provenance=result.evaluation.provenance,
+                          capabilities=result.model.capabilities(), **common)
     if cfg.evaluate:
         log.info("%s", _summary(common["family"], common["dataset"], result.metrics))
     log.info("wrote %s", out_dir / "metrics.json")

@@ -3,6 +3,7 @@
 All of them use the same samples and the first ``n`` test points, so every family is scored alike:
 - ``energy_distance_test``: energy distance to held-out data (0 iff the laws match);
 - ``fd_data_space``: Fréchet distance of Gaussians fitted in data space (no feature network);
+- ``precision/recall/density/coverage_data_space``: the k-NN manifold metrics (k=3) on the points themselves;
 - for Gaussian mixtures, mode coverage (modes with at least ``mode_min_count`` samples within 3 std of
   their centre) and the share of high-quality samples (within 3 std of a mode);
 - where the true density is known: the mean true log-density of the samples (on its support), the
@@ -16,6 +17,7 @@ from torch import Tensor
 from genbench.data.toy import ToyDistribution
 from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
+from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.modes import mode_coverage
 
 
@@ -26,6 +28,9 @@ def toy_metrics(samples: Tensor, test: Tensor, distribution: ToyDistribution,
         "energy_distance_test": energy_distance(samples, test),
         "fd_data_space": frechet_distance(*feature_statistics(samples), *feature_statistics(test)),
     }
+    n = min(len(samples), len(test))
+    manifold = manifold_metrics(test[:n], samples[:n], k=3)
+    out.update({f"{name}_data_space": value for name, value in manifold.items()})
     if distribution.modes is not None:
         out.update(mode_coverage(samples, distribution.modes, distribution.std, min_count=mode_min_count))
     if distribution.has_density:

@@ -53,6 +53,8 @@ class Autoregressive(GenerativeModel):
     family = "autoregressive"
     config_schema = AutoregressiveConfig
     likelihood_kind = "exact"
+    latent_space = "none"
+    conditioning = "label-embedding bias in every layer (class_conditional=true)"
     has_latent = False
     supports_labels = True
 

@@ -34,6 +34,8 @@ class GenerativeModel(pl.LightningModule):
     likelihood_kind: ClassVar[str] = "none"
     has_latent: ClassVar[bool] = False
     supports_labels: ClassVar[bool] = False
+    latent_space: ClassVar[str] = "none"  # what the latent is, in words, for the matrix
+    conditioning: ClassVar[str] = "none"  # how labels enter, in words, for the matrix
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__()
@@ -77,6 +79,12 @@ class GenerativeModel(pl.LightningModule):
     def nfe(self) -> int:
         """Network evaluations one sample costs."""
         raise NotImplementedError
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the family offers through the interface; recorded with every run for the matrix."""
+        return {"likelihood_kind": self.likelihood_kind, "has_latent": self.has_latent,
+                "latent_space": self.latent_space, "supports_labels": self.supports_labels,
+                "conditioning": self.conditioning, "is_conditional": self.is_conditional}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

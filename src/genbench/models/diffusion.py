@@ -75,6 +75,8 @@ class Diffusion(GenerativeModel):
     family = "diffusion"
     config_schema = DiffusionConfig
     likelihood_kind = "bound"
+    latent_space = "implicit: the noise x_T of the deterministic DDIM sampler"
+    conditioning = "classifier-free guidance"
     supports_labels = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:

@@ -71,6 +71,7 @@ def _spectral_norm(net: nn.Module) -> nn.Module:
 
 class EBM(GenerativeModel):
     family = "ebm"
+    latent_space = "none"
     config_schema = EBMConfig
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:

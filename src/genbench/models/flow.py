@@ -73,6 +73,7 @@ class Flow(GenerativeModel):
     family = "flow"
     config_schema = FlowConfig
     likelihood_kind = "exact"
+    latent_space = "exact bijection x <-> z"
     has_latent = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:

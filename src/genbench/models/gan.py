@@ -90,6 +90,8 @@ class GAN(GenerativeModel):
     family = "gan"
     config_schema = GANConfig
     likelihood_kind = "none"
+    latent_space = "generator input z, no encoder"
+    conditioning = "label embedding in G, projection discriminator"
     has_latent = True
     supports_labels = True
 

@@ -50,6 +50,8 @@ class VAE(GenerativeModel):
     family = "vae"
     config_schema = VAEConfig
     likelihood_kind = "bound"
+    latent_space = "encoder q(z|x) and decoder p(x|z)"
+    conditioning = "label embedding in encoder and decoder (conditional=true)"
     has_latent = True
     supports_labels = True
 

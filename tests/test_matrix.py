@@ -1,0 +1,137 @@
+"""The comparison matrix: aggregation of hand-made runs (a diverged and a corrupt one among them) into cells
+and labels, and a real tiny multirun that writes it through the Hydra callback."""
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from genbench.matrix import write_matrix
+from genbench.matrix.runs import find_runs
+from genbench.matrix.table import build_matrix, loss_oscillation
+from genbench.results import provenance, write_record
+from tests.helpers import ROOT
+
+CAPS = {
+    "vae": {"likelihood_kind": "bound", "has_latent": True, "latent_space": "encoder",
+            "supports_labels": True, "conditioning": "label embedding"},
+    "gan": {"likelihood_kind": "none", "has_latent": True, "latent_space": "generator input",
+            "supports_labels": True, "conditioning": "projection"},
+    "diffusion": {"likelihood_kind": "bound", "has_latent": False, "latent_space": "implicit: DDIM noise",
+                  "supports_labels": True, "conditioning": "guidance"},
+}
+
+
+def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
+         losses: list[float] | None = None) -> None:
+    run_dir = root / name
+    (run_dir / ".hydra").mkdir(parents=True)
+    write_record(run_dir / "metrics.json", status=status, family=family, dataset="gaussians25", seed=seed,
+                 metrics=metrics, provenance=provenance({}, seed, datetime.now()),
+                 error="DivergedError: loss became nan" if status != "ok" else None,
+                 capabilities=CAPS[family] if status == "ok" else None)
+    if losses:
+        (run_dir / "csv").mkdir()
+        with (run_dir / "csv" / "metrics.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "step", "train/loss", "val/nll_nats"])
+            for step, loss in enumerate(losses):
+                writer.writerow([0, 10 * step, loss, ""])
+
+
+def _metrics(precision: float, modes: float, ms: float, nfe: int, seconds: float, bpd: float | None) -> dict:
+    out = {"precision_data_space": precision, "mode_coverage": modes, "sample_ms_per_sample": ms, "nfe": nfe,
+           "train_seconds": seconds, "num_parameters": 1000,
+           "likelihood_kind": "none" if bpd is None else "bound"}
+    if bpd is not None:
+        out["nll_bpd"] = bpd
+    return out
+
+
+SMOOTH = [3.0 - 2.0 * (1 - 0.8**i) for i in range(20)]  # decays and settles: oscillation ~0
+SWINGING = [1.0 + (0.6 if i % 2 else -0.6) * (i >= 10) for i in range(20)]  # swings late in training
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    _run(tmp_path, "0", "vae", 0, _metrics(0.90, 1.0, 0.002, 1, 10.0, 1.20), losses=SMOOTH)
+    _run(tmp_path, "1", "vae", 1, _metrics(0.94, 1.0, 0.002, 1, 12.0, 1.30), losses=SMOOTH)
+    _run(tmp_path, "2", "gan", 0, _metrics(0.99, 0.28, 0.002, 1, 8.0, None), losses=SWINGING)
+    _run(tmp_path, "3", "gan", 1, {}, status="diverged")
+    _run(tmp_path, "4", "diffusion", 0, _metrics(0.97, 0.96, 0.9, 100, 30.0, 0.90), losses=SMOOTH)
+    (tmp_path / "5" / ".hydra").mkdir(parents=True)
+    (tmp_path / "5" / "metrics.json").write_text('{"schema": 2, "status": "ok", "fam')  # cut short
+    (tmp_path / "6" / ".hydra").mkdir(parents=True)  # killed before writing anything
+    return tmp_path
+
+
+def test_runs_are_found_and_broken_ones_named(sweep, caplog):
+    with caplog.at_level(logging.WARNING):
+        runs = find_runs([sweep])
+    assert sorted((r.family, r.seed, r.status) for r in runs) == [
+        ("diffusion", 0, "ok"), ("gan", 0, "ok"), ("gan", 1, "diverged"), ("vae", 0, "ok"), ("vae", 1, "ok")]
+    assert str(sweep / "5") in caplog.text and "unreadable" in caplog.text
+    assert str(sweep / "6") in caplog.text and "no metrics.json" in caplog.text
+
+
+def test_cells_and_labels_follow_the_rules(sweep):
+    matrix = build_matrix("gaussians25", find_runs([sweep]))
+    assert matrix.families == ["vae", "gan", "diffusion"]
+    rows = {row.name: row for row in matrix.rows}
+    quality = rows["Sample quality"].cells
+    assert rows["Sample quality"].metric.startswith("precision_data_space")
+    assert quality["vae"].mean == pytest.approx(0.92)
+    assert quality["vae"].std == pytest.approx(0.0283, abs=1e-4)
+    assert quality["vae"].n == 2 and quality["gan"].n == 1  # the diverged GAN run has no value
+    assert [quality[f].label for f in matrix.families] == ["High", "Excellent", "Excellent"]
+    diversity = rows["Diversity"].cells
+    assert rows["Diversity"].metric == "mode_coverage"
+    assert [diversity[f].label for f in matrix.families] == ["High", "Low (mode collapse)", "High"]
+    stability = rows["Training stability"].cells
+    assert stability["vae"].label == "Stable" and stability["diffusion"].label == "Stable"
+    assert stability["gan"].label == "Unstable" and stability["gan"].text.startswith("1/2 failed")
+    likelihood = rows["Likelihood"].cells
+    assert likelihood["vae"].label == "Approx (bound)" and likelihood["vae"].mean == pytest.approx(1.25)
+    assert likelihood["gan"].label == "None"
+    speed = rows["Sampling speed"].cells
+    assert [speed[f].label for f in matrix.families] == ["Fast", "Fast", "Very slow"]  # 450x the fastest
+    assert "NFE 100" in speed["diffusion"].text
+    cost = rows["Training cost"].cells
+    assert [cost[f].label for f in matrix.families] == ["Cheap", "Cheap", "Moderate"]  # 11 s, 8 s, 30 s
+    latent = rows["Latent space"].cells
+    assert [latent[f].label for f in matrix.families] == ["Yes", "Yes", "Implicit"]
+
+
+def test_loss_oscillation_separates_settled_from_swinging_curves(sweep):
+    runs = {(r.family, r.seed): r for r in find_runs([sweep])}
+    assert loss_oscillation(runs["vae", 0]) < 0.05
+    assert loss_oscillation(runs["gan", 0]) > 0.4
+
+
+def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
+    _, paths = write_matrix([sweep], tmp_path / "out")
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| Sample quality (precision_data_space, higher is better) |" in md
+    assert "gan seed 1: diverged: DivergedError" in md
+    rows = list(csv.DictReader((tmp_path / "out" / "matrix.csv").open()))
+    assert {r["family"] for r in rows} == {"vae", "gan", "diffusion"} and len(rows) == 8 * 3
+    page = (tmp_path / "out" / "matrix.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "<table>" in page  # self-contained plots
+
+
+def test_a_tiny_multirun_writes_its_matrix(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model=vae,gan", "dataset=moons", "trainer=debug", f"hydra.sweep.dir={sweep}",
+            "eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (sweep / "matrix.md").read_text()
+    assert "## moons" in md and "| Property (metric) | vae | gan |" in md
+    assert (sweep / "matrix.html").stat().st_size > 1000 and (sweep / "matrix.csv").is_file()
