@@ -2,15 +2,15 @@
 over seeds and a word derived from it by the rules below, never typed in.
 
 Rules (``RULES`` is rendered under every table):
-- Sample quality: images use ``fid_inception`` when measured, else ``fd_<dataset>_cnn`` (lower is better;
-  ratio r to the best family: r <= 1.1 Excellent, <= 1.5 High, <= 3 Medium, else Low); 2D sets use
-  ``precision_data_space`` (share of samples on the data manifold: >= 0.95 Excellent, >= 0.85 High,
-  >= 0.6 Medium, else Low).
+- Sample quality: images use ``fid_inception`` when measured, else ``fd_<dataset>_cnn`` (lower is
+  better); 2D sets use ``precision_data_space`` (the share of samples on the data's k-NN manifold, higher
+  is better). Ratio r of the best family's value to this one's (>= 1): r <= 1.1 Excellent, <= 1.5 High,
+  <= 3 Medium, else Low.
 - Diversity: ``mode_coverage`` on Gaussian mixtures, else ``recall_data_space`` (2D) or ``recall_<x>``
   (images, same extractor as quality): >= 0.9 High, >= 0.6 Medium, else Low; "Low (mode collapse)" when
   mode coverage is the metric.
 - Training stability: Unstable when any run failed or diverged, the quality metric's coefficient of
-  variation over seeds exceeds 0.25, or the late-training loss oscillation exceeds 0.15; else Stable.
+  variation over seeds exceeds 0.25, or the late-training loss oscillation exceeds 0.25; else Stable.
   Oscillation = std of ``train/loss`` over the last quarter of logged steps / its range over the run.
 - Likelihood: mean test bits/dim; the word is the kind: exact -> Exact, bound -> Approx (bound),
   quadrature -> Approx (quadrature), none -> None.
@@ -135,14 +135,11 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
                                                                 else len(FAMILY_ORDER), f))
     groups = {f: [r for r in runs if r.family == f] for f in families}
     quality, lower = quality_metric(dataset, runs)
-    if lower:
-        def quality_label(m, ms):
-            return _by_ratio(min(ms), m, True, [(1.1, "Excellent"), (1.5, "High"), (3, "Medium")], "Low")
-        quality_name = f"{quality}, lower is better"
-    else:
-        def quality_label(m, ms):
-            return _absolute(m, [(0.95, "Excellent"), (0.85, "High"), (0.6, "Medium")], "Low")
-        quality_name = f"{quality}, higher is better"
+    def quality_label(m: float, ms: list[float]) -> str:
+        best = min(ms) if lower else max(ms)
+        return _by_ratio(best, m, lower, [(1.1, "Excellent"), (1.5, "High"), (3, "Medium")], "Low")
+
+    quality_name = f"{quality}, {'lower' if lower else 'higher'} is better"
     diversity = diversity_metric(dataset, runs, quality)
     collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
     rows = [
@@ -186,7 +183,7 @@ def _stability_row(groups: dict[str, list[Run]], quality: str) -> Row:
         cv = std / abs(mean) if mean else None
         oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
         osc = max(oscillations) if oscillations else None
-        unstable = failed > 0 or (cv is not None and cv > 0.25) or (osc is not None and osc > 0.15)
+        unstable = failed > 0 or (cv is not None and cv > 0.25) or (osc is not None and osc > 0.25)
         text = (f"{failed}/{len(runs)} failed, CV {'n/a' if cv is None else f'{cv:.2f}'}, "
                 f"osc {'n/a' if osc is None else f'{osc:.2f}'}")
         label = "Unstable" if unstable else "Stable"
