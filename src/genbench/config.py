@@ -114,9 +114,11 @@ class RunSchema(Schema):
     task_name: str = "train"
     tags: list[str] = param([])
     torch_threads: int | None = param(None, ge=1)  # intra-op threads per run; 1 for parallel sweep jobs
+    optimized_metric: str | None = None  # what train.py returns to a sweeper such as Optuna
 
 
-GROUPS = ("dataset", "model", "trainer", "logger", "eval", "paths", "hydra", "experiment")
+GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",
+          "hparams_search")
 
 
 def validate(cfg: DictConfig) -> dict[str, Schema | None]:

@@ -20,13 +20,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
+from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.results import provenance, write_record
 
@@ -39,10 +41,14 @@ def _output_dir(cfg: DictConfig) -> Path:
     return out
 
 
-def _loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
-    if not cfg.get("logger"):
-        return []
-    return [hydra.utils.instantiate(c) for c in cfg.logger.values() if c is not None]
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    """Every entry of a group that holds several named objects (``logger``, ``callbacks``)."""
+    return [hydra.utils.instantiate(c) for c in (node or {}).values() if c is not None]
+
+
+def _interactive() -> bool:
+    """Progress bars only on a terminal: CI and SLURM logs stay readable."""
+    return sys.stderr.isatty()
 
 
 def _summary(family: str, dataset: str, metrics: dict) -> str:
@@ -78,6 +84,7 @@ class RunResult:
     model: GenerativeModel
     dm: GenerativeDataModule
     evaluation: Evaluation
+    is_global_zero: bool = True
 
 
 def run(cfg: DictConfig, out_dir: Path) -> RunResult:
@@ -93,8 +100,27 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=_loggers(cfg) or False,
-                                                  callbacks=[checkpoints, counter])
+    callbacks = [checkpoints, counter, *_instantiate_all(cfg.get("callbacks"))]
+    progress = cfg.trainer.get("enable_progress_bar", True) and _interactive()
+    if progress:
+        callbacks.append(RichProgressBar())
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                                  enable_progress_bar=progress)
+    for lg in trainer.loggers:  # fields a dashboard groups and filters runs by
+        lg.log_hyperparams({"family": model.family, "dataset": dm.name, "seed": cfg.seed,
+                            "tags": list(cfg.get("tags") or []),
+                            "config": OmegaConf.to_container(cfg, resolve=True)})
+    try:
+        return _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
+    finally:
+        for lg in trainer.loggers:
+            finish(lg)
+
+
+def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel,
+                        dm: GenerativeDataModule, counter: ExampleCounter, eval_cfg: Any,
+                        out_dir: Path) -> RunResult:
     metrics: dict[str, Any] = {}
     evaluation = Evaluation()
     if cfg.train:
@@ -103,10 +129,14 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
         metrics["train_seconds"] = time.perf_counter() - start
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
-        metrics["train_examples"] = counter.examples
-        metrics["train_examples_per_second"] = counter.examples / metrics["train_seconds"]
+        # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
+        metrics["train_examples"] = counter.examples * trainer.world_size
+        metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
+        metrics["train_processes"] = trainer.world_size
     elif cfg.ckpt_path:
         model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
+        return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
     if cfg.evaluate:
         evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
@@ -131,8 +161,9 @@ def task(cfg: DictConfig) -> dict:
         result = run(cfg, out_dir)
     except Exception as e:  # recorded below; re-raised in single runs
         status = "diverged" if isinstance(e, DivergedError) else "failed"
-        write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
-                     error=f"{type(e).__name__}: {e}", **common)
+        if rank_zero_only.rank == 0:
+            write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
+                         error=f"{type(e).__name__}: {e}", **common)
         log.error("run %s: %s: %s (recorded in %s)", status, type(e).__name__, e, out_dir / "metrics.json")
         if _is_multirun():
             log.debug(traceback.format_exc())
@@ -140,6 +171,8 @@ def task(cfg: DictConfig) -> dict:
         if isinstance(e, GenbenchError):
             sys.exit(1)
         raise
+    if not result.is_global_zero:
+        return {"status": "ok", "rank": rank_zero_only.rank}
     common.update(family=result.model.family, dataset=result.dm.name)
     record = write_record(out_dir / "metrics.json", status="ok", metrics=result.metrics, provenance=prov,
                           unavailable=result.evaluation.unavailable,
@@ -149,6 +182,14 @@ def task(cfg: DictConfig) -> dict:
         log.info("%s", _summary(common["family"], common["dataset"], result.metrics))
     log.info("wrote %s", out_dir / "metrics.json")
     return record
+
+
+def objective(record: dict, metric: str | None) -> float | dict:
+    """What the sweeper optimizes: ``record``'s ``metric`` (NaN for a failed run), or the record itself."""
+    if not metric:
+        return record
+    value = record.get("metrics", {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _is_multirun() -> bool:

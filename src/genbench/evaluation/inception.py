@@ -20,6 +20,7 @@ import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch import Tensor
 
 from genbench.errors import FeatureExtractorUnavailable
+from genbench.progress import progress
 
 WEIGHTS_URL = tf_inception.URL_INCEPTION_V3
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
@@ -89,7 +90,8 @@ class InceptionFeatures:
     def extract(self, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
         device = next(self.net.parameters()).device
         features, logits = [], []
-        for batch in images.split(batch_size):
+        batches = images.split(batch_size)
+        for batch in progress(batches, f"Inception features of {len(images)} images", total=len(batches)):
             if batch.shape[1] == 1:
                 batch = batch.expand(-1, 3, -1, -1)
             pool, logit = self.net(batch.to(device))

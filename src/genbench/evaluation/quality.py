@@ -19,6 +19,7 @@ from torch import Tensor
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.scores import class_coverage, inception_score, kernel_inception_distance
+from genbench.progress import progress
 
 
 @dataclass(frozen=True)
@@ -74,4 +75,6 @@ def _subset(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
 @torch.no_grad()
 def generate_images(model, n: int, batch_size: int) -> Tensor:
     """``n`` samples of ``model`` in data space (uint8 images), drawn in batches, on the CPU."""
-    return torch.cat([model.sample(min(batch_size, n - start)).cpu() for start in range(0, n, batch_size)])
+    starts = range(0, n, batch_size)
+    batches = progress(starts, f"sampling {n} images", total=len(starts))
+    return torch.cat([model.sample(min(batch_size, n - start)).cpu() for start in batches])

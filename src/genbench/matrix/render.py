@@ -38,16 +38,20 @@ def to_markdown(matrices: list[Matrix]) -> str:
     return "\n".join(parts)
 
 
+COLUMNS = ["dataset", "property", "metric", "family", "label", "mean", "std", "n", "text"]
+
+
+def matrix_rows(matrices: list[Matrix]) -> list[list]:
+    """One row per dataset x property x family, in :data:`COLUMNS` order (the CSV and the W&B table)."""
+    return [[m.dataset, row.name, row.metric, f, row.cells[f].label, row.cells[f].mean, row.cells[f].std,
+             row.cells[f].n, row.cells[f].text] for m in matrices for row in m.rows for f in m.families]
+
+
 def write_csv(matrices: list[Matrix], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", "property", "metric", "family", "label", "mean", "std", "n", "text"])
-        for m in matrices:
-            for row in m.rows:
-                for family in m.families:
-                    c = row.cells[family]
-                    writer.writerow([m.dataset, row.name, row.metric, family, c.label, c.mean, c.std, c.n,
-                                     c.text])
+        writer.writerow(COLUMNS)
+        writer.writerows(matrix_rows(matrices))
 
 
 def _png(fig) -> str:

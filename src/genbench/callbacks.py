@@ -1,0 +1,45 @@
+"""Training callbacks: sample pictures at a fixed step interval, sent to every active logger."""
+
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from genbench.evaluation.plots import save_samples_png
+from genbench.loggers import log_image
+
+
+class SampleGrids(pl.Callback):
+    """Every ``every_n_steps`` optimizer steps, draw samples (a grid of ``n_image`` images, a scatter of
+    ``n_vector`` points), save ``samples/step_<k>.png`` in the run directory and log the picture to each
+    logger (W&B, TensorBoard; the CSV logger gets a copy of the PNG)."""
+
+    def __init__(self, out_dir: str, every_n_steps: int = 500, n_image: int = 64,
+                 n_vector: int = 1000) -> None:
+        if every_n_steps < 0 or n_image < 1 or n_vector < 1:
+            raise ValueError(f"callbacks.sample_grids: every_n_steps={every_n_steps} must be >= 0 (0: off), "
+                             f"n_image={n_image} and n_vector={n_vector} >= 1")
+        self.out_dir, self.every_n_steps = Path(out_dir), every_n_steps
+        self.n_image, self.n_vector = n_image, n_vector
+        self._last_bucket = 0  # pictures at the first step of each new multiple of every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step // self.every_n_steps == self._last_bucket:
+            return  # a GAN's global_step moves by two per batch: compare multiples, not remainders
+        self._last_bucket = step // self.every_n_steps
+        if not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            samples = pl_module.sample(self.n_image if pl_module.is_image else self.n_vector)
+        pl_module.train(was_training)
+        png = self.out_dir / "samples" / f"step_{step:07d}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        save_samples_png(samples, batch[0], png, f"{pl_module.family}: step {step}")
+        image = (matplotlib.image.imread(png)[..., :3] * 255).astype(np.uint8)
+        for logger in trainer.loggers:
+            log_image(logger, "samples", image, step, png)

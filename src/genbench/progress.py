@@ -1,0 +1,17 @@
+"""Progress for the long evaluation steps (sampling, feature extraction): a rich bar on a terminal,
+nothing in non-interactive runs (CI, SLURM logs)."""
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.progress import track
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    yield from track(items, description=description, total=total, transient=True)

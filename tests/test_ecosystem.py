@@ -1,0 +1,108 @@
+"""Loggers, launchers and sweepers, run for real: an offline W&B run read back from disk, TensorBoard event
+files, a joblib multirun with its matrix, and an Optuna search."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genbench.train import run
+from tests.helpers import ROOT, compose_train
+
+FAST_EVAL = ["eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
+
+
+def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(cwd), "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _wandb_records(run_file: Path) -> list[dict]:
+    """The records of an offline W&B run, read back with wandb's own reader."""
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_file)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_tensorboard_event_files_hold_the_metrics_and_a_picture(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_train(["trainer=debug", "logger=tensorboard", f"paths.output_dir={tmp_path}",
+                         "callbacks.sample_grids.every_n_steps=2", *FAST_EVAL])
+    metrics = run(cfg, tmp_path).metrics
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert events.Scalars("test/nll_nats")[-1].value == pytest.approx(metrics["nll_nats"], rel=1e-6)
+    assert events.Scalars("train/loss")  # the training curve
+    assert events.Images("samples")  # sample grids during training
+
+
+def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model=vae,gan", "trainer=debug", "logger=[csv,wandb]", f"hydra.sweep.dir={sweep}",
+            "callbacks.sample_grids.every_n_steps=2", *FAST_EVAL]
+    proc = _train_py(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # one offline run per job, nothing needed a login
+    for run_file in runs:
+        records = _wandb_records(run_file)
+        logged = {k for r in records if r["type"] == "history" for k in r["history"]["item"]}
+        assert {"test/nfe", "test/sample_ms_per_sample", "train/loss", "samples.path"} <= logged
+        images = [r["history"]["item"]["samples.path"] for r in records
+                  if r["type"] == "history" and "samples.path" in r["history"]["item"]]
+        assert all((run_file.parent / "files" / path).is_file() for path in images)
+        config = {k for r in records if r["type"] == "config" for k in r["config"]["update"]}
+        assert {"family", "dataset", "seed", "config"} <= config
+    tables = list(sweep.glob("wandb/offline-run-*/files/media/table/matrix_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert {row[3] for row in table["data"]} == {"vae", "gan"}  # the family column
+    assert (sweep / "matrix.md").is_file()
+
+
+def test_joblib_multirun_over_two_families_writes_its_matrix(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _train_py(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "torch_threads=1",
+                      "model=vae,flow", "trainer=debug", "logger=csv", f"hydra.sweep.dir={sweep}",
+                      *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = {json.loads(p.read_text())["family"]: json.loads(p.read_text())["status"]
+                for p in sweep.glob("*/metrics.json")}
+    assert statuses == {"vae": "ok", "flow": "ok"}
+    assert "| Property (metric) | vae | flow |" in (sweep / "matrix.md").read_text()
+
+
+def test_optuna_sweeper_runs_three_trials_and_reports_the_best(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", "trainer=debug", "logger=none",
+                      f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(records) == 3
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(r["metrics"]["nll_bpd"] for r in records))
+    assert set(best["best_params"]) == {"model.lr", "model.latent_dim", "model.beta"}
+
+
+def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp_path):
+    ddp_dir, eval_dir = tmp_path / "ddp", tmp_path / "eval"
+    proc = _train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20", "logger=csv",
+                      f"hydra.run.dir={ddp_dir}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(tmp_path.rglob("metrics.json"))
+    assert records == [ddp_dir / "metrics.json"]  # one record, written by rank zero only
+    ddp = json.loads(records[0].read_text())
+    assert ddp["status"] == "ok" and ddp["metrics"]["train_processes"] == 2
+    proc = _train_py(["train=false", f"ckpt_path={ddp_dir / 'checkpoints' / 'last.ckpt'}", "logger=none",
+                      f"hydra.run.dir={eval_dir}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads((eval_dir / "metrics.json").read_text())
+    for name in ("nll_nats", "nll_iwae_nats", "energy_distance_test", "precision_data_space"):
+        assert ddp["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-6), name
