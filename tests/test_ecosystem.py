@@ -67,11 +67,12 @@ def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
     assert (sweep / "matrix.md").is_file()
 
 
-def test_joblib_multirun_over_two_families_writes_its_matrix(tmp_path):
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_parallel_launchers_run_two_families_and_write_the_matrix(launcher, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _train_py(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "torch_threads=1",
-                      "model=vae,flow", "trainer=debug", "logger=csv", f"hydra.sweep.dir={sweep}",
-                      *FAST_EVAL], tmp_path)
+    proc = _train_py(["-m", *launcher, "torch_threads=1", "model=vae,flow", "trainer=debug", "logger=csv",
+                      f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = {json.loads(p.read_text())["family"]: json.loads(p.read_text())["status"]
                 for p in sweep.glob("*/metrics.json")}
