@@ -128,3 +128,46 @@ def test_second_evaluation_reuses_cached_real_features(tmp_path, monkeypatch):
     # A different number of reference images is a different cache entry.
     evaluate(model, dm, EvalConfig(**{**cfg.__dict__, "num_real": 100}), tmp_path)
     assert extracted[3:] == [100, 40]
+
+
+class _LabelledImages:
+    """A stand-in conditional model that returns real test digits: of the requested class when it obeys,
+    of the next class when it does not."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, obey: bool) -> None:
+        self.by_class = [images[labels == c] for c in range(10)]
+        self.obey = obey
+
+    def sample(self, n: int, labels: torch.Tensor) -> torch.Tensor:
+        wanted = labels if self.obey else (labels + 1) % 10
+        pools = [self.by_class[int(c)] for c in wanted]
+        return torch.stack([pool[i % len(pool)] for i, pool in enumerate(pools)])
+
+
+def test_conditional_accuracy_tells_a_model_that_obeys_its_labels_from_one_that_does_not():
+    from genbench.evaluation.feature_net import train_feature_net
+    from genbench.evaluation.quality import conditional_accuracy
+
+    dm = DigitsDataModule()
+    net, test_accuracy = train_feature_net(dm, epochs=5, lr=3e-3, seed=0)
+    classifier = FeatureNet(net=net.eval(), path=Path("not-saved.pt"), name="digits_cnn", dataset="digits",
+                            checksum="", test_accuracy=test_accuracy, config={})
+    images, labels = dm.test_set.tensors
+    obeys = conditional_accuracy(_LabelledImages(images, labels, True), classifier, 10, 200, 64)
+    ignores = conditional_accuracy(_LabelledImages(images, labels, False), classifier, 10, 200, 64)
+    assert obeys > 0.9 and ignores < 0.1
+
+
+def test_evaluating_a_conditional_model_records_its_conditional_accuracy(tmp_path):
+    _digits_feature_net(tmp_path / "nets")
+    dm = DigitsDataModule()
+    model = VAE(data_shape=dm.data_shape, num_classes=10, conditional=True)
+    cfg = EvalConfig(num_samples=40, conditional_samples=30, inception=False,
+                     feature_net_dir=str(tmp_path / "nets"), speed_repeats=1, speed_batch_size=4,
+                     kid_subset_size=20, kid_subsets=5, score_splits=2)
+    result = evaluate(model, dm, cfg, tmp_path)
+    assert 0.0 <= result.metrics["conditional_accuracy_digits_cnn"] <= 1.0
+    assert result.provenance["digits_cnn"]["conditional_samples"] == 30
+    assert "conditional_accuracy_digits_cnn" in result.provenance["digits_cnn"]["metrics"]

@@ -8,7 +8,7 @@ For an extractor called ``<name>`` (``inception`` or a dataset classifier such a
 - ``is_inception`` (Inception Score on the 1008-way logits) or ``classifier_score_<name>`` (the same
   statistic with the dataset classifier), each with ``_std`` over splits;
 - classifiers only: ``class_coverage_<name>``, ``class_entropy_<name>``, ``class_max_share_<name>`` from
-  the predicted classes of the samples.
+  the predicted classes of the samples, and for a conditional model ``conditional_accuracy_<name>``.
 """
 
 from dataclasses import dataclass
@@ -70,6 +70,19 @@ def _subset(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
     if len(x) <= n:
         return x
     return x[torch.randperm(len(x), generator=generator)[:n]]
+
+
+@torch.no_grad()
+def conditional_accuracy(model, classifier, num_classes: int, n: int, batch_size: int) -> float:
+    """Share of samples generated for label y (labels cycling through all classes) that the dataset
+    ``classifier`` (its ``extract`` gives features and logits) assigns to y: how well a conditional model
+    obeys its labels."""
+    labels = torch.arange(n) % num_classes
+    hits = 0
+    for chunk in labels.split(batch_size):
+        images = model.sample(len(chunk), labels=chunk.to(model.device)).cpu()
+        hits += (classifier.extract(images)[1].argmax(1) == chunk).sum().item()
+    return hits / n
 
 
 @torch.no_grad()

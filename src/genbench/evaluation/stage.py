@@ -21,6 +21,7 @@ from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import (
     QualitySettings,
+    conditional_accuracy,
     feature_metrics,
     generate_images,
     metric_names,
@@ -60,6 +61,7 @@ class EvalConfig(Schema):
     manifold_k: int = param(3, ge=1)
     manifold_samples: int = param(10000, ge=2)  # k-NN metrics: this many real and generated points at most
     score_splits: int = param(10, ge=1)
+    conditional_samples: int = param(1000, ge=1)  # conditional models: samples per accuracy estimate
 
 
 @dataclass
@@ -116,7 +118,10 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
                                   batch_size=cfg.feature_batch_size)
         fake = extractor.extract(fake_images, cfg.feature_batch_size)
         metrics = feature_metrics(extractor.name, real[:2], fake, settings, num_classes)
-        result.metrics.update(metrics)
+        if num_classes is not None and model.is_conditional:
+            n_cond = min(cfg.conditional_samples, cfg.num_samples)
+            metrics[f"conditional_accuracy_{extractor.name}"] = conditional_accuracy(
+                model, extractor, num_classes, n_cond, cfg.sample_batch_size)
         result.provenance[extractor.name] = {
             "metrics": sorted(metrics), **extractor.provenance(), "reference": real[2],
             "n_generated": len(fake_images), "seed": cfg.seed, "kid_subsets": cfg.kid_subsets,
@@ -125,6 +130,10 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
             "manifold_points": min(cfg.manifold_samples, len(real_images), len(fake_images)),
             "score_splits": min(cfg.score_splits, len(fake_images)),
         }
+        if model.is_conditional and num_classes is not None:
+            result.provenance[extractor.name]["conditional_samples"] = min(cfg.conditional_samples,
+                                                                           cfg.num_samples)
+        result.metrics.update(metrics)
     return fake_images
 
 
@@ -145,6 +154,8 @@ def _extractors(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfi
             out.append((net, dm.num_classes))
         except FeatureExtractorUnavailable as e:
             _mark_unavailable(unavailable, name, True, e)
+            if model.is_conditional:
+                unavailable[f"conditional_accuracy_{name}"] = str(e)
     return out
 
 

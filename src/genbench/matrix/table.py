@@ -19,7 +19,8 @@ Rules (``RULES`` is rendered under every table):
 - Training cost: wall-clock of training and parameters; ratio to the cheapest: <= 2 Cheap, <= 5 Moderate,
   else Expensive.
 - Latent space, Conditioning: from the interface's capability flags (not measurements): Yes / Implicit /
-  No, with what the latent is and how labels enter.
+  No, with what the latent is and how labels enter; on labelled images a conditional model's cell adds
+  ``conditional_accuracy_<x>`` (share of samples the dataset classifier assigns to the requested label).
 """
 
 import math
@@ -207,10 +208,15 @@ def _likelihood_row(groups: dict[str, list[Run]]) -> Row:
 
 
 def _capability_row(name: str, key: str, groups: dict[str, list[Run]]) -> Row:
-    row = Row(name, f"capability flag: {key}")
+    accuracy = next((k for rs in groups.values() for r in rs for k in r.metrics
+                     if k.startswith("conditional_accuracy_")), None) if key == "conditioning" else None
+    row = Row(name, f"capability flag: {key}" + (f"; measured: {accuracy}" if accuracy else ""))
     for family, runs in groups.items():
         caps = next((r.capabilities for r in runs if r.capabilities), {})
         text = str(caps.get(key, "n/a"))
+        mean, std = _stats(_values(runs, accuracy)) if accuracy else (None, None)
+        if mean is not None:
+            text += f"; {accuracy} {_fmt(mean, std)}"
         if not caps:
             label = "n/a"
         elif key == "latent_space":
