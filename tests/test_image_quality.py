@@ -1,6 +1,7 @@
 """Image metrics through the evaluation stage: FID against torchmetrics with the same Inception network,
 offline behaviour, the reference-feature cache and per-metric provenance."""
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -15,7 +16,7 @@ from genbench.data.images import DigitsDataModule
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation import EvalConfig, evaluate
 from genbench.evaluation.feature_net import FeatureNet, save_feature_net
-from genbench.evaluation.inception import InceptionFeatures, find_weights, sha256_of
+from genbench.evaluation.inception import InceptionFeatures, find_weights
 from genbench.evaluation.quality import QualitySettings, feature_metrics
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
@@ -121,7 +122,8 @@ def test_second_evaluation_reuses_cached_real_features(tmp_path, monkeypatch):
     assert extracted[2:] == [40]  # generated images only: no real image went through the network again
     assert second.metrics["fd_digits_cnn"] == first.metrics["fd_digits_cnn"] > 0
     prov = second.provenance["digits_cnn"]
-    assert prov["sha256"] == sha256_of(tmp_path / "nets" / "digits_cnn.pt") == net.checksum
+    weights = (tmp_path / "nets" / "digits_cnn.pt").read_bytes()
+    assert prov["sha256"] == hashlib.sha256(weights).hexdigest() == net.checksum
     assert prov["reference"]["from_cache"] and not first.provenance["digits_cnn"]["reference"]["from_cache"]
     assert prov["reference"]["n_real"] == n_real and prov["n_generated"] == 40
     assert set(prov["metrics"]) == {k for k in second.metrics if "_digits_cnn" in k}

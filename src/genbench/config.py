@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import hydra.utils
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -115,6 +117,11 @@ class RunSchema(Schema):
     tags: list[str] = param([])
     torch_threads: int | None = param(None, ge=1)  # intra-op threads per run; 1 for parallel sweep jobs
     optimized_metric: str | None = None  # what train.py returns to a sweeper such as Optuna
+
+
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``), which one failure must not stop."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+from genbench.config import is_multirun
 
 
 def sweep_group() -> str:
     """The sweep directory's name for a multirun job (its W&B group), ``single`` otherwise."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if is_multirun():
         return Path(HydraConfig.get().sweep.dir).name
     return "single"
 

@@ -10,8 +10,13 @@ from rich.progress import track
 T = TypeVar("T")
 
 
+def interactive() -> bool:
+    """Whether progress bars are wanted: stderr is a terminal, not a log file."""
+    return sys.stderr.isatty()
+
+
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    if not sys.stderr.isatty():
+    if not interactive():
         yield from items
         return
     yield from track(items, description=description, total=total, transient=True)

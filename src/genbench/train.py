@@ -18,18 +18,18 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from genbench.config import validate
+from genbench.config import is_multirun, validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
+from genbench.progress import interactive
 from genbench.results import provenance, write_record
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,6 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in (node or {}).values() if c is not None]
 
 
-def _interactive() -> bool:
-    """Progress bars only on a terminal: CI and SLURM logs stay readable."""
-    return sys.stderr.isatty()
 
 
 def _summary(family: str, dataset: str, metrics: dict) -> str:
@@ -101,7 +98,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     callbacks = [checkpoints, counter, *_instantiate_all(cfg.get("callbacks"))]
-    progress = cfg.trainer.get("enable_progress_bar", True) and _interactive()
+    progress = cfg.trainer.get("enable_progress_bar", True) and interactive()  # none in CI or SLURM logs
     if progress:
         callbacks.append(RichProgressBar())
     loggers = _instantiate_all(cfg.get("logger"))
@@ -165,7 +162,7 @@ def task(cfg: DictConfig) -> dict:
             write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
                          error=f"{type(e).__name__}: {e}", **common)
         log.error("run %s: %s: %s (recorded in %s)", status, type(e).__name__, e, out_dir / "metrics.json")
-        if _is_multirun():
+        if is_multirun():
             log.debug(traceback.format_exc())
             return {"status": status}
         if isinstance(e, GenbenchError):
@@ -190,7 +187,3 @@ def objective(record: dict, metric: str | None) -> float | dict:
         return record
     value = record.get("metrics", {}).get(metric)
     return float(value) if isinstance(value, (int, float)) else float("nan")
-
-
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -7,7 +7,6 @@ state_dict only, loaded with ``weights_only=True``) next to ``<name>.json`` (arc
 SHA-256 of the .pt, training config), so every metric can say exactly which weights made it.
 """
 
-import hashlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 def feature_net_path(directory: str | Path, dataset: str) -> Path:
     """Where the net of ``dataset`` lives in ``directory`` (``paths.feature_net_dir``)."""
     return Path(directory) / f"{dataset}_cnn.pt"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -144,7 +140,7 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
         "dataset": meta["dataset"],
         "arch": net.arch,
         "test_accuracy": float(meta["test_accuracy"]),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "config": meta.get("config", {}),
         "created_at": datetime.now(timezone.utc).isoformat(),
         "versions": package_versions(),
@@ -179,7 +175,7 @@ def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu")
         arch, expected = record["arch"], record["sha256"]
     except (OSError, ValueError, KeyError) as e:
         raise unavailable(f"its record {json_path} is missing or unreadable ({type(e).__name__}: {e})") from e
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise unavailable(f"sha256 {actual} differs from {expected} recorded in {json_path.name}; "
                           "the file changed after training")

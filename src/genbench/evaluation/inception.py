@@ -10,7 +10,6 @@ Weights come from ``eval.inception_weights`` or torch-fidelity's download cache 
 says where to put the file.
 """
 
-import hashlib
 from importlib import metadata
 from pathlib import Path
 from unittest import mock
@@ -19,6 +18,7 @@ import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch import Tensor
 
+from genbench.checksums import sha256_file
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.progress import progress
 
@@ -26,14 +26,6 @@ WEIGHTS_URL = tf_inception.URL_INCEPTION_V3
 WEIGHTS_FILE = WEIGHTS_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 WEIGHTS_HASH_PREFIX = WEIGHTS_FILE.rsplit("-", 1)[-1].split(".")[0]  # first hex digits of its SHA-256
 POOL, LOGITS = "2048", "logits_unbiased"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_weights_path() -> Path:
@@ -82,7 +74,7 @@ class InceptionFeatures:
                                                   f"weights: {e}") from e
         self.net.to(device)
         self.path = weights
-        self.checksum = sha256_of(weights)
+        self.checksum = sha256_file(weights)
         self.name = "inception"
         self.fd_name = "fid_inception"
 

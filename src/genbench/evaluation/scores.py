@@ -58,11 +58,11 @@ def kernel_inception_distance(
     The std is the population std over subsets (numpy's default, as torch-fidelity and torchmetrics).
     """
     size = min(subset_size, len(real), len(fake))
+    kernel = {"degree": degree, "gamma": gamma, "coef0": coef0}
     mmds = []
     for _ in range(subsets):
         real_rows = torch.randperm(len(real), generator=generator)[:size]
         fake_rows = torch.randperm(len(fake), generator=generator)[:size]
-        kernel = {"degree": degree, "gamma": gamma, "coef0": coef0}
         mmds.append(polynomial_mmd2(real[real_rows], fake[fake_rows], **kernel))
     values = torch.tensor(mmds, dtype=torch.float64)
     return values.mean().item(), values.std(correction=0).item()

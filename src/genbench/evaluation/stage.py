@@ -103,12 +103,13 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
 
 def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
                    result: Evaluation) -> torch.Tensor:
-    """Feature metrics of ``cfg.num_samples`` generated images with every extractor at hand; returns them."""
+    """Feature metrics of ``cfg.num_samples`` generated images with every extractor at hand; returns the
+    generated images (only as many as samples.png shows when no extractor loads)."""
     extractors = _extractors(model, dm, cfg, result.unavailable)
     torch.manual_seed(cfg.seed)
+    if not extractors:  # nothing to score: draw only the images samples.png shows
+        return generate_images(model, cfg.plot_samples_image, cfg.sample_batch_size)
     fake_images = generate_images(model, cfg.num_samples, cfg.sample_batch_size)
-    if not extractors:
-        return fake_images
     real_images = reference_images(dm.split_tensor(cfg.reference_split), cfg.num_real)
     settings = QualitySettings(cfg.kid_subsets, cfg.kid_subset_size, cfg.manifold_k, cfg.manifold_samples,
                                cfg.score_splits, cfg.seed)
@@ -118,21 +119,19 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
                                   batch_size=cfg.feature_batch_size)
         fake = extractor.extract(fake_images, cfg.feature_batch_size)
         metrics = feature_metrics(extractor.name, real[:2], fake, settings, num_classes)
+        conditional = {}
         if num_classes is not None and model.is_conditional:
-            n_cond = min(cfg.conditional_samples, cfg.num_samples)
+            conditional["conditional_samples"] = min(cfg.conditional_samples, cfg.num_samples)
             metrics[f"conditional_accuracy_{extractor.name}"] = conditional_accuracy(
-                model, extractor, num_classes, n_cond, cfg.sample_batch_size)
+                model, extractor, num_classes, conditional["conditional_samples"], cfg.sample_batch_size)
         result.provenance[extractor.name] = {
             "metrics": sorted(metrics), **extractor.provenance(), "reference": real[2],
             "n_generated": len(fake_images), "seed": cfg.seed, "kid_subsets": cfg.kid_subsets,
             "kid_subset_size": min(cfg.kid_subset_size, len(real_images), len(fake_images)),
             "manifold_k": cfg.manifold_k,
             "manifold_points": min(cfg.manifold_samples, len(real_images), len(fake_images)),
-            "score_splits": min(cfg.score_splits, len(fake_images)),
+            "score_splits": min(cfg.score_splits, len(fake_images)), **conditional,
         }
-        if model.is_conditional and num_classes is not None:
-            result.provenance[extractor.name]["conditional_samples"] = min(cfg.conditional_samples,
-                                                                           cfg.num_samples)
         result.metrics.update(metrics)
     return fake_images
 

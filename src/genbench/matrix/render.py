@@ -62,11 +62,10 @@ def _png(fig) -> str:
 
 
 def _speed_vs_quality(m: Matrix) -> str:
-    quality = m.rows[0].metric.split(",")[0]
     fig, ax = plt.subplots(figsize=(5, 4))
     for family in m.families:
-        points = [(r.metrics["sample_ms_per_sample"], r.metrics[quality]) for r in m.runs
-                  if r.ok and r.family == family and {quality, "sample_ms_per_sample"} <= r.metrics.keys()]
+        points = [(r.metrics["sample_ms_per_sample"], r.metrics[m.quality]) for r in m.runs
+                  if r.ok and r.family == family and {m.quality, "sample_ms_per_sample"} <= r.metrics.keys()]
         if points:
             ax.scatter([p[0] for p in points], [p[1] for p in points], label=family)
     ax.set_xscale("log")

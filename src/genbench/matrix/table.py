@@ -56,6 +56,7 @@ class Matrix:
     families: list[str]
     rows: list[Row]
     runs: list[Run]
+    quality: str  # the metric of the quality row (the y axis of the speed-vs-quality plot)
 
 
 def _values(runs: list[Run], metric: str) -> list[float]:
@@ -92,16 +93,14 @@ def _absolute(value: float, steps: list[tuple[float, str]], last: str) -> str:
     return next((word for limit, word in steps if value >= limit), last)
 
 
-def quality_metric(dataset: str, runs: list[Run]) -> tuple[str, bool]:
-    """(metric, lower_is_better) of the quality row for this dataset's runs."""
-    measured = {k for r in runs if r.ok for k in r.metrics}
+def quality_metric(dataset: str, measured: set[str]) -> tuple[str, bool]:
+    """(metric, lower_is_better) of the quality row, given the metrics this dataset's runs measured."""
     if "precision_data_space" in measured:
         return "precision_data_space", False
     return ("fid_inception" if "fid_inception" in measured else f"fd_{dataset}_cnn"), True
 
 
-def diversity_metric(dataset: str, runs: list[Run], quality: str) -> str:
-    measured = {k for r in runs if r.ok for k in r.metrics}
+def diversity_metric(dataset: str, measured: set[str], quality: str) -> str:
     if "mode_coverage" in measured:
         return "mode_coverage"
     if "recall_data_space" in measured:
@@ -120,13 +119,21 @@ def loss_oscillation(run: Run) -> float | None:
 
 
 def _numeric_row(name: str, metric: str, groups: dict[str, list[Run]],
-                 label: Callable[[float, list[float]], str], unit: str = "", shown: str | None = None) -> Row:
+                 label: Callable[[float, list[float]], str], unit: str = "", shown: str | None = None,
+                 extra: tuple[str, str] | None = None) -> Row:
+    """Mean ± std of ``metric`` per family, worded by ``label(mean, all families' means)``; ``extra`` is a
+    (metric, format) whose mean is appended to the text (NFE beside sampling time)."""
     row = Row(name, shown or metric)
-    means = {f: _stats(_values(rs, metric)) for f, rs in groups.items()}
-    present = [m for m, _ in means.values() if m is not None]
-    for family, (mean, std) in means.items():
-        row.cells[family] = Cell(_fmt(mean, std, unit), label(mean, present) if mean is not None else "n/a",
-                                 mean, std, len(_values(groups[family], metric)))
+    values = {f: _values(rs, metric) for f, rs in groups.items()}
+    stats = {f: _stats(v) for f, v in values.items()}
+    present = [m for m, _ in stats.values() if m is not None]
+    for family, (mean, std) in stats.items():
+        cell = Cell(_fmt(mean, std, unit), label(mean, present) if mean is not None else "n/a", mean, std,
+                    len(values[family]))
+        extra_mean = _stats(_values(groups[family], extra[0]))[0] if extra else None
+        if extra_mean is not None:
+            cell.text += ", " + extra[1].format(extra_mean)
+        row.cells[family] = cell
     return row
 
 
@@ -135,13 +142,14 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     families = sorted({r.family for r in runs}, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER
                                                                 else len(FAMILY_ORDER), f))
     groups = {f: [r for r in runs if r.family == f] for f in families}
-    quality, lower = quality_metric(dataset, runs)
+    measured = {k for r in runs if r.ok for k in r.metrics}
+    quality, lower = quality_metric(dataset, measured)
     def quality_label(m: float, ms: list[float]) -> str:
         best = min(ms) if lower else max(ms)
         return _by_ratio(best, m, lower, [(1.1, "Excellent"), (1.5, "High"), (3, "Medium")], "Low")
 
     quality_name = f"{quality}, {'lower' if lower else 'higher'} is better"
-    diversity = diversity_metric(dataset, runs, quality)
+    diversity = diversity_metric(dataset, measured, quality)
     collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
     rows = [
         _numeric_row("Sample quality", quality, groups, quality_label, shown=quality_name),
@@ -151,29 +159,15 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
         _likelihood_row(groups),
         _numeric_row("Sampling speed", "sample_ms_per_sample", groups,
                      lambda m, ms: _by_ratio(min(ms), m, True, [(5, "Fast"), (100, "Slow")], "Very slow"),
-                     " ms"),
+                     " ms", extra=("nfe", "NFE {:.0f}")),
         _numeric_row("Training cost", "train_seconds", groups,
                      lambda m, ms: _by_ratio(min(ms), m, True, [(2, "Cheap"), (5, "Moderate")], "Expensive"),
-                     " s"),
+                     " s", extra=("num_parameters", "{:,.0f} params")),
         _capability_row("Latent space", "latent_space", groups),
-        _capability_row("Conditioning", "conditioning", groups),
+        _capability_row("Conditioning", "conditioning", groups,
+                        next((k for k in sorted(measured) if k.startswith("conditional_accuracy_")), None)),
     ]
-    _annotate(rows, groups)
-    return Matrix(dataset, families, rows, runs)
-
-
-def _annotate(rows: list[Row], groups: dict[str, list[Run]]) -> None:
-    """Add NFE to the speed cells and parameter counts to the cost cells."""
-    for row in rows:
-        extra = {"Sampling speed": ("nfe", "NFE {:.0f}"),
-                 "Training cost": ("num_parameters", "{:,.0f} params")}
-        if row.name not in extra:
-            continue
-        metric, template = extra[row.name]
-        for family, cell in row.cells.items():
-            mean, _ = _stats(_values(groups[family], metric))
-            if mean is not None:
-                cell.text += ", " + template.format(mean)
+    return Matrix(dataset, families, rows, runs, quality)
 
 
 def _stability_row(groups: dict[str, list[Run]], quality: str) -> Row:
@@ -207,9 +201,8 @@ def _likelihood_row(groups: dict[str, list[Run]]) -> Row:
     return row
 
 
-def _capability_row(name: str, key: str, groups: dict[str, list[Run]]) -> Row:
-    accuracy = next((k for rs in groups.values() for r in rs for k in r.metrics
-                     if k.startswith("conditional_accuracy_")), None) if key == "conditioning" else None
+def _capability_row(name: str, key: str, groups: dict[str, list[Run]], accuracy: str | None = None) -> Row:
+    """Words from the capability flag ``key``; ``accuracy`` names a measured metric added to the text."""
     row = Row(name, f"capability flag: {key}" + (f"; measured: {accuracy}" if accuracy else ""))
     for family, runs in groups.items():
         caps = next((r.capabilities for r in runs if r.capabilities), {})
