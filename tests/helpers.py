@@ -1,5 +1,9 @@
-"""Shared test utilities: composing the real configs in-process."""
+"""Shared test utilities: composing the real configs in-process, and running the entry points as a user
+does, in a subprocess."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -15,3 +19,22 @@ FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 def compose_train(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
+
+
+def compose_quiet_run(out_dir: Path, overrides: list[str]) -> DictConfig:
+    """A run config writing into ``out_dir`` with no logger and no progress bar (the learning tests)."""
+    return compose_train(["logger=none", f"paths.output_dir={out_dir}", "trainer.enable_progress_bar=false",
+                          *overrides])
+
+
+def run_script(script: str, args: list[str], root: Path) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` from the repository (``train.py``, ``scripts/...``), run in ``root`` with
+    GENBENCH_ROOT=root so every output stays there; one torch thread, and W&B offline (no API key)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def train_py(args: list[str], root: Path) -> subprocess.CompletedProcess:
+    return run_script("train.py", args, root)

@@ -12,7 +12,7 @@ from genbench.evaluation.distances import energy_distance
 from genbench.models.diffusion import Diffusion
 from genbench.models.diffusion_schedule import NoiseSchedule, ddim_timesteps
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_quiet_run, compose_train
 
 
 def _count_calls(net: torch.nn.Module) -> list[int]:
@@ -26,8 +26,8 @@ def trained_on_gaussians8(tmp_path_factory):
     """The default config trained on gaussians8 for 600 steps (the default budget is 2000), with the energy
     distance and the bound of the untrained model of the same seed."""
     out = tmp_path_factory.mktemp("g8")
-    cfg = compose_train(["model=diffusion", "dataset=gaussians8", "logger=none", f"paths.output_dir={out}",
-                         "trainer.max_steps=600", "trainer.enable_progress_bar=false", "evaluate=false"])
+    cfg = compose_quiet_run(out, ["model=diffusion", "dataset=gaussians8", "trainer.max_steps=600",
+                                  "evaluate=false"])
     pl.seed_everything(0)
     untrained = hydra.utils.instantiate(cfg.model, data_shape=(2,), num_classes=None, _convert_="all")
     result = run(cfg, out)

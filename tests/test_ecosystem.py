@@ -2,7 +2,6 @@
 files, a joblib multirun with its matrix, and an Optuna search."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,9 @@ import pytest
 import yaml
 
 from genbench.train import run
-from tests.helpers import ROOT, compose_train
+from tests.helpers import compose_train, train_py
 
 FAST_EVAL = ["eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
-
-
-def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(cwd), "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def _wandb_records(run_file: Path) -> list[dict]:
@@ -47,7 +39,7 @@ def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "model=vae,gan", "trainer=debug", "logger=[csv,wandb]", f"hydra.sweep.dir={sweep}",
             "callbacks.sample_grids.every_n_steps=2", *FAST_EVAL]
-    proc = _train_py(args, tmp_path)
+    proc = train_py(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # one offline run per job, nothing needed a login
@@ -71,7 +63,7 @@ def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
                                       ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
 def test_parallel_launchers_run_two_families_and_write_the_matrix(launcher, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _train_py(["-m", *launcher, "torch_threads=1", "model=vae,flow", "trainer=debug", "logger=csv",
+    proc = train_py(["-m", *launcher, "torch_threads=1", "model=vae,flow", "trainer=debug", "logger=csv",
                       f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = {json.loads(p.read_text())["family"]: json.loads(p.read_text())["status"]
@@ -82,7 +74,7 @@ def test_parallel_launchers_run_two_families_and_write_the_matrix(launcher, tmp_
 
 def test_optuna_sweeper_runs_three_trials_and_reports_the_best(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", "trainer=debug", "logger=none",
+    proc = train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", "trainer=debug", "logger=none",
                       f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
@@ -94,14 +86,14 @@ def test_optuna_sweeper_runs_three_trials_and_reports_the_best(tmp_path):
 
 def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp_path):
     ddp_dir, eval_dir = tmp_path / "ddp", tmp_path / "eval"
-    proc = _train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20", "logger=csv",
+    proc = train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20", "logger=csv",
                       f"hydra.run.dir={ddp_dir}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = list(tmp_path.rglob("metrics.json"))
     assert records == [ddp_dir / "metrics.json"]  # one record, written by rank zero only
     ddp = json.loads(records[0].read_text())
     assert ddp["status"] == "ok" and ddp["metrics"]["train_processes"] == 2
-    proc = _train_py(["train=false", f"ckpt_path={ddp_dir / 'checkpoints' / 'last.ckpt'}", "logger=none",
+    proc = train_py(["train=false", f"ckpt_path={ddp_dir / 'checkpoints' / 'last.ckpt'}", "logger=none",
                       f"hydra.run.dir={eval_dir}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = json.loads((eval_dir / "metrics.json").read_text())

@@ -2,9 +2,6 @@
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,7 +17,7 @@ from genbench.evaluation.feature_net import (
     train_feature_net,
 )
 from genbench.nets.classifier import SmallCNN
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 FIX = "python scripts/train_feature_net.py dataset=digits"
 
@@ -101,11 +98,8 @@ def test_missing_weights_or_record_is_refused_naming_the_fix(saved, tmp_path):
 
 
 def test_script_trains_and_writes_the_net_and_its_record(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(tmp_path),
-           "OMP_NUM_THREADS": "1"}
     args = ["dataset=digits", "epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_feature_net.py"), *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = run_script("scripts/train_feature_net.py", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = tmp_path / "feature_nets" / "digits_cnn.pt"
     loaded = load_feature_net(path)

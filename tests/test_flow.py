@@ -14,7 +14,7 @@ from genbench.evaluation.distances import energy_distance
 from genbench.models.flow import Flow
 from genbench.nets.flow_layers import ActNorm
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_quiet_run, compose_train
 
 MIXINGS = ["conv1x1", "shuffle", "reverse"]
 
@@ -33,9 +33,8 @@ def _randomized(model: Flow, x: torch.Tensor, scale: float = 0.1) -> Flow:
 
 def test_flow_learns_gaussians8(tmp_path):
     """The default config and budget (2000 steps), through the real pipeline."""
-    cfg = compose_train(["model=flow", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
-                         "trainer.enable_progress_bar=false", "eval.speed_repeats=1", "eval.speed_warmup=0",
-                         "eval.plot_samples_vector=200"])
+    cfg = compose_quiet_run(tmp_path, ["model=flow", "dataset=gaussians8", "eval.speed_repeats=1",
+                                       "eval.speed_warmup=0", "eval.plot_samples_vector=200"])
     options = OmegaConf.to_container(cfg.model)
     untrained = Flow((2,), **{k: v for k, v in options.items() if k != "_target_"})
     result = run(cfg, tmp_path)

@@ -11,7 +11,7 @@ from genbench.data.toy import ToyDataModule
 from genbench.evaluation.distances import energy_distance
 from genbench.models.gan import GAN, discriminator_loss, generator_loss, gradient_penalty
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_quiet_run
 
 
 def _trainer(batches: int) -> pl.Trainer:
@@ -26,8 +26,7 @@ def _toy(batch_size: int = 32) -> ToyDataModule:
 
 def test_default_gan_learns_gaussians8(tmp_path):
     """The default config with the default budget (2000 optimizer steps = 1000 batches), about 40 s."""
-    cfg = compose_train(["model=gan", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
-                         "trainer.enable_progress_bar=false", "eval.speed_repeats=1"])
+    cfg = compose_quiet_run(tmp_path, ["model=gan", "dataset=gaussians8", "eval.speed_repeats=1"])
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]

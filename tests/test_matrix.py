@@ -3,9 +3,6 @@ and labels, and a real tiny multirun that writes it through the Hydra callback."
 
 import csv
 import logging
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +12,7 @@ from genbench.matrix import write_matrix
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
 from genbench.results import provenance, write_record
-from tests.helpers import ROOT
+from tests.helpers import train_py
 
 CAPS = {
     "vae": {"likelihood_kind": "bound", "has_latent": True, "latent_space": "encoder",
@@ -129,9 +126,7 @@ def test_a_tiny_multirun_writes_its_matrix(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "model=vae,gan", "dataset=moons", "trainer=debug", f"hydra.sweep.dir={sweep}",
             "eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = train_py(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (sweep / "matrix.md").read_text()
     assert "## moons" in md and "| Property (metric) | vae | gan |" in md

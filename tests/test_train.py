@@ -2,26 +2,16 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
-from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, ROOT, compose_train
+from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, train_py
 
 REQUIRED_METRICS = ("nll_nats", "nll_bpd", "likelihood_kind", "nll_iwae_nats", "sample_ms_per_sample",
                     "sample_batch_size", "nfe", "num_parameters", "train_seconds")
-
-
-def _train_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(cwd)}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 # Small evaluation settings: the smoke test checks the wiring, not the numbers.
@@ -54,7 +44,7 @@ def test_debug_run_of_every_family_on_every_dataset(family, dataset, tmp_path, f
 
 def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _train_py(["trainer=debug", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = train_py(["trainer=debug", f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = read_record(run_dir / "metrics.json")
     assert record["schema"] == SCHEMA_VERSION and record["status"] == "ok"
@@ -73,7 +63,7 @@ def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
     eval_dir = tmp_path / "eval"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     args = ["trainer=debug", "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={eval_dir}"]
-    proc = _train_py(args, tmp_path)
+    proc = train_py(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = read_record(eval_dir / "metrics.json")["metrics"]
     assert again["nll_nats"] == pytest.approx(record["metrics"]["nll_nats"], rel=1e-6)
@@ -82,7 +72,7 @@ def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
 
 def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _train_py(["trainer=debug", "model.latent_dim=0", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = train_py(["trainer=debug", "model.latent_dim=0", f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode != 0
     assert "model.latent_dim" in proc.stdout + proc.stderr
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -91,7 +81,7 @@ def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path
 
 def test_a_crashing_job_does_not_kill_the_multirun(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _train_py(["-m", "trainer=debug", "model.latent_dim=0,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = train_py(["-m", "trainer=debug", "model.latent_dim=0,2", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = {json.loads((sweep / str(i) / "metrics.json").read_text())["status"] for i in (0, 1)}
     assert statuses == {"failed", "ok"}

@@ -101,10 +101,9 @@ def test_default_vae_samples_move_to_gaussians8(tmp_path):
     """The default config and budget (2000 steps) on the ring of 8 Gaussians, std 0.01."""
     from genbench.evaluation.distances import energy_distance
     from genbench.train import run
-    from tests.helpers import compose_train
+    from tests.helpers import compose_quiet_run
 
-    cfg = compose_train(["model=vae", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
-                         "trainer.enable_progress_bar=false", "eval.speed_repeats=1"])
+    cfg = compose_quiet_run(tmp_path, ["model=vae", "dataset=gaussians8", "eval.speed_repeats=1"])
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]
