@@ -173,3 +173,32 @@ def test_evaluating_a_conditional_model_records_its_conditional_accuracy(tmp_pat
     assert 0.0 <= result.metrics["conditional_accuracy_digits_cnn"] <= 1.0
     assert result.provenance["digits_cnn"]["conditional_samples"] == 30
     assert "conditional_accuracy_digits_cnn" in result.provenance["digits_cnn"]["metrics"]
+
+
+class _CountingExtractor:
+    """A stand-in extractor: mean pixel as the feature, counting the images it sees."""
+
+    name, checksum = "mean", "0" * 64
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def extract(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        self.seen += len(images)
+        means = images.float().flatten(1).mean(1, keepdim=True)
+        return means, means
+
+
+def test_a_corrupt_feature_cache_entry_is_recomputed_and_replaced(tmp_path, caplog):
+    from genbench.evaluation.reference import cache_file, reference_features
+
+    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    extractor = _CountingExtractor()
+    path = cache_file(tmp_path, "digits", "train", extractor, images)
+    path.write_bytes(b"not a torch file")
+    features, _, prov = reference_features(extractor, images, dataset="digits", split="train",
+                                           cache_dir=tmp_path, batch_size=8)
+    assert extractor.seen == 30 and not prov["from_cache"] and str(path) in caplog.text
+    again, _, prov = reference_features(extractor, images, dataset="digits", split="train",
+                                        cache_dir=tmp_path, batch_size=8)
+    assert extractor.seen == 30 and prov["from_cache"] and torch.equal(again, features)
