@@ -1,19 +1,30 @@
-# The two commands of the README: `make run` and `make test`. Both create .venv when it is missing.
+# The two commands of the README: `make run` and `make test`. Both create .venv when it is missing and
+# install the locked dependency versions (requirements.lock), then genbench itself.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genbench-installed
+LOCK := requirements.lock
 ARGS ?=
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet pip==26.3
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate requirements.lock from pyproject.toml's ranges (and lock-constraints.txt) with uv: exact
+# versions and hashes of every dependency, for Python 3.10 and newer on every platform.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
+		--generate-hashes --constraint lock-constraints.txt --output-file $(LOCK) --quiet
 
 run: $(STAMP)
 	$(PY) train.py $(ARGS)
@@ -24,7 +35,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts train.py
+	$(VENV)/bin/ruff check src tests scripts train.py eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from genbench.evaluation.distances import energy_distance
 from genbench.models.flow import Flow
 from genbench.nets.flow_layers import ActNorm
 from genbench.train import run
-from tests.helpers import compose_quiet_run, compose_train
+from tests.helpers import compose_quiet_run, compose_train, learning_seeds
 
 MIXINGS = ["conv1x1", "shuffle", "reverse"]
 
@@ -31,25 +31,46 @@ def _randomized(model: Flow, x: torch.Tensor, scale: float = 0.1) -> Flow:
 
 
 
-def test_flow_learns_gaussians8(tmp_path):
+@pytest.mark.parametrize("seed", learning_seeds())
+def test_flow_learns_gaussians8(tmp_path, seed):
     """The default config and budget (2000 steps), through the real pipeline."""
-    cfg = compose_quiet_run(tmp_path, ["model=flow", "dataset=gaussians8", "eval.speed_repeats=1",
-                                       "eval.speed_warmup=0", "eval.plot_samples_vector=200"])
+    cfg = compose_quiet_run(tmp_path, ["model=flow", "dataset=gaussians8", f"seed={seed}", "callbacks=none",
+                                       "eval.speed_repeats=1", "eval.speed_warmup=0",
+                                       "eval.plot_samples_vector=200"])
     options = OmegaConf.to_container(cfg.model)
     untrained = Flow((2,), **{k: v for k, v in options.items() if k != "_target_"})
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
-    test = dm.split_tensor("test")[:2000]
+    test = dm.split_tensor("test")
+    modes = dm.distribution.modes.double()
     torch.manual_seed(0)
-    before = energy_distance(untrained.sample(2000), test)
-    after = energy_distance(model.sample(2000), test)
-    print(f"energy distance {before:.4f} -> {after:.4f}, test NLL {metrics['nll_nats']:.3f} nats")
-    # Measured: 0.065 -> 0.021 (other seeds/budgets 0.010-0.023). An affine flow is a homeomorphism: it
-    # cannot cut the thin bridges of mass between the std-0.01 modes, which caps how far this distance
-    # falls; the likelihood below shows the fit more sharply.
-    assert after < before / 2.5 and after < 0.03, (before, after)
-    # N(0, I), the untrained flow, gives the ring about -2.3 nats; the true density about +4.3.
+    before = energy_distance(untrained.sample(2000), test[:2000])
+    samples = model.sample(5000).double()
+    after = energy_distance(samples[:2000], test[:2000])
+    distance, nearest = torch.cdist(samples, modes).min(1)
+    near = distance < 0.2  # 20 std of a mode: on it or its immediate flanks
+    mode_shares = nearest[near].bincount(minlength=8) / near.sum()
+    with torch.no_grad():
+        nll = -model.log_likelihood(test).double()
+    nearest_to_test = torch.cdist(test.double(), modes).argmin(1)
+    mode_medians = torch.stack([nll[nearest_to_test == k].median() for k in range(8)])
+    print(f"seed {seed}: energy distance {before:.4f} -> {after:.4f}, "
+          f"near a mode {near.double().mean():.3f}, "
+          f"smallest mode share {mode_shares.min():.3f}; test NLL mean {metrics['nll_nats']:.3f} "
+          f"median {nll.median():.3f} nats, worst mode median {mode_medians.max():.3f}")
+    # Samples (measured over seeds 0-4, torch 2.14, 1 thread): 60-80% lie within 0.2 of a mode (N(0, I), the
+    # untrained flow, about 10%), and every mode gets a share of them. The energy distance falls from 0.065
+    # to 0.013-0.050: an affine flow is a homeomorphism and cannot cut the thin bridges of mass between the
+    # std-0.01 modes, so how far it falls depends on the seed; it is printed, not asserted.
+    assert near.double().mean() > 0.5, near.double().mean()
+    assert mode_shares.min() > 0.04, mode_shares  # no mode left without samples (uniform: 0.125)
+    # N(0, I) gives the ring about -2.3 nats; the true density about +4.3. Measured over seeds 0-4: median
+    # -2.13 to -2.95, mean -1.94 to -2.85 (a few far-out points weigh on the mean), the worst mode's median
+    # -1.08. Before the cosine learning-rate decay, the last constant-rate Adam steps left one mode off its
+    # data at some seeds (its median NLL +4.5, the mean -0.8 or +11).
+    assert nll.median() < -1.5, nll.median()
     assert metrics["nll_nats"] < -1.0, metrics["nll_nats"]
+    assert mode_medians.max() < 0.0, mode_medians  # no mode dropped
     assert metrics["nfe"] == 1 and metrics["likelihood_kind"] == "exact"
 
 

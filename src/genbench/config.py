@@ -125,7 +125,15 @@ def is_multirun() -> bool:
 
 
 GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",
-          "hparams_search")
+          "hparams_search", "extras", "debug")
+
+
+@dataclass
+class ExtrasSchema(Schema):
+    """``extras``: what a run does around its work (see :mod:`genbench.extras`)."""
+
+    print_config: bool = True
+    ignore_warnings: bool = False
 
 
 def validate(cfg: DictConfig) -> dict[str, Schema | None]:
@@ -147,5 +155,6 @@ def validate(cfg: DictConfig) -> dict[str, Schema | None]:
         if group not in cfg:
             raise ConfigError(f"config has no '{group}' group; pick one with {group}=<name>.")
         checked[group] = validate_group(cfg[group], group)
+    checked["extras"] = check_params(ExtrasSchema, OmegaConf.to_container(cfg.get("extras") or {}), "extras")
     checked["eval"] = check_params(EvalConfig, OmegaConf.to_container(cfg.eval, resolve=True), "eval")
     return checked

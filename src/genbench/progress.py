@@ -1,13 +1,31 @@
-"""Progress for the long evaluation steps (sampling, feature extraction): a rich bar on a terminal,
-nothing in non-interactive runs (CI, SLURM logs)."""
+"""Progress a user can trust: one training bar over the run's ``max_steps`` with an ETA, and a bar or a
+log line for every evaluation phase that can take more than a few seconds.
 
+On a terminal these are rich bars; in non-interactive runs (CI, SLURM logs) they are log lines: the start
+and end of each phase with its duration, and training progress every tenth of the budget with an ETA.
+"""
+
+import logging
+import math
 import sys
+import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from rich.progress import track
+import pytorch_lightning as pl
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    track,
+)
 
 T = TypeVar("T")
+log = logging.getLogger("genbench")
 
 
 def interactive() -> bool:
@@ -16,7 +34,100 @@ def interactive() -> bool:
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    if not interactive():
+    """``items`` with a bar on a terminal; elsewhere one log line when done, with the time it took."""
+    start = time.perf_counter()
+    if interactive():
+        yield from track(items, description=description, total=total, transient=True)
+    else:
         yield from items
-        return
-    yield from track(items, description=description, total=total, transient=True)
+    log.info("%s: done in %.1f s", description, time.perf_counter() - start)
+
+
+@contextmanager
+def phase(description: str) -> Iterator[None]:
+    """A step with no loop to show (a timing, a likelihood pass): a log line when it starts and ends."""
+    log.info("%s ...", description)
+    start = time.perf_counter()
+    yield
+    log.info("%s: done in %.1f s", description, time.perf_counter() - start)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class StepProgress(pl.Callback):
+    """Training progress over the run's whole budget of optimizer steps (not per epoch), with an ETA.
+
+    The budget is ``trainer.max_steps`` or, when epochs bind first (``trainer=debug``), the epochs' batches;
+    a GAN's ``global_step`` moves by two per batch, which the first batch shows and the budget follows.
+    """
+
+    def __init__(self, bar: bool | None = None, log_every_fraction: float = 0.1) -> None:
+        self.bar = interactive() if bar is None else bar
+        self.log_every_fraction = log_every_fraction
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._start_time = 0.0
+        self._start_step = 0
+        self._steps_per_batch = 1
+        self._batches = 0
+        self._next_log = 0.0
+
+    def total(self, trainer: pl.Trainer) -> int | None:
+        """Optimizer steps this run will reach: the first of ``max_steps`` and the end of ``max_epochs``."""
+        caps = [trainer.max_steps] if trainer.max_steps and trainer.max_steps > 0 else []
+        batches = trainer.num_training_batches
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and math.isfinite(batches):
+            caps.append(self._steps_per_batch * trainer.max_epochs * int(batches))
+        return int(min(caps)) if caps else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._start_time, self._start_step, self._batches = time.perf_counter(), trainer.global_step, 0
+        self._next_log = self.log_every_fraction
+        total = self.total(trainer)
+        log.info("training %s for %s optimizer steps", pl_module.__class__.__name__, total or "unbounded")
+        if self.bar:
+            columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                       TextColumn("{task.fields[loss]}"))
+            self._progress = Progress(*columns, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=total, completed=trainer.global_step, loss="")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._batches += 1
+        step = trainer.global_step
+        if self._batches == 1:  # now known: optimizer steps per batch (2 for a GAN with n_critic=1)
+            self._steps_per_batch = max(1, step - self._start_step)
+        total = self.total(trainer)
+        if self._progress is not None:
+            loss = trainer.callback_metrics.get("train/loss")
+            self._progress.update(self._task, total=total, completed=step,
+                                  loss="" if loss is None else f"loss {float(loss):.4g}")
+        elif total and step / total >= self._next_log:
+            elapsed = time.perf_counter() - self._start_time
+            done = step - self._start_step
+            eta = elapsed / done * (total - step) if done else 0.0
+            log.info("training: step %d/%d (%.0f%%), %s elapsed, ETA %s", step, total, 100 * step / total,
+                     _clock(elapsed), _clock(eta))
+            while self._next_log <= step / total:
+                self._next_log += self.log_every_fraction
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.teardown(trainer, pl_module, "fit")
+        if trainer.is_global_zero:
+            elapsed = time.perf_counter() - self._start_time
+            log.info("training: %d steps in %.1f s", trainer.global_step, elapsed)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

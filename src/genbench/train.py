@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from genbench.config import is_multirun, validate
@@ -27,9 +27,10 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
+from genbench.extras import announce
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
-from genbench.progress import interactive
+from genbench.progress import StepProgress, interactive
 from genbench.results import provenance, write_record
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,11 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     callbacks = [checkpoints, counter, *_instantiate_all(cfg.get("callbacks"))]
-    progress = cfg.trainer.get("enable_progress_bar", True) and interactive()  # none in CI or SLURM logs
-    if progress:
-        callbacks.append(RichProgressBar())
+    # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
+    callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                                  enable_progress_bar=progress)
+                                                  enable_progress_bar=False)
     for lg in trainer.loggers:  # fields a dashboard groups and filters runs by
         lg.log_hyperparams({"family": model.family, "dataset": dm.name, "seed": cfg.seed,
                             "tags": list(cfg.get("tags") or []),
@@ -130,6 +130,7 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_examples"] = counter.examples * trainer.world_size
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
         metrics["train_processes"] = trainer.world_size
+        metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
     elif cfg.ckpt_path:
         model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
     if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
@@ -152,6 +153,7 @@ def task(cfg: DictConfig) -> dict:
     """Run and always leave a ``metrics.json``; failures are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
+    announce(cfg, out_dir)
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     try:

@@ -25,6 +25,7 @@ from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.nets.classifier import SmallCNN
+from genbench.progress import progress
 from genbench.results import package_versions
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class FeatureNet:
         self.net.eval()
         device = next(self.net.parameters()).device
         features, logits = [], []
-        for batch in images.split(batch_size):
+        batches = images.split(batch_size)
+        for batch in progress(batches, f"{self.name} features of {len(images)} images", total=len(batches)):
             f = self.net.features(to_unit(batch.to(device)))
             features.append(f.cpu())
             logits.append(self.net.head(f).cpu())

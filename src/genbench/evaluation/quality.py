@@ -79,7 +79,8 @@ def conditional_accuracy(model, classifier, num_classes: int, n: int, batch_size
     obeys its labels."""
     labels = torch.arange(n) % num_classes
     hits = 0
-    for chunk in labels.split(batch_size):
+    for chunk in progress(labels.split(batch_size), f"conditional sampling of {n} images",
+                          total=-(-n // batch_size)):
         images = model.sample(len(chunk), labels=chunk.to(model.device)).cpu()
         hits += (classifier.extract(images)[1].argmax(1) == chunk).sum().item()
     return hits / n

@@ -34,4 +34,5 @@ def sampling_speed(model: GenerativeModel, batch_size: int, repeats: int, warmup
         "sample_batch_size": batch_size,
         "sample_repeats": repeats,
         "sample_device": str(model.device),
+        "sample_torch_threads": torch.get_num_threads(),  # host threads: they matter on a CPU
     }

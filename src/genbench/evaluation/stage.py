@@ -7,6 +7,7 @@ training run is never lost to a missing evaluation file.
 """
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.speed import sampling_speed
 from genbench.evaluation.toy import toy_metrics
 from genbench.models.base import GenerativeModel
+from genbench.progress import phase
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +79,21 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     model.eval()
     dm.setup("test")
     result = Evaluation()
-    result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches))
+    has_likelihood = model.likelihood_kind != "none"
+    with phase("evaluation: likelihood of the test split") if has_likelihood else nullcontext():
+        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches))
     result.provenance["likelihood"] = {"split": "test", "n_test": result.metrics.get("test_examples"),
                                        "seed": cfg.seed}
-    result.metrics.update(sampling_speed(model, cfg.speed_batch_size, cfg.speed_repeats, cfg.speed_warmup))
+    batch, repeats, warmup = cfg.speed_batch_size, cfg.speed_repeats, cfg.speed_warmup
+    with phase(f"evaluation: timing sample({batch}), {warmup} warm-up + {repeats} timed calls"):
+        result.metrics.update(sampling_speed(model, batch, repeats, warmup))
     result.metrics["nfe"] = model.nfe()
     result.metrics["num_parameters"] = model.num_parameters()
     test = dm.split_tensor("test")
     if dm.is_image:
         samples = _image_quality(model, dm, cfg, result)[: cfg.plot_samples_image]
     else:
-        with torch.no_grad():
+        with torch.no_grad(), phase(f"evaluation: sampling {cfg.plot_samples_vector} points"):
             samples = model.sample(cfg.plot_samples_vector)
         distribution = getattr(dm, "distribution", None)
         if distribution is not None:

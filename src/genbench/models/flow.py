@@ -58,6 +58,7 @@ class FlowConfig(Schema):
     lr: float = param(2e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
     warmup_steps: int = param(0, ge=0)  # linear learning-rate warm-up
+    lr_decay: str = param("cosine", choices=["cosine", "none"])  # after warm-up, to 0 at trainer.max_steps
     grad_clip: float = param(10.0, ge=0)  # gradient-norm clipping (0: off); trainer.gradient_clip_val wins
 
 
@@ -215,8 +216,17 @@ class Flow(GenerativeModel):
 
     def configure_optimizers(self):
         optimizer = super().configure_optimizers()
-        if not self.hp.warmup_steps:
+        warmup, total = self.hp.warmup_steps, self.trainer.max_steps
+        decay = self.hp.lr_decay == "cosine" and total > warmup
+        if not warmup and not decay:
             return optimizer
-        warmup = self.hp.warmup_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not decay:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,59 @@
+"""What a run does before it starts, as lightning-hydra-template users expect: silence known-harmless noise,
+say where the run writes, and (``extras.print_config``) print the composed config as a tree."""
+
+import logging
+import warnings
+from pathlib import Path
+
+import rich
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("genbench")
+
+# Order of the tree: the groups a reader looks for first.
+_FIRST = ("dataset", "model", "trainer", "eval", "logger", "callbacks", "paths")
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertising lines ("💡 Tip: ... install litlogger"), which every run printed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_known_noise() -> None:
+    """Silence what every run printed and no user can act on; idempotent."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    # Lightning 2.6's own use of torch's pytree API, deprecated in torch 2.14: nothing here calls it.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
+    """The composed config as a rich tree, one branch per group; also saved to ``save_to``, as the
+    template does."""
+    tree = rich.tree.Tree("CONFIG", guide_style="dim")
+    keys = [k for k in _FIRST if k in cfg] + [k for k in cfg if k not in _FIRST]
+    for key in keys:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(str(key), guide_style="dim").add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        with save_to.open("w") as f:
+            rich.print(tree, file=f)
+
+
+def announce(cfg: DictConfig, out_dir: Path) -> None:
+    """Start of a run: quiet the noise, print the run directory and, if asked, the config tree."""
+    quiet_known_noise()
+    log.info("run directory: %s", out_dir.resolve())
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        print_config_tree(cfg, out_dir / "config_tree.log")
