@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python eval.py model=<family> dataset=<name> ckpt_path=<run>/checkpoints/last.ckpt``.
+"""Evaluate a checkpoint: ``python eval.py model=<family> dataset=<name> ckpt_path=<checkpoint>``.
 
 A thin alias of ``python train.py train=false ...`` (configs/evaluate.yaml sets it), as
 lightning-hydra-template users expect an ``eval.py``: the same evaluation stage, the same run record.

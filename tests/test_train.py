@@ -8,7 +8,7 @@ import torch
 
 from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
-from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, train_py
+from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, run_script, train_py
 
 REQUIRED_METRICS = ("nll_nats", "nll_bpd", "likelihood_kind", "nll_iwae_nats", "sample_ms_per_sample",
                     "sample_batch_size", "nfe", "num_parameters", "train_seconds")
@@ -57,13 +57,19 @@ def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
     assert (run_dir / "samples.png").exists()
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "csv" / "metrics.csv").exists()
-    assert "bits/dim" in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "bits/dim" in output
+    # At start: where the run writes and the composed config; none of the noise every run used to print.
+    assert f"run directory: {run_dir}" in output and "CONFIG" in output and "latent_dim: 8" in output
+    assert (run_dir / "config_tree.log").exists()
+    assert "Tip" not in output and "LeafSpec" not in output, output[-3000:]
 
-    # Re-evaluating the saved checkpoint (loaded with weights_only) reproduces the likelihood.
+    # Re-evaluating the saved checkpoint (loaded with weights_only) with eval.py, the alias of
+    # train.py train=false, reproduces the likelihood.
     eval_dir = tmp_path / "eval"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    args = ["trainer=debug", "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={eval_dir}"]
-    proc = train_py(args, tmp_path)
+    args = ["trainer=debug", f"ckpt_path={ckpt}", f"hydra.run.dir={eval_dir}"]
+    proc = run_script("eval.py", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = read_record(eval_dir / "metrics.json")["metrics"]
     assert again["nll_nats"] == pytest.approx(record["metrics"]["nll_nats"], rel=1e-6)

@@ -1,0 +1,61 @@
+"""What a user sees around a run: the debug configs, the training progress over the whole budget, the
+config tree and the run directory at start, and eval.py as an alias of train.py train=false."""
+
+import logging
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from genbench.progress import StepProgress
+from genbench.train import run
+from tests.helpers import compose_train
+
+DEBUG_TRAINER = {
+    "default": {"limit_train_batches": 5, "max_epochs": 1},
+    "fdr": {"fast_dev_run": True},
+    "overfit": {"overfit_batches": 3},
+    "profiler": {"profiler": "simple"},
+}
+SHORT = {"default": [], "fdr": [], "overfit": ["trainer.max_steps=10"], "profiler": ["trainer.max_steps=5"]}
+
+
+@pytest.mark.parametrize("option", sorted(DEBUG_TRAINER))
+def test_debug_configs_set_their_trainer_options_and_run(option, tmp_path):
+    cfg = compose_train([f"debug={option}", f"paths.output_dir={tmp_path}", *SHORT[option]])
+    for key, value in DEBUG_TRAINER[option].items():
+        assert cfg.trainer[key] == value, key
+    assert cfg.logger is None or not cfg.logger  # debug runs write no logger files
+    result = run(cfg, tmp_path)
+    assert result.metrics["train_steps"] >= 1 and result.metrics["nfe"] == 1
+    assert (tmp_path / "samples.png").exists()
+
+
+def _trainer(max_steps: int, max_epochs: int | None, batches: float) -> SimpleNamespace:
+    return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, num_training_batches=batches)
+
+
+def test_step_progress_total_is_the_first_budget_to_bind():
+    bar = StepProgress(bar=False)
+    assert bar.total(_trainer(2000, None, 79)) == 2000  # the default: max_steps only
+    assert bar.total(_trainer(2000, 1, 5)) == 5  # trainer=debug: one epoch of 5 batches
+    assert bar.total(_trainer(-1, 3, 10)) == 30
+    assert bar.total(_trainer(-1, None, float("inf"))) is None
+    bar._steps_per_batch = 2  # a GAN: two optimizer steps per batch
+    assert bar.total(_trainer(2000, 1, 5)) == 10 and bar.total(_trainer(2000, None, 5)) == 2000
+
+
+@pytest.mark.parametrize(("family", "steps"), [("vae", 20), ("gan", 20)])
+def test_training_progress_reports_the_whole_budget_with_an_eta(family, steps, tmp_path, caplog):
+    cfg = compose_train([f"model={family}", "debug=default", "trainer.limit_train_batches=1.0",
+                         "trainer.max_epochs=null", f"trainer.max_steps={steps}", "evaluate=false",
+                         f"paths.output_dir={tmp_path}"])
+    with caplog.at_level(logging.INFO, logger="genbench"):
+        run(cfg, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "genbench"]
+    progress = [re.match(rf"training: step (\d+)/{steps} \(\d+%\), .* elapsed, ETA \d+:\d\d:\d\d", m)
+                for m in lines]
+    reached = [int(m.group(1)) for m in progress if m]
+    # A line every tenth of the budget (a GAN moves two steps a batch), up to the last step.
+    assert len(reached) >= 5 and reached == sorted(reached) and reached[-1] == steps, lines
+    assert f"training: {steps} steps in" in " ".join(lines)
