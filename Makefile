@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genbench-installed
 LOCK := requirements.lock
 ARGS ?=
+TEST_WORKERS ?= 2  # pytest-xdist processes: the CI machine has 2 cores
 
 .PHONY: run test lint install lock clean
 
@@ -32,7 +33,7 @@ run: $(STAMP)
 # One intra-op thread unless told otherwise: test models are tiny, and on a busy 2-core machine torch's
 # extra threads spin and made the suite many times slower.
 test: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts train.py eval.py

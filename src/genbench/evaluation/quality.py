@@ -92,3 +92,26 @@ def generate_images(model, n: int, batch_size: int) -> Tensor:
     starts = range(0, n, batch_size)
     batches = progress(starts, f"sampling {n} images", total=len(starts))
     return torch.cat([model.sample(min(batch_size, n - start)).cpu() for start in batches])
+
+
+@torch.no_grad()
+def sample_features(model, extractors: list, n: int, batch_size: int, feature_batch_size: int,
+                    keep: int) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
+    """Features and logits of ``n`` samples for each extractor, streamed: each batch of samples goes
+    through every extractor on the model's device and is dropped, so 50,000 images never sit in memory at
+    once (only their features do). Returns ``{name: (features, logits)}`` and the first ``keep`` images."""
+    parts: dict[str, tuple[list[Tensor], list[Tensor]]] = {e.name: ([], []) for e in extractors}
+    shown: list[Tensor] = []
+    kept = 0
+    starts = range(0, n, batch_size)
+    for start in progress(starts, f"sampling {n} images and their features", total=len(starts)):
+        images = model.sample(min(batch_size, n - start))
+        if kept < keep:
+            shown.append(images[: keep - kept].cpu())
+            kept += len(shown[-1])
+        for extractor in extractors:
+            features, logits = extractor.extract(images, feature_batch_size)
+            parts[extractor.name][0].append(features)
+            parts[extractor.name][1].append(logits)
+    out = {name: (torch.cat(f), torch.cat(lg)) for name, (f, lg) in parts.items()}
+    return out, torch.cat(shown)

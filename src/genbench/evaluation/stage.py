@@ -26,6 +26,7 @@ from genbench.evaluation.quality import (
     feature_metrics,
     generate_images,
     metric_names,
+    sample_features,
 )
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.speed import sampling_speed
@@ -50,8 +51,8 @@ class EvalConfig(Schema):
     num_samples: int = param(10000, ge=2)  # generated images; 50000 for numbers comparable with papers
     num_real: int | None = param(None, ge=2)  # real reference images; None: the whole reference split
     reference_split: str = param("train", choices=["train", "val", "test"])
-    sample_batch_size: int = param(500, ge=1)
-    feature_batch_size: int = param(64, ge=1)
+    sample_batch_size: int | None = param(None, ge=1)  # None: 500 on a CPU, 2000 on a GPU
+    feature_batch_size: int | None = param(None, ge=1)  # None: 64 on a CPU, 500 on a GPU
     inception: bool = True  # FID/KID/IS with the standard Inception network
     inception_weights: str | None = None  # a local copy of torch-fidelity's weights file
     inception_download: bool = True
@@ -110,36 +111,48 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
 def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
                    result: Evaluation) -> torch.Tensor:
     """Feature metrics of ``cfg.num_samples`` generated images with every extractor at hand; returns the
-    generated images (only as many as samples.png shows when no extractor loads)."""
+    images samples.png shows."""
     extractors = _extractors(model, dm, cfg, result.unavailable)
+    sample_batch = batch_size_for(model.device, cfg.sample_batch_size, cpu=500, gpu=2000)
+    feature_batch = batch_size_for(model.device, cfg.feature_batch_size, cpu=64, gpu=500)
     torch.manual_seed(cfg.seed)
     if not extractors:  # nothing to score: draw only the images samples.png shows
-        return generate_images(model, cfg.plot_samples_image, cfg.sample_batch_size)
-    fake_images = generate_images(model, cfg.num_samples, cfg.sample_batch_size)
+        return generate_images(model, cfg.plot_samples_image, sample_batch)
     real_images = reference_images(dm.split_tensor(cfg.reference_split), cfg.num_real)
+    reals = {e.name: reference_features(e, real_images, dataset=dm.name, split=cfg.reference_split,
+                                        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
+                                        batch_size=feature_batch) for e, _ in extractors}
+    fakes, shown = sample_features(model, [e for e, _ in extractors], cfg.num_samples, sample_batch,
+                                   feature_batch, keep=cfg.plot_samples_image)
     settings = QualitySettings(cfg.kid_subsets, cfg.kid_subset_size, cfg.manifold_k, cfg.manifold_samples,
                                cfg.score_splits, cfg.seed)
+    n_fake, n_real = cfg.num_samples, len(real_images)
     for extractor, num_classes in extractors:
-        real = reference_features(extractor, real_images, dataset=dm.name, split=cfg.reference_split,
-                                  cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
-                                  batch_size=cfg.feature_batch_size)
-        fake = extractor.extract(fake_images, cfg.feature_batch_size)
-        metrics = feature_metrics(extractor.name, real[:2], fake, settings, num_classes)
+        real = reals[extractor.name]
+        metrics = feature_metrics(extractor.name, real[:2], fakes[extractor.name], settings, num_classes)
         conditional = {}
         if num_classes is not None and model.is_conditional:
             conditional["conditional_samples"] = min(cfg.conditional_samples, cfg.num_samples)
             metrics[f"conditional_accuracy_{extractor.name}"] = conditional_accuracy(
-                model, extractor, num_classes, conditional["conditional_samples"], cfg.sample_batch_size)
+                model, extractor, num_classes, conditional["conditional_samples"], sample_batch)
         result.provenance[extractor.name] = {
             "metrics": sorted(metrics), **extractor.provenance(), "reference": real[2],
-            "n_generated": len(fake_images), "seed": cfg.seed, "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": min(cfg.kid_subset_size, len(real_images), len(fake_images)),
-            "manifold_k": cfg.manifold_k,
-            "manifold_points": min(cfg.manifold_samples, len(real_images), len(fake_images)),
-            "score_splits": min(cfg.score_splits, len(fake_images)), **conditional,
+            "n_generated": n_fake, "seed": cfg.seed, "kid_subsets": cfg.kid_subsets,
+            "kid_subset_size": min(cfg.kid_subset_size, n_real, n_fake), "manifold_k": cfg.manifold_k,
+            "manifold_points": min(cfg.manifold_samples, n_real, n_fake),
+            "score_splits": min(cfg.score_splits, n_fake), "sample_batch_size": sample_batch,
+            "device": str(model.device), **conditional,
         }
         result.metrics.update(metrics)
-    return fake_images
+    return shown
+
+
+def batch_size_for(device: torch.device, setting: int | None, *, cpu: int, gpu: int) -> int:
+    """``setting``, or with ``None`` a size for the device: large batches keep a GPU busy, small ones keep
+    a CPU's memory and latency low."""
+    if setting is not None:
+        return setting
+    return gpu if device.type == "cuda" else cpu
 
 
 def _extractors(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
