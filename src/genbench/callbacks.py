@@ -1,4 +1,5 @@
-"""Training callbacks: sample pictures at a fixed step interval, sent to every active logger."""
+"""Training callbacks that every run gets from ``train.run`` (the divergence guard) or from config (sample
+pictures at a fixed step interval, sent to every active logger)."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from genbench.errors import DivergedError
 from genbench.evaluation.plots import save_samples_png
 from genbench.loggers import log_image
 
@@ -43,3 +45,16 @@ class SampleGrids(pl.Callback):
         image = (matplotlib.image.imread(png)[..., :3] * 255).astype(np.uint8)
         for logger in trainer.loggers:
             log_image(logger, "samples", image, step, png)
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops training with :class:`DivergedError` once the loss is NaN or inf. A callback, not a model hook,
+    so no family can lose it by overriding ``on_train_batch_end`` without calling ``super()``."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+            raise DivergedError(
+                f"{pl_module.family} training loss became {loss.item()} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}); lower model.lr or check the data scaling."
+            )

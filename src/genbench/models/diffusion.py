@@ -24,7 +24,6 @@ used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without lab
 model whose likelihood is reported; ``sample(n, labels)`` samples the classes asked for, with guidance.
 """
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.diffusion_schedule import EpsFn, NoiseSchedule, ddim_sample, ddpm_sample
+from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.nets.time_mlp import TimeMLP
 from genbench.nets.unet import UNet
 
@@ -88,7 +88,7 @@ class Diffusion(GenerativeModel):
                             hp.attention, hp.dropout, num_labels)
         else:
             self.net = TimeMLP(self.data_dim, hp.hidden_dim, hp.depth, num_labels)
-        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.ema = ema_copy(self.net)
         self.schedule = NoiseSchedule(hp.timesteps, hp.schedule, hp.variance)
 
     def _labels(self, y: Tensor | None, n: int) -> Tensor | None:
@@ -135,16 +135,7 @@ class Diffusion(GenerativeModel):
         return torch.optim.Adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)  # the NaN guard
-        step = self.global_step
-        decay = min(self.hp.ema_decay, (1 + step) / (10 + step))  # short memory while the weights move fast
-        with torch.no_grad():
-            for ema, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-                ema.lerp_(p, 1 - decay)
-
-    def num_parameters(self) -> int:
-        """Parameters of the network (its EMA copy is the same network, not extra capacity)."""
-        return sum(p.numel() for p in self.net.parameters())
+        ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))
 
     # ---- likelihood bound ---------------------------------------------------------------------------
     def _bound_term(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:

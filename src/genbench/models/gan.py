@@ -14,7 +14,6 @@ Lightning's manual optimization runs the two players. ``trainer.global_step`` co
 optimizers, so ``max_steps=2000`` with ``n_critic=1`` is 1000 batches (1000 D and 1000 G steps).
 """
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from genbench.config import Schema, param
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
+from genbench.models.ema import ema_copy, ema_update
 from genbench.nets import MLP
 from genbench.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 
@@ -121,7 +121,7 @@ class GAN(GenerativeModel):
                     spectral_norm(module)
         self.generator_ema = None
         if hp.ema_decay is not None:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.generator_ema = ema_copy(self.generator)
 
     # ---- the discriminator (model space: [-1, 1] for images) ---------------------------------------
     def critic(self, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -164,11 +164,6 @@ class GAN(GenerativeModel):
     def nfe(self) -> int:
         return 1
 
-    def num_parameters(self) -> int:
-        """Generator and discriminator; the EMA copy of G is not counted twice."""
-        ema = sum(p.numel() for p in self.generator_ema.parameters()) if self.generator_ema is not None else 0
-        return super().num_parameters() - ema
-
     # ---- training ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for G (with its label embedding) and for D (with its projection embedding)."""
@@ -200,17 +195,9 @@ class GAN(GenerativeModel):
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
-            self._update_ema()
+            if self.generator_ema is not None:
+                ema_update(self.generator_ema, self.generator, self.hp.ema_decay)
             self.log("train/g_loss", g_loss, prog_bar=True, batch_size=len(x))
             loss = loss + g_loss.detach()
         self.log("train/loss", loss, batch_size=len(x))  # D's loss (+ G's on G-step batches): the NaN guard
         return {"loss": loss}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.generator_ema is None:
-            return
-        for ema, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
-            ema.lerp_(p, 1 - self.hp.ema_decay)
-        for ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema.copy_(b)  # batch-norm statistics are taken as they are
