@@ -15,12 +15,13 @@ Likelihood (kind "bound"): the negative ELBO L_T + sum_{t>1} L_{t-1} + L_0 of Ho
 and a Gaussian decoder p(x_0 | x_1) on continuous data. Images are uniformly dequantized, mapped affinely to
 [-1, 1] (the model's space, where training happens too), and the density converted back to [0, 256)^D with
 the Jacobian of that map. The T-term sum costs T network calls per example, so it is estimated without bias:
-the decoder term L_0 (on low-noise data far the largest term, about -6.4 nats of a -0.9 total on gaussians8)
-and L_T are computed for every example, and the other T - 1 terms by a stratified Monte Carlo draw of
-``bound_timesteps`` timesteps per example (one uniform draw in each of that many equal strata of t = 1..T-1,
-weighted by the stratum size), ``bound_timesteps + 1`` network calls in all; ``bound_timesteps >= T - 1``
-gives the exact sum. (Drawing L_0 like the others, with probability K / T and weight T / K, gave each
-example's estimate a standard deviation of about 100 nats on gaussians8.)
+the decoder term L_0 (on low-noise data far the largest term: about -6.5 nats on gaussians8, where the
+other terms sum to about +5) and L_T are computed for every example, and the other T - 1 terms by a
+stratified Monte Carlo draw of ``bound_timesteps`` timesteps per example (one uniform draw in each of that
+many log-spaced strata of t = 1..T-1, weighted by the stratum size: the terms fall roughly like 1/t),
+``bound_timesteps + 1`` network calls in all; ``bound_timesteps >= T - 1`` gives the exact sum. On
+gaussians8 after 2,000 steps, each example's estimate has a Monte Carlo std of about 5 nats; drawing L_0
+like the other terms over equal strata of all T, as before, gave about 110.
 
 Labels: with ``num_classes`` set, the network also takes a label embedding with one extra "null" label,
 used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without labels and
@@ -73,6 +74,16 @@ class DiffusionConfig(Schema):
         for key in ("sampling_steps", "bound_timesteps"):
             if getattr(self, key) > self.timesteps:
                 raise ConfigError(f"{key}={getattr(self, key)} must be <= timesteps={self.timesteps}")
+
+
+def log_spaced_strata(timesteps: int, strata: int) -> list[int]:
+    """Edges 1 = e_0 < ... < e_K = T of ``strata`` = K strata of t = 1..T-1, as near T^(k/K) as integers
+    allow: the bound's terms fall roughly like 1/t, so equal strata in log t hold comparable shares of the
+    sum (equal strata put most of it, and its variance, in the first). K = T - 1 gives one t per stratum."""
+    edges = [1]
+    for k in range(1, strata + 1):
+        edges.append(max(edges[-1] + 1, round(timesteps ** (k / strata))))
+    return edges
 
 
 class Diffusion(GenerativeModel):
@@ -177,12 +188,12 @@ class Diffusion(GenerativeModel):
         """Unbiased estimate of the negative ELBO (nats) of model-space ``x0`` (B, ...). The prior term L_T
         and the decoder term L_0 (0-based t = 0, by far the largest on low-noise data) are computed for
         every example; the T - 1 KL terms t = 1..T-1 are estimated by stratified Monte Carlo: K =
-        min(``bound_timesteps``, T - 1) equal strata of [1, T), one uniform t in each, weighted by its
-        stratum's size (K = T - 1 is the exact sum). ``noise`` (K + 1, B, ...) fixes the draws of x_t:
-        ``noise[0]`` for t = 0, ``noise[k + 1]`` for stratum k."""
+        min(``bound_timesteps``, T - 1) log-spaced strata of [1, T) (:func:`log_spaced_strata`), one
+        uniform t in each, weighted by its stratum's size (K = T - 1 is the exact sum). ``noise``
+        (K + 1, B, ...) fixes the draws of x_t: ``noise[0]`` for t = 0, ``noise[k + 1]`` for stratum k."""
         T = self.hp.timesteps
         K = min(bound_timesteps or self.hp.bound_timesteps, T - 1)
-        edges = 1 + torch.tensor([k * (T - 1) // K for k in range(K + 1)], device=x0.device)
+        edges = torch.tensor(log_spaced_strata(T, K), device=x0.device)
         sizes = edges[1:] - edges[:-1]
         t = edges[:-1] + (torch.rand(len(x0), K, device=x0.device) * sizes).long()
         noise = torch.randn(K + 1, *x0.shape, device=x0.device) if noise is None else noise
