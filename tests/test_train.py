@@ -10,8 +10,9 @@ from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
 from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, train_py
 
-REQUIRED_METRICS = ("nll_nats", "nll_bpd", "likelihood_kind", "nll_iwae_nats", "sample_ms_per_sample",
-                    "sample_batch_size", "nfe", "num_parameters", "train_seconds")
+REQUIRED_METRICS = ("nll_nats", "nll_bpd", "nll_nats_se", "nll_bpd_median", "likelihood_kind",
+                    "nll_iwae_nats", "nll_iwae_nats_se", "sample_ms_per_sample", "sample_batch_size", "nfe",
+                    "num_parameters", "train_seconds")
 
 
 # Small evaluation settings: the smoke test checks the wiring, not the numbers.

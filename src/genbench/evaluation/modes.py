@@ -1,7 +1,7 @@
 """Mode coverage of samples from an isotropic Gaussian mixture, as PacGAN (Lin et al., 2018) defines it.
 
-PacGAN's rule (its paper and code, the setting of its Table 1; VEEGAN and Unrolled GAN count alike): each
-sample goes to its nearest mode; it is *high quality* when it lies strictly within ``n_std`` (3) standard
+PacGAN's rule (its paper and code, the setting of its Table 1, taken from VEEGAN, Srivastava et al. 2017):
+each sample goes to its nearest mode; it is *high quality* when it lies strictly within ``n_std`` (3) standard
 deviations of that mode's centre; a mode is *captured* when it is the nearest mode of at least one
 high-quality sample. PacGAN counts over 2,500 samples (``eval.mode_samples``), and its numbers depend on
 that count, so compare only at the same count.
