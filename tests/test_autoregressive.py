@@ -150,7 +150,8 @@ def test_cifar10_experiment_composes_and_validates():
 def test_learns_gaussians8_with_the_default_config(tmp_path: Path):
     overrides = ["model=autoregressive", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
                  "trainer.max_steps=1000", "trainer.enable_progress_bar=false", "eval.speed_repeats=1",
-                 "eval.speed_warmup=0", "eval.speed_batch_size=16", "eval.plot_samples_vector=200"]
+                 "eval.speed_warmup=0", "eval.speed_batch_size=16", "eval.plot_samples_vector=200",
+                 "eval.mode_samples=200"]
     cfg = compose_train(overrides)
     pl.seed_everything(0)
     dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")

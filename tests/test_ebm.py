@@ -16,7 +16,7 @@ def trained_on_gaussians8(tmp_path_factory):
     """The default EBM run on gaussians8 through the full pipeline, with an untrained twin."""
     out = tmp_path_factory.mktemp("ebm_gaussians8")
     overrides = ["model=ebm", "dataset=gaussians8", "eval.speed_batch_size=16", "eval.speed_repeats=1",
-                 "eval.speed_warmup=0", "eval.plot_samples_vector=200"]
+                 "eval.speed_warmup=0", "eval.plot_samples_vector=200", "eval.mode_samples=200"]
     cfg = compose_quiet_run(out, overrides)
     result = run(cfg, out)
     metrics, model, dm = result.metrics, result.model, result.dm

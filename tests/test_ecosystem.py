@@ -12,7 +12,8 @@ import yaml
 from genbench.train import run
 from tests.helpers import compose_train, train_py
 
-FAST_EVAL = ["eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
+FAST_EVAL = ["eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200",
+             "eval.mode_samples=200"]
 
 
 def _wandb_records(run_file: Path) -> list[dict]:

@@ -3,6 +3,7 @@ and torchmetrics on the same inputs and behave as their definitions say."""
 
 import numpy as np
 import pytest
+import scipy.spatial
 import torch
 from torch import nn
 from torch_fidelity.metric_isc import isc_features_to_metric
@@ -11,7 +12,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
-from genbench.evaluation.manifold import manifold_metrics
+from genbench.evaluation.manifold import BOUNDARY_RTOL, manifold_metrics
 from genbench.evaluation.scores import (
     class_coverage,
     inception_score,
@@ -147,12 +148,13 @@ def _dense_manifold_metrics(real: torch.Tensor, fake: torch.Tensor, k: int) -> d
     fake_radii = torch.cdist(fake, fake).kthvalue(k + 1, dim=1).values
     fake_to_real = torch.cdist(fake, real)
     inside_real = fake_to_real <= real_radii[None, :]
+    strictly_inside_real = fake_to_real < real_radii[None, :] * (1 - BOUNDARY_RTOL)
     inside_fake = (fake_to_real <= fake_radii[:, None]).T  # real i inside fake ball j
     return {
         "precision": inside_real.any(1).double().mean().item(),
         "recall": inside_fake.any(1).double().mean().item(),
-        "density": (inside_real.double().sum(1).mean() / k).item(),
-        "coverage": inside_real.any(0).double().mean().item(),
+        "density": (strictly_inside_real.double().sum(1).mean() / k).item(),
+        "coverage": strictly_inside_real.any(0).double().mean().item(),
     }
 
 
@@ -173,3 +175,27 @@ def test_precision_recall_match_torch_fidelity(k):
     assert ours["precision"] == pytest.approx(reference["precision"], abs=1e-6)
     assert ours["recall"] == pytest.approx(reference["recall"], abs=1e-6)
     assert 0.1 < ours["precision"] < 0.99 and 0.1 < ours["recall"] < 0.99  # neither side saturated
+
+
+def _naeem_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """Density and coverage as Naeem et al.'s code (clovaai/generative-evaluation-prdc) writes them."""
+    real_radii = np.sort(scipy.spatial.distance.cdist(real, real), axis=1)[:, k]
+    real_fake = scipy.spatial.distance.cdist(real, fake)
+    density = (real_fake < real_radii[:, None]).sum(axis=0).mean() / k
+    coverage = (real_fake.min(axis=1) < real_radii).mean()
+    return float(density), float(coverage)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_density_and_coverage_use_the_authors_strict_inequality_on_duplicated_points(k):
+    """Generated sets that copy real points (memorization): a copy lies exactly on the ball of each real
+    point whose k-th neighbour it is; the authors count it outside."""
+    real = _features(500, 2, 0)
+    copies = manifold_metrics(real, real.clone(), k)
+    assert copies["density"] == 1.0 and copies["coverage"] == 1.0  # (k + 1) / k with a boundary counted in
+    assert copies["precision"] == 1.0 and copies["recall"] == 1.0
+    half_copied = torch.cat([real[:250], _features(250, 2, 1)])
+    density, coverage = _naeem_density_coverage(real.numpy(), half_copied.numpy(), k)  # exact distances
+    for block_size in (1, 64, 1024):  # blocks change torch.cdist's rounding, not the result
+        ours = manifold_metrics(real, half_copied, k, block_size=block_size)
+        assert (ours["density"], ours["coverage"]) == pytest.approx((density, coverage), abs=1e-12)

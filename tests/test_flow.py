@@ -36,7 +36,7 @@ def test_flow_learns_gaussians8(tmp_path, seed):
     """The default config and budget (2000 steps), through the real pipeline."""
     cfg = compose_quiet_run(tmp_path, ["model=flow", "dataset=gaussians8", f"seed={seed}", "callbacks=none",
                                        "eval.speed_repeats=1", "eval.speed_warmup=0",
-                                       "eval.plot_samples_vector=200"])
+                                       "eval.plot_samples_vector=200", "eval.mode_samples=200"])
     options = OmegaConf.to_container(cfg.model)
     untrained = Flow((2,), **{k: v for k, v in options.items() if k != "_target_"})
     result = run(cfg, tmp_path)

@@ -46,7 +46,7 @@ def _metrics(precision: float, modes: float, ms: float, nfe: int, seconds: float
            "train_seconds": seconds, "num_parameters": 1000,
            "likelihood_kind": "none" if bpd is None else "bound"}
     if bpd is not None:
-        out["nll_bpd"] = bpd
+        out.update(nll_bpd=bpd, nll_bpd_se=bpd / 100, nll_bpd_median=bpd - 0.5)
     return out
 
 
@@ -95,6 +95,7 @@ def test_cells_and_labels_follow_the_rules(sweep):
     assert stability["gan"].label == "Unstable" and stability["gan"].text.startswith("1/2 failed")
     likelihood = rows["Likelihood"].cells
     assert likelihood["vae"].label == "Approx (bound)" and likelihood["vae"].mean == pytest.approx(1.25)
+    assert likelihood["vae"].text == "1.25 ± 0.071 bits/dim, SE 0.013, median 0.75"  # SE, median: seed means
     assert likelihood["gan"].label == "None"
     speed = rows["Sampling speed"].cells
     assert [speed[f].label for f in matrix.families] == ["Fast", "Fast", "Very slow"]  # 450x the fastest

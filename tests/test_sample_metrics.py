@@ -1,14 +1,20 @@
 """Sample-quality metrics match their references and behave as their definitions say."""
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from genbench.data.toy import GaussianGrid, GaussianRing
+from genbench.config import Schema
+from genbench.data.toy import GaussianGrid, GaussianRing, ToyDataModule
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.modes import mode_coverage
+from genbench.evaluation.stage import EvalConfig, evaluate
+from genbench.models.base import GenerativeModel
 
 
 def _scipy_frechet(mu1, s1, mu2, s2) -> float:
@@ -73,6 +79,83 @@ def test_mode_coverage_of_one_mode_and_of_all_modes_of_gaussians8():
     assert off_ring["modes_covered"] == 0 and off_ring["high_quality_fraction"] == 0.0
 
 
+def test_a_sample_exactly_three_std_from_its_mode_is_not_high_quality():
+    """PacGAN's code counts a sample when its distance is strictly below 3 std."""
+    modes = torch.tensor([[0.0, 0.0], [10.0, 0.0]], dtype=torch.float64)
+    on_edge = mode_coverage(torch.tensor([[3.0, 0.0]], dtype=torch.float64), modes, std=1.0)
+    inside = mode_coverage(torch.tensor([[2.999, 0.0]], dtype=torch.float64), modes, std=1.0)
+    assert on_edge["modes_covered"] == 0 and on_edge["high_quality_fraction"] == 0.0
+    assert inside["modes_covered"] == 1 and inside["high_quality_fraction"] == 1.0
+
+
+@dataclass
+class _NoOptions(Schema):
+    pass
+
+
+class _KnownModel(GenerativeModel):
+    """A stand-in family with known samples and likelihood, so the evaluation stage's own counting is
+    tested: it samples a generator collapsed onto mode 0 with one stray sample at each other mode's centre,
+    and its log-likelihood is the data's true log-density minus ``offset`` (so its KL is ``offset``)."""
+
+    family = "known"
+    config_schema = _NoOptions
+    likelihood_kind = "exact"
+
+    def __init__(self, distribution, offset: float) -> None:
+        super().__init__((2,))
+        self.distribution, self.offset, self.requests = distribution, offset, []
+
+    def sample(self, n: int, labels=None) -> torch.Tensor:
+        self.requests.append(n)
+        stray = self.distribution.modes[1:]
+        bulk = self.distribution.modes[0] + self.distribution.std * torch.randn(n, 2)
+        return torch.cat([stray, bulk])[:n]
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(x.double()) - self.offset
+
+    def nfe(self) -> int:
+        return 1
+
+
+FAST_EVAL = {"speed_batch_size": 8, "speed_repeats": 1, "speed_warmup": 0, "plot_samples_vector": 200}
+
+
+def test_evaluation_counts_modes_by_pacgans_rule_over_2500_samples(tmp_path):
+    """A collapsed generator with stray samples: PacGAN captures every mode that one high-quality sample
+    reaches; the thresholded variant (20 samples by default) sees the collapse."""
+    torch.manual_seed(0)
+    dm = ToyDataModule(name="gaussians8", n_test=500)
+    model = _KnownModel(dm.distribution, offset=0.0)
+    metrics = evaluate(model, dm, EvalConfig(**FAST_EVAL), tmp_path).metrics
+    assert 2500 in model.requests  # PacGAN's sample count, drawn for the mode metrics
+    assert metrics["modes_covered"] == 8 and metrics["mode_coverage"] == 1.0 and metrics["modes_total"] == 8
+    assert metrics["modes_covered_thresholded"] == 1
+    # 7 stray samples at centres and 2493 draws of mode 0, of which 98.9% lie within 3 std.
+    assert metrics["high_quality_fraction"] == pytest.approx((7 + 0.989 * 2493) / 2500, abs=0.005)
+
+
+@pytest.mark.parametrize("max_test_batches", [None, 3])
+def test_kl_uses_the_same_test_points_for_both_terms(tmp_path, max_test_batches):
+    """A model off the true log-density by a constant 0.5 nats has KL exactly 0.5, whatever the number of
+    samples drawn and test points scored (it was 0.5 plus the gap between two test subsets' mean log p)."""
+    torch.manual_seed(0)
+    dm = ToyDataModule(name="gaussians8", n_test=1000, batch_size=64)
+    model = _KnownModel(dm.distribution, offset=0.5)
+    cfg = EvalConfig(**FAST_EVAL, max_test_batches=max_test_batches)
+    metrics = evaluate(model, dm, cfg, tmp_path).metrics
+    assert metrics["kl_data_to_model_nats"] == pytest.approx(0.5, abs=1e-9)
+    assert metrics["kl_data_to_model_nats_se"] == pytest.approx(0.0, abs=1e-9)  # the same offset everywhere
+    n = 1000 if max_test_batches is None else 3 * 64
+    nll = -(dm.distribution.log_prob(dm.split_tensor("test")[:n].double()) - 0.5)
+    assert metrics["test_examples"] == n
+    assert metrics["nll_nats"] == pytest.approx(nll.mean().item(), abs=1e-9)
+    assert metrics["nll_nats_se"] == pytest.approx(nll.std().item() / n**0.5, rel=1e-9)
+    assert metrics["nll_nats_median"] == pytest.approx(nll.median().item(), abs=1e-9)
+    assert metrics["nll_bpd_se"] == pytest.approx(metrics["nll_nats_se"] / (2 * math.log(2)), rel=1e-9)
+
+
 def test_toy_metrics_of_the_true_distribution_are_ideal_and_a_collapsed_model_is_caught():
     from genbench.evaluation.toy import toy_metrics
 
@@ -80,15 +163,12 @@ def test_toy_metrics_of_the_true_distribution_are_ideal_and_a_collapsed_model_is
     gen = torch.Generator().manual_seed(0)
     test, _ = ring.sample(2000, gen)
     truth, _ = ring.sample(2000, gen)
-    true_nll = -ring.log_prob(test).mean().item()  # a model equal to the data: KL = 0
-    ideal = toy_metrics(truth, test, ring, nll_nats=true_nll)
+    ideal = toy_metrics(truth, test, ring)
     assert ideal["energy_distance_test"] < 0.005 and ideal["fd_data_space"] < 0.01
     assert ideal["modes_covered"] == 8 and ideal["high_quality_fraction"] > 0.98
-    assert ideal["kl_data_to_model_nats"] == pytest.approx(0.0, abs=1e-5)  # float32 vs float64 log p
-    assert ideal["true_log_density_of_samples"] == pytest.approx(-true_nll, abs=0.1)
-    collapsed = toy_metrics(truth[_ring_component(truth) == 0], test, ring, nll_nats=true_nll + 2.0)
+    assert ideal["true_log_density_of_samples"] == pytest.approx(ring.log_prob(test).mean().item(), abs=0.1)
+    collapsed = toy_metrics(truth[_ring_component(truth) == 0], test, ring)
     assert collapsed["modes_covered"] == 1 and collapsed["energy_distance_test"] > 0.3
-    assert collapsed["kl_data_to_model_nats"] == pytest.approx(2.0)
     # Data-space precision/recall tell the two apart: a collapsed model is precise but misses 7/8 of the data.
     assert ideal["precision_data_space"] > 0.9 and ideal["recall_data_space"] > 0.9
     assert collapsed["precision_data_space"] > 0.9 and collapsed["recall_data_space"] < 0.25

@@ -10,14 +10,16 @@ from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
 from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, run_script, train_py
 
-REQUIRED_METRICS = ("nll_nats", "nll_bpd", "likelihood_kind", "nll_iwae_nats", "sample_ms_per_sample",
-                    "sample_batch_size", "nfe", "num_parameters", "train_seconds")
+REQUIRED_METRICS = ("nll_nats", "nll_bpd", "nll_nats_se", "nll_bpd_median", "likelihood_kind",
+                    "nll_iwae_nats", "nll_iwae_nats_se", "sample_ms_per_sample", "sample_batch_size", "nfe",
+                    "num_parameters", "train_seconds")
 
 
 # Small evaluation settings: the smoke test checks the wiring, not the numbers.
 SMOKE_EVAL = ["eval.speed_batch_size=4", "eval.speed_repeats=1", "eval.speed_warmup=0",
-              "eval.plot_samples_image=4", "eval.plot_samples_vector=200", "eval.num_samples=16",
-              "eval.num_real=32", "eval.inception=false", "eval.score_splits=2", "eval.kid_subsets=2"]
+              "eval.plot_samples_image=4", "eval.plot_samples_vector=200", "eval.mode_samples=200",
+              "eval.num_samples=16", "eval.num_real=32", "eval.inception=false", "eval.score_splits=2",
+              "eval.kid_subsets=2"]
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

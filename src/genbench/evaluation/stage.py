@@ -46,7 +46,8 @@ class EvalConfig(Schema):
     speed_warmup: int = param(2, ge=0)
     plot_samples_vector: int = param(2000, ge=2)  # 2D sets: samples for samples.png and the 2D metrics
     plot_samples_image: int = param(64, ge=1)
-    mode_min_count: int = param(20, ge=1)  # 2D mixtures: samples a mode needs to count as covered
+    mode_samples: int = param(2500, ge=1)  # 2D mixtures: samples PacGAN's mode coverage counts over
+    mode_min_count: int = param(20, ge=1)  # 2D mixtures: samples a mode needs in modes_covered_thresholded
     # Image sample quality
     num_samples: int = param(10000, ge=2)  # generated images; 50000 for numbers comparable with papers
     num_real: int | None = param(None, ge=2)  # real reference images; None: the whole reference split
@@ -80,9 +81,11 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     model.eval()
     dm.setup("test")
     result = Evaluation()
+    distribution = getattr(dm, "distribution", None)
+    density = distribution.log_prob if distribution is not None and distribution.has_density else None
     has_likelihood = model.likelihood_kind != "none"
     with phase("evaluation: likelihood of the test split") if has_likelihood else nullcontext():
-        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches))
+        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches, density))
     result.provenance["likelihood"] = {"split": "test", "n_test": result.metrics.get("test_examples"),
                                        "seed": cfg.seed}
     batch, repeats, warmup = cfg.speed_batch_size, cfg.speed_repeats, cfg.speed_warmup
@@ -94,13 +97,16 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     if dm.is_image:
         samples = _image_quality(model, dm, cfg, result)[: cfg.plot_samples_image]
     else:
-        with torch.no_grad(), phase(f"evaluation: sampling {cfg.plot_samples_vector} points"):
-            samples = model.sample(cfg.plot_samples_vector)
-        distribution = getattr(dm, "distribution", None)
+        mixture = distribution is not None and distribution.modes is not None
+        n = max(cfg.plot_samples_vector, cfg.mode_samples if mixture else 0)
+        with torch.no_grad(), phase(f"evaluation: sampling {n} points"):
+            drawn = model.sample(n)  # mixtures: one draw serves the other metrics and PacGAN's mode counts
+        samples = drawn[: cfg.plot_samples_vector]
         if distribution is not None:
             result.metrics.update(toy_metrics(samples, test[: len(samples)], distribution,
-                                              result.metrics.get("nll_nats"), cfg.mode_min_count))
+                                              drawn[: cfg.mode_samples], cfg.mode_min_count))
             result.provenance["toy"] = {"n_samples": len(samples), "n_test": min(len(samples), len(test)),
+                                        "mode_samples": cfg.mode_samples,
                                         "mode_min_count": cfg.mode_min_count, "mode_n_std": 3.0,
                                         "seed": cfg.seed}
     title = f"{model.family} on {dm.name}: {len(samples)} samples"

@@ -6,14 +6,17 @@ Rules (``RULES`` is rendered under every table):
   better); 2D sets use ``precision_data_space`` (the share of samples on the data's k-NN manifold, higher
   is better). Ratio r of the best family's value to this one's (>= 1): r <= 1.1 Excellent, <= 1.5 High,
   <= 3 Medium, else Low.
-- Diversity: ``mode_coverage`` on Gaussian mixtures, else ``recall_data_space`` (2D) or ``recall_<x>``
-  (images, same extractor as quality): >= 0.9 High, >= 0.6 Medium, else Low; "Low (mode collapse)" when
-  mode coverage is the metric.
+- Diversity: ``mode_coverage`` on Gaussian mixtures (PacGAN's rule: the share of modes that are the
+  nearest mode of at least one of 2,500 samples lying within 3 std of it), else ``recall_data_space``
+  (2D) or ``recall_<x>`` (images, same extractor as quality): >= 0.9 High, >= 0.6 Medium, else Low;
+  "Low (mode collapse)" when mode coverage is the metric.
 - Training stability: Unstable when any run failed or diverged, the quality metric's coefficient of
   variation over seeds exceeds 0.25, or the late-training loss oscillation exceeds 0.25; else Stable.
   Oscillation = std of ``train/loss`` over the last quarter of logged steps / its range over the run.
-- Likelihood: mean test bits/dim; the word is the kind: exact -> Exact, bound -> Approx (bound),
-  quadrature -> Approx (quadrature), none -> None.
+- Likelihood: mean test bits/dim, with its Monte Carlo standard error (``nll_bpd_se``) and the median
+  per-example bits/dim (``nll_bpd_median``: a mean far above it is decided by a few test points), each
+  averaged over seeds; the word is the kind: exact -> Exact, bound -> Approx (bound), quadrature ->
+  Approx (quadrature), none -> None.
 - Sampling speed: ms per sample (batch of ``eval.speed_batch_size``) and NFE; ratio r to the fastest
   family: r <= 5 Fast, <= 100 Slow, else Very slow.
 - Training cost: wall-clock of training and parameters; ratio to the cheapest: <= 2 Cheap, <= 5 Moderate,
@@ -191,13 +194,21 @@ LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "
 
 
 def _likelihood_row(groups: dict[str, list[Run]]) -> Row:
-    row = _numeric_row("Likelihood", "nll_bpd", groups, lambda m, ms: "", " bits/dim")
+    row = _numeric_row("Likelihood", "nll_bpd", groups, lambda m, ms: "", " bits/dim",
+                       shown="nll_bpd; SE nll_bpd_se, median nll_bpd_median")
     for family, runs in groups.items():
         kinds = {r.metrics.get("likelihood_kind") for r in runs if r.ok} - {None}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
-        row.cells[family].label = LIKELIHOOD_WORDS.get(kind, "n/a")
+        cell = row.cells[family]
+        cell.label = LIKELIHOOD_WORDS.get(kind, "n/a")
         if kind == "none":
-            row.cells[family].text = "none"
+            cell.text = "none"
+            continue
+        se, median = (_stats(_values(runs, f"nll_bpd_{part}"))[0] for part in ("se", "median"))
+        if se is not None:
+            cell.text += f", SE {se:.2g}"
+        if median is not None:
+            cell.text += f", median {median:.3g}"
     return row
 
 

@@ -14,9 +14,14 @@ unconditional prediction at each step.
 Likelihood (kind "bound"): the negative ELBO L_T + sum_{t>1} L_{t-1} + L_0 of Ho et al. with Gaussian KLs
 and a Gaussian decoder p(x_0 | x_1) on continuous data. Images are uniformly dequantized, mapped affinely to
 [-1, 1] (the model's space, where training happens too), and the density converted back to [0, 256)^D with
-the Jacobian of that map. The T-term sum costs T network calls per example, so it is estimated without bias
-by a stratified Monte Carlo draw of ``bound_timesteps`` timesteps per example (one uniform draw in each of
-that many equal strata, weighted by the stratum size); ``bound_timesteps = T`` gives the exact sum.
+the Jacobian of that map. The T-term sum costs T network calls per example, so it is estimated without bias:
+the decoder term L_0 (on low-noise data far the largest term: about -6.5 nats on gaussians8, where the
+other terms sum to about +5) and L_T are computed for every example, and the other T - 1 terms by a
+stratified Monte Carlo draw of ``bound_timesteps`` timesteps per example (one uniform draw in each of that
+many log-spaced strata of t = 1..T-1, weighted by the stratum size: the terms fall roughly like 1/t),
+``bound_timesteps + 1`` network calls in all; ``bound_timesteps >= T - 1`` gives the exact sum. On
+gaussians8 after 2,000 steps, each example's estimate has a Monte Carlo std of about 5 nats; drawing L_0
+like the other terms over equal strata of all T, as before, gave about 110.
 
 Labels: with ``num_classes`` set, the network also takes a label embedding with one extra "null" label,
 used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without labels and
@@ -60,7 +65,7 @@ class DiffusionConfig(Schema):
     sampling_steps: int = param(100, ge=1)  # DDIM steps (DDPM always takes all T)
     eta: float = param(0.0, ge=0)  # DDIM noise: 0 deterministic, 1 ancestral-like
     clip_denoised: bool = True  # images: clamp the predicted x_0 to [-1, 1] while sampling
-    bound_timesteps: int = param(4, ge=1)  # Monte Carlo timesteps per example of the bound; T: exact
+    bound_timesteps: int = param(4, ge=1)  # MC timesteps per example for the t >= 1 terms; >= T - 1: exact
     p_uncond: float = param(0.1, ge=0, le=1)  # label dropout for classifier-free guidance
     guidance_scale: float = param(1.0, ge=0)  # 1: plain conditional, 0: unconditional, >1: guided
 
@@ -69,6 +74,16 @@ class DiffusionConfig(Schema):
         for key in ("sampling_steps", "bound_timesteps"):
             if getattr(self, key) > self.timesteps:
                 raise ConfigError(f"{key}={getattr(self, key)} must be <= timesteps={self.timesteps}")
+
+
+def log_spaced_strata(timesteps: int, strata: int) -> list[int]:
+    """Edges 1 = e_0 < ... < e_K = T of ``strata`` = K strata of t = 1..T-1, as near T^(k/K) as integers
+    allow: the bound's terms fall roughly like 1/t, so equal strata in log t hold comparable shares of the
+    sum (equal strata put most of it, and its variance, in the first). K = T - 1 gives one t per stratum."""
+    edges = [1]
+    for k in range(1, strata + 1):
+        edges.append(max(edges[-1] + 1, round(timesteps ** (k / strata))))
+    return edges
 
 
 class Diffusion(GenerativeModel):
@@ -161,17 +176,22 @@ class Diffusion(GenerativeModel):
     @torch.no_grad()
     def negative_elbo(self, x0: Tensor, bound_timesteps: int | None = None,
                       noise: Tensor | None = None) -> Tensor:
-        """Stratified Monte Carlo estimate of the negative ELBO (nats) of model-space ``x0`` (B, ...):
-        K draws t_k, one uniform in each stratum [k T / K, (k+1) T / K), each term weighted by its stratum
-        size. ``noise`` (K, B, ...) fixes the draws of x_t."""
-        T, K = self.hp.timesteps, bound_timesteps or self.hp.bound_timesteps
-        edges = torch.tensor([k * T // K for k in range(K + 1)], device=x0.device)
+        """Unbiased estimate of the negative ELBO (nats) of model-space ``x0`` (B, ...). The prior term L_T
+        and the decoder term L_0 (0-based t = 0, by far the largest on low-noise data) are computed for
+        every example; the T - 1 KL terms t = 1..T-1 are estimated by stratified Monte Carlo: K =
+        min(``bound_timesteps``, T - 1) log-spaced strata of [1, T) (:func:`log_spaced_strata`), one
+        uniform t in each, weighted by its stratum's size (K = T - 1 is the exact sum). ``noise``
+        (K + 1, B, ...) fixes the draws of x_t: ``noise[0]`` for t = 0, ``noise[k + 1]`` for stratum k."""
+        T = self.hp.timesteps
+        K = min(bound_timesteps or self.hp.bound_timesteps, T - 1)
+        edges = torch.tensor(log_spaced_strata(T, K), device=x0.device)
         sizes = edges[1:] - edges[:-1]
         t = edges[:-1] + (torch.rand(len(x0), K, device=x0.device) * sizes).long()
-        noise = torch.randn(K, *x0.shape, device=x0.device) if noise is None else noise
-        total = self._prior_term(x0)
+        noise = torch.randn(K + 1, *x0.shape, device=x0.device) if noise is None else noise
+        decoder = self._bound_term(x0, torch.zeros(len(x0), dtype=torch.long, device=x0.device), noise[0])
+        total = self._prior_term(x0) + decoder
         for k in range(K):
-            total = total + sizes[k] * self._bound_term(x0, t[:, k], noise[k])
+            total = total + sizes[k] * self._bound_term(x0, t[:, k], noise[k + 1])
         return total
 
     @torch.no_grad()
