@@ -49,8 +49,7 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
 
 
 def announce(cfg: DictConfig, out_dir: Path) -> None:
-    """Start of a run: quiet the noise, print the run directory and, if asked, the config tree."""
-    quiet_known_noise()
+    """Start of a run: print the run directory and, if asked, the config tree."""
     log.info("run directory: %s", out_dir.resolve())
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):

@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
-from genbench.extras import announce
+from genbench.extras import announce, quiet_known_noise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.progress import StepProgress, interactive
@@ -86,8 +87,10 @@ class RunResult:
     is_global_zero: bool = True
 
 
-def run(cfg: DictConfig, out_dir: Path) -> RunResult:
-    """Train (unless ``train=false``) and evaluate one model."""
+def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+    """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
+    benchmark's timer, say)."""
+    quiet_known_noise()
     eval_cfg = validate(cfg)["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
@@ -99,7 +102,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunResult:
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
-    callbacks = [checkpoints, counter, DivergenceGuard(), *_instantiate_all(cfg.get("callbacks"))]
+    callbacks = [checkpoints, counter, DivergenceGuard(), *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
