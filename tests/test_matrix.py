@@ -69,15 +69,16 @@ def sweep(tmp_path) -> Path:
 
 def test_runs_are_found_and_broken_ones_named(sweep, caplog):
     with caplog.at_level(logging.WARNING):
-        runs = find_runs([sweep])
-    assert sorted((r.family, r.seed, r.status) for r in runs) == [
+        found = find_runs([sweep])
+    assert sorted((r.family, r.seed, r.status) for r in found.runs) == [
         ("diffusion", 0, "ok"), ("gan", 0, "ok"), ("gan", 1, "diverged"), ("vae", 0, "ok"), ("vae", 1, "ok")]
-    assert str(sweep / "5") in caplog.text and "unreadable" in caplog.text
+    assert str(sweep / "5") in caplog.text and "unusable metrics.json" in caplog.text
     assert str(sweep / "6") in caplog.text and "no metrics.json" in caplog.text
+    assert [s.path for s in found.skipped] == [sweep / "5", sweep / "6"]
 
 
 def test_cells_and_labels_follow_the_rules(sweep):
-    matrix = build_matrix("gaussians25", find_runs([sweep]))
+    matrix = build_matrix("gaussians25", find_runs([sweep]).runs)
     assert matrix.families == ["vae", "gan", "diffusion"]
     rows = {row.name: row for row in matrix.rows}
     quality = rows["Sample quality"].cells
@@ -106,20 +107,24 @@ def test_cells_and_labels_follow_the_rules(sweep):
 
 
 def test_loss_oscillation_separates_settled_from_swinging_curves(sweep):
-    runs = {(r.family, r.seed): r for r in find_runs([sweep])}
+    runs = {(r.family, r.seed): r for r in find_runs([sweep]).runs}
     assert loss_oscillation(runs["vae", 0]) < 0.05
     assert loss_oscillation(runs["gan", 0]) > 0.4
 
 
 def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
-    _, paths = write_matrix([sweep], tmp_path / "out")
+    write_matrix([sweep], tmp_path / "out")
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "| Sample quality (precision_data_space, higher is better) |" in md
     assert "gan seed 1: diverged: DivergedError" in md
+    assert f"## Jobs without a usable record\n\n- {sweep / '5'}: unusable metrics.json" in md
+    assert f"- {sweep / '6'}: no metrics.json" in md
     rows = list(csv.DictReader((tmp_path / "out" / "matrix.csv").open()))
     assert {r["family"] for r in rows} == {"vae", "gan", "diffusion"} and len(rows) == 8 * 3
     page = (tmp_path / "out" / "matrix.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<table>" in page  # self-contained plots
+    assert "Runs that did not finish" in page and "Jobs without a usable record" in page
+    assert f"<li>{sweep / '6'}: no metrics.json" in page
 
 
 def test_a_tiny_multirun_writes_its_matrix(tmp_path):

@@ -179,9 +179,12 @@ def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu")
     if actual != expected:
         raise unavailable(f"sha256 {actual} differs from {expected} recorded in {json_path.name}; "
                           "the file changed after training")
-    try:
+    try:  # the checksum matched, but both files may have been replaced together: trust neither
         net = SmallCNN(**arch)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, TypeError) as e:
-        raise unavailable(f"the weights do not fit the architecture in {json_path.name} ({e})") from e
-    return _feature_net(net.to(map_location), path, record)
+        loaded = _feature_net(net, path, record)
+    except Exception as e:  # not a tensor file, a foreign pickle, weights or record that do not fit
+        raise unavailable(f"it does not load as the net described by {json_path.name} "
+                          f"({type(e).__name__}: {e})") from e
+    loaded.net.to(map_location)
+    return loaded

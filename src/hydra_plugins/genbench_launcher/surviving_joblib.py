@@ -7,6 +7,9 @@ plugin's own ``launch`` and, when the pool breaks, sorts the jobs by what is on 
 finished; a job whose directory exists but holds no record was running and gets a ``failed`` record naming
 the cause; the jobs that never started are launched again. The matrix callback then names the failures,
 and the sweep exits non-zero (:class:`genbench.matrix.callback.WriteMatrix`).
+
+It lives in ``hydra_plugins`` because Hydra instantiates launchers only from there; it imports genbench's
+training code only when a pool breaks, so Hydra's plugin scan stays light.
 """
 
 import logging
@@ -21,7 +24,6 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genbench.results import provenance, read_record, write_record
-from genbench.train import objective  # what a job returns to the sweeper
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,13 @@ class SurvivingJoblibLauncher(JoblibLauncher):
             if not force:
                 return None
             job_dir.mkdir(parents=True)
+        from genbench.train import objective  # what a job returns to the sweeper
+
         if not record_path.exists():
             command = " ".join(filter_overrides(overrides))
-            reason = (f"the joblib worker running this job died ({str(error).splitlines()[-1].strip()}): "
+            lines = str(error).splitlines()
+            cause = next((line for line in lines if "exit codes" in line), lines[0] if lines else "")
+            reason = (f"the joblib worker running this job died ({cause.strip()}): "
                       "killed by a signal such as kill -9 or by the out-of-memory killer. loky stops every "
                       "job running at that moment, so this one may have been stopped by another's worker. "
                       f"Rerun it with: python train.py {command}")
