@@ -120,7 +120,8 @@ def _curves(m: Matrix) -> str:
                 ax.plot([s for s, _ in curve], [v for _, v in curve], label=f"seed {run.seed}", lw=1)
         ax.set_title(family)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_lines():  # a family whose runs logged no curve gets an empty panel, no legend
+            ax.legend(fontsize=7)
     axes[0][0].set_ylabel("train/loss")
     return _png(fig)
 
