@@ -24,6 +24,7 @@ from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
+from genbench.files import replacing, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.results import package_versions
 
@@ -134,7 +135,8 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
     """Write ``path`` (state_dict) and its JSON record; ``meta`` holds dataset, test_accuracy and config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in net.state_dict().items()}, path)
+    with replacing(path) as tmp:  # a concurrent reader never sees half a file
+        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, tmp)
     record = {
         "name": f"{meta['dataset']}_cnn",
         "dataset": meta["dataset"],
@@ -145,7 +147,7 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
         "created_at": datetime.now(timezone.utc).isoformat(),
         "versions": package_versions(),
     }
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str))
+    write_text_atomically(path.with_suffix(".json"), json.dumps(record, indent=2, default=str))
     return _feature_net(net, path, record)
 
 
