@@ -75,7 +75,8 @@ class SurvivingJoblibLauncher(JoblibLauncher):
         cfg = self._job_config(overrides, num)
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         record_path = job_dir / "metrics.json"
-        if not job_dir.is_dir():
+        started = job_dir.is_dir()
+        if not started:
             if not force:
                 return None
             job_dir.mkdir(parents=True)
@@ -84,11 +85,14 @@ class SurvivingJoblibLauncher(JoblibLauncher):
         if not record_path.exists():
             command = " ".join(filter_overrides(overrides))
             lines = str(error).splitlines()
-            cause = next((line for line in lines if "exit codes" in line), lines[0] if lines else "")
-            reason = (f"the joblib worker running this job died ({cause.strip()}): "
-                      "killed by a signal such as kill -9 or by the out-of-memory killer. loky stops every "
-                      "job running at that moment, so this one may have been stopped by another's worker. "
-                      f"Rerun it with: python train.py {command}")
+            cause = next((line for line in lines if "exit codes" in line), lines[0] if lines else "").strip()
+            if started:
+                reason = (f"the joblib worker running this job died ({cause}): killed by a signal such as "
+                          "kill -9 or by the out-of-memory killer. loky stops every job running at that "
+                          "moment, so this one may have been stopped by another's worker.")
+            else:
+                reason = f"the joblib worker pool broke before any job could start ({cause})."
+            reason += f" Rerun it with: python train.py {command}"
             task_cfg = OmegaConf.to_container(cfg, resolve=False)
             task_cfg.pop("hydra", None)
             choices = cfg.hydra.runtime.choices
