@@ -65,7 +65,8 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
            "numeric_family": json.dumps({**GOOD, "family": 7}),
            "future_schema": json.dumps({**GOOD, "schema": 3}),
            "bool_seed": json.dumps({**GOOD, "seed": True}),
-           "nested": "[" * 100_000 + "]" * 100_000}  # RecursionError in json
+           "nested": "[" * 100_000 + "]" * 100_000,  # RecursionError in json
+           "huge": json.dumps({**GOOD, "error": "x" * (5 << 20)})}  # over the 4 MB a record may hold
     for name, text in bad.items():
         _raw(sweep / name, text)
     (sweep / "fifo").mkdir()
@@ -84,6 +85,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
     for name in [*bad, "fifo"]:
         assert f"skipping run {sweep / name}: unusable metrics.json" in caplog.text
     assert "not a regular file" in caplog.text and "nested too deeply" in caplog.text
+    assert "more than the 4194304 allowed" in caplog.text
     assert Run(sweep / "curve", "vae", "moons", 0, "ok").loss_curve() == [(0, 2.0), (20, 1.0)]
 
     md, table, page = (p.read_text() for p in paths)  # matrix.md, .csv, .html: all written

@@ -40,16 +40,14 @@ def write_text_atomically(path: Path, text: str) -> None:
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; ValueError otherwise.
 
-    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO or device planted
-    under the name is refused without waiting for a writer, and a swap after a check cannot slip through.
+    A FIFO or device planted under the name is refused from its ``stat`` without being opened (opening
+    one can block or have side effects); the open is non-blocking and checked again with ``fstat``, so a
+    swap between the two checks cannot slip through either.
     """
+    _check_regular(path, os.stat(path), max_bytes)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        if info.st_size > max_bytes:
-            raise ValueError(f"{path} holds {info.st_size} bytes, more than the {max_bytes} allowed")
+        _check_regular(path, os.fstat(fd), max_bytes)
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(max_bytes + 1)
     finally:
@@ -57,3 +55,10 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ValueError(f"{path} grew past the {max_bytes} bytes allowed while being read")
     return data
+
+
+def _check_regular(path: Path, info: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise ValueError(f"{path} holds {info.st_size} bytes, more than the {max_bytes} allowed")
