@@ -1,7 +1,8 @@
 """Rebuild the comparison matrix from run directories: ``python scripts/matrix.py <dirs...> [--out DIR]``.
 
 Every ``metrics.json`` under the given directories counts (a sweep, several sweeps, single runs); the
-matrix goes to ``--out`` (default: the first directory) as matrix.md, matrix.csv and matrix.html.
+matrix goes to ``--out`` (default: the first directory) as matrix.md, matrix.csv and matrix.html. Exits 1
+when there is nothing to aggregate, 2 when some job has no usable record (they are named in the matrix).
 """
 
 import argparse
@@ -18,12 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the matrix (default: the first directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    _, paths = write_matrix(args.dirs, args.out or args.dirs[0])
+    _, found, paths = write_matrix(args.dirs, args.out or args.dirs[0])
     if not paths:
         logging.error("no readable metrics.json under %s", " ".join(map(str, args.dirs)))
         return 1
     print("\n".join(map(str, paths)))
-    return 0
+    return 2 if found.skipped else 0
 
 
 if __name__ == "__main__":

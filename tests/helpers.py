@@ -4,6 +4,8 @@ does, in a subprocess."""
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -33,14 +35,38 @@ def compose_quiet_run(out_dir: Path, overrides: list[str]) -> DictConfig:
                           *overrides])
 
 
+def _env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
 def run_script(script: str, args: list[str], root: Path) -> subprocess.CompletedProcess:
     """``python <script> <args>`` from the repository (``train.py``, ``scripts/...``), run in ``root`` with
     GENBENCH_ROOT=root so every output stays there; one torch thread, and W&B offline (no API key)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "GENBENCH_ROOT": str(root), "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=root, env=_env(root),
+                          capture_output=True, text=True, timeout=600)
 
 
 def train_py(args: list[str], root: Path) -> subprocess.CompletedProcess:
     return run_script("train.py", args, root)
+
+
+def start_train_py(args: list[str], root: Path) -> subprocess.Popen:
+    """``train.py`` started as :func:`train_py` runs it, without waiting: for tests that signal or kill it.
+    Its output goes to ``root/train_py.log`` (a pipe nobody reads could fill up and stall it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "train_py.log").open("w") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=root, env=_env(root),
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 120.0, what: str = "a condition") -> object:
+    """Poll ``predicate`` every 0.1 s until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

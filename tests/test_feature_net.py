@@ -1,7 +1,9 @@
-"""Feature nets: the digits classifier learns, round-trips through its files, and refuses a changed file."""
+"""Feature nets: the digits classifier learns, round-trips through its files, and refuses a changed or
+tampered file (its metrics become unavailable, the run goes on)."""
 
 import hashlib
 import json
+import pickle
 import time
 
 import pytest
@@ -10,12 +12,14 @@ import torch
 from genbench.data.images import DigitsDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
+from genbench.evaluation import EvalConfig, evaluate
 from genbench.evaluation.feature_net import (
     feature_net_path,
     load_feature_net,
     save_feature_net,
     train_feature_net,
 )
+from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
 from tests.helpers import run_script
 
@@ -105,3 +109,33 @@ def test_script_trains_and_writes_the_net_and_its_record(tmp_path):
     loaded = load_feature_net(path)
     assert f"{path} sha256={loaded.checksum} test_accuracy=" in proc.stdout
     assert loaded.provenance()["config"]["epochs"] == 1
+
+
+def _replace_with_updated_checksum(saved, data: bytes | None = None, drop: str | None = None) -> None:
+    """Tamper with the net as someone who also rewrites its record's sha256 would."""
+    record_path = saved.with_suffix(".json")
+    record = json.loads(record_path.read_text())
+    if data is not None:
+        saved.write_bytes(data)
+    record.pop(drop, None)
+    record["sha256"] = hashlib.sha256(saved.read_bytes()).hexdigest()
+    record_path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("tamper", [
+    {"data": b"\x80\x04not a torch file"},  # torch.load: UnpicklingError
+    {"data": pickle.dumps(print)},  # a pickle naming a global: refused by weights_only
+    {"drop": "test_accuracy"},  # a record missing a field: KeyError
+])
+def test_a_tampered_net_with_a_matching_checksum_makes_its_metrics_unavailable(saved, tmp_path, tamper):
+    _replace_with_updated_checksum(saved, **tamper)
+    with pytest.raises(FeatureExtractorUnavailable, match="does not load as the net") as error:
+        load_feature_net(saved)
+    assert FIX in str(error.value)
+    if "drop" in tamper:  # the whole evaluation: finished, with the net's metrics unavailable
+        dm = DigitsDataModule()
+        model = VAE(data_shape=dm.data_shape, num_classes=10)
+        cfg = EvalConfig(num_samples=8, inception=False, feature_net_dir=str(saved.parent), speed_repeats=1,
+                         speed_batch_size=4, plot_samples_image=4)
+        result = evaluate(model, dm, cfg, tmp_path)
+        assert "does not load" in result.unavailable["fd_digits_cnn"] and "nll_bpd" in result.metrics

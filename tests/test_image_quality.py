@@ -178,7 +178,7 @@ def test_evaluating_a_conditional_model_records_its_conditional_accuracy(tmp_pat
 class _CountingExtractor:
     """A stand-in extractor: mean pixel as the feature, counting the images it sees."""
 
-    name, checksum = "mean", "0" * 64
+    name, checksum, feature_dim = "mean", "0" * 64, 1
 
     def __init__(self) -> None:
         self.seen = 0
@@ -202,3 +202,21 @@ def test_a_corrupt_feature_cache_entry_is_recomputed_and_replaced(tmp_path, capl
     again, _, prov = reference_features(extractor, images, dataset="digits", split="train",
                                         cache_dir=tmp_path, batch_size=8)
     assert extractor.seen == 30 and prov["from_cache"] and torch.equal(again, features)
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_recomputed_with_a_warning(tmp_path, caplog):
+    from genbench.evaluation.reference import cache_file, reference_features
+
+    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    extractor = _CountingExtractor()
+    path = cache_file(tmp_path, "digits", "train", extractor, images)
+    for wrong in ({"features": torch.zeros(30, 5), "logits": torch.zeros(30, 1)},  # 5-d features, not 1-d
+                  {"features": torch.zeros(29, 1), "logits": torch.zeros(29, 1)},  # 29 rows for 30 images
+                  {"features": torch.zeros(30, 1)}):  # no logits
+        torch.save(wrong, path)
+        features, logits, prov = reference_features(extractor, images, dataset="digits", split="train",
+                                                    cache_dir=tmp_path, batch_size=8)
+        assert features.shape == (30, 1) and logits.shape == (30, 1) and not prov["from_cache"]
+        assert f"ignoring unusable feature cache {path}" in caplog.text
+    assert extractor.seen == 90
+    assert list(tmp_path.iterdir()) == [path]  # the temporary file of each rewrite is gone

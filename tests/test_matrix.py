@@ -3,6 +3,8 @@ and labels, and a real tiny multirun that writes it through the Hydra callback."
 
 import csv
 import logging
+import os
+import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import pytest
 from genbench.matrix import write_matrix
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
-from genbench.results import provenance, write_record
-from tests.helpers import train_py
+from genbench.results import provenance, read_record, write_record
+from tests.helpers import start_train_py, train_py, wait_for
 
 CAPS = {
     "vae": {"likelihood_kind": "bound", "has_latent": True, "latent_space": "encoder",
@@ -69,15 +71,16 @@ def sweep(tmp_path) -> Path:
 
 def test_runs_are_found_and_broken_ones_named(sweep, caplog):
     with caplog.at_level(logging.WARNING):
-        runs = find_runs([sweep])
-    assert sorted((r.family, r.seed, r.status) for r in runs) == [
+        found = find_runs([sweep])
+    assert sorted((r.family, r.seed, r.status) for r in found.runs) == [
         ("diffusion", 0, "ok"), ("gan", 0, "ok"), ("gan", 1, "diverged"), ("vae", 0, "ok"), ("vae", 1, "ok")]
-    assert str(sweep / "5") in caplog.text and "unreadable" in caplog.text
+    assert str(sweep / "5") in caplog.text and "unusable metrics.json" in caplog.text
     assert str(sweep / "6") in caplog.text and "no metrics.json" in caplog.text
+    assert [s.path for s in found.skipped] == [sweep / "5", sweep / "6"]
 
 
 def test_cells_and_labels_follow_the_rules(sweep):
-    matrix = build_matrix("gaussians25", find_runs([sweep]))
+    matrix = build_matrix("gaussians25", find_runs([sweep]).runs)
     assert matrix.families == ["vae", "gan", "diffusion"]
     rows = {row.name: row for row in matrix.rows}
     quality = rows["Sample quality"].cells
@@ -107,28 +110,81 @@ def test_cells_and_labels_follow_the_rules(sweep):
 
 
 def test_loss_oscillation_separates_settled_from_swinging_curves(sweep):
-    runs = {(r.family, r.seed): r for r in find_runs([sweep])}
+    runs = {(r.family, r.seed): r for r in find_runs([sweep]).runs}
     assert loss_oscillation(runs["vae", 0]) < 0.05
     assert loss_oscillation(runs["gan", 0]) > 0.4
 
 
 def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
-    _, paths = write_matrix([sweep], tmp_path / "out")
+    write_matrix([sweep], tmp_path / "out")
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "| Sample quality (precision_data_space, higher is better) |" in md
     assert "gan seed 1: diverged: DivergedError" in md
+    assert f"## Jobs without a usable record\n\n- {sweep / '5'}: unusable metrics.json" in md
+    assert f"- {sweep / '6'}: no metrics.json" in md
     rows = list(csv.DictReader((tmp_path / "out" / "matrix.csv").open()))
     assert {r["family"] for r in rows} == {"vae", "gan", "diffusion"} and len(rows) == 8 * 3
     page = (tmp_path / "out" / "matrix.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<table>" in page  # self-contained plots
+    assert "Runs that did not finish" in page and "Jobs without a usable record" in page
+    assert f"<li>{sweep / '6'}: no metrics.json" in page
 
 
-def test_a_tiny_multirun_writes_its_matrix(tmp_path):
+def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed(tmp_path):
+    """A job that crashes is recorded and the others go on; the sweep then exits 1, not 0."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "model=vae,gan", "dataset=moons", "trainer=debug", f"hydra.sweep.dir={sweep}",
-            "eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
+    args = ["-m", "model=vae,gan", "model.latent_dim=0,2", "dataset=moons", "trainer=debug",
+            f"hydra.sweep.dir={sweep}", "eval.speed_repeats=1", "eval.speed_batch_size=8",
+            "eval.plot_samples_vector=200"]
     proc = train_py(args, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "2 of 4 jobs" in proc.stdout + proc.stderr
+    statuses = [read_record(sweep / str(i) / "metrics.json")["status"] for i in range(4)]
+    assert statuses == ["failed", "ok", "failed", "ok"]  # latent_dim=0 is a config error
     md = (sweep / "matrix.md").read_text()
     assert "## moons" in md and "| Property (metric) | vae | gan |" in md
+    assert "Runs that did not finish" in md and "model.latent_dim" in md
     assert (sweep / "matrix.html").stat().st_size > 1000 and (sweep / "matrix.csv").is_file()
+
+
+def _pid_writing(log_file: Path) -> int | None:
+    """The process that holds ``log_file`` open (a joblib worker running that job), from /proc."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) == str(log_file) for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:  # a process that ended, or one we may not inspect
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the worker through /proc")
+def test_a_killed_joblib_worker_is_a_failed_job_and_the_sweep_goes_on(tmp_path):
+    """kill -9 of one joblib worker used to abort the launcher: later jobs never ran, no matrix, exit 1
+    from the traceback. Jobs 0 and 1 run endlessly side by side; job 2 waits for a free worker."""
+    sweep = tmp_path / "sweep"
+    proc = start_train_py(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer=debug",
+                           "logger=none", "trainer.max_epochs=null", "trainer.max_steps=1000000,1000000,4",
+                           "eval.speed_repeats=1", "eval.plot_samples_vector=200",
+                           f"hydra.sweep.dir={sweep}"], tmp_path)
+
+    def both_running() -> list[int] | str | None:
+        if proc.poll() is not None:
+            return "the sweep ended"
+        pids = [_pid_writing(sweep / job / "train.log") for job in "01"]
+        return pids if all(pids) else None
+
+    try:  # once jobs 0 and 1 both run, kill job 0's worker; loky then stops job 1's itself
+        workers = wait_for(both_running, what="the workers of jobs 0 and 1")
+        assert isinstance(workers, list), (tmp_path / "train_py.log").read_text()[-3000:]
+        os.kill(workers[0], signal.SIGKILL)
+        assert proc.wait(timeout=300) == 1, (tmp_path / "train_py.log").read_text()[-3000:]
+    finally:
+        proc.kill()
+    killed = read_record(sweep / "0" / "metrics.json")
+    assert killed["status"] == "failed" and "joblib worker running this job died" in killed["error"]
+    assert "SIGKILL" in killed["error"] and "trainer.max_steps=1000000" in killed["error"]
+    assert read_record(sweep / "2" / "metrics.json")["status"] == "ok"  # launched after the death
+    md = (sweep / "matrix.md").read_text()
+    assert "failed: the joblib worker running this job died" in md and f"({sweep / '0'})" in md
+    assert "Runs that did not finish" in (sweep / "matrix.html").read_text()

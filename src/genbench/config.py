@@ -118,6 +118,12 @@ class RunSchema(Schema):
     torch_threads: int | None = param(None, ge=1)  # intra-op threads per run; 1 for parallel sweep jobs
     optimized_metric: str | None = None  # what train.py returns to a sweeper such as Optuna
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.train and not self.ckpt_path:
+            raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
+                              "(without one the model would be untrained)")
+
 
 def is_multirun() -> bool:
     """Whether this process runs a job of a Hydra multirun (``-m``), which one failure must not stop."""

@@ -2,7 +2,8 @@
 
 Schema version 2::
 
-    {"schema": 2, "status": "ok" | "failed" | "diverged", "family": str, "dataset": str, "seed": int,
+    {"schema": 2, "status": "ok" | "failed" | "diverged" | "interrupted", "family": str, "dataset": str,
+     "seed": int,
      "metrics": {name: number | str},
      "unavailable": {name: reason}  (metrics that could not be measured, e.g. FID offline),
      "metric_provenance": {group: {"metrics": [names], extractor, weights sha256, reference split,
@@ -10,24 +11,34 @@ Schema version 2::
      "capabilities": {"likelihood_kind", "has_latent", "latent_space", "supports_labels", "conditioning",
                       "is_conditional"}  (the model's interface flags; empty when no model was built),
      "error": str (only when status != "ok"),
+     "checkpoint": str  (the run's last checkpoint, when it has one: resume or re-evaluate from it),
      "provenance": {"config", "seed", "versions", "git_commit", "command", "host", "started_at"}}
 
 Every metric name says what it is (``nll_bpd``, ``sample_ms_per_sample``, ...); README lists them.
+Records are written atomically under a unique temporary name, and read back only after checking that they
+are regular files of bounded size holding this schema with the right types (:func:`read_record`).
 """
 
+import fcntl
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from genbench.errors import ConfigError
+from genbench.files import read_regular_file, write_text_atomically
+
 SCHEMA_VERSION = 2
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = ("ok", "failed", "diverged", "interrupted")
+MAX_RECORD_BYTES = 4 << 20  # a real record is a few KB; anything this large is not one
 _PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "torchmetrics",
              "torch-fidelity", "genbench")
 
@@ -83,23 +94,83 @@ def _jsonable(value: Any) -> Any:
 
 def write_record(path: Path, *, status: str, family: str, dataset: str, seed: int, metrics: dict,
                  provenance: dict, error: str | None = None, unavailable: dict | None = None,
-                 metric_provenance: dict | None = None, capabilities: dict | None = None) -> dict:
-    """Write ``metrics.json`` atomically (a killed run never leaves half a file) and return the record."""
+                 metric_provenance: dict | None = None, capabilities: dict | None = None,
+                 checkpoint: str | None = None) -> dict:
+    """Write ``metrics.json`` atomically under a unique temporary name (concurrent writers and readers
+    never see half a file) and return the record."""
     assert status in STATUSES, status
     record = {"schema": SCHEMA_VERSION, "status": status, "family": family, "dataset": dataset, "seed": seed,
               "metrics": metrics, "unavailable": unavailable or {},
               "metric_provenance": metric_provenance or {}, "capabilities": capabilities or {}}
     if error is not None:
         record["error"] = error
+    if checkpoint is not None:
+        record["checkpoint"] = checkpoint
     record["provenance"] = provenance
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(record), indent=2, default=str))
-    tmp.replace(path)
+    write_text_atomically(Path(path), json.dumps(_jsonable(record), indent=2, default=str))
     return record
+
+
+def _check(record: Any) -> None:
+    """Raise ValueError naming the first field of ``record`` that does not fit the schema."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record is a JSON object, found {type(record).__name__}")
+    if record.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"schema {record.get('schema')!r}, expected {SCHEMA_VERSION}")
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"status {record.get('status')!r} is not one of {STATUSES}")
+    for key in ("family", "dataset"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise ValueError(f"{key} must be a non-empty string, found {record.get(key)!r}")
+    if type(record.get("seed")) is not int:
+        raise ValueError(f"seed must be an integer, found {record.get('seed')!r}")
+    for key in ("metrics", "capabilities", "unavailable", "metric_provenance"):
+        if not isinstance(record.get(key, {}), dict):
+            raise ValueError(f"{key} must be an object, found {type(record[key]).__name__}")
+    for name, value in record.get("metrics", {}).items():
+        if not isinstance(value, (int, float, str, type(None))):
+            raise ValueError(f"metric {name!r} must be a number or a string, found {type(value).__name__}")
+    for key in ("error", "checkpoint"):
+        if not isinstance(record.get(key, ""), str):
+            raise ValueError(f"{key} must be a string, found {type(record[key]).__name__}")
 
 
 def read_record(path: Path) -> dict:
-    record = json.loads(Path(path).read_text())
-    if record.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: metrics.json schema {record.get('schema')!r}, expected {SCHEMA_VERSION}")
+    """A ``metrics.json`` checked against the schema; ValueError naming the file and the problem (a FIFO,
+    a huge or deeply nested file, a future schema, a field of the wrong type), OSError if unreadable."""
+    try:
+        record = json.loads(read_regular_file(Path(path), MAX_RECORD_BYTES))
+        _check(record)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a run record") from None
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not a valid run record: {e}") from None
     return record
+
+
+class RunDirTaken(ConfigError):
+    """The run directory already holds a record, or another live run."""
+
+
+@contextmanager
+def claim_run_dir(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir`` for one run: refuse it (:class:`RunDirTaken`) when it already holds a record or
+    another live run holds it, so two runs never write one ``metrics.json``.
+
+    The hold is an advisory ``flock`` on the directory, released by the kernel when the process ends
+    (a killed run never leaves a stale lock).
+    """
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirTaken(f"run directory {out_dir} is in use by another run that is still going; give "
+                              "each run its own hydra.run.dir (or leave it unset for a fresh one)") from None
+        if (out_dir / "metrics.json").exists():
+            raise RunDirTaken(f"run directory {out_dir} already holds the record of another run "
+                              "(metrics.json); give this run its own hydra.run.dir (or leave it unset for "
+                              "a fresh one), or delete that directory")
+        yield
+    finally:
+        os.close(fd)

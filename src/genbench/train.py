@@ -1,11 +1,14 @@
 """One run: validate the config, seed, build data/model/trainer/loggers, train, evaluate, write the record.
 
-:func:`task` is what ``train.py`` calls. It records a failure in ``metrics.json`` (status ``failed`` or
-``diverged`` with the reason) instead of letting it escape in a multirun, so one broken job never kills a
-sweep; in a single run it exits non-zero after writing the record.
+:func:`task` is what ``train.py`` calls. Every way a run ends leaves a true ``metrics.json``: ``ok``;
+``failed`` or ``diverged`` (a NaN loss, non-finite weights or metrics) with the reason, recorded instead of
+raised in a multirun so one broken job never kills a sweep, and exiting non-zero in a single run;
+``interrupted`` (SIGINT, SIGTERM) naming the last checkpoint, exiting 128 + the signal number.
 """
 
+import contextlib
 import logging
+import math
 import sys
 import time
 import traceback
@@ -30,10 +33,11 @@ from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.extras import announce, quiet_known_noise
+from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.progress import StepProgress, interactive
-from genbench.results import provenance, write_record
+from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,9 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     if cfg.train:
         start = time.perf_counter()
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
-        metrics["train_seconds"] = time.perf_counter() - start
+        # Totals over the model's whole training: a resumed run adds the time and examples of its
+        # checkpoint's history (carried in the checkpoint by the counter).
+        metrics["train_seconds"] = counter.previous_seconds + time.perf_counter() - start
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
         # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
@@ -135,10 +141,11 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
         metrics["train_processes"] = trainer.world_size
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
-    elif cfg.ckpt_path:
-        model = type(model).load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    else:  # train=false: the config check made sure there is a checkpoint
+        model = _load_checkpoint(model, cfg.ckpt_path)
     if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
         return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
+    _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
     if cfg.evaluate:
         evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
@@ -153,38 +160,125 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     return RunResult(metrics, model, dm, evaluation)
 
 
+def _load_checkpoint(model: GenerativeModel, ckpt_path: str) -> GenerativeModel:
+    """The checkpoint's model, built from its own hyperparameters; options given on the command line that
+    differ from them are warned about (they do not apply to a trained model)."""
+    loaded = type(model).load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    differ = {k: (v, loaded.hparams.get(k)) for k, v in model.hparams.items() if loaded.hparams.get(k) != v}
+    if differ:
+        log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,
+                    ", ".join(f"model.{k}={new!r} in the config, {old!r} in the checkpoint"
+                              for k, (new, old) in differ.items()))
+    return loaded
+
+
+def _check_finite_weights(model: GenerativeModel, where: str) -> None:
+    """DivergedError naming the parameters that hold NaN or inf: such a model's metrics mean nothing."""
+    bad = [f"{name} ({int((~p.isfinite()).sum())} of {p.numel()} values)"
+           for name, p in model.named_parameters() if not bool(p.isfinite().all())]
+    if bad:
+        raise DivergedError(f"the model's weights are not finite {where}: {', '.join(bad[:5])}"
+                            f"{' and more' if len(bad) > 5 else ''}; training diverged (lower model.lr)")
+
+
+def _evaluated_config(config: dict, cfg: DictConfig, model: GenerativeModel) -> dict:
+    """The run's config with ``model`` replaced by the evaluated checkpoint's hyperparameters
+    (``train=false``), so the record describes the model that was measured."""
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")}
+    return {**config, "model": {"_target_": cfg.model.get("_target_"), **hparams}}
+
+
+def _last_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
+    """The checkpoint of the model a record describes: the evaluated one, or this run's last."""
+    if not cfg.get("train", True):
+        return cfg.get("ckpt_path")
+    last = out_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
 def task(cfg: DictConfig) -> dict:
-    """Run and always leave a ``metrics.json``; failures are recorded, not lost."""
+    """Run and always leave a true ``metrics.json``: failures and interrupts are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
     announce(cfg, out_dir)
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
+    # The directory is this run's alone (DDP's other ranks share rank zero's).
+    claim = claim_run_dir(out_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     try:
-        result = run(cfg, out_dir)
-    except Exception as e:  # recorded below; re-raised in single runs
-        status = "diverged" if isinstance(e, DivergedError) else "failed"
-        if rank_zero_only.rank == 0:
-            write_record(out_dir / "metrics.json", status=status, metrics={}, provenance=prov,
-                         error=f"{type(e).__name__}: {e}", **common)
-        log.error("run %s: %s: %s (recorded in %s)", status, type(e).__name__, e, out_dir / "metrics.json")
+        with claim, signals_raise():
+            try:
+                result = run(cfg, out_dir)
+                if not result.is_global_zero:
+                    return {"status": "ok", "rank": rank_zero_only.rank}
+                record = _record_result(cfg, out_dir, result, common, prov)
+            except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
+                return _record_failure(cfg, out_dir, e, common, prov)
+    except RunDirTaken as e:  # refused: whatever record is there belongs to another run
+        log.error("%s", e)
         if is_multirun():
-            log.debug(traceback.format_exc())
-            return {"status": status}
-        if isinstance(e, GenbenchError):
-            sys.exit(1)
-        raise
-    if not result.is_global_zero:
-        return {"status": "ok", "rank": rank_zero_only.rank}
+            return {"status": "failed"}
+        sys.exit(1)
+    if record["status"] != "ok" and not is_multirun():
+        sys.exit(1)
+    return record
+
+
+def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: dict, prov: dict) -> dict:
+    """Write the record of a run that finished: ``ok``, or ``diverged`` naming the metrics that are NaN or
+    inf (the others are kept)."""
+    ignore_signals()  # the run is done: a late Ctrl-C must not cut its record short
     common.update(family=result.model.family, dataset=result.dm.name)
-    record = write_record(out_dir / "metrics.json", status="ok", metrics=result.metrics, provenance=prov,
-                          unavailable=result.evaluation.unavailable,
-                          metric_provenance=result.evaluation.provenance,
-                          capabilities=result.model.capabilities(), **common)
+    if not cfg.train:
+        prov["config"] = _evaluated_config(prov["config"], cfg, result.model)
+    non_finite = ", ".join(f"{k}={v}" for k, v in result.metrics.items()
+                           if isinstance(v, float) and not math.isfinite(v))
+    error = None
+    if non_finite:
+        error = (f"DivergedError: metrics {non_finite} are not finite: the model's samples or likelihoods "
+                 "are NaN or inf")
+    path = out_dir / "metrics.json"
+    record = write_record(path, status="diverged" if error else "ok", metrics=result.metrics,
+                          provenance=prov, unavailable=result.evaluation.unavailable,
+                          metric_provenance=result.evaluation.provenance, error=error,
+                          capabilities=result.model.capabilities(), checkpoint=_last_checkpoint(cfg, out_dir),
+                          **common)
+    if error:
+        log.error("run diverged: %s (recorded in %s)", error, path)
+        return record
     if cfg.evaluate:
         log.info("%s", _summary(common["family"], common["dataset"], result.metrics))
-    log.info("wrote %s", out_dir / "metrics.json")
+    log.info("wrote %s", path)
     return record
+
+
+def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: dict, prov: dict) -> dict:
+    """Record a run that raised (``failed``/``diverged``) or was interrupted, then end it as it must end:
+    interrupts exit 128 + signal; failures return their status in a multirun and exit non-zero alone."""
+    interrupted = not isinstance(e, Exception)
+    if interrupted:
+        ignore_signals()
+        status = "interrupted"
+    else:
+        status = "diverged" if isinstance(e, DivergedError) else "failed"
+    checkpoint = _last_checkpoint(cfg, out_dir)
+    error = f"{type(e).__name__}: {e}"
+    if interrupted:
+        error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
+                  else "; no checkpoint had been written yet")
+    path = out_dir / "metrics.json"
+    if rank_zero_only.rank == 0:
+        write_record(path, status=status, metrics={}, provenance=prov, error=error, checkpoint=checkpoint,
+                     **common)
+    log.error("run %s: %s (recorded in %s)", status, error, path)
+    if interrupted:
+        sys.exit(exit_code(e))
+    if is_multirun():
+        log.debug(traceback.format_exc())
+        return {"status": status}
+    if isinstance(e, GenbenchError):
+        sys.exit(1)
+    raise e
 
 
 def objective(record: dict, metric: str | None) -> float | dict:

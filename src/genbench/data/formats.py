@@ -2,6 +2,7 @@
 
 Both readers check the files against their own headers and raise :class:`DatasetError` naming the file
 on anything off, so a half-downloaded dataset fails at load time rather than as a shape error mid-run.
+Downloads go through :func:`genbench.download.download` (a timeout, a checksum, an atomic rename).
 CIFAR batches are pickles: they are read with :class:`RestrictedUnpickler`, which only builds numpy
 arrays, so a tampered file cannot run code.
 """
@@ -14,10 +15,11 @@ import tarfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from genbench.download import download
 from genbench.errors import DatasetError
 
 try:  # numpy >= 2 pickles name numpy._core; numpy 1.x pickles (and real CIFAR files) numpy.core
@@ -27,45 +29,63 @@ except ImportError:  # numpy 1.x
 
 _IDX_UBYTE = 0x08
 _CIFAR_PIXELS = 3 * 32 * 32
+_BLOCK = 1 << 20
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(
-            f"{path}: cannot read ({e}); the file is corrupt, delete it and fetch it again"
-        ) from e
+def _read_exactly(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) < n:
+        raise DatasetError(f"{path}: truncated inside the {what} ({len(data)} of {n} bytes)")
+    return data
+
+
+def _read_payload(f: BinaryIO, expected: int) -> bytes:
+    """At most ``expected + 1`` bytes, in blocks: a file holding more than its header declares (a gzip
+    that inflates to far more) is caught after one extra byte, never read whole."""
+    blocks, held = [], 0
+    while held <= expected:
+        block = f.read(min(_BLOCK, expected + 1 - held))
+        if not block:
+            break
+        blocks.append(block)
+        held += len(block)
+    return b"".join(blocks)
 
 
 def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file of unsigned bytes (plain or ``.gz``), checking its header against its payload.
 
     ``ndim``, when given, is the number of dimensions the caller expects (3 for images, 1 for labels).
+    The header is read first and bounds the rest: at most the declared size plus one byte is read (or
+    decompressed), so a file larger than it says costs no more memory than an honest one.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    code, dims = raw[2], raw[3]
-    if code != _IDX_UBYTE:
-        raise DatasetError(f"{path}: IDX dtype code 0x{code:02x} is not unsigned bytes (0x08)")
-    if dims == 0 or (ndim is not None and dims != ndim):
-        raise DatasetError(f"{path}: IDX header says {dims} dimensions, expected {ndim or 'at least 1'}")
-    header = 4 + 4 * dims
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated inside the header ({len(raw)} bytes)")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    expected, held = math.prod(shape), len(raw) - header
-    if held != expected:
-        what = "truncated" if held < expected else "has extra bytes"
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise DatasetError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+            code, dims = magic[2], magic[3]
+            if code != _IDX_UBYTE:
+                raise DatasetError(f"{path}: IDX dtype code 0x{code:02x} is not unsigned bytes (0x08)")
+            if dims == 0 or (ndim is not None and dims != ndim):
+                expected_dims = ndim or "at least 1"
+                raise DatasetError(f"{path}: IDX header says {dims} dimensions, expected {expected_dims}")
+            sizes = _read_exactly(f, 4 * dims, path, "header")
+            shape = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(dims))
+            expected = math.prod(shape)
+            raw = _read_payload(f, expected)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DatasetError(
+            f"{path}: cannot read ({e}); the file is corrupt, delete it and fetch it again"
+        ) from e
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "has extra bytes"
+        held = str(len(raw)) if len(raw) < expected else f"more than {expected}"
         raise DatasetError(
             f"{path}: {what}: header says {'x'.join(map(str, shape))} = {expected} bytes, file holds {held}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
 
 
 def find_raw_file(raw_dir: str | Path, stem: str) -> Path:
@@ -148,8 +168,6 @@ def download_mnist_like(
     raw_dir: str | Path, resources: Sequence[tuple[str, str]], mirrors: Sequence[str]
 ) -> None:
     """Fetch the (filename, md5) ``resources`` into ``raw_dir``, trying each mirror; kept gzipped."""
-    from torchvision.datasets.utils import download_url  # imported here: only a download needs it
-
     raw_dir = Path(raw_dir)
     for filename, md5 in resources:
         stem = filename.removesuffix(".gz")
@@ -158,11 +176,10 @@ def download_mnist_like(
         errors = []
         for mirror in mirrors:
             try:
-                download_url(f"{mirror}{filename}", root=raw_dir, filename=filename, md5=md5)
+                download(f"{mirror}{filename}", raw_dir / filename, md5=md5)
                 break
-            except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad md5 a RuntimeError
-                (raw_dir / filename).unlink(missing_ok=True)  # else a corrupt file would count as present
-                errors.append(f"{mirror}{filename}: {e}")
+            except OSError as e:  # DownloadError (timeout, HTTP error, bad md5) or a local write error
+                errors.append(str(e))
         else:
             raise DatasetError(
                 f"could not download {filename} into {raw_dir}:\n  " + "\n  ".join(errors) + "\nCheck the "
@@ -173,16 +190,16 @@ def download_mnist_like(
 def download_cifar10(root: str | Path) -> None:
     """Fetch and extract torchvision's CIFAR-10 archive into ``root/cifar-10-batches-py``."""
     from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import extract_archive
 
     root = Path(root)
     if (root / CIFAR10.base_folder / "test_batch").is_file():
         return
+    archive = root / CIFAR10.filename
     try:
-        download_and_extract_archive(
-            CIFAR10.url, download_root=root, filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
-        )
-    except (OSError, RuntimeError, tarfile.TarError) as e:
+        download(CIFAR10.url, archive, md5=CIFAR10.tgz_md5)
+        extract_archive(str(archive), str(root))  # its md5 matched: the genuine archive
+    except (OSError, tarfile.TarError) as e:
         raise DatasetError(
             f"could not download CIFAR-10 from {CIFAR10.url} into {root}: {e}. Check the network, or extract "
             f"{CIFAR10.filename} there yourself and set dataset.download=false."

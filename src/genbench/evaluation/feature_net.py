@@ -24,6 +24,7 @@ from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
+from genbench.files import replacing, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.progress import progress
 from genbench.results import package_versions
@@ -136,7 +137,8 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
     """Write ``path`` (state_dict) and its JSON record; ``meta`` holds dataset, test_accuracy and config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in net.state_dict().items()}, path)
+    with replacing(path) as tmp:  # a concurrent reader never sees half a file
+        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, tmp)
     record = {
         "name": f"{meta['dataset']}_cnn",
         "dataset": meta["dataset"],
@@ -147,7 +149,7 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
         "created_at": datetime.now(timezone.utc).isoformat(),
         "versions": package_versions(),
     }
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str))
+    write_text_atomically(path.with_suffix(".json"), json.dumps(record, indent=2, default=str))
     return _feature_net(net, path, record)
 
 
@@ -181,9 +183,12 @@ def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu")
     if actual != expected:
         raise unavailable(f"sha256 {actual} differs from {expected} recorded in {json_path.name}; "
                           "the file changed after training")
-    try:
+    try:  # the checksum matched, but both files may have been replaced together: trust neither
         net = SmallCNN(**arch)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, TypeError) as e:
-        raise unavailable(f"the weights do not fit the architecture in {json_path.name} ({e})") from e
-    return _feature_net(net.to(map_location), path, record)
+        loaded = _feature_net(net, path, record)
+    except Exception as e:  # not a tensor file, a foreign pickle, weights or record that do not fit
+        raise unavailable(f"it does not load as the net described by {json_path.name} "
+                          f"({type(e).__name__}: {e})") from e
+    loaded.net.to(map_location)
+    return loaded

@@ -6,7 +6,8 @@ ourselves with ``weights_only=True`` (torch-fidelity itself unpickles a given pa
 ``weights_only=False``), and record the file's SHA-256 so every FID says which weights made it.
 
 Weights come from ``eval.inception_weights`` or torch-fidelity's download cache (torch hub's
-``checkpoints`` folder), downloaded there when possible. Offline, :class:`FeatureExtractorUnavailable`
+``checkpoints`` folder), downloaded there when possible (with a timeout: a stalled server makes the
+Inception metrics unavailable instead of hanging the run). Offline, :class:`FeatureExtractorUnavailable`
 says where to put the file.
 """
 
@@ -19,6 +20,7 @@ import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch import Tensor
 
 from genbench.checksums import sha256_file
+from genbench.download import download as fetch
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.progress import progress
 
@@ -48,10 +50,8 @@ def find_weights(path: str | None, download: bool) -> Path:
         raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and eval.inception_download "
                                           f"is false; {fix}")
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(WEIGHTS_URL, str(cached), hash_prefix=WEIGHTS_HASH_PREFIX,
-                                       progress=False)
-    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash is a RuntimeError
+        fetch(WEIGHTS_URL, cached, sha256_prefix=WEIGHTS_HASH_PREFIX)
+    except OSError as e:  # DownloadError: a timeout, an HTTP error, a bad hash
         raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and the download failed "
                                           f"({e}); {fix}") from e
     return cached
@@ -69,7 +69,7 @@ class InceptionFeatures:
         with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value=state):
             try:
                 self.net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", [POOL, LOGITS])
-            except RuntimeError as e:  # missing or unexpected keys, wrong shapes
+            except Exception as e:  # missing or unexpected keys, wrong shapes or types of a tampered file
                 raise FeatureExtractorUnavailable(f"{weights} does not hold torch-fidelity's Inception-v3 "
                                                   f"weights: {e}") from e
         self.net.to(device)
@@ -77,6 +77,7 @@ class InceptionFeatures:
         self.checksum = sha256_file(weights)
         self.name = "inception"
         self.fd_name = "fid_inception"
+        self.feature_dim = int(POOL)
 
     @torch.no_grad()
     def extract(self, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,9 @@
 Real features dominate the cost of image metrics (Inception on 50,000 CIFAR-10 images), and they are the
 same for every run of a sweep. The cache key names the dataset, split, extractor with its weight checksum
 and the number of images, plus a hash of the image bytes themselves, so a changed split seed, slice or
-file can never reuse stale features. Entries are plain tensors, loaded with ``weights_only=True``.
+file can never reuse stale features. Entries are plain tensors, loaded with ``weights_only=True`` and
+checked against the images and the extractor before use (an entry of the wrong shape is recomputed), and
+written under a unique temporary name then renamed, so concurrent runs never read half an entry.
 """
 
 import hashlib
@@ -14,6 +16,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from genbench.files import replacing
+
 log = logging.getLogger(__name__)
 SUBSET_SEED = 0  # which real images form a reference subset: fixed, so every run scores against the same
 
@@ -21,6 +25,7 @@ SUBSET_SEED = 0  # which real images form a reference subset: fixed, so every ru
 class FeatureExtractor(Protocol):
     name: str
     checksum: str
+    feature_dim: int
 
     def extract(self, images: Tensor, batch_size: int = ...) -> tuple[Tensor, Tensor]: ...
 
@@ -42,6 +47,22 @@ def cache_file(cache_dir: Path, dataset: str, split: str, extractor: FeatureExtr
     return cache_dir / name
 
 
+def _check_entry(entry: object, extractor: FeatureExtractor, n: int) -> tuple[Tensor, Tensor]:
+    """(features, logits) of a cache entry, or ValueError saying how it does not fit ``n`` images."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"an entry is a dict of tensors, found {type(entry).__name__}")
+    features, logits = entry.get("features"), entry.get("logits")
+    for name, value in (("features", features), ("logits", logits)):
+        fits = isinstance(value, Tensor) and value.is_floating_point() and value.ndim == 2 and len(value) == n
+        if not fits:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a float tensor of {n} rows, found {shape}")
+    if features.shape[1] != extractor.feature_dim:
+        raise ValueError(f"features have {features.shape[1]} dimensions, {extractor.name} gives "
+                         f"{extractor.feature_dim}")
+    return features, logits
+
+
 def reference_features(extractor: FeatureExtractor, images: Tensor, *, dataset: str, split: str,
                        cache_dir: Path | None, batch_size: int) -> tuple[Tensor, Tensor, dict]:
     """(features, logits, provenance) of real ``images``, read from the cache when it holds them."""
@@ -51,14 +72,14 @@ def reference_features(extractor: FeatureExtractor, images: Tensor, *, dataset: 
     if path is not None and path.is_file():
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
+            features, logits = _check_entry(entry, extractor, len(images))
             log.info("real %s features of %s/%s from cache %s", extractor.name, dataset, split, path)
-            return entry["features"], entry["logits"], {**prov, "from_cache": True}
-        except Exception as e:  # a truncated or foreign file: recompute and overwrite it
-            log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, e)
+            return features, logits, {**prov, "from_cache": True}
+        except Exception as e:  # a truncated, foreign or misshapen file: recompute and overwrite it
+            log.warning("ignoring unusable feature cache %s (%s); recomputing", path, e)
     features, logits = extractor.extract(images, batch_size)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"features": features, "logits": logits}, tmp)
-        tmp.replace(path)  # atomic: a killed run never leaves half a cache entry
+        with replacing(path) as tmp:  # unique temporary name: concurrent runs never share a half entry
+            torch.save({"features": features, "logits": logits}, tmp)
     return features, logits, {**prov, "from_cache": False}

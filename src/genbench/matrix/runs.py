@@ -1,18 +1,24 @@
 """Finding the runs of a sweep: every ``metrics.json`` under some directories, plus its training curve.
 
-A directory that should hold a run but has no readable record (a killed job, a corrupt file) is skipped
-with a warning that names it, so one broken job never hides the rest of a sweep.
+Every record is read with :func:`genbench.results.read_record`, which checks the schema and the types of
+its fields and refuses FIFOs, huge or deeply nested files. A directory that should hold a run but has no
+usable record (a killed job, a corrupt or hostile file) is skipped with a warning that names it and kept
+in :attr:`Found.skipped`, so the matrix names it too and one broken job never hides the rest of a sweep.
 """
 
 import csv
-import json
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genbench.files import read_regular_file
+from genbench.results import read_record
+
 log = logging.getLogger(__name__)
 FAILED = ("failed", "diverged")
+MAX_CURVE_BYTES = 64 << 20  # a CSV log of a long run is a few MB
 
 
 @dataclass
@@ -31,30 +37,59 @@ class Run:
         return self.status == "ok"
 
     def loss_curve(self) -> list[tuple[int, float]]:
-        """(step, train/loss) pairs from the CSV logger, empty when the run logged none."""
+        """(step, train/loss) pairs from the CSV logger; rows whose step or loss do not parse are skipped,
+        and an unreadable log gives an empty curve."""
         path = self.path / "csv" / "metrics.csv"
         if not path.is_file():
             return []
-        with path.open(newline="") as f:
-            return [(int(row["step"]), float(row["train/loss"])) for row in csv.DictReader(f)
-                    if row.get("train/loss")]
+        try:
+            rows = list(csv.DictReader(io.StringIO(read_regular_file(path, MAX_CURVE_BYTES).decode())))
+        except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
+            log.warning("ignoring the training curve %s: %s", path, e)
+            return []
+        curve = []
+        for row in rows:
+            try:
+                curve.append((int(row["step"]), float(row["train/loss"])))
+            except (KeyError, TypeError, ValueError):  # no loss on this row, or a step like "12x"
+                continue
+        return curve
 
     def samples_png(self) -> Path | None:
         path = self.path / "samples.png"
         return path if path.is_file() else None
 
 
+@dataclass
+class Skipped:
+    """A job directory without a usable record, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Found:
+    runs: list[Run]
+    skipped: list[Skipped]
+
+
 def _read(path: Path) -> Run:
-    record = json.loads(path.read_text())
-    return Run(path=path.parent, family=record["family"], dataset=record["dataset"], seed=int(record["seed"]),
+    record = read_record(path)
+    return Run(path=path.parent, family=record["family"], dataset=record["dataset"], seed=record["seed"],
                status=record["status"], metrics=record.get("metrics", {}),
                capabilities=record.get("capabilities", {}), error=record.get("error"))
 
 
-def find_runs(dirs: list[Path]) -> list[Run]:
-    """All readable runs under ``dirs``; unreadable records and job directories without one are warned
-    about and skipped."""
+def _skip(skipped: list[Skipped], path: Path, reason: str) -> None:
+    log.warning("skipping run %s: %s", path, reason)
+    skipped.append(Skipped(path, reason))
+
+
+def find_runs(dirs: list[Path]) -> Found:
+    """All valid runs under ``dirs``, and the job directories skipped (bad record, or none)."""
     runs: list[Run] = []
+    skipped: list[Skipped] = []
     for root in dirs:
         if not Path(root).is_dir():
             log.warning("skipping %s: not a directory", root)
@@ -62,10 +97,9 @@ def find_runs(dirs: list[Path]) -> list[Run]:
         for path in sorted(Path(root).rglob("metrics.json")):
             try:
                 runs.append(_read(path))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("skipping run %s: unreadable metrics.json (%s: %s)", path.parent,
-                            type(e).__name__, e)
+            except (OSError, ValueError) as e:
+                _skip(skipped, path.parent, f"unusable metrics.json ({e})")
         for job in sorted(Path(root).rglob(".hydra")):  # a Hydra job that never wrote its record
             if not (job.parent / "metrics.json").exists():
-                log.warning("skipping run %s: no metrics.json (killed before it finished?)", job.parent)
-    return runs
+                _skip(skipped, job.parent, "no metrics.json (killed before it finished?)")
+    return Found(runs, skipped)

@@ -1,0 +1,131 @@
+"""Every way a run ends leaves a true metrics.json: signals, checkpoints that differ from the command line
+or hold NaN weights, NaN samples, a missing checkpoint, run directories that are taken (issue 14)."""
+
+import fcntl
+import math
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from genbench.config import validate
+from genbench.errors import ConfigError
+from genbench.results import provenance, read_record, write_record
+from genbench.train import run, task
+from tests.helpers import compose_train, start_train_py, wait_for
+
+QUICK = ["trainer=debug", "logger=none", "eval.speed_repeats=1", "eval.speed_batch_size=8",
+         "eval.plot_samples_vector=200"]
+
+
+def test_sigint_and_sigterm_record_an_interrupted_run_naming_its_checkpoint(tmp_path):
+    """Ctrl-C exited 1 and SIGTERM exited 0, both without a record. The two runs go at once: startup
+    dominates their time."""
+    endless = [*QUICK, "trainer.max_epochs=null", "trainer.max_steps=1000000"]
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        run_dir = tmp_path / sig.name / "run"
+        runs[sig] = (start_train_py([*endless, f"hydra.run.dir={run_dir}"], tmp_path / sig.name), run_dir)
+    for sig, (proc, run_dir) in runs.items():
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        wait_for(lambda ckpt=ckpt, proc=proc: ckpt.is_file() or proc.poll() is not None, what=str(ckpt))
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 128 + sig, (run_dir.parent / "train_py.log").read_text()[-3000:]
+        record = read_record(run_dir / "metrics.json")
+        assert record["status"] == "interrupted" and sig.name in record["error"]
+        assert record["checkpoint"] == str(ckpt) and ckpt.is_file()
+        assert f"ckpt_path={ckpt}" in record["error"]
+
+
+def test_train_false_without_a_checkpoint_is_a_config_error():
+    with pytest.raises(ConfigError, match="train=false .*ckpt_path=<a checkpoint>"):
+        validate(compose_train(["train=false"]))
+
+
+@pytest.fixture(scope="module")
+def gan_checkpoint(tmp_path_factory) -> Path:
+    """A GAN trained for a few debug steps on moons (latent_dim 16)."""
+    out = tmp_path_factory.mktemp("gan")
+    run(compose_train(["model=gan", *QUICK, f"paths.output_dir={out}"]), out)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _evaluate(ckpt: Path, out: Path, *extra: str) -> dict:
+    cfg = compose_train(["model=gan", *QUICK, "train=false", f"ckpt_path={ckpt}", f"paths.output_dir={out}",
+                         *extra])
+    try:
+        task(cfg)
+    except SystemExit as e:  # a diverged single run exits non-zero after writing its record
+        assert e.code == 1
+    return read_record(out / "metrics.json")
+
+
+def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, tmp_path, caplog):
+    record = _evaluate(gan_checkpoint, tmp_path, "model.latent_dim=4", "model.lr=0.5")
+    assert record["status"] == "ok" and record["checkpoint"] == str(gan_checkpoint)
+    model_cfg = record["provenance"]["config"]["model"]
+    assert (model_cfg["latent_dim"], model_cfg["lr"]) == (16, 1e-3)  # the evaluated model's, not 4 and 0.5
+    assert model_cfg["_target_"] == "genbench.models.gan.GAN" and record["capabilities"]["has_latent"]
+    assert "model.latent_dim=4 in the config, 16 in the checkpoint" in caplog.text
+
+
+def test_a_checkpoint_with_nan_weights_is_diverged_naming_them(gan_checkpoint, tmp_path):
+    ckpt = torch.load(gan_checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.startswith("generator") and k.endswith("weight"))
+    ckpt["state_dict"][name] = torch.full_like(ckpt["state_dict"][name], math.nan)
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    record = _evaluate(tmp_path / "nan.ckpt", tmp_path / "run")
+    assert record["status"] == "diverged" and record["metrics"] == {}
+    assert f"not finite in checkpoint {tmp_path / 'nan.ckpt'}: {name}" in record["error"]
+
+
+def test_nan_samples_make_the_run_diverged_naming_the_metrics(gan_checkpoint, tmp_path, monkeypatch):
+    from genbench.models.gan import GAN
+
+    sample = GAN.sample
+    monkeypatch.setattr(GAN, "sample", lambda self, n, labels=None: sample(self, n, labels) * math.nan)
+    record = _evaluate(gan_checkpoint, tmp_path)
+    assert record["status"] == "diverged" and record["metrics"]["energy_distance_test"] == "nan"
+    assert "energy_distance_test=nan" in record["error"] and "not finite" in record["error"]
+    assert record["metrics"]["nfe"] == 1  # the finite measurements are kept
+
+
+def _existing_record(run_dir: Path) -> dict:
+    run_dir.mkdir(parents=True)
+    return write_record(run_dir / "metrics.json", status="failed", family="vae", dataset="moons", seed=0,
+                        metrics={}, provenance=provenance({}, 0, datetime.now()), error="an earlier run")
+
+
+def test_a_run_directory_holding_a_record_or_a_live_run_is_refused(tmp_path, caplog):
+    taken = tmp_path / "taken"
+    before = _existing_record(taken)
+    with pytest.raises(SystemExit) as exit_info:
+        task(compose_train([*QUICK, f"paths.output_dir={taken}"]))
+    assert exit_info.value.code == 1 and read_record(taken / "metrics.json") == before  # untouched
+    assert f"run directory {taken} already holds the record of another run" in caplog.text
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    fd = os.open(busy, os.O_RDONLY)  # another run holding the directory
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit):
+            task(compose_train([*QUICK, f"paths.output_dir={busy}"]))
+    finally:
+        os.close(fd)
+    assert not (busy / "metrics.json").exists() and "in use by another run" in caplog.text
+
+
+def test_runs_started_in_the_same_second_get_different_directories():
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONFIG_DIR
+
+    dirs = []
+    for _ in range(2):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            dirs.append(compose(config_name="train", return_hydra_config=True).hydra.run.dir)
+    assert dirs[0] != dirs[1]
