@@ -1,10 +1,19 @@
 """The evaluation stage runs where the model trained, in batches sized for that device, and streams its
 samples through the feature networks instead of holding them all."""
 
+import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 
+from genbench.errors import ConfigError
+from genbench.evaluation import Evaluation
+from genbench.evaluation.device import evaluation_device
 from genbench.evaluation.quality import sample_features
 from genbench.evaluation.stage import batch_size_for
+from genbench.models.vae import VAE
+from genbench.train import run
+from tests.helpers import compose_train
 
 
 class _CountingExtractor:
@@ -53,3 +62,81 @@ def test_batch_sizes_fill_a_gpu_and_stay_small_on_a_cpu():
     assert batch_size_for(torch.device("cpu"), None, cpu=500, gpu=2000) == 500
     assert batch_size_for(torch.device("cuda", 0), None, cpu=500, gpu=2000) == 2000
     assert batch_size_for(torch.device("cuda", 0), 32, cpu=500, gpu=2000) == 32  # a setting wins
+
+
+def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist():
+    assert evaluation_device("auto", torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert evaluation_device("cpu", torch.device("cuda", 0)) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="eval.device='gpu0' is not a device"):
+        evaluation_device("gpu0", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            evaluation_device("cuda", torch.device("cpu"))
+
+
+@pytest.fixture
+def second_device(monkeypatch):
+    """A second device on a CPU machine: the trainer's root device reads as ``meta`` once ``flip()`` is called
+    (after training, or from the start for train=false), and ``evaluate`` records where the model is."""
+    state = {"meta": False, "evaluated_on": None}
+    original = SingleDeviceStrategy.root_device
+    monkeypatch.setattr(SingleDeviceStrategy, "root_device", property(
+        lambda self: torch.device("meta") if state["meta"] else original.fget(self)))
+
+    def evaluate(model, dm, cfg, out_dir):
+        state["evaluated_on"] = model.device
+        return Evaluation()
+
+    monkeypatch.setattr("genbench.train.evaluate", evaluate)
+    monkeypatch.setattr("genbench.train._check_finite_weights", lambda model, where: None)  # no meta values
+    monkeypatch.setattr("genbench.train.peak_memory", lambda device: {})
+    state["flip"] = lambda: state.update(meta=True)
+    return state
+
+
+class _Flip(pl.Callback):
+    def __init__(self, flip) -> None:
+        self.flip = flip
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.flip()
+
+
+def test_evaluation_runs_on_the_trainers_root_device_after_training(tmp_path, second_device):
+    cfg = compose_train(["debug=default", f"paths.output_dir={tmp_path}"])
+    result = run(cfg, tmp_path, callbacks=[_Flip(second_device["flip"])])
+    # Lightning's teardown put the model back on the CPU after fit; the evaluation moved it to the device
+    # the trainer ran on.
+    assert second_device["evaluated_on"] == torch.device("meta") == result.model.device
+
+
+def test_train_false_loads_the_checkpoint_onto_the_trainers_device(tmp_path, second_device, monkeypatch):
+    trained = tmp_path / "trained"
+    run(compose_train(["debug=default", f"paths.output_dir={trained}"]), trained)
+    second_device["flip"]()
+    load, mapped = VAE.load_from_checkpoint, []
+
+    def load_recording_where(path, map_location=None, **kw):  # meta tensors hold no values to load
+        mapped.append(map_location)
+        return load(path, map_location="cpu", **kw)
+
+    monkeypatch.setattr(VAE, "load_from_checkpoint", load_recording_where)
+    out = tmp_path / "eval"
+    cfg = compose_train(["debug=default", "train=false", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+                         f"paths.output_dir={out}"])
+    run(cfg, out)
+    assert mapped == [torch.device("meta")] and second_device["evaluated_on"] == torch.device("meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("train", [True, False])
+def test_a_gpu_run_is_evaluated_on_its_gpu(tmp_path, train):
+    trained = tmp_path / "trained"
+    result = run(compose_train(["debug=default", "trainer=gpu", f"paths.output_dir={trained}"]), trained)
+    if not train:
+        out = tmp_path / "eval"
+        ckpt = trained / "checkpoints" / "last.ckpt"
+        result = run(compose_train(["debug=default", "trainer=gpu", "train=false", f"ckpt_path={ckpt}",
+                                    f"paths.output_dir={out}"]), out)
+    assert result.metrics["sample_device"] == "cuda:0"
+    assert result.metrics["peak_memory_kind"] == "cuda_max_allocated"

@@ -29,15 +29,20 @@ def test_sigint_and_sigterm_record_an_interrupted_run_naming_its_checkpoint(tmp_
     for sig in (signal.SIGINT, signal.SIGTERM):
         run_dir = tmp_path / sig.name / "run"
         runs[sig] = (start_train_py([*endless, f"hydra.run.dir={run_dir}"], tmp_path / sig.name), run_dir)
-    for sig, (proc, run_dir) in runs.items():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        wait_for(lambda ckpt=ckpt, proc=proc: ckpt.is_file() or proc.poll() is not None, what=str(ckpt))
-        proc.send_signal(sig)
-        assert proc.wait(timeout=120) == 128 + sig, (run_dir.parent / "train_py.log").read_text()[-3000:]
-        record = read_record(run_dir / "metrics.json")
-        assert record["status"] == "interrupted" and sig.name in record["error"]
-        assert record["checkpoint"] == str(ckpt) and ckpt.is_file()
-        assert f"ckpt_path={ckpt}" in record["error"]
+    try:
+        for sig, (proc, run_dir) in runs.items():
+            ckpt = run_dir / "checkpoints" / "last.ckpt"
+            wait_for(lambda ckpt=ckpt, proc=proc: ckpt.is_file() or proc.poll() is not None, what=str(ckpt))
+            proc.send_signal(sig)
+            assert proc.wait(timeout=120) == 128 + sig, (run_dir.parent / "train_py.log").read_text()[-3000:]
+            record = read_record(run_dir / "metrics.json")
+            assert record["status"] == "interrupted" and sig.name in record["error"]
+            assert record["checkpoint"] == str(ckpt) and ckpt.is_file()
+            assert f"ckpt_path={ckpt}" in record["error"]
+    finally:  # a failed check must not leave an endless run behind
+        for proc, _ in runs.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_train_false_without_a_checkpoint_is_a_config_error():

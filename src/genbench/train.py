@@ -32,6 +32,7 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.cost import ExampleCounter, peak_memory
+from genbench.evaluation.device import evaluation_device
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
@@ -117,6 +118,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
                             "tags": list(cfg.get("tags") or []),
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
+        evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
         return _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
     finally:
         for lg in trainer.loggers:
@@ -141,10 +143,13 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
         metrics["train_processes"] = trainer.world_size
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
-    else:  # train=false: the config check made sure there is a checkpoint
-        model = _load_checkpoint(model, cfg.ckpt_path)
+    device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
+    if not cfg.train:  # the config check made sure there is a checkpoint
+        model = _load_checkpoint(model, cfg.ckpt_path, device)
     if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
         return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
+    # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
+    model.to(device)
     _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
     if cfg.evaluate:
         evaluation = evaluate(model, dm, eval_cfg, out_dir)
@@ -160,10 +165,10 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     return RunResult(metrics, model, dm, evaluation)
 
 
-def _load_checkpoint(model: GenerativeModel, ckpt_path: str) -> GenerativeModel:
-    """The checkpoint's model, built from its own hyperparameters; options given on the command line that
-    differ from them are warned about (they do not apply to a trained model)."""
-    loaded = type(model).load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.device) -> GenerativeModel:
+    """The checkpoint's model on ``device``, built from its own hyperparameters; options given on the
+    command line that differ from them are warned about (they do not apply to a trained model)."""
+    loaded = type(model).load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
     differ = {k: (v, loaded.hparams.get(k)) for k, v in model.hparams.items() if loaded.hparams.get(k) != v}
     if differ:
         log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalConfig(Schema):
     seed: int = param(0, ge=0)  # seeds the stochastic parts of evaluation (bounds, samples, KID subsets)
+    device: str = "auto"  # auto: the device the model trained on (the trainer's root device); or cpu, cuda:1
     max_test_batches: int | None = param(None, ge=1)  # None: the whole test split
     speed_batch_size: int = param(256, ge=1)
     speed_repeats: int = param(10, ge=1)
