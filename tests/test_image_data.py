@@ -16,7 +16,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from genbench.config import validate_group
 from genbench.data import pixels
 from genbench.data.formats import (
     download_mnist_like,
@@ -31,6 +30,7 @@ from genbench.data.images import (
     MNISTDataModule,
 )
 from genbench.errors import ConfigError, DatasetError
+from genbench.schema import validate_group
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 FILE_MODULES = {
@@ -90,7 +90,8 @@ def test_find_raw_file_prefers_plain_then_gz_and_explains_a_missing_file(tmp_pat
     assert find_raw_file(tmp_path, "a") == tmp_path / "a.gz"
     (tmp_path / "a").write_bytes(b"")
     assert find_raw_file(tmp_path, "a") == tmp_path / "a"
-    with pytest.raises(DatasetError, match=r"expected .*train-images-idx3-ubyte.*dataset\.download=true"):
+    with pytest.raises(DatasetError, match=r"expected .*train-images-idx3-ubyte.*dataset\.download=true.*"
+                                           r"dataset\.root=<dir> at the folder that holds MNIST/raw/"):
         find_raw_file(tmp_path / "MNIST" / "raw", "train-images-idx3-ubyte")
 
 
@@ -269,7 +270,10 @@ def test_slice_past_the_end_names_the_key_and_the_length(fake_image_root):
 
 
 def test_missing_files_and_mismatched_labels_are_dataset_errors(fake_image_root, tmp_path, write_idx):
-    with pytest.raises(DatasetError, match=r"cifar-10-batches-py.*data_batch_1.*dataset\.download=true"):
+    # Where the file was expected, and every way to get it: download=true, the archive's URL, dataset.root.
+    with pytest.raises(DatasetError, match=r"cifar-10-batches-py.*data_batch_1.*dataset\.download=true.*"
+                                           r"https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz.*"
+                                           r"dataset\.root=<dir>"):
         CIFAR10DataModule(root=str(tmp_path)).setup()
     raw = fake_image_root / "MNIST" / "raw"
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(31, dtype=np.uint8))

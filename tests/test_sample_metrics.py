@@ -8,13 +8,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from genbench.config import Schema
 from genbench.data.toy import GaussianGrid, GaussianRing, ToyDataModule
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.modes import mode_coverage
 from genbench.evaluation.stage import EvalConfig, evaluate
 from genbench.models.base import GenerativeModel
+from genbench.schema import Schema
 
 
 def _scipy_frechet(mu1, s1, mu2, s2) -> float:

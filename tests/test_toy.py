@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from genbench.config import validate_group
 from genbench.data.toy import DISTRIBUTIONS, Checkerboard, GaussianGrid, GaussianRing, ToyDataModule
 from genbench.errors import ConfigError
+from genbench.schema import validate_group
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 SMALL = {"n_train": 600, "n_val": 100, "n_test": 300}

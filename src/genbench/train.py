@@ -37,6 +37,7 @@ from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
+from genbench.performance import Performance
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 
@@ -96,7 +97,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
     benchmark's timer, say)."""
     quiet_known_noise()
-    eval_cfg = validate(cfg)["eval"]
+    checked = validate(cfg)
+    eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -107,7 +109,9 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
-    callbacks = [checkpoints, counter, DivergenceGuard(), *_instantiate_all(cfg.get("callbacks")), *callbacks]
+    performance = Performance(checked["performance"])
+    callbacks = [checkpoints, counter, DivergenceGuard(), performance,
+                 *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
@@ -119,7 +123,12 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        return _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
+        result = _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
+        if cfg.train:  # what ran: the speed switches taken and the precision
+            taken = [name for name, on in performance.applied.items() if on]
+            result.metrics["train_speedups"] = ",".join(taken) or "none"
+            result.metrics["train_precision"] = str(trainer.precision)
+        return result
     finally:
         for lg in trainer.loggers:
             finish(lg)

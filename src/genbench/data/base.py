@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from genbench.config import Schema, check_params
+from genbench.schema import Schema, check_params
 
 SPLITS = ("train", "val", "test")
 

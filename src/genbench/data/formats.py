@@ -97,7 +97,8 @@ def find_raw_file(raw_dir: str | Path, stem: str) -> Path:
     raise DatasetError(
         f"missing dataset file: expected {raw_dir / stem} (or {stem}.gz there). Set dataset.download=true "
         f"on a machine with network, or copy torchvision's raw MNIST files there (the files of a "
-        f"torchvision {raw_dir.parent.name}/raw folder)."
+        f"torchvision {raw_dir.parent.name}/raw folder), or point dataset.root=<dir> at the folder that "
+        f"holds {raw_dir.parent.name}/raw/."
     )
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from genbench.config import Schema, param
 from genbench.data.base import GenerativeDataModule, split_generator
 from genbench.data.formats import (
     download_cifar10,
@@ -23,6 +22,7 @@ from genbench.data.formats import (
     read_idx,
 )
 from genbench.errors import ConfigError, DatasetError
+from genbench.schema import Schema, param
 
 FILE_SPLITS = ["train", "test"]
 
@@ -180,9 +180,12 @@ class CIFAR10DataModule(FileImageDataModule):
         paths = [folder / name for name in self.batch_files[split]]
         for path in paths:
             if not path.is_file():
+                from torchvision.datasets import CIFAR10  # where torchvision downloads it from
+
                 raise DatasetError(
                     f"missing dataset file: expected {path}. Set dataset.download=true on a machine with "
-                    f"network, or extract torchvision's cifar-10-python.tar.gz into {self.root}."
+                    f"network, or download {CIFAR10.url} and extract it into {self.root}, or point "
+                    "dataset.root=<dir> at the folder that holds cifar-10-batches-py/."
                 )
         batches = [load_cifar_batch(path) for path in paths]
         images = np.concatenate([b[0] for b in batches])

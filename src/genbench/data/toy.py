@@ -1,6 +1,6 @@
 """Two-dimensional toy distributions and their datamodule.
 
-Each distribution is a small :class:`~genbench.config.Schema` dataclass: its fields are the
+Each distribution is a small :class:`~genbench.schema.Schema` dataclass: its fields are the
 ``dataset.params`` a config may set, checked on construction. The two Gaussian mixtures and the
 checkerboard have a closed-form density (``has_density``), which the metrics use as ground truth;
 the mixtures also expose their ``modes`` and ``std`` for mode-coverage metrics.
@@ -16,9 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from genbench.config import Schema, param
 from genbench.data.base import SPLITS, GenerativeDataModule, split_generator
 from genbench.errors import ConfigError
+from genbench.schema import Schema, param
 
 Bounds = tuple[float, float, float, float]
 NO_LABEL = -1

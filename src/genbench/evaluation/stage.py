@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from genbench.config import Schema, param
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
@@ -33,6 +32,7 @@ from genbench.evaluation.speed import sampling_speed
 from genbench.evaluation.toy import toy_metrics
 from genbench.models.base import GenerativeModel
 from genbench.progress import phase
+from genbench.schema import Schema, param
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genbench.config import Schema, param
 from genbench.data.pixels import LEVELS, from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import discretized_logistic_log_prob, sample_discretized_logistic
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import GatedPixelCNN
+from genbench.schema import Schema, param
 
 
 @dataclass

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genbench.config import Schema, param
 from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
@@ -44,6 +43,7 @@ from genbench.models.diffusion_schedule import EpsFn, NoiseSchedule, ddim_sample
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.nets.time_mlp import TimeMLP
 from genbench.nets.unet import UNet
+from genbench.schema import Schema, param
 
 
 @dataclass
@@ -147,7 +147,7 @@ class Diffusion(GenerativeModel):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+        return self.adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from genbench.config import Schema, param
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
 from genbench.nets import MLP, ConvEncoder
+from genbench.schema import Schema, param
 
 
 @dataclass
@@ -218,8 +218,8 @@ class EBM(GenerativeModel):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hp
-        return torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(hp.adam_beta1, 0.999),
-                                weight_decay=hp.weight_decay)
+        return self.adam(self.parameters(), lr=hp.lr, betas=(hp.adam_beta1, 0.999),
+                         weight_decay=hp.weight_decay)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         pos = self.to_model(batch[0])

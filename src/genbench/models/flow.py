@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from genbench.config import Schema, param
 from genbench.data.pixels import LEVELS, dequantize, from_unit, log_density_rescale
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
@@ -40,6 +39,7 @@ from genbench.nets.flow_layers import (
     conv_coupling_net,
     zero_init,
 )
+from genbench.schema import Schema, param
 
 
 @dataclass

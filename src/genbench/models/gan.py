@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genbench.config import Schema, param
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update
 from genbench.nets import MLP
 from genbench.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from genbench.schema import Schema, param
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 
@@ -171,8 +171,8 @@ class GAN(GenerativeModel):
         d_params = [*self.d_features.parameters(), *self.d_head.parameters(),
                     *(self.d_embed.parameters() if self.d_embed else [])]
         betas = (hp.betas[0], hp.betas[1])
-        return [torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=betas),
-                torch.optim.Adam(d_params, lr=hp.lr_d or hp.lr, betas=betas)]
+        return [self.adam(self.generator.parameters(), lr=hp.lr, betas=betas),
+                self.adam(d_params, lr=hp.lr_d or hp.lr, betas=betas)]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """One D step on this batch; every ``n_critic``-th batch also one G step (fresh z, same labels)."""

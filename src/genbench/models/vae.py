@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from genbench.config import Schema, param
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import (
@@ -27,6 +26,7 @@ from genbench.models.likelihoods import (
     standard_normal_log_prob,
 )
 from genbench.nets import MLP, ConvDecoder, ConvEncoder
+from genbench.schema import Schema, param
 
 
 @dataclass

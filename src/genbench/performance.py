@@ -1,0 +1,72 @@
+"""Switches that make training use a GPU well, the same for every family (``configs/performance/``).
+
+Each switch is ``auto``, ``true`` or ``false``; ``auto`` turns it on only on a CUDA device, so a CPU run
+stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were measured:
+- ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (``torch.backends.*.allow_tf32``);
+- ``channels_last``: image networks' weights and inputs in NHWC, the layout cuDNN's convolutions run in
+  (without it every convolution pays an NCHW<->NHWC conversion);
+- ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop);
+- ``compile``: ``torch.compile`` of the networks (off under ``auto``: compilation costs minutes).
+Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
+"""
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from genbench.schema import Schema, param
+
+SWITCH = ["auto", "true", "false"]
+
+
+@dataclass
+class PerformanceConfig(Schema):
+    tf32: str = param("auto", choices=SWITCH)
+    channels_last: str = param("auto", choices=SWITCH)
+    fused_optimizer: str = param("auto", choices=SWITCH)
+    compile: str = param("false", choices=SWITCH)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # YAML and the command line make true/false booleans: "True" here
+            setattr(self, f.name, str(getattr(self, f.name)).lower())
+        super().__post_init__()
+
+
+def resolve(setting: str, device: torch.device, auto: bool | None = None) -> bool:
+    """A switch's value on ``device``: ``auto`` is on for CUDA (or ``auto`` when given)."""
+    if setting == "auto":
+        return device.type == "cuda" if auto is None else auto
+    return setting == "true"
+
+
+class Performance(pl.Callback):
+    """Applies the switches when training starts, before the optimizers exist; records what it chose."""
+
+    def __init__(self, cfg: PerformanceConfig) -> None:
+        self.cfg = cfg
+        self.applied: dict[str, bool] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        cfg = self.cfg
+        self.applied = {
+            "tf32": resolve(cfg.tf32, device),
+            "channels_last": resolve(cfg.channels_last, device) and getattr(pl_module, "is_image", False),
+            "fused_optimizer": resolve(cfg.fused_optimizer, device),
+            "compile": resolve(cfg.compile, device, auto=False),
+        }
+        if self.applied["tf32"]:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.applied["channels_last"]:
+            pl_module.to(memory_format=torch.channels_last)
+        pl_module.fused_optimizer = self.applied["fused_optimizer"]
+        if self.applied["compile"]:
+            pl_module.compile_networks()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.applied.get("channels_last") and isinstance(batch, list) and batch[0].dim() == 4:
+            batch[0] = batch[0].contiguous(memory_format=torch.channels_last)

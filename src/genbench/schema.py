@@ -1,0 +1,104 @@
+"""Typed config schemas, the one way every option is checked.
+
+Every configurable class (a model family, a datamodule, the evaluation stage) names a dataclass in its
+``config_schema`` attribute (or is one); the dataclass is the single list of its options and their bounds.
+:func:`check_params` merges given values onto it, so an unknown key, a wrong type or an impossible value
+stops the run with a message that names the full key (``model.latent_dim``) before anything is built.
+A leaf module: it imports nothing of genbench's but the errors, so any module may use it.
+"""
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from genbench.errors import ConfigError
+
+_BOUNDS = {
+    "ge": (lambda v, b: v >= b, "must be >= {}"),
+    "gt": (lambda v, b: v > b, "must be > {}"),
+    "le": (lambda v, b: v <= b, "must be <= {}"),
+    "lt": (lambda v, b: v < b, "must be < {}"),
+    "choices": (lambda v, b: v in b, "must be one of {}"),
+}
+
+
+def param(default: Any, **bounds: Any) -> Any:
+    """A schema field whose value (or each item, for a list) is checked against ``bounds``.
+
+    Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers) and ``choices`` (a list of allowed values).
+    """
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown bound(s) {sorted(unknown)}; use {sorted(_BOUNDS)}")
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if item is None:
+            continue
+        for name, bound in bounds.items():
+            ok, message = _BOUNDS[name]
+            if not ok(item, bound):
+                return message.format(bound)
+    return None
+
+
+@dataclass
+class Schema:
+    """Base of every config schema: checks the bounds declared with :func:`param` on construction."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = _problem(value, dict(f.metadata))
+            if problem:
+                raise ConfigError(f"{f.name}={value!r}: {problem}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _key(prefix: str, key: object) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> Schema:
+    """Build ``schema`` from ``params`` with OmegaConf's type checks; errors name ``prefix.key``."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), params)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ConfigKeyError as e:
+        valid = ", ".join(f.name for f in fields(schema))
+        raise ConfigError(
+            f"unknown config key '{_key(prefix, e.full_key)}'. Valid keys{' of ' + prefix if prefix else ''} "
+            f"are: {valid}. Fix the spelling or remove it."
+        ) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad config value for '{_key(prefix, e.full_key)}': {e.msg}") from None
+    except ConfigError as e:
+        raise ConfigError(f"bad config value {_key(prefix, e)}") from None
+
+
+def validate_group(node: DictConfig, prefix: str) -> Schema | None:
+    """Check one instantiable config group (``model``, ``dataset``) against its class's schema."""
+    target = node.get("_target_")
+    if target is None:
+        raise ConfigError(f"config group '{prefix}' has no _target_; name the class it builds.")
+    try:
+        cls = hydra.utils.get_class(target)
+    except Exception as e:  # hydra wraps import errors in its own types
+        raise ConfigError(f"{prefix}._target_={target!r} cannot be imported: {e}") from None
+    schema = getattr(cls, "config_schema", None)
+    if schema is None:
+        return None
+    params = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    return check_params(schema, params, prefix)
