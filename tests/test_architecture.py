@@ -65,3 +65,26 @@ def test_leaf_modules_import_no_other_genbench_module_but_errors():
     graph = import_graph()
     for leaf in ("genbench.schema", "genbench.errors", "genbench.models.ema"):
         assert graph[leaf] <= {"genbench.errors"}, (leaf, graph[leaf])
+
+
+def _imports_of(graph: dict[str, set[str]], package: str) -> set[str]:
+    return {t for m, targets in graph.items() if m == package or m.startswith(package + ".") for t in targets}
+
+
+def test_each_layer_imports_only_what_docs_architecture_allows():
+    graph = import_graph()
+    forbidden = {
+        "genbench.models": ("genbench.evaluation", "genbench.matrix", "genbench.train", "genbench.config",
+                            "genbench.loggers", "genbench.callbacks"),
+        "genbench.data": ("genbench.models", "genbench.evaluation", "genbench.matrix", "genbench.train"),
+        "genbench.nets": ("genbench.models", "genbench.data", "genbench.evaluation", "genbench.matrix"),
+        "genbench.matrix": ("genbench.models", "genbench.evaluation", "genbench.data", "genbench.train",
+                            "genbench.config"),
+        "genbench.evaluation": ("genbench.matrix", "genbench.train", "genbench.config", "genbench.loggers"),
+    }
+    for package, banned in forbidden.items():
+        bad = sorted(t for t in _imports_of(graph, package) if t.startswith(banned))
+        assert not bad, f"{package} imports {bad}"
+    # The evaluation stage knows a model only through the interface, never a family's module.
+    families = {t for t in _imports_of(graph, "genbench.evaluation") if t.startswith("genbench.models.")}
+    assert families <= {"genbench.models.base"}, families

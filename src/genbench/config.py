@@ -4,8 +4,6 @@ composed config goes through before anything is built (each group against its ow
 
 from dataclasses import dataclass, fields
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from genbench.errors import ConfigError
@@ -32,11 +30,6 @@ class RunSchema(Schema):
         if not self.train and not self.ckpt_path:
             raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
                               "(without one the model would be untrained)")
-
-
-def is_multirun() -> bool:
-    """Whether this process runs a job of a Hydra multirun (``-m``), which one failure must not stop."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",

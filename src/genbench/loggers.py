@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from genbench.config import is_multirun
+from genbench.runmode import is_multirun
 
 
 def sweep_group() -> str:

@@ -27,7 +27,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from genbench.callbacks import DivergenceGuard
-from genbench.config import is_multirun, validate
+from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
@@ -40,6 +40,7 @@ from genbench.models.base import GenerativeModel
 from genbench.performance import Performance
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
+from genbench.runmode import is_multirun
 
 log = logging.getLogger(__name__)
 
