@@ -98,7 +98,7 @@ def test_pixelcnn_one_pixel_evaluation_equals_the_full_pass():
             assert torch.allclose(net.at(x, i, j, y), full[..., i, j], atol=1e-5), (i, j)
 
 
-@pytest.mark.parametrize("kw", [{}, {"pixel_output": "logistic_mixture"}, {"class_conditional": True}])
+@pytest.mark.parametrize("kw", [{}, {"pixel_output": "logistic_mixture"}, {"conditional": True}])
 def test_pixel_pmf_of_a_two_pixel_image_sums_to_one(kw):
     """Summing exp(log p) over all 256^2 images checks both the per-pixel pmf and the ordering."""
     torch.manual_seed(0)
@@ -125,13 +125,13 @@ def _count_calls(module: torch.nn.Module, name: str) -> list[int]:
 @pytest.mark.parametrize(
     ("shape", "kw"),
     [((2,), {}), ((5,), {}), ((1, 8, 8), {}), ((3, 4, 4), {"pixel_output": "logistic_mixture"}),
-     ((3, 4, 4), {"class_conditional": True})],
+     ((3, 4, 4), {"conditional": True})],
 )
 def test_sampling_shapes_dtypes_and_honest_nfe(shape, kw):
     torch.manual_seed(0)
     model = Autoregressive(shape, num_classes=10, channels=6, layers=2, head_channels=6, **kw).eval()
     calls = _count_calls(model.net, "at" if len(shape) == 3 else "forward")
-    labels = torch.arange(3) if kw.get("class_conditional") else None
+    labels = torch.arange(3) if kw.get("conditional") else None
     x = model.sample(3, labels)
     assert model.nfe() == math.prod(shape) == calls[0]
     assert x.shape == (3, *shape)

@@ -6,6 +6,7 @@ from hydra.errors import ConfigCompositionException
 
 from genbench.config import validate
 from genbench.errors import ConfigError
+from genbench.train import instantiate
 from tests.helpers import DATASETS, compose_train
 
 
@@ -55,3 +56,25 @@ def test_unknown_key_without_plus_fails_at_composition_naming_it():
 def test_unknown_option_fails_listing_the_available_ones():
     with pytest.raises(ConfigCompositionException, match=r"(?s)mnisst.*Available options.*mnist"):
         compose_train(["dataset=mnisst"])
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "autoregressive", "diffusion"])
+def test_one_conditional_option_off_by_default_for_every_family_that_takes_labels(family, tmp_path):
+    """On labelled digits every family is unconditional unless model.conditional=true, so the landscapes
+    compare like with like; asked for on data without labels, it is a config error."""
+    def build(*overrides: str):
+        cfg = compose_train([f"model={family}", *overrides])
+        dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+        return instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
+
+    assert not build("dataset=digits").is_conditional
+    conditional = build("dataset=digits", "model.conditional=true")
+    assert conditional.is_conditional and conditional.capabilities()["is_conditional"]
+    with pytest.raises(ConfigError, match="model.conditional=true, but the dataset has no labels"):
+        build("dataset=moons", "model.conditional=true")
+
+
+@pytest.mark.parametrize("family", ["flow", "ebm"])
+def test_families_without_labels_have_no_conditional_option(family):
+    with pytest.raises(ConfigError, match="unknown config key 'model.conditional'"):
+        validate(compose_train([f"model={family}", "dataset=digits", "+model.conditional=true"]))

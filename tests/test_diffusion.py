@@ -185,8 +185,8 @@ def _two_class_images(n: int) -> TensorDataset:
 
 def test_classifier_free_guidance_labels_change_samples_and_scale_one_is_the_conditional_model(tmp_path):
     pl.seed_everything(0)
-    model = Diffusion((1, 8, 8), num_classes=2, timesteps=100, unet_channels=16, channel_mults=[1],
-                      lr=2e-3, ema_decay=0.0, sampling_steps=20, p_uncond=0.2)
+    model = Diffusion((1, 8, 8), num_classes=2, conditional=True, timesteps=100, unet_channels=16,
+                      channel_mults=[1], lr=2e-3, ema_decay=0.0, sampling_steps=20, p_uncond=0.2)
     trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(_two_class_images(512), batch_size=64, shuffle=True))
@@ -232,7 +232,8 @@ def test_nan_loss_still_stops_training_with_the_ema_hook(tmp_path):
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_image_samples_are_uint8_and_the_bound_is_a_density_on_0_256(shape):
     torch.manual_seed(0)
-    model = Diffusion(shape, num_classes=10, timesteps=100, sampling_steps=3, bound_timesteps=2)
+    model = Diffusion(shape, num_classes=10, conditional=True, timesteps=100, sampling_steps=3,
+                      bound_timesteps=2)
     samples = model.sample(2)
     assert samples.dtype == torch.uint8 and samples.shape == (2, *shape)
     x = torch.randint(0, 256, (8, *shape), dtype=torch.uint8)

@@ -94,7 +94,7 @@ def test_n_critic_discriminator_steps_per_generator_step(loss):
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_conditional_samples_have_data_shape_and_depend_on_labels(shape):
     torch.manual_seed(0)
-    model = GAN(shape, num_classes=10, conv_channels=[8, 16]).eval()
+    model = GAN(shape, num_classes=10, conditional=True, conv_channels=[8, 16]).eval()
     samples = model.sample(6)
     assert samples.dtype == torch.uint8 and samples.shape == (6, *shape)
     labels = torch.arange(10)
@@ -112,8 +112,8 @@ def test_conditional_samples_have_data_shape_and_depend_on_labels(shape):
 def test_conditional_training_on_digits_with_all_options():
     """WGAN-GP, spectral norm, n_critic=2 and EMA together, with labels, on real 8x8 digits."""
     pl.seed_everything(0)
-    model = GAN((1, 8, 8), num_classes=10, conv_channels=[8, 16], loss="wgan-gp", spectral_norm=True,
-                n_critic=2, betas=[0.0, 0.9], ema_decay=0.9)
+    model = GAN((1, 8, 8), num_classes=10, conditional=True, conv_channels=[8, 16], loss="wgan-gp",
+                spectral_norm=True, n_critic=2, betas=[0.0, 0.9], ema_decay=0.9)
     trainer = _trainer(batches=4)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     assert all(torch.isfinite(trainer.callback_metrics[k]) for k in ("train/d_loss", "train/g_loss"))

@@ -22,6 +22,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -85,6 +86,17 @@ def _choice(cfg: DictConfig, group: str) -> str:
     return str(OmegaConf.select(cfg, f"{group}._target_", default="?")).rsplit(".", 1)[-1]
 
 
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets genbench's own errors (a ConfigError, a DatasetError) through
+    as they are, not wrapped in Hydra's InstantiationException: they name the problem and the fix."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, GenbenchError):
+            raise e.__cause__ from None
+        raise
+
+
 @dataclass
 class RunResult:
     metrics: dict[str, Any]
@@ -104,10 +116,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True)
-    dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
-    model: GenerativeModel = hydra.utils.instantiate(
-        cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes, _convert_="all"
-    )
+    dm: GenerativeDataModule = instantiate(cfg.dataset)
+    model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])

@@ -10,7 +10,7 @@
 Sampling draws one dimension at a time, each draw one network evaluation without cached activations:
 NFE = D for vectors and C*H*W for images. For images each evaluation runs the whole network on the
 pixel's receptive field (a crop, exactly equal to the full pass at that pixel). With
-``class_conditional`` a label embedding biases every layer (Conditional PixelCNN); the likelihood of an
+``conditional`` a label embedding biases every layer (Conditional PixelCNN); the likelihood of an
 unlabelled x is then the exact mixture over labels with a uniform prior, sum_y p(x|y) / num_classes.
 """
 
@@ -44,7 +44,7 @@ class AutoregressiveConfig(Schema):
     pixel_output: str = param("categorical", choices=["categorical", "logistic_mixture"])
     logistic_components: int = param(5, ge=1)  # mixture size of pixel_output=logistic_mixture
     min_log_scale: float = -7.0  # floor of the logistic log-scales
-    class_conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
+    conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
     lr: float = param(3e-3, gt=0)  # high enough for the first dimension (biases only) to reach std 0.01
     weight_decay: float = param(0.0, ge=0)
 
@@ -54,7 +54,7 @@ class Autoregressive(GenerativeModel):
     config_schema = AutoregressiveConfig
     likelihood_kind = "exact"
     latent_space = "none"
-    conditioning = "label-embedding bias in every layer (class_conditional=true)"
+    conditioning = "label-embedding bias in every layer (conditional=true)"
     has_latent = False
     supports_labels = True
 
@@ -74,9 +74,6 @@ class Autoregressive(GenerativeModel):
                 k = hp.num_components
                 self.net.out.bias.view(3 * k, -1)[k : 2 * k] = torch.linspace(-2, 2, k)[:, None]
 
-    @property
-    def is_conditional(self) -> bool:
-        return self.hp.class_conditional and super().is_conditional
 
     # ---- per-dimension distributions ----------------------------------------------------------------
 

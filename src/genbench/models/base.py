@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
 from genbench.schema import Schema
 
@@ -41,6 +42,10 @@ class GenerativeModel(pl.LightningModule):
         super().__init__()
         assert self.likelihood_kind in LIKELIHOOD_KINDS, self.likelihood_kind
         self.hp = self.config_schema(**hparams)
+        if getattr(self.hp, "conditional", False) and num_classes is None:
+            raise ConfigError(f"model.conditional=true, but the dataset has no labels to condition "
+                              f"{self.family} on; use a labelled dataset (digits, mnist, ...) or "
+                              "model.conditional=false")
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_classes = num_classes
         self.save_hyperparameters()
@@ -51,8 +56,10 @@ class GenerativeModel(pl.LightningModule):
 
     @property
     def is_conditional(self) -> bool:
-        """Whether this instance generates per class (it can, and its data has labels)."""
-        return self.supports_labels and self.num_classes is not None
+        """Whether this instance generates per class: its family can (``supports_labels``, and then its
+        schema has ``conditional``), ``model.conditional=true`` (off by default, so families compare as
+        unconditional models) and the data has labels."""
+        return self.supports_labels and self.hp.conditional and self.num_classes is not None
 
     def random_labels(self, n: int) -> Tensor:
         """Labels drawn uniformly, for ``sample(n)`` of a conditional model given no labels."""
@@ -65,7 +72,9 @@ class GenerativeModel(pl.LightningModule):
         return math.prod(self.data_shape)
 
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
-        """Draw ``n`` examples in data space."""
+        """Draw ``n`` examples in data space, from the model's p(x) when ``labels`` is None (a conditional
+        model draws uniform random labels; diffusion uses its null label, the unconditional model that
+        classifier-free guidance trains), from p(x | y) per given label otherwise."""
         raise NotImplementedError
 
     def log_likelihood(self, x: Tensor) -> Tensor:

@@ -23,8 +23,8 @@ many log-spaced strata of t = 1..T-1, weighted by the stratum size: the terms fa
 gaussians8 after 2,000 steps, each example's estimate has a Monte Carlo std of about 5 nats; drawing L_0
 like the other terms over equal strata of all T, as before, gave about 110.
 
-Labels: with ``num_classes`` set, the network also takes a label embedding with one extra "null" label,
-used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without labels and
+Labels: with ``conditional=true`` on labelled data, the network also takes a label embedding with one
+extra "null" label, used for a fraction ``p_uncond`` of training examples. ``sample(n)`` without labels and
 ``log_likelihood`` use the null label, i.e. the unconditional model, so the samples come from the same
 model whose likelihood is reported; ``sample(n, labels)`` samples the classes asked for, with guidance.
 """
@@ -66,6 +66,7 @@ class DiffusionConfig(Schema):
     eta: float = param(0.0, ge=0)  # DDIM noise: 0 deterministic, 1 ancestral-like
     clip_denoised: bool = True  # images: clamp the predicted x_0 to [-1, 1] while sampling
     bound_timesteps: int = param(4, ge=1)  # MC timesteps per example for the t >= 1 terms; >= T - 1: exact
+    conditional: bool = False  # labelled data: a label embedding with a null label (classifier-free guidance)
     p_uncond: float = param(0.1, ge=0, le=1)  # label dropout for classifier-free guidance
     guidance_scale: float = param(1.0, ge=0)  # 1: plain conditional, 0: unconditional, >1: guided
 
@@ -97,7 +98,7 @@ class Diffusion(GenerativeModel):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
-        num_labels = num_classes + 1 if num_classes is not None else None  # the last one is "no label"
+        num_labels = num_classes + 1 if self.is_conditional else None  # the last one is "no label"
         if self.is_image:
             self.net = UNet(self.data_shape, hp.unet_channels, hp.channel_mults, hp.num_res_blocks,
                             hp.attention, hp.dropout, num_labels)

@@ -38,7 +38,8 @@ class GANConfig(Schema):
     latent_dim: int = param(16, ge=1)
     hidden_dims: list[int] = param([256, 256], ge=1)  # MLP widths of G and D (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # DCGAN widths, one stride-2 stage each (image data)
-    label_dim: int = param(16, ge=1)  # size of G's label embedding (labelled data only)
+    conditional: bool = False  # on labelled data: label embedding in G, projection in D
+    label_dim: int = param(16, ge=1)  # size of G's label embedding (conditional only)
     loss: str = param("ns", choices=list(LOSSES))
     gp_weight: float = param(10.0, ge=0)  # weight of the WGAN-GP gradient penalty (loss=wgan-gp only)
     n_critic: int = param(1, ge=1)  # discriminator steps (one batch each) per generator step
@@ -111,7 +112,7 @@ class GAN(GenerativeModel):
             g_net = MLP(g_in, self.data_dim, hp.hidden_dims)
             feature_dim = hp.hidden_dims[-1]
             features = nn.Sequential(MLP(self.data_dim, feature_dim, hp.hidden_dims[:-1]), nn.SiLU())
-        self.generator = Generator(g_net, num_classes, hp.label_dim)
+        self.generator = Generator(g_net, num_classes if self.is_conditional else None, hp.label_dim)
         self.d_features = features
         self.d_head = nn.Linear(feature_dim, 1)
         self.d_embed = nn.Embedding(num_classes, feature_dim) if self.is_conditional else None

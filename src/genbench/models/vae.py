@@ -72,9 +72,6 @@ class VAE(GenerativeModel):
             self.label_to_posterior = nn.Linear(hp.label_dim, 2 * hp.latent_dim)
         self.min_log_scale = hp.min_log_scale
 
-    @property
-    def is_conditional(self) -> bool:
-        return self.hp.conditional and super().is_conditional
 
     # ---- latent space -------------------------------------------------------------------------------
     def _model_input(self, x: Tensor) -> Tensor:
