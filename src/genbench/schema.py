@@ -61,7 +61,7 @@ class Schema:
             value = getattr(self, f.name)
             problem = _problem(value, dict(f.metadata))
             if problem:
-                raise ConfigError(f"{f.name}={value!r}: {problem}")
+                raise KeyProblem(f.name, f"bad config value {{key}}={value!r}: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +71,18 @@ def _key(prefix: str, key: object) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
+class KeyProblem(ConfigError):
+    """A ConfigError about one key; schemas nested in schemas (a toy dataset's ``params``) prefix the key
+    as the error travels up, so the message always names the full key (``dataset.params.std``)."""
+
+    def __init__(self, key: str, template: str) -> None:
+        self.key, self.template = key, template
+        super().__init__(template.replace("{key}", key))
+
+    def under(self, prefix: str) -> "KeyProblem":
+        return KeyProblem(_key(prefix, self.key), self.template)
+
+
 def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> Schema:
     """Build ``schema`` from ``params`` with OmegaConf's type checks; errors name ``prefix.key``."""
     try:
@@ -78,13 +90,14 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except ConfigKeyError as e:
         valid = ", ".join(f.name for f in fields(schema))
-        raise ConfigError(
-            f"unknown config key '{_key(prefix, e.full_key)}'. Valid keys{' of ' + prefix if prefix else ''} "
-            f"are: {valid}. Fix the spelling or remove it."
-        ) from None
+        where = f" of {prefix}" if prefix else ""
+        raise KeyProblem(_key(prefix, e.full_key), f"unknown config key '{{key}}'. Valid keys{where} are: "
+                         f"{valid}. Fix the spelling or remove it.") from None
     except OmegaConfBaseException as e:
-        raise ConfigError(f"bad config value for '{_key(prefix, e.full_key)}': {e.msg}") from None
-    except ConfigError as e:
+        raise KeyProblem(_key(prefix, e.full_key), f"bad config value for '{{key}}': {e.msg}") from None
+    except KeyProblem as e:
+        raise e.under(prefix) from None
+    except ConfigError as e:  # a schema's own check, "<field>=<value>: <problem>"
         raise ConfigError(f"bad config value {_key(prefix, e)}") from None
 
 

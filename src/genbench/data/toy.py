@@ -7,18 +7,15 @@ the mixtures also expose their ``modes`` and ``std`` for mode-coverage metrics.
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from genbench.data.base import SPLITS, GenerativeDataModule, split_generator
-from genbench.errors import ConfigError
-from genbench.schema import Schema, param
+from genbench.schema import Schema, check_params, param
 
 Bounds = tuple[float, float, float, float]
 NO_LABEL = -1
@@ -231,20 +228,7 @@ DISTRIBUTIONS: dict[str, type[ToyDistribution]] = {
 
 def make_distribution(name: str, params: dict[str, Any]) -> ToyDistribution:
     """Build toy distribution ``name``; a wrong parameter raises ConfigError naming ``params.<key>``."""
-    cls = DISTRIBUTIONS[name]
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"params.{unknown[0]}: unknown parameter of the {name} dataset; valid parameters: "
-            f"{', '.join(valid)}"
-        )
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), params))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"params.{e.full_key}: {e.msg.splitlines()[0]}") from None
-    except ConfigError as e:
-        raise ConfigError(f"params.{e}") from None
+    return check_params(DISTRIBUTIONS[name], params, "params")
 
 
 @dataclass
