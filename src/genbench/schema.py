@@ -61,7 +61,7 @@ class Schema:
             value = getattr(self, f.name)
             problem = _problem(value, dict(f.metadata))
             if problem:
-                raise KeyProblem(f.name, f"bad config value {{key}}={value!r}: {problem}")
+                raise key_error(f.name, f"bad config value {{key}}={value!r}: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,16 +71,13 @@ def _key(prefix: str, key: object) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-class KeyProblem(ConfigError):
-    """A ConfigError about one key; schemas nested in schemas (a toy dataset's ``params``) prefix the key
-    as the error travels up, so the message always names the full key (``dataset.params.std``)."""
-
-    def __init__(self, key: str, template: str) -> None:
-        self.key, self.template = key, template
-        super().__init__(template.replace("{key}", key))
-
-    def under(self, prefix: str) -> "KeyProblem":
-        return KeyProblem(_key(prefix, self.key), self.template)
+def key_error(key: str, template: str) -> ConfigError:
+    """A ConfigError about one key (``{key}`` in ``template``). It keeps both, so a schema nested in
+    another (a toy dataset's ``params``) re-keys it on the way up and the message always names the full
+    key (``dataset.params.std``)."""
+    error = ConfigError(template.replace("{key}", key))
+    error.key, error.template = key, template
+    return error
 
 
 def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> Schema:
@@ -91,14 +88,14 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
     except ConfigKeyError as e:
         valid = ", ".join(f.name for f in fields(schema))
         where = f" of {prefix}" if prefix else ""
-        raise KeyProblem(_key(prefix, e.full_key), f"unknown config key '{{key}}'. Valid keys{where} are: "
-                         f"{valid}. Fix the spelling or remove it.") from None
+        raise key_error(_key(prefix, e.full_key), f"unknown config key '{{key}}'. Valid keys{where} are: "
+                        f"{valid}. Fix the spelling or remove it.") from None
     except OmegaConfBaseException as e:
-        raise KeyProblem(_key(prefix, e.full_key), f"bad config value for '{{key}}': {e.msg}") from None
-    except KeyProblem as e:
-        raise e.under(prefix) from None
-    except ConfigError as e:  # a schema's own check, "<field>=<value>: <problem>"
-        raise ConfigError(f"bad config value {_key(prefix, e)}") from None
+        raise key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {e.msg}") from None
+    except ConfigError as e:
+        if hasattr(e, "key"):  # about one key of a nested schema: the same message, the full key
+            raise key_error(_key(prefix, e.key), e.template) from None
+        raise ConfigError(f"bad config value {_key(prefix, e)}") from None  # a schema's own check
 
 
 def validate_group(node: DictConfig, prefix: str) -> Schema | None:
