@@ -76,7 +76,6 @@ class InceptionFeatures:
         self.path = weights
         self.checksum = sha256_file(weights)
         self.name = "inception"
-        self.fd_name = "fid_inception"
         self.feature_dim = int(POOL)
 
     @torch.no_grad()

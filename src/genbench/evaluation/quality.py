@@ -31,6 +31,13 @@ class QualitySettings:
     score_splits: int
     seed: int
 
+    def applied(self, n_real: int, n_fake: int) -> dict[str, int]:
+        """The settings as the metrics use them on sets of these sizes (a small run shrinks them), for the
+        metrics and for their provenance alike."""
+        return {"kid_subsets": self.kid_subsets, "kid_subset_size": min(self.kid_subset_size, n_real, n_fake),
+                "manifold_k": self.manifold_k, "manifold_points": min(self.manifold_samples, n_real, n_fake),
+                "score_splits": min(self.score_splits, n_fake)}
+
 
 def metric_names(extractor: str, classifier: bool) -> list[str]:
     """Every metric :func:`feature_metrics` writes for ``extractor``: also what 'unavailable' lists."""
@@ -47,15 +54,15 @@ def feature_metrics(extractor: str, real: tuple[Tensor, Tensor], fake: tuple[Ten
                     settings: QualitySettings, num_classes: int | None = None) -> dict[str, float]:
     """All metrics of one extractor from (features, logits) of real and generated images."""
     (real_f, _), (fake_f, fake_logits) = real, fake
+    applied = settings.applied(len(real_f), len(fake_f))
     fd, kid, kid_std, score, score_std, *manifold_names = metric_names(extractor, False)
     generator = torch.Generator().manual_seed(settings.seed)
     out = {fd: frechet_distance(*feature_statistics(real_f), *feature_statistics(fake_f))}
     out[kid], out[kid_std] = kernel_inception_distance(
-        real_f, fake_f, subsets=settings.kid_subsets, subset_size=settings.kid_subset_size,
+        real_f, fake_f, subsets=settings.kid_subsets, subset_size=applied["kid_subset_size"],
         generator=generator)
-    splits = min(settings.score_splits, len(fake_logits))
-    out[score], out[score_std] = inception_score(fake_logits, splits=splits)
-    n = min(settings.manifold_samples, len(real_f), len(fake_f))  # equal sizes: k-NN radii shrink with N
+    out[score], out[score_std] = inception_score(fake_logits, splits=applied["score_splits"])
+    n = applied["manifold_points"]  # equal sizes: k-NN radii shrink with N
     manifold = manifold_metrics(_subset(real_f, n, generator), _subset(fake_f, n, generator),
                                 k=settings.manifold_k)
     out.update({name: manifold[name.rsplit(f"_{extractor}", 1)[0]] for name in manifold_names})

@@ -144,10 +144,8 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
                 model, extractor, num_classes, conditional["conditional_samples"], sample_batch)
         result.provenance[extractor.name] = {
             "metrics": sorted(metrics), **extractor.provenance(), "reference": real[2],
-            "n_generated": n_fake, "seed": cfg.seed, "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": min(cfg.kid_subset_size, n_real, n_fake), "manifold_k": cfg.manifold_k,
-            "manifold_points": min(cfg.manifold_samples, n_real, n_fake),
-            "score_splits": min(cfg.score_splits, n_fake), "sample_batch_size": sample_batch,
+            "n_generated": n_fake, "seed": cfg.seed, **settings.applied(n_real, n_fake),
+            "sample_batch_size": sample_batch,
             "device": str(model.device), **conditional,
         }
         result.metrics.update(metrics)
