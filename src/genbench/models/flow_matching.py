@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from genbench.config import Schema, param
 from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
+from genbench.evaluation.distances import optimal_matching
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
@@ -56,15 +56,6 @@ class FlowMatchingConfig(Schema):
     sampler: str = param("midpoint", choices=list(FLOW_SAMPLERS))  # genbench.models.samplers
     sampling_steps: int = param(50, ge=1)  # ODE steps of sample(); NFE = steps x stages of the sampler
     likelihood_steps: int = param(32, ge=1)  # RK4 steps of the likelihood ODE (4 network calls each)
-
-
-def ot_pairing(noise: Tensor, data: Tensor) -> Tensor:
-    """The permutation of ``noise`` that minimizes the summed squared distances to ``data`` row by row."""
-    cost = torch.cdist(noise.flatten(1).double(), data.flatten(1).double()).pow(2)
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
-    order = torch.empty(len(data), dtype=torch.long)
-    order[torch.as_tensor(cols)] = torch.as_tensor(rows)
-    return order.to(noise.device)
 
 
 class FlowMatching(GenerativeModel):
@@ -97,7 +88,7 @@ class FlowMatching(GenerativeModel):
         x1 = self._model_space(x)
         x0 = torch.randn_like(x1)
         if self.hp.minibatch_ot:
-            x0 = x0[ot_pairing(x0, x1)]
+            x0 = x0[optimal_matching(x1, x0)]
         t = torch.rand(len(x1), device=x1.device)
         t_ = t.view(-1, *[1] * (x1.dim() - 1))
         xt = (1 - t_) * x0 + t_ * x1
