@@ -42,10 +42,11 @@ def fm_trained_on_moons() -> FlowMatching:
 def test_density_of_trained_flow_matching_integrates_to_one(fm_trained_on_moons):
     model, _ = fm_trained_on_moons
     assert model.likelihood_kind == "exact"
-    # Measured 1.00005 over [-4, 4]^2 (120^2 cells, 16 RK4 steps); the moons span [-1.9, 2.9] x [-1.2, 1.7].
-    assert abs(_grid_mass(model, half_width=4.0, cells=120) - 1) < 0.02
+    # Measured 1.00004 over [-4, 4]^2 (80^2 cells, 16 RK4 steps); the moons lie within [-1.8, 1.8] x
+    # [-1.1, 1.1]. Measured 0.99994 on [-2.5, 2.5]^2.
+    assert abs(_grid_mass(model, half_width=4.0, cells=80) - 1) < 0.02
     # It learned something: the mass is on the moons' box, not spread like N(0, I) (0.45 on [-1.5, 1.5]^2).
-    assert _grid_mass(model, half_width=2.5, cells=100) > 0.97
+    assert _grid_mass(model, half_width=2.5, cells=50) > 0.97
 
 
 def test_density_of_untrained_flow_matching_integrates_to_one():
@@ -53,8 +54,10 @@ def test_density_of_untrained_flow_matching_integrates_to_one():
     model = FlowMatching((2,), hidden_dim=32, depth=2, likelihood_steps=16).eval()
     with torch.no_grad():
         for p in model.ema.parameters():  # a velocity field far from zero
-            p.add_(0.3 * torch.randn_like(p))
-    assert abs(_grid_mass(model, half_width=8.0, cells=160) - 1) < 0.02
+            p.add_(torch.randn_like(p))
+    # Measured 1.0001; N(0, I) puts 0.91 of its mass on [-2, 2]^2, this density 0.33.
+    assert abs(_grid_mass(model, half_width=8.0, cells=100) - 1) < 0.02
+    assert _grid_mass(model, half_width=2.0, cells=50) < 0.6
 
 
 def test_hutchinson_estimate_is_unbiased_for_the_exact_log_density(fm_trained_on_moons):
