@@ -93,6 +93,10 @@ def test_curve_records_round_trip_and_render(tmp_path):
     paths = write_curve(curve, tmp_path)
     assert [p.name for p in paths] == ["nfe_curve.json", "nfe_curve.csv"]
     assert read_curve(tmp_path) == curve and read_curve(tmp_path / "none") is None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "nfe_curve.json").write_text('{"family": "diffusion"}')
+    with pytest.raises(ValueError, match="rerun scripts/nfe_sweep.py"):
+        read_curve(tmp_path / "old")
     rows = paths[1].read_text().splitlines()
     assert rows[0] == "family,dataset,sampler,budget,steps,nfe,w2_test,seconds" and len(rows) == 4
     table = markdown_table(curve)

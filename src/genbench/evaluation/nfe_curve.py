@@ -166,9 +166,13 @@ def read_curve(run_dir: Path) -> Curve | None:
     path = Path(run_dir) / CURVE_JSON
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    record["points"] = [CurvePoint(**p) for p in record["points"]]
-    return Curve(**record)
+    try:
+        record = json.loads(path.read_text())
+        record["points"] = [CurvePoint(**p) for p in record["points"]]
+        return Curve(**record)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a curve this version reads ({type(e).__name__}: {e}); "
+                         "rerun scripts/nfe_sweep.py on its checkpoint") from e
 
 
 def markdown_table(curve: Curve) -> str:
