@@ -206,8 +206,8 @@ class DPMSolverPP2M(DiffusionSampler):
         previous, h_previous = None, None
         for i, timestep in enumerate(seq):
             x0 = self._x0(x, self._t(x, timestep), predict(x, self._t(x, timestep)))
-            if i == len(seq) - 1:
-                return x0
+            if i + 1 == len(seq):
+                break  # the step to sigma = 0 lands on x0
             h = lam[i + 1] - lam[i]
             d = x0
             if previous is not None:
@@ -215,7 +215,7 @@ class DPMSolverPP2M(DiffusionSampler):
                 d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * previous
             x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * torch.expm1(-h) * d
             previous, h_previous = x0, h
-        raise AssertionError("unreachable: the loop returns on its last timestep")
+        return x0
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> list[float]:
