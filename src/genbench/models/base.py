@@ -2,7 +2,12 @@
 
 The evaluation stage, the loggers and the comparison matrix talk to models only through
 :class:`GenerativeModel`: ``sample``, ``log_likelihood`` with its ``likelihood_kind``, ``nfe`` and the
-capability flags. How a family trains (its ``training_step``) is its own business.
+capability flags; iterative samplers also through ``samplers`` and ``use_sampler`` (the NFE sweep). How a
+family trains (its ``training_step``) is its own business.
+
+Likelihood kinds: ``exact``; ``bound`` (a lower bound on log p); ``estimate`` (an unbiased Monte Carlo
+estimate of log p, e.g. a Hutchinson trace, whose noise the standard error holds); ``quadrature`` (a density
+normalized by numerical integration); ``none``.
 
 Data space: vectors are float tensors (N, D); images are uint8 tensors (N, C, H, W). ``sample`` returns
 the same dtype and range the datamodule gives, and ``log_likelihood`` takes it. Likelihoods of images are
@@ -20,7 +25,7 @@ from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
 from genbench.schema import Schema
 
-LIKELIHOOD_KINDS = ("exact", "bound", "none", "quadrature")
+LIKELIHOOD_KINDS = ("exact", "bound", "estimate", "none", "quadrature")
 
 
 class GenerativeModel(pl.LightningModule):
@@ -37,6 +42,7 @@ class GenerativeModel(pl.LightningModule):
     supports_labels: ClassVar[bool] = False
     latent_space: ClassVar[str] = "none"  # what the latent is, in words, for the matrix
     conditioning: ClassVar[str] = "none"  # how labels enter, in words, for the matrix
+    samplers: ClassVar[tuple[str, ...]] = ()  # iterative samplers ``use_sampler`` accepts; () for one pass
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__()
@@ -88,6 +94,12 @@ class GenerativeModel(pl.LightningModule):
     def nfe(self) -> int:
         """Network evaluations one sample costs."""
         raise NotImplementedError
+
+    def use_sampler(self, name: str, steps: int) -> None:
+        """Sample from now on with sampler ``name`` (one of ``samplers``) and ``steps`` steps; a bad choice
+        raises ConfigError naming it."""
+        raise NotImplementedError(f"{self.family} draws a sample in a fixed number of passes; it has no "
+                                  "sampler or step count to choose")
 
     def capabilities(self) -> dict[str, Any]:
         """What the family offers through the interface; recorded with every run for the matrix."""

@@ -6,10 +6,11 @@ Dhariwal, 2021) schedules live in :mod:`genbench.models.diffusion_schedule`. An 
 of the weights is kept and used for sampling and likelihoods. Backbones: a residual MLP with a sinusoidal
 time embedding for vectors, a small UNet for images.
 
-Sampling (``sampler``): ancestral DDPM over all T steps, or DDIM (Song et al., 2021) over
-``sampling_steps`` with noise level ``eta``. NFE = the sampler's steps, doubled when classifier-free
-guidance (Ho & Salimans, 2022) with ``guidance_scale != 1`` evaluates the conditional and the
-unconditional prediction at each step.
+Sampling (``sampler``, ``sampling_steps``; :mod:`genbench.models.samplers`): ancestral DDPM (all T steps
+when ``sampling_steps = T``, else on the respaced process), DDIM (Song et al., 2021) with noise level
+``eta``, DPM-Solver++(2M) (Lu et al., 2022) or EDM's Heun (Karras et al., 2022). NFE = what the sampler
+counts (its steps; 2 steps - 1 for Heun), doubled when classifier-free guidance (Ho & Salimans, 2022) with
+``guidance_scale != 1`` evaluates the conditional and the unconditional prediction at each step.
 
 Likelihood (kind "bound"): the negative ELBO L_T + sum_{t>1} L_{t-1} + L_0 of Ho et al. with Gaussian KLs
 and a Gaussian decoder p(x_0 | x_1) on continuous data. Images are uniformly dequantized, mapped affinely to
@@ -30,7 +31,7 @@ model whose likelihood is reported; ``sample(n, labels)`` samples the classes as
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -39,8 +40,9 @@ from torch import Tensor
 from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
-from genbench.models.diffusion_schedule import EpsFn, NoiseSchedule, ddim_sample, ddpm_sample
+from genbench.models.diffusion_schedule import NoiseSchedule
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
+from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
 from genbench.nets.time_mlp import TimeMLP
 from genbench.nets.unet import UNet
 from genbench.schema import Schema, param
@@ -61,8 +63,8 @@ class DiffusionConfig(Schema):
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
-    sampler: str = param("ddim", choices=["ddpm", "ddim"])
-    sampling_steps: int = param(100, ge=1)  # DDIM steps (DDPM always takes all T)
+    sampler: str = param("ddim", choices=list(DIFFUSION_SAMPLERS))  # genbench.models.samplers
+    sampling_steps: int = param(100, ge=1)  # sampler steps (<= T); ddpm with T steps is Ho et al.'s
     eta: float = param(0.0, ge=0)  # DDIM noise: 0 deterministic, 1 ancestral-like
     clip_denoised: bool = True  # images: clamp the predicted x_0 to [-1, 1] while sampling
     bound_timesteps: int = param(4, ge=1)  # MC timesteps per example for the t >= 1 terms; >= T - 1: exact
@@ -94,6 +96,7 @@ class Diffusion(GenerativeModel):
     latent_space = "implicit: the noise x_T of the deterministic DDIM sampler"
     conditioning = "classifier-free guidance"
     supports_labels = True
+    samplers = DIFFUSION_SAMPLERS
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__(data_shape, num_classes, **hparams)
@@ -119,7 +122,7 @@ class Diffusion(GenerativeModel):
         """Data to the space the diffusion runs in: images dequantized, then (x + u - 1/2) / 127.5 - 1."""
         return to_symmetric(dequantize(x) - 0.5) if self.is_image else x.float()
 
-    def denoiser(self, labels: Tensor | None = None, guidance_scale: float | None = None) -> EpsFn:
+    def denoiser(self, labels: Tensor | None = None, guidance_scale: float | None = None) -> Predict:
         """The EMA network as eps_fn(x_t, t): unconditional (null label) when ``labels`` is None, else
         eps_u + s (eps_c - eps_u), which costs a second call unless s = 1 (plain conditional)."""
         scale = self.hp.guidance_scale if guidance_scale is None else guidance_scale
@@ -208,6 +211,14 @@ class Diffusion(GenerativeModel):
         return log_density_rescale(log_p, self.data_dim, 127.5) if self.is_image else log_p
 
     # ---- sampling -----------------------------------------------------------------------------------
+    def sampler(self) -> DiffusionSampler:
+        """The configured sampler; on images it clamps the predicted x_0 to [-1, 1] (``clip_denoised``)."""
+        clip = 1.0 if self.is_image and self.hp.clip_denoised else None
+        return diffusion_sampler(self.hp.sampler, self.schedule, self.hp.sampling_steps, clip, self.hp.eta)
+
+    def use_sampler(self, name: str, steps: int) -> None:
+        self.hp = replace(self.hp, sampler=name, sampling_steps=steps)
+
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """``n`` draws in data space from the unconditional model, or of the given ``labels`` (n,) with
@@ -216,15 +227,11 @@ class Diffusion(GenerativeModel):
             raise ValueError("this diffusion model was built without classes; sample without labels")
         x = torch.randn(n, *self.data_shape, device=self.device) if noise is None else noise.to(self.device)
         eps_fn = self.denoiser(None if labels is None else labels.to(self.device))
-        clip = 1.0 if self.is_image and self.hp.clip_denoised else None
-        if self.hp.sampler == "ddpm":
-            x = ddpm_sample(eps_fn, self.schedule, x, clip)
-        else:
-            x = ddim_sample(eps_fn, self.schedule, x, self.hp.sampling_steps, self.hp.eta, clip)
+        x = self.sampler().sample(eps_fn, x)
         return from_symmetric(x) if self.is_image else x
 
     def nfe(self, guided: bool = False) -> int:
-        """Network calls per sample: the sampler's steps; ``guided``: of ``sample(n, labels)``, twice as
-        many when ``guidance_scale != 1``."""
-        steps = self.hp.timesteps if self.hp.sampler == "ddpm" else self.hp.sampling_steps
-        return 2 * steps if guided and self.is_conditional and self.hp.guidance_scale != 1.0 else steps
+        """Network calls per sample: the sampler's; ``guided``: of ``sample(n, labels)``, twice as many when
+        ``guidance_scale != 1``."""
+        calls = self.sampler().nfe()
+        return 2 * calls if guided and self.is_conditional and self.hp.guidance_scale != 1.0 else calls

@@ -1,22 +1,17 @@
-"""Noise schedules and samplers of denoising diffusion, apart from any network (as in diffusers).
+"""Noise schedules of denoising diffusion, apart from any network (as in diffusers; the samplers that step
+through them are in :mod:`genbench.models.samplers`).
 
-- :class:`NoiseSchedule`: the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) for
-  t = 0..T-1 (t = 0 is the paper's t = 1), with the linear betas of Ho et al. (2020) or the cosine abar of
-  Nichol & Dhariwal (2021), the posterior q(x_{t-1} | x_t, x_0) and the reverse-process variances.
-- :func:`ddpm_sample`: ancestral sampling over all T steps (Ho et al., 2020), T network calls.
-- :func:`ddim_sample`: DDIM (Song et al., 2021) on any sub-sequence of ``steps`` timesteps; ``eta = 0`` is
-  deterministic given the starting noise, ``eta = 1`` matches DDPM's ancestral noise level.
-
-Samplers take ``eps_fn(x_t, t) -> predicted noise``, with ``t`` a (B,) tensor of integer timesteps.
+:class:`NoiseSchedule`: the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) for
+t = 0..T-1 (t = 0 is the paper's t = 1), with the linear betas of Ho et al. (2020) or the cosine abar of
+Nichol & Dhariwal (2021), the posterior q(x_{t-1} | x_t, x_0) and the reverse-process variances; and the
+same process respaced to a sub-sequence of its timesteps (Nichol & Dhariwal's fewer-step sampling).
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-
-EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def linear_betas(timesteps: int, max_beta: float = 0.999) -> Tensor:
@@ -39,11 +34,19 @@ class NoiseSchedule(nn.Module):
 
     ``variance``: the reverse-process variance sigma_t^2, ``"small"`` = the posterior variance beta~_t (its
     t = 0 value, which is 0, replaced by beta~_1 as in Nichol & Dhariwal's code) or ``"large"`` = beta_t.
+    ``keep``: respace the T-step process to these increasing timesteps (its betas become
+    1 - abar_k / abar_{previous kept}); index k of the result is timestep ``keep[k]`` of the full one.
     """
 
-    def __init__(self, timesteps: int = 1000, kind: str = "linear", variance: str = "small") -> None:
+    def __init__(self, timesteps: int = 1000, kind: str = "linear", variance: str = "small",
+                 keep: Sequence[int] | None = None) -> None:
         super().__init__()
         betas = {"linear": linear_betas, "cosine": cosine_betas}[kind](timesteps)
+        self.kind, self.variance, self.full_timesteps = kind, variance, timesteps
+        if keep is not None:
+            kept = torch.cumprod(1 - betas, 0)[list(keep)]
+            betas = 1 - kept / torch.cat([torch.ones(1, dtype=torch.float64), kept[:-1]])
+            timesteps = len(kept)
         alphas = 1 - betas
         abar = torch.cumprod(alphas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -87,46 +90,8 @@ class NoiseSchedule(nn.Module):
             x0 = x0.clamp(-clip, clip)
         return self.posterior_mean(x0, xt, t)
 
-
-@torch.no_grad()
-def ddpm_sample(eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, clip: float | None = None) -> Tensor:
-    """Ancestral sampling x_T -> x_0 through all T steps; ``clip`` bounds the predicted x_0 (images: 1)."""
-    x = x_T
-    for i in reversed(range(schedule.timesteps)):
-        t = torch.full((len(x),), i, device=x.device, dtype=torch.long)
-        mean = schedule.reverse_mean(x, t, eps_fn(x, t), clip)
-        x = mean + schedule.reverse_variance[i].sqrt() * torch.randn_like(x) if i > 0 else mean
-    return x
-
-
-def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
-    """``steps`` evenly spaced timesteps from 0 (Song et al.'s uniform skip); all of 0..T-1 when steps = T."""
-    return [i * timesteps // steps for i in range(steps)]
-
-
-@torch.no_grad()
-def ddim_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    x_T: Tensor,
-    steps: int,
-    eta: float = 0.0,
-    clip: float | None = None,
-) -> Tensor:
-    """DDIM (Song et al., 2021, eq. 12) from x_T through ``steps`` timesteps, ``steps`` network calls."""
-    seq = ddim_timesteps(schedule.timesteps, steps)
-    abar = schedule.alphas_cumprod
-    x = x_T
-    for i in reversed(range(len(seq))):
-        t = torch.full((len(x),), seq[i], device=x.device, dtype=torch.long)
-        a_t = abar[seq[i]]
-        a_prev = abar[seq[i - 1]] if i > 0 else torch.ones_like(a_t)
-        eps = eps_fn(x, t)
-        x0 = schedule.predict_x0(x, t, eps)
-        if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
-        if eta > 0 and i > 0:
-            x = x + sigma * torch.randn_like(x)
-    return x
+    def respaced(self, keep: Sequence[int]) -> "NoiseSchedule":
+        """The process on the increasing timesteps ``keep`` only (itself when it keeps all of them)."""
+        if list(keep) == list(range(self.timesteps)):
+            return self
+        return NoiseSchedule(self.full_timesteps, self.kind, self.variance, keep).to(self.betas.device)

@@ -28,12 +28,13 @@ sampler targets roughly exp(-E / T) with T = noise_scale^2 / (2 step_size) << 1,
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from genbench.data.pixels import from_symmetric, to_symmetric
+from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.nets import MLP, ConvEncoder
 from genbench.schema import Schema, param
@@ -73,6 +74,7 @@ class EBM(GenerativeModel):
     family = "ebm"
     latent_space = "none"
     config_schema = EBMConfig
+    samplers = ("langevin",)  # its sampler knob: sample_steps, apart from training's langevin_steps
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)
@@ -180,6 +182,11 @@ class EBM(GenerativeModel):
 
     def nfe(self) -> int:
         return self.hp.sample_steps
+
+    def use_sampler(self, name: str, steps: int) -> None:
+        if name not in self.samplers:
+            raise ConfigError(f"the EBM samples by Langevin dynamics only (sampler 'langevin'), not {name!r}")
+        self.hp = replace(self.hp, sample_steps=steps)
 
     @torch.no_grad()
     def quadrature_grid(self) -> tuple[Tensor, float]:

@@ -1,0 +1,101 @@
+"""Quality against NFE of a trained checkpoint, evaluation only:
+
+    python scripts/nfe_sweep.py ckpt_path=<run>/checkpoints/last.ckpt model=diffusion dataset=moons \\
+        [--nfe 5 10 20 50 100] [--samplers ddim dpmpp_2m] [--samples 2000] [--seed 0] [--out DIR]
+
+The overrides compose the same configs as train.py (``model=`` and ``dataset=`` of the training run); every
+sampler of the family (or those named) runs at each NFE budget on the same starting noise, and
+``nfe_curve.json`` / ``nfe_curve.csv`` go to the checkpoint's run directory (or ``--out``). See
+:mod:`genbench.evaluation.nfe_curve` for the metrics.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from genbench.config import validate
+from genbench.data.base import GenerativeDataModule
+from genbench.errors import ConfigError, FeatureExtractorUnavailable
+from genbench.evaluation.feature_net import feature_net_path, load_feature_net
+from genbench.evaluation.nfe_curve import (
+    DEFAULT_BUDGETS,
+    Curve,
+    Quality,
+    feature_quality,
+    markdown_table,
+    pixel_features,
+    sweep,
+    vector_quality,
+    write_curve,
+)
+from genbench.evaluation.reference import reference_images
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+log = logging.getLogger("nfe_sweep")
+
+
+def image_quality(cfg: DictConfig, dm: GenerativeDataModule, device: torch.device) -> tuple[Quality, str]:
+    """fd_<dataset>_cnn against the reference split when the dataset's classifier is trained, else the
+    Fréchet distance in pixel space."""
+    real = reference_images(dm.split_tensor(cfg.eval.reference_split), cfg.eval.num_real)
+    try:
+        net = load_feature_net(feature_net_path(cfg.eval.feature_net_dir, dm.name), device)
+    except FeatureExtractorUnavailable as e:
+        log.warning("%s; scoring with fd_data_space (pixels) instead", e)
+        return feature_quality(pixel_features, pixel_features(real), "fd_data_space"), "fd_data_space"
+    name = f"fd_{net.name}"
+    return feature_quality(lambda x: net.extract(x, 64)[0], net.extract(real, 64)[0], name), name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides: ckpt_path=... model=... dataset=...")
+    parser.add_argument("--nfe", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="NFE budgets")
+    parser.add_argument("--samplers", nargs="+", help="samplers to sweep (default: all of the family's)")
+    parser.add_argument("--samples", type=int, default=2000, help="samples per point")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the starting noise, the same for all")
+    parser.add_argument("--out", type=Path, help="where to write (default: the checkpoint's run directory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=args.overrides)
+    validate(cfg)
+    if not cfg.ckpt_path:
+        raise ConfigError("no checkpoint: pass ckpt_path=<run>/checkpoints/last.ckpt")
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path={ckpt}: no such file")
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+    dm.setup("test")
+    model = hydra.utils.get_class(cfg.model._target_).load_from_checkpoint(
+        ckpt, map_location=device, weights_only=True).eval()
+    if dm.is_image:
+        quality, metric = image_quality(cfg, dm, device)
+        floor = quality(dm.split_tensor("test"))
+    else:
+        test = dm.split_tensor("test")
+        quality, metric = vector_quality(test), "w2_test"
+        floor = quality(dm.split_tensor("train")[: args.samples])
+    points = sweep(model, quality, budgets=args.nfe, samplers=args.samplers, n=args.samples, seed=args.seed)
+    curve = Curve(model.family, dm.name, metric, args.samples, args.seed, floor, points, str(ckpt))
+    for path in write_curve(curve, args.out or ckpt.parent.parent):
+        print(path)
+    print(markdown_table(curve))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        logging.error("%s", e)
+        sys.exit(2)

@@ -1,0 +1,132 @@
+"""The quality-vs-NFE sweep: step counts that fit each budget, one curve per sampler from the same noise,
+the records it writes, and the NFE at which a family reaches a share of its best quality."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from genbench.errors import ConfigError
+from genbench.evaluation.nfe_curve import (
+    Curve,
+    CurvePoint,
+    curve_figure,
+    markdown_table,
+    nfe_to_reach,
+    read_curve,
+    steps_for_budget,
+    sweep,
+    write_curve,
+)
+from genbench.models.diffusion import Diffusion
+from genbench.models.ebm import EBM
+from genbench.models.flow_matching import FlowMatching
+from genbench.models.vae import VAE
+from genbench.train import run
+from tests.helpers import ROOT, compose_train
+
+
+def _diffusion(**kw) -> Diffusion:
+    torch.manual_seed(0)
+    options = {"timesteps": 50, "sampling_steps": 10, "hidden_dim": 16, "depth": 1, **kw}
+    return Diffusion((2,), **options).eval()
+
+
+def test_steps_for_budget_takes_the_most_nfe_that_fit():
+    model = _diffusion()
+    assert steps_for_budget(model, "heun", 10) == 5 and model.nfe() == 9  # 2 x 5 - 1
+    assert steps_for_budget(model, "ddim", 20) == 20 and model.nfe() == 20
+    assert steps_for_budget(model, "ddpm", 100) == 50 and model.nfe() == 50  # capped by T = 50
+    flow = FlowMatching((2,), hidden_dim=8, depth=1)
+    assert steps_for_budget(flow, "midpoint", 5) == 2 and flow.nfe() == 4
+    assert steps_for_budget(flow, "euler", 5) == 5
+    ebm = EBM((2,), hidden_dims=[8])
+    assert steps_for_budget(ebm, "langevin", 7) == 7 and ebm.nfe() == 7
+
+
+def test_sweep_draws_every_sampler_from_the_same_noise_and_restores_the_model():
+    model = _diffusion()
+    seen: list[torch.Tensor] = []
+
+    def quality(samples: torch.Tensor) -> dict[str, float]:
+        seen.append(samples)
+        return {"norm": samples.norm(dim=1).mean().item()}
+
+    points = sweep(model, quality, budgets=[2, 5, 100], n=16, seed=3)
+    by_sampler = {name: [(p.budget, p.steps, p.nfe) for p in points if p.sampler == name]
+                  for name in model.samplers}
+    for name in ("ddpm", "ddim"):  # T = 50 caps the steps
+        assert by_sampler[name] == [(2, 2, 2), (5, 5, 5), (100, 50, 50)]
+    assert by_sampler["heun"][:2] == [(2, 1, 1), (5, 3, 5)]  # NFE 2 steps - 1
+    # With T = 50 the log-spaced levels of many steps meet on shared timesteps: fewer NFE than steps.
+    assert all(p.nfe <= p.budget for p in points) and by_sampler["dpmpp_2m"][-1][2] < 50
+    assert model.hp.sampler == "ddim" and model.hp.sampling_steps == 10
+    model.use_sampler("dpmpp_2m", 5)  # the same seed gives the same starting noise: the same samples
+    torch.manual_seed(3)
+    assert torch.equal(model.sample(16), seen[[p.sampler for p in points].index("dpmpp_2m") + 1])
+    with pytest.raises(ConfigError, match="no sampler"):
+        sweep(model, quality, samplers=["euler"])
+    with pytest.raises(ConfigError, match="no iterative sampler"):
+        sweep(VAE((2,)), quality)
+
+
+def _curve(values: dict[str, list[tuple[int, float]]]) -> Curve:
+    points = [CurvePoint(sampler, nfe, nfe, nfe, {"w2_test": value}, 0.1)
+              for sampler, pairs in values.items() for nfe, value in pairs]
+    return Curve("diffusion", "moons", "w2_test", 100, 0, {"w2_test": 0.05}, points)
+
+
+def test_nfe_to_reach_names_the_fewest_nfe_within_the_fraction_of_the_best():
+    curve = _curve({"ddim": [(5, 1.0), (10, 0.3), (20, 0.12), (50, 0.1)],
+                    "dpmpp_2m": [(5, 0.5), (10, 0.105), (20, 0.1), (50, 0.1)]})
+    reached = nfe_to_reach(curve, 0.9)  # best 0.1: within 0.1 / 0.9 = 0.111
+    assert (reached["nfe"], reached["sampler"], reached["best"]) == (10, "dpmpp_2m", 0.1)
+    assert nfe_to_reach(curve, 0.5)["nfe"] == 10 and nfe_to_reach(curve, 0.2)["nfe"] == 5
+    assert nfe_to_reach(curve, 1.0)["nfe"] == 20
+    assert nfe_to_reach(_curve({})) is None
+
+
+def test_curve_records_round_trip_and_render(tmp_path):
+    curve = _curve({"ddim": [(5, 1.0), (10, 0.3)], "heun": [(9, 0.2)]})
+    curve.points[-1].budget = 10
+    paths = write_curve(curve, tmp_path)
+    assert [p.name for p in paths] == ["nfe_curve.json", "nfe_curve.csv"]
+    assert read_curve(tmp_path) == curve and read_curve(tmp_path / "none") is None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "nfe_curve.json").write_text('{"family": "diffusion"}')
+    with pytest.raises(ValueError, match="rerun scripts/nfe_sweep.py"):
+        read_curve(tmp_path / "old")
+    rows = paths[1].read_text().splitlines()
+    assert rows[0] == "family,dataset,sampler,budget,steps,nfe,w2_test,seconds" and len(rows) == 4
+    table = markdown_table(curve)
+    assert "| heun |  | 0.2 (9) |" in table and "| ddim | 1 | 0.3 |" in table and "real data: 0.05" in table
+    figure = curve_figure([curve])
+    assert len(figure.axes[0].lines) == 3  # two samplers and the real-data floor
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("nfe_sweep", ROOT / "scripts" / "nfe_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("family", "dataset", "metric"), [("diffusion", "moons", "w2_test"),
+                                                          ("flow_matching", "digits", "fd_data_space")])
+def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, family, dataset, metric):
+    """One command on a trained checkpoint (a debug run here); digits without a trained classifier falls
+    back to the Fréchet distance in pixel space."""
+    run(compose_train([f"model={family}", f"dataset={dataset}", "trainer=debug", "logger=none",
+                       "evaluate=false", f"paths.output_dir={tmp_path}"]), tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    args = [f"ckpt_path={ckpt}", f"model={family}", f"dataset={dataset}", f"paths.root_dir={tmp_path}",
+            "--nfe", "2", "4", "--samples", "64"]
+    assert _load_script().main(args) == 0
+    record = json.loads((tmp_path / "nfe_curve.json").read_text())
+    assert (record["family"], record["dataset"], record["metric"]) == (family, dataset, metric)
+    assert "heun" in {p["sampler"] for p in record["points"]}
+    assert all(p["nfe"] <= 4 for p in record["points"])
+    assert metric in record["floor"]
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        _load_script().main([f"model={family}", f"dataset={dataset}"])
