@@ -9,7 +9,8 @@ import torch
 
 from genbench.data.pixels import bits_per_dim
 from genbench.data.toy import ToyDataModule
-from genbench.evaluation.distances import energy_distance, optimal_matching, wasserstein2
+from genbench.evaluation.distances import energy_distance, wasserstein2
+from genbench.matching import optimal_matching
 from genbench.models.flow_matching import FlowMatching
 from genbench.train import run
 from tests.helpers import compose_quiet_run, learning_seeds

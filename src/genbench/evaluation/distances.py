@@ -1,8 +1,9 @@
 """Sample-based distances between distributions in data space (used for 2D sets and as test oracles)."""
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from genbench.matching import optimal_matching
 
 
 def energy_distance(x: Tensor, y: Tensor) -> float:
@@ -12,17 +13,6 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     """
     x, y = x.double().flatten(1), y.double().flatten(1)
     return (2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()).item()
-
-
-
-def optimal_matching(x: Tensor, y: Tensor) -> Tensor:
-    """The one-to-one matching of equal-size samples with the least summed squared distance (exact, by the
-    Hungarian algorithm; O(n^3), a few seconds at n = 2000): ``x[i]`` goes with ``y[order[i]]``."""
-    if len(x) != len(y):
-        raise ValueError(f"a one-to-one matching needs samples of equal size, got {len(x)} and {len(y)}")
-    cost = torch.cdist(x.detach().double().flatten(1), y.detach().double().flatten(1)).pow(2)
-    _, cols = linear_sum_assignment(cost.cpu().numpy())
-    return torch.as_tensor(cols, device=x.device)
 
 
 def wasserstein2(x: Tensor, y: Tensor) -> float:

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genbench.config import Schema, param
 from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
-from genbench.evaluation.distances import optimal_matching
+from genbench.matching import optimal_matching
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
 from genbench.nets.time_mlp import TimeMLP
 from genbench.nets.unet import UNet
+from genbench.schema import Schema, param
 
 TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1000, like diffusion timesteps
 
