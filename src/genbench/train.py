@@ -31,6 +31,7 @@ from genbench.config import is_multirun, validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
+from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.evaluation.device import evaluation_device
 from genbench.extras import announce, quiet_known_noise
@@ -107,7 +108,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
-    callbacks = [checkpoints, counter, DivergenceGuard(), *_instantiate_all(cfg.get("callbacks")), *callbacks]
+    callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(),
+                 *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
@@ -141,6 +143,7 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
         metrics["train_examples"] = counter.examples * trainer.world_size
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
+        metrics.update(training_flops(trainer, metrics["train_examples"]))
         metrics["train_processes"] = trainer.world_size
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
     device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
