@@ -1,0 +1,83 @@
+"""Quality against training compute, per column: the runs' ``curves.csv`` averaged over seeds, and what a
+reader wants from them: the value at the budget, the best value reached, the FLOPs needed to reach a
+quality level every column is judged at, and whether the curve had flattened by the end of the budget.
+"""
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from genbench.evaluation.real import PREFIX as REAL
+from genbench.matrix import rules
+from genbench.matrix.columns import Column
+from genbench.matrix.runs import Run
+
+CURVE_METRICS = ("fd_{dataset}_cnn", "energy_distance_test")  # the first any run's curve holds; lower wins
+
+
+@dataclass
+class MeanCurve:
+    """One column's curve: per step, the mean FLOPs and the mean, min and max value over its seeds."""
+
+    steps: list[int]
+    flops: list[float]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    seeds: int
+
+
+@dataclass
+class CurveSummary:
+    metric: str | None  # None: no run of the dataset wrote a curve
+    floor: float | None = None  # held-out real data's value of the metric
+    level: float | None = None  # the common quality level
+    curves: dict[str, MeanCurve] = field(default_factory=dict)
+    best: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (value, FLOPs)
+    to_level: dict[str, float | None] = field(default_factory=dict)  # column -> FLOPs, None: not reached
+    flattened: dict[str, bool | None] = field(default_factory=dict)  # None: too short to tell
+
+
+def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
+    """The runs' curves averaged at the steps every one of them measured."""
+    curves = [c for r in runs if r.ok and (c := r.quality_curve(metric))]
+    if not curves:
+        return None
+    common = sorted(set.intersection(*({s for s, _, _ in c} for c in curves)))
+    points = [{s: (f, v) for s, f, v in c} for c in curves]
+    flops = [statistics.fmean(p[s][0] for p in points) for s in common]
+    values = [[p[s][1] for p in points] for s in common]
+    return MeanCurve(common, flops, [statistics.fmean(v) for v in values], [min(v) for v in values],
+                     [max(v) for v in values], len(curves))
+
+
+def flattened(curve: MeanCurve, floor: float | None) -> bool | None:
+    """Whether the last half-decade of compute gained less than ``FLAT_GAIN`` of the gap to the floor."""
+    last_flops, last = curve.flops[-1], curve.mean[-1]
+    earlier = [v for f, v in zip(curve.flops, curve.mean, strict=True) if f <= last_flops / math.sqrt(10)]
+    if not earlier:
+        return None
+    start = earlier[-1]
+    gap = start - (floor if floor is not None else 0.0)
+    return gap <= 0 or (start - last) < rules.FLAT_GAIN * gap
+
+
+def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> CurveSummary:
+    for template in CURVE_METRICS:
+        metric = template.format(dataset=dataset)
+        curves = {c.name: curve for c in columns if (curve := mean_curve(c.runs, metric))}
+        if curves:
+            break
+    else:
+        return CurveSummary(None)
+    reals = [v for r in runs if r.ok and isinstance(v := r.metrics.get(REAL + metric), (int, float))]
+    summary = CurveSummary(metric, statistics.fmean(reals) if reals else None, curves=curves)
+    for name, curve in curves.items():
+        i = min(range(len(curve.mean)), key=curve.mean.__getitem__)
+        summary.best[name] = (curve.mean[i], curve.flops[i])
+        summary.flattened[name] = flattened(curve, summary.floor)
+    summary.level = statistics.median(value for value, _ in summary.best.values())
+    for name, curve in curves.items():
+        summary.to_level[name] = next((f for f, v in zip(curve.flops, curve.mean, strict=True)
+                                       if v <= summary.level), None)
+    return summary
