@@ -7,6 +7,7 @@ column per setup, named by the keys that differ, and a warning says so.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,13 +70,18 @@ def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
                 column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if more else "")
             warnings.append(f"{family}: runs under {len(setups)} different configs are not pooled; each has "
                             f"its own column (they differ in {', '.join(differ)})")
-        columns += sorted(setups.values(), key=lambda c: c.name)
+        columns += sorted(setups.values(), key=lambda c: _natural(c.name))
     return columns, warnings
 
 
 def _differing_keys(setups: list[dict[str, str]]) -> list[str]:
     keys = sorted({k for s in setups for k in s})
     return [k for k in keys if len({s.get(k) for s in setups}) > 1]
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts max_steps=200 before max_steps=2000."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def _shown(value: str | None) -> str:

@@ -51,15 +51,15 @@ def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
                      [max(v) for v in values], len(curves))
 
 
-def flattened(curve: MeanCurve, floor: float | None) -> bool | None:
-    """Whether the last half-decade of compute gained less than ``FLAT_GAIN`` of the gap to the floor."""
+def flattened(curve: MeanCurve) -> bool | None:
+    """Whether the last half-decade of compute gained less than ``FLAT_GAIN`` of what the whole curve
+    gained (None: the curve spans less than half a decade)."""
     last_flops, last = curve.flops[-1], curve.mean[-1]
     earlier = [v for f, v in zip(curve.flops, curve.mean, strict=True) if f <= last_flops / math.sqrt(10)]
     if not earlier:
         return None
-    start = earlier[-1]
-    gap = start - (floor if floor is not None else 0.0)
-    return gap <= 0 or (start - last) < rules.FLAT_GAIN * gap
+    total = curve.mean[0] - last
+    return total <= 0 or earlier[-1] - last < rules.FLAT_GAIN * total
 
 
 def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> CurveSummary:
@@ -75,7 +75,7 @@ def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> Cu
     for name, curve in curves.items():
         i = min(range(len(curve.mean)), key=curve.mean.__getitem__)
         summary.best[name] = (curve.mean[i], curve.flops[i])
-        summary.flattened[name] = flattened(curve, summary.floor)
+        summary.flattened[name] = flattened(curve)
     summary.level = statistics.median(value for value, _ in summary.best.values())
     for name, curve in curves.items():
         summary.to_level[name] = next((f for f, v in zip(curve.flops, curve.mean, strict=True)

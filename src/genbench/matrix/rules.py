@@ -95,7 +95,8 @@ RULES = (
                                     "curve; the common level is the median of the columns' best values, "
                                     "and each column's compute to reach it is the FLOPs of the first point "
                                     "of its mean curve at or below it. Flattened: the last half-decade of "
-                                    f"compute gained less than {FLAT_GAIN:.0%} of the gap to real data."),
+                                    f"compute gained less than {FLAT_GAIN:.0%} of what the whole curve "
+                                    "gained."),
     Rule("Bottom line", "best quality: the best quality value; fastest sampling at good quality: the "
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "
