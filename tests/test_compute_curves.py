@@ -10,6 +10,7 @@ import torch
 from genbench.data.toy import GaussianGrid
 from genbench.evaluation.compute import flop_counter
 from genbench.evaluation.curves import log_spaced_steps
+from genbench.evaluation.quality import class_rows
 from genbench.evaluation.real import held_out_split, real_toy_metrics
 from genbench.matrix.runs import Run
 from genbench.train import run
@@ -79,3 +80,18 @@ def test_held_out_images_come_from_a_split_the_reference_does_not_use():
     dm.setup()
     assert held_out_split(dm, "train") == "test"
     assert held_out_split(dm, "test") == "val"
+
+
+class _EchoLabels:
+    """Stands in for a conditional model: each sample is an image filled with its label."""
+
+    device = torch.device("cpu")
+
+    def sample(self, n: int, labels: torch.Tensor) -> torch.Tensor:
+        return labels.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).to(torch.uint8)
+
+
+def test_a_conditional_model_s_picture_has_one_class_per_row():
+    images, per_row = class_rows(_EchoLabels(), 10, 64)
+    assert per_row == 6 and images.shape == (60, 1, 2, 2)
+    assert torch.equal(images[:, 0, 0, 0].view(10, 6), torch.arange(10).view(10, 1).expand(10, 6).byte())

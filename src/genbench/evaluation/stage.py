@@ -22,6 +22,7 @@ from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import (
     QualitySettings,
+    class_rows,
     conditional_accuracy,
     feature_metrics,
     generate_images,
@@ -96,8 +97,12 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     result.metrics["nfe"] = model.nfe()
     result.metrics["num_parameters"] = model.num_parameters()
     test = dm.split_tensor("test")
+    title, nrow = f"{model.family} on {dm.name}", None
     if dm.is_image:
         samples = _image_quality(model, dm, cfg, result, out_dir)[: cfg.plot_samples_image]
+        if model.is_conditional:  # the picture says which class each sample was asked for
+            samples, nrow = class_rows(model, dm.num_classes, cfg.plot_samples_image)
+            title += f": row k holds samples asked for class k (0 to {dm.num_classes - 1})"
     else:
         mixture = distribution is not None and distribution.modes is not None
         n = max(cfg.plot_samples_vector, cfg.mode_samples if mixture else 0)
@@ -115,8 +120,9 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
                                                    cfg.mode_min_count, cfg.seed, out_dir))
             result.provenance["real_data"] = {"source": "fresh draws from the distribution",
                                               "n": len(samples), "mode_samples": cfg.mode_samples}
-    title = f"{model.family} on {dm.name}: {len(samples)} samples"
-    save_samples_png(samples, test, out_dir / "samples.png", title)
+    if nrow is None:
+        title += f": {len(samples)} samples"
+    save_samples_png(samples, test, out_dir / "samples.png", title, nrow)
     return result
 
 
