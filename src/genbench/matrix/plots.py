@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from genbench.matrix.table import Matrix  # noqa: E402
 from genbench.matrix.verdicts import pareto_front  # noqa: E402
@@ -25,6 +26,12 @@ def _png(fig) -> str:
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plain(axis) -> None:
+    """Plain-text labels on a log axis: the default ones are mathtext, which the page turns off."""
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _colors(m: Matrix) -> dict[str, str]:
@@ -63,6 +70,7 @@ def speed_vs_quality(m: Matrix) -> str:
     if quality.reference is not None:
         ax.axhline(quality.reference.mean, color="0.4", ls=":", lw=1, label="held-out real data")
     ax.set_xscale("log")
+    _plain(ax.xaxis)
     ax.set_xlabel("sampling time, ms per sample (log; left is faster)")
     _better_up(ax, m, m.quality)
     ax.set_title(f"{m.dataset}: speed vs quality (best: up and left)")
@@ -87,8 +95,10 @@ def quality_vs_compute(m: Matrix) -> str | None:
     if summary.level is not None and summary.level > 0:
         ax.axhline(summary.level, color="0.2", ls="--", lw=0.8, label="common level")
     ax.set_xscale("log")
+    _plain(ax.xaxis)
     if all(v > 0 for c in summary.curves.values() for v in c.low):
         ax.set_yscale("log")
+        _plain(ax.yaxis)
     ax.invert_yaxis()
     ax.set_xlabel("training compute, FLOPs (log)")
     ax.set_ylabel(f"{summary.metric} (lower is better: up)")

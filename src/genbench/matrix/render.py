@@ -88,8 +88,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(map(_md, row)) + " |" for row in rows])
 
 
-def _table_cells(m: Matrix) -> tuple[list[str], list[tuple[str, list[tuple[str, str]]]]]:
-    """Header and, per row, its title and (label, text) cells, the reference column last when any."""
+def _table_cells(m: Matrix) -> tuple[list[str], list[tuple[str, str, list[tuple[str, str]]]]]:
+    """Header and, per row, its name, metric and (label, text) cells, the reference column last when any."""
     with_reference = any(row.reference for row in m.rows)
     header = ["Property (metric)", *m.families] + ([REFERENCE] if with_reference else [])
     rows = []
@@ -97,7 +97,7 @@ def _table_cells(m: Matrix) -> tuple[list[str], list[tuple[str, list[tuple[str, 
         cells = [(row.cells[f].label, row.cells[f].text) for f in m.families]
         if with_reference:
             cells.append(("", row.reference.text) if row.reference else ("", "—"))
-        rows.append((f"{row.name} ({row.metric})", cells))
+        rows.append((row.name, row.metric, cells))
     return header, rows
 
 
@@ -107,19 +107,20 @@ def to_markdown(matrices: list[Matrix], skipped: list[Skipped]) -> str:
         parts.append(f"## {_md(m.dataset)}\n")
         parts += [f"- {_md(what)}: {_md(value)}" for what, value in context(m)]
         parts += [f"\n**Warning:** {_md(w)}" for w in m.warnings]
-        header, rows = _table_cells(m)
-        parts.append("\n| " + " | ".join(map(_md, header)) + " |")
-        parts.append("|" + " --- |" * len(header))
-        parts += ["| " + _md(title) + " | " + " | ".join(_cell(lb, tx) for lb, tx in cells) + " |"
-                  for title, cells in rows]
-        if m.curves.curves:
-            caption, header, rows = compute_table(m)
-            parts.append(f"\n### Quality against training compute\n\n{_md(caption)}\n")
-            parts += _md_table(header, rows)
         parts.append("\n### Bottom line: which family for my job\n")
         parts += _md_table(["Need", "Pick", "Why"], _bottom_rows(m))
         front = ", ".join(pareto_front(m)) or "none"
         parts.append(f"\nSpeed-quality Pareto front (fastest first): {_md(front)}")
+        parts.append("\n### The matrix\n")
+        header, rows = _table_cells(m)
+        parts.append("| " + " | ".join(map(_md, header)) + " |")
+        parts.append("|" + " --- |" * len(header))
+        parts += [f"| {_md(name)} ({_md(metric)}) | " + " | ".join(_cell(lb, tx) for lb, tx in cells) + " |"
+                  for name, metric, cells in rows]
+        if m.curves.curves:
+            caption, header, rows = compute_table(m)
+            parts.append(f"\n### Quality against training compute\n\n{_md(caption)}\n")
+            parts += _md_table(header, rows)
         parts.append("\n### The founding comparison against these measurements\n")
         parts += _md_table(*founding_table(m))
         failures = [r for r in m.runs if not r.ok]
@@ -207,19 +208,19 @@ def _dataset_html(m: Matrix) -> list[str]:
     body += [f"<dt>{html.escape(what)}</dt><dd>{html.escape(value)}</dd>" for what, value in context(m)]
     body.append("</dl>")
     body += [f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in m.warnings]
-    header, rows = _table_cells(m)
-    body.append("<div class='scroll'><table class='matrix'><tr>"
-                + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for title, cells in rows:
-        name, _, metric = title.partition(" (")
-        body.append(f"<tr><th>{html.escape(name)}<br><small>{html.escape(metric.rstrip(')'))}</small></th>"
-                    + "".join(f"<td><b>{html.escape(label)}</b><br><small>{html.escape(text)}</small></td>"
-                              for label, text in cells) + "</tr>")
-    body.append("</table></div>")
     body.append("<h3>Bottom line: which family for my job</h3>")
     body.append(_html_table(["Need", "Pick", "Why"], _bottom_rows(m)))
     body.append(f"<p>Speed-quality Pareto front (fastest first): "
                 f"<b>{html.escape(', '.join(pareto_front(m)) or 'none')}</b></p>")
+    body.append("<h3>The matrix</h3>")
+    header, rows = _table_cells(m)
+    body.append("<div class='scroll'><table class='matrix'><tr>"
+                + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    for name, metric, cells in rows:
+        body.append(f"<tr><th>{html.escape(name)}<br><small>{html.escape(metric)}</small></th>"
+                    + "".join(f"<td><b>{html.escape(label)}</b><br><small>{html.escape(text)}</small></td>"
+                              for label, text in cells) + "</tr>")
+    body.append("</table></div>")
     body.append(f"<div class='plots'><img src='{plots.speed_vs_quality(m)}' alt='speed vs quality'>")
     compute_plot = plots.quality_vs_compute(m)
     if compute_plot:
