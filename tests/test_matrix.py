@@ -243,9 +243,13 @@ def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
     assert curves.best["vae"] == (pytest.approx(0.0515), pytest.approx(3.2e10))
     assert curves.level == pytest.approx((0.0515 + 0.2) / 2)  # the median of the two best values
     assert curves.to_level == {"vae": pytest.approx(1e9), "gan": None}  # the GAN never gets there
-    assert curves.flattened == {"vae": True, "gan": False}
+    assert curves.trend == {"vae": "Flattened", "gan": "Still improving"}
     budget = _matrix(tmp_path).row("Budget").cells
     assert budget["vae"].label == "Flattened" and budget["gan"].label == "Still improving"
+    for seed in (0, 1):  # a GAN that collapses after its best point
+        _curve(tmp_path / f"g{seed}",
+               [(10, 1e8, 0.9), (100, 1e9, 0.2), (1000, 1e10, 0.5), (3162, 3.2e10, 0.6)])
+    assert _matrix(tmp_path).curves.trend["gan"] == "Past its best"
 
 
 def test_the_page_states_its_context(tmp_path):

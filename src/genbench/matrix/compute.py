@@ -1,6 +1,6 @@
 """Quality against training compute, per column: the runs' ``curves.csv`` averaged over seeds, and what a
 reader wants from them: the value at the budget, the best value reached, the FLOPs needed to reach a
-quality level every column is judged at, and whether the curve had flattened by the end of the budget.
+quality level every column is judged at, and where the curve was at the end of the budget (its trend).
 """
 
 import math
@@ -35,7 +35,7 @@ class CurveSummary:
     curves: dict[str, MeanCurve] = field(default_factory=dict)
     best: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (value, FLOPs)
     to_level: dict[str, float | None] = field(default_factory=dict)  # column -> FLOPs, None: not reached
-    flattened: dict[str, bool | None] = field(default_factory=dict)  # None: too short to tell
+    trend: dict[str, str | None] = field(default_factory=dict)  # rules.TRENDS; None: too short to tell
 
 
 def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
@@ -51,15 +51,18 @@ def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
                      [max(v) for v in values], len(curves))
 
 
-def flattened(curve: MeanCurve) -> bool | None:
-    """Whether the last half-decade of compute gained less than ``FLAT_GAIN`` of what the whole curve
-    gained (None: the curve spans less than half a decade)."""
-    last_flops, last = curve.flops[-1], curve.mean[-1]
-    earlier = [v for f, v in zip(curve.flops, curve.mean, strict=True) if f <= last_flops / math.sqrt(10)]
+def trend(curve: MeanCurve) -> str | None:
+    """Past its best (it ended worse than its best by more than ``FLAT_GAIN`` of what it had gained),
+    Flattened (its last half-decade of compute gained less than ``FLAT_GAIN`` of what the whole curve
+    gained), else Still improving; None when the curve spans less than half a decade of compute."""
+    first, last, best = curve.mean[0], curve.mean[-1], min(curve.mean)
+    half_decade_ago = curve.flops[-1] / math.sqrt(10)
+    earlier = [v for f, v in zip(curve.flops, curve.mean, strict=True) if f <= half_decade_ago]
     if not earlier:
         return None
-    total = curve.mean[0] - last
-    return total <= 0 or earlier[-1] - last < rules.FLAT_GAIN * total
+    if last - best > rules.FLAT_GAIN * (first - best):
+        return "Past its best"
+    return "Flattened" if earlier[-1] - last < rules.FLAT_GAIN * (first - last) else "Still improving"
 
 
 def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> CurveSummary:
@@ -75,7 +78,7 @@ def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> Cu
     for name, curve in curves.items():
         i = min(range(len(curve.mean)), key=curve.mean.__getitem__)
         summary.best[name] = (curve.mean[i], curve.flops[i])
-        summary.flattened[name] = flattened(curve)
+        summary.trend[name] = trend(curve)
     summary.level = statistics.median(value for value, _ in summary.best.values())
     for name, curve in curves.items():
         summary.to_level[name] = next((f for f, v in zip(curve.flops, curve.mean, strict=True)

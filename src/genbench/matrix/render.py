@@ -58,10 +58,9 @@ def compute_table(m: Matrix) -> tuple[str, list[str], list[list[str]]]:
     for name, curve in s.curves.items():
         best, at = s.best[name]
         reach = s.to_level[name]
-        flat = s.flattened[name]
         rows.append([f"{name} (n={curve.seeds})", number(curve.mean[-1]), f"{number(best)} ({number(at)})",
                      number(reach) if reach is not None else "not reached",
-                     "too short to tell" if flat is None else ("flattened" if flat else "still improving")])
+                     s.trend[name] or "too short to tell"])
     return caption, header, rows
 
 

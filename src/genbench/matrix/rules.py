@@ -94,9 +94,11 @@ RULES = (
                                     "averaged over seeds step by step. Best = the best point of the mean "
                                     "curve; the common level is the median of the columns' best values, "
                                     "and each column's compute to reach it is the FLOPs of the first point "
-                                    "of its mean curve at or below it. Flattened: the last half-decade of "
-                                    f"compute gained less than {FLAT_GAIN:.0%} of what the whole curve "
-                                    "gained."),
+                                    "of its mean curve at or below it. At the end of the budget a curve is "
+                                    f"Past its best when it ended worse than its best by more than "
+                                    f"{FLAT_GAIN:.0%} of what it had gained, Flattened when its last "
+                                    f"half-decade of compute gained less than {FLAT_GAIN:.0%} of what the "
+                                    "whole curve gained, else Still improving."),
     Rule("Bottom line", "best quality: the best quality value; fastest sampling at good quality: the "
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "

@@ -226,15 +226,13 @@ def _append(row: Row, columns: list[Column], metric: str, fmt: str) -> None:
 
 
 def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:
-    """The budget each column trained for, and whether its quality curve had flattened by its end."""
-    row = Row("Budget", "trainer.max_steps; examples seen; quality curve flattened by the end?")
+    """The budget each column trained for, and where its quality curve was at the end of it."""
+    row = Row("Budget", "trainer.max_steps; examples seen; the quality curve at the end")
     for column in columns:
         steps = column.setup.get("trainer.max_steps", "not recorded")
         examples = _stats(_values(column.runs, "train_examples"))[0]
         text = f"max_steps {steps}" + (f", {examples:,.0f} examples" if examples is not None else "")
-        flat = curves.flattened.get(column.name)
-        label = "" if flat is None else ("Flattened" if flat else "Still improving")
-        row.cells[column.name] = Cell(text, label)
+        row.cells[column.name] = Cell(text, curves.trend.get(column.name) or "")
     return row
 
 
