@@ -162,7 +162,7 @@ def test_a_config_error_is_an_error_not_instability(tmp_path):
     assert quality["gan"].text == "n/a (1 config error)"
 
 
-def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path):
+def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path, caplog):
     config = {"model": {"latent_dim": 8}, "trainer": {"max_steps": 2000, "enable_progress_bar": False},
               "paths": {"output_dir": "a"}}
     debug = {**config, "trainer": {"max_steps": 200, "enable_progress_bar": True},
@@ -176,8 +176,10 @@ def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path)
     assert quality["vae [trainer.max_steps=2000]"].n == 2 and quality["vae [trainer.max_steps=200]"].n == 1
     assert matrix.warnings == ["vae: runs under 2 different configs are not pooled; each has its own column "
                                "(they differ in trainer.max_steps)"]
-    write_matrix([tmp_path], tmp_path / "out")
+    with caplog.at_level(logging.WARNING):
+        write_matrix([tmp_path], tmp_path / "out")
     assert "**Warning:** vae: runs under 2 different configs" in (tmp_path / "out" / "matrix.md").read_text()
+    assert "gaussians25: vae: runs under 2 different configs are not pooled" in caplog.text
 
 
 def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):

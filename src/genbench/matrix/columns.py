@@ -11,13 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import Run
 
 FAMILY_ORDER = ["vae", "gan", "flow", "autoregressive", "ebm", "diffusion"]  # others follow, by name
-IGNORED = ("seed", "paths", "logger", "callbacks", "extras", "tags", "task_name", "hydra",
-           "optimized_metric", "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir",
-           "trainer.enable_progress_bar", "trainer.default_root_dir", "dataset.root", "dataset.download",
-           "dataset.num_workers")
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 
 
@@ -45,7 +42,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
 def setup_of(run: Run) -> dict[str, str]:
     """The run's config as dotted keys, less the ones that cannot change its measurements."""
     return {k: v for k, v in _flatten(run.config).items()
-            if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+            if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
 
 
 def family_key(family: str) -> tuple[int, str]:

@@ -36,6 +36,10 @@ GOOD_QUALITY = ("Excellent", "High")  # "at good quality" in the bottom line
 FLAT_GAIN = 0.1  # a curve has flattened when its last half-decade of compute gained less than this share
 LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "Approx (quadrature)",
                     "none": "None"}
+NOT_SETUP = (  # config keys that cannot change what a run measures: runs differing only there are pooled
+    "seed", "paths", "logger", "callbacks", "extras", "tags", "task_name", "hydra", "optimized_metric",
+    "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "trainer.enable_progress_bar",
+    "trainer.default_root_dir", "dataset.root", "dataset.download", "dataset.num_workers")
 CONFIG_ERROR = "ConfigError"  # a failed run whose error starts with this never started training
 
 
@@ -55,8 +59,8 @@ RULES = (
     Rule("Cells", "mean ± std over the seeds of a column; a cell measured on fewer runs than its column "
                   "holds says n=k, and a single run shows its value with n=1 and no spread."),
     Rule("Columns", "one per family and config: runs are pooled only when their configs (the record's "
-                    "provenance.config, less the seed, paths, loggers and callbacks) agree; a family run "
-                    "under several configs gets a column per config, named by what differs, and a warning."),
+                    f"provenance.config, less {', '.join(NOT_SETUP)}) agree; a family run under several "
+                    "configs gets a column per config, named by what differs, and a warning."),
     Rule("Reference", "held-out real data (real_<metric> in every record: fresh draws on 2D sets, a split "
                       "the reference does not use on images), scored by the same code against the same "
                       "reference at the same sample size: the best value samples can reach there."),

@@ -3,6 +3,7 @@ one row per property, a measured cell with its spread over seeds and a word deri
 of :mod:`genbench.matrix.rules`, never typed in. Rows with a real-data floor carry it as their reference.
 """
 
+import logging
 import math
 import statistics
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from genbench.matrix.compute import CurveSummary, summarize_curves
 from genbench.matrix.runs import Run
 
 REFERENCE = "held-out real data"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -181,6 +183,8 @@ def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None
 def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     """The matrix of one dataset from all its runs (ok, failed, diverged and interrupted)."""
     columns, warnings = build_columns(runs)
+    for warning in warnings:
+        log.warning("%s: %s", dataset, warning)
     measured = {k for r in runs if r.ok for k in r.metrics}
     quality, lower = quality_metric(dataset, measured)
     diversity = diversity_metric(dataset, measured, quality)
