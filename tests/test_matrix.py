@@ -248,6 +248,9 @@ def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
     assert curves.trend == {"vae": "Flattened", "gan": "Still improving"}
     budget = _matrix(tmp_path).row("Budget").cells
     assert budget["vae"].label == "Flattened" and budget["gan"].label == "Still improving"
+    late = _run(tmp_path, "late", "diffusion", 0, _metrics(0.9, 0.9, 0.9, 100, 30.0, 0.9))
+    _curve(late, [(10, 1e8, 10.0), (100, 1e9, 0.05), (1000, 1e10, 0.025), (3162, 3.2e10, 0.02)])
+    assert _matrix(tmp_path).curves.trend["diffusion"] == "Still improving"  # 20% late, after a 200x drop
     for seed in (0, 1):  # a GAN that collapses after its best point
         _curve(tmp_path / f"g{seed}",
                [(10, 1e8, 0.9), (100, 1e9, 0.2), (1000, 1e10, 0.5), (3162, 3.2e10, 0.6)])

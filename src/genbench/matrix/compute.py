@@ -52,17 +52,18 @@ def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
 
 
 def trend(curve: MeanCurve) -> str | None:
-    """Past its best (it ended worse than its best by more than ``FLAT_GAIN`` of what it had gained),
-    Flattened (its last half-decade of compute gained less than ``FLAT_GAIN`` of what the whole curve
-    gained), else Still improving; None when the curve spans less than half a decade of compute."""
-    first, last, best = curve.mean[0], curve.mean[-1], min(curve.mean)
+    """Past its best (it ended more than ``FLAT_GAIN`` worse than its best point), Flattened (its last
+    half-decade of compute improved it by less than ``FLAT_GAIN``, relative), else Still improving; None
+    when the curve spans less than half a decade of compute. Relative changes: a curve's first drop from
+    an untrained model is orders of magnitude, and would make any later gain look small."""
+    last, best = curve.mean[-1], min(curve.mean)
     half_decade_ago = curve.flops[-1] / math.sqrt(10)
     earlier = [v for f, v in zip(curve.flops, curve.mean, strict=True) if f <= half_decade_ago]
     if not earlier:
         return None
-    if last - best > rules.FLAT_GAIN * (first - best):
+    if last > best * (1 + rules.FLAT_GAIN):
         return "Past its best"
-    return "Flattened" if earlier[-1] - last < rules.FLAT_GAIN * (first - last) else "Still improving"
+    return "Flattened" if earlier[-1] - last < rules.FLAT_GAIN * earlier[-1] else "Still improving"
 
 
 def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> CurveSummary:

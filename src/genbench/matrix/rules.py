@@ -33,7 +33,7 @@ COST = Scale(((2.0, "Cheap"), (5.0, "Moderate")), "Expensive")
 CV_LIMIT = 0.25  # coefficient of variation of the quality metric over seeds
 OSCILLATION_LIMIT = 0.25  # late-training loss oscillation
 GOOD_QUALITY = ("Excellent", "High")  # "at good quality" in the bottom line
-FLAT_GAIN = 0.1  # a curve has flattened when its last half-decade of compute gained less than this share
+FLAT_GAIN = 0.1  # relative change of a quality curve that counts as flattened (or as past its best)
 LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "Approx (quadrature)",
                     "none": "None"}
 NOT_SETUP = (  # config keys that cannot change what a run measures: runs differing only there are pooled
@@ -99,10 +99,9 @@ RULES = (
                                     "curve; the common level is the median of the columns' best values, "
                                     "and each column's compute to reach it is the FLOPs of the first point "
                                     "of its mean curve at or below it. At the end of the budget a curve is "
-                                    f"Past its best when it ended worse than its best by more than "
-                                    f"{FLAT_GAIN:.0%} of what it had gained, Flattened when its last "
-                                    f"half-decade of compute gained less than {FLAT_GAIN:.0%} of what the "
-                                    "whole curve gained, else Still improving."),
+                                    f"Past its best when it ended more than {FLAT_GAIN:.0%} worse than its "
+                                    "best point, Flattened when its last half-decade of compute improved it "
+                                    f"by less than {FLAT_GAIN:.0%}, else Still improving."),
     Rule("Bottom line", "best quality: the best quality value; fastest sampling at good quality: the "
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "
