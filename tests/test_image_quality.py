@@ -117,19 +117,20 @@ def test_second_evaluation_reuses_cached_real_features(tmp_path, monkeypatch):
                      kid_subset_size=20, kid_subsets=5, score_splits=2)
     first = evaluate(model, dm, cfg, tmp_path)
     n_real = len(dm.split_tensor("train"))
-    assert extracted == [n_real, 40]
+    assert extracted == [n_real, 40, 40]  # the reference, the samples, held-out real test images
     second = evaluate(model, dm, cfg, tmp_path)
-    assert extracted[2:] == [40]  # generated images only: no real image went through the network again
+    assert extracted[3:] == [40]  # generated images only: no real image went through the network again
     assert second.metrics["fd_digits_cnn"] == first.metrics["fd_digits_cnn"] > 0
     prov = second.provenance["digits_cnn"]
     weights = (tmp_path / "nets" / "digits_cnn.pt").read_bytes()
     assert prov["sha256"] == hashlib.sha256(weights).hexdigest() == net.checksum
     assert prov["reference"]["from_cache"] and not first.provenance["digits_cnn"]["reference"]["from_cache"]
     assert prov["reference"]["n_real"] == n_real and prov["n_generated"] == 40
-    assert set(prov["metrics"]) == {k for k in second.metrics if "_digits_cnn" in k}
+    assert set(prov["metrics"]) == {k for k in second.metrics
+                                    if "_digits_cnn" in k and not k.startswith("real_")}
     # A different number of reference images is a different cache entry.
     evaluate(model, dm, EvalConfig(**{**cfg.__dict__, "num_real": 100}), tmp_path)
-    assert extracted[3:] == [100, 40]
+    assert extracted[4:] == [100, 40]  # held-out real images: still cached
 
 
 class _LabelledImages:

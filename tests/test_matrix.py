@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from genbench.matrix import write_matrix
+from genbench.matrix import rules, write_matrix
+from genbench.matrix.founding import compare
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
+from genbench.matrix.verdicts import bottom_line, pareto_front
 from genbench.results import provenance, read_record, write_record
 from tests.helpers import start_train_py, train_py, wait_for
 
@@ -27,12 +29,12 @@ CAPS = {
 
 
 def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
-         losses: list[float] | None = None) -> None:
+         losses: list[float] | None = None, config: dict | None = None, error: str | None = None) -> Path:
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
     write_record(run_dir / "metrics.json", status=status, family=family, dataset="gaussians25", seed=seed,
-                 metrics=metrics, provenance=provenance({}, seed, datetime.now()),
-                 error="DivergedError: loss became nan" if status != "ok" else None,
+                 metrics=metrics, provenance=provenance(config or {}, seed, datetime.now()),
+                 error=error or ("DivergedError: loss became nan" if status != "ok" else None),
                  capabilities=CAPS[family] if status == "ok" else None)
     if losses:
         (run_dir / "csv").mkdir()
@@ -41,6 +43,7 @@ def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: s
             writer.writerow(["epoch", "step", "train/loss", "val/nll_nats"])
             for step, loss in enumerate(losses):
                 writer.writerow([0, 10 * step, loss, ""])
+    return run_dir
 
 
 def _metrics(precision: float, modes: float, ms: float, nfe: int, seconds: float, bpd: float | None) -> dict:
@@ -94,8 +97,9 @@ def test_cells_and_labels_follow_the_rules(sweep):
     assert rows["Diversity"].metric == "mode_coverage"
     assert [diversity[f].label for f in matrix.families] == ["High", "Low (mode collapse)", "High"]
     stability = rows["Training stability"].cells
-    assert stability["vae"].label == "Stable" and stability["diffusion"].label == "Stable"
-    assert stability["gan"].label == "Unstable" and stability["gan"].text.startswith("1/2 failed")
+    assert stability["vae"].label == "Stable" and stability["gan"].label == "Unstable"
+    assert stability["gan"].text.startswith("1/2 diverged or crashed")
+    assert stability["diffusion"].label == "n=1"  # one seed: no spread to judge, not "Stable"
     likelihood = rows["Likelihood"].cells
     assert likelihood["vae"].label == "Approx (bound)" and likelihood["vae"].mean == pytest.approx(1.25)
     assert likelihood["vae"].text == "1.25 ± 0.071 bits/dim, SE 0.013, median 0.75"  # SE, median: seed means
@@ -103,7 +107,7 @@ def test_cells_and_labels_follow_the_rules(sweep):
     speed = rows["Sampling speed"].cells
     assert [speed[f].label for f in matrix.families] == ["Fast", "Fast", "Very slow"]  # 450x the fastest
     assert "NFE 100" in speed["diffusion"].text
-    cost = rows["Training cost"].cells
+    cost = rows["Training compute"].cells
     assert [cost[f].label for f in matrix.families] == ["Cheap", "Cheap", "Moderate"]  # 11 s, 8 s, 30 s
     latent = rows["Latent space"].cells
     assert [latent[f].label for f in matrix.families] == ["Yes", "Yes", "Implicit"]
@@ -118,16 +122,159 @@ def test_loss_oscillation_separates_settled_from_swinging_curves(sweep):
 def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
     write_matrix([sweep], tmp_path / "out")
     md = (tmp_path / "out" / "matrix.md").read_text()
-    assert "| Sample quality (precision_data_space, higher is better) |" in md
+    assert ("| Sample quality (precision_data_space, higher is better; r to the best column (no real-data "
+            "value recorded)) |") in md
     assert "gan seed 1: diverged: DivergedError" in md
     assert f"## Jobs without a usable record\n\n- {sweep / '5'}: unusable metrics.json" in md
     assert f"- {sweep / '6'}: no metrics.json" in md
     rows = list(csv.DictReader((tmp_path / "out" / "matrix.csv").open()))
-    assert {r["family"] for r in rows} == {"vae", "gan", "diffusion"} and len(rows) == 8 * 3
+    assert {r["family"] for r in rows} == {"vae", "gan", "diffusion"} and len(rows) == 9 * 3
     page = (tmp_path / "out" / "matrix.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<table>" in page  # self-contained plots
     assert "Runs that did not finish" in page and "Jobs without a usable record" in page
     assert f"<li>{sweep / '6'}: no metrics.json" in page
+
+
+def _matrix(root: Path):
+    return build_matrix("gaussians25", find_runs([root]).runs)
+
+
+def test_a_single_seed_shows_its_value_with_n_1_and_no_spread_word(tmp_path):
+    _run(tmp_path, "0", "vae", 0, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
+    rows = {row.name: row for row in _matrix(tmp_path).rows}
+    assert rows["Sample quality"].cells["vae"].text.startswith("0.5 (n=1)")
+    assert rows["Likelihood"].cells["vae"].text.startswith("1.2 bits/dim (n=1)")
+    assert not any("±" in row.cells["vae"].text for row in rows.values())
+    assert rows["Training stability"].cells["vae"].label == "n=1"
+
+
+def test_a_config_error_is_an_error_not_instability(tmp_path):
+    for seed in (0, 1):
+        _run(tmp_path, str(seed), "vae", seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
+    _run(tmp_path, "2", "vae", 2, {}, status="failed",
+         error="ConfigError: bad config value model.latent_dim=0: must be >= 1")
+    _run(tmp_path, "3", "gan", 0, {}, status="failed", error="ConfigError: unknown config key 'model.x'")
+    stability = {row.name: row for row in _matrix(tmp_path).rows}["Training stability"].cells
+    assert stability["vae"].label == "Stable"
+    assert stability["vae"].text.startswith("0/2 diverged or crashed, 1 config error")
+    assert stability["gan"].label == "Config error"
+    quality = {row.name: row for row in _matrix(tmp_path).rows}["Sample quality"].cells
+    assert quality["gan"].text == "n/a (1 config error)"
+
+
+def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path, caplog):
+    config = {"model": {"latent_dim": 8}, "trainer": {"max_steps": 2000, "enable_progress_bar": False},
+              "paths": {"output_dir": "a"}}
+    debug = {**config, "trainer": {"max_steps": 200, "enable_progress_bar": True},
+             "paths": {"output_dir": "b"}}
+    for seed in (0, 1):
+        _run(tmp_path, f"long{seed}", "vae", seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), config=config)
+    _run(tmp_path, "short", "vae", 0, _metrics(0.1, 0.5, 0.002, 1, 95.0, 3.0), config=debug)
+    matrix = _matrix(tmp_path)
+    assert matrix.families == ["vae [trainer.max_steps=200]", "vae [trainer.max_steps=2000]"]
+    quality = matrix.row("Sample quality").cells
+    assert quality["vae [trainer.max_steps=2000]"].n == 2 and quality["vae [trainer.max_steps=200]"].n == 1
+    assert matrix.warnings == ["vae: runs under 2 different configs are not pooled; each has its own column "
+                               "(they differ in trainer.max_steps)"]
+    with caplog.at_level(logging.WARNING):
+        write_matrix([tmp_path], tmp_path / "out")
+    assert "**Warning:** vae: runs under 2 different configs" in (tmp_path / "out" / "matrix.md").read_text()
+    assert "gaussians25: vae: runs under 2 different configs are not pooled" in caplog.text
+
+
+def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
+    """Every family poor: the best of them is Low, not Excellent, and real data is the reference column."""
+    for i, (family, precision) in enumerate([("vae", 0.0045), ("gan", 0.004), ("diffusion", 0.0042)]):
+        _run(tmp_path, str(i), family, 0, {**_metrics(precision, 1.0, 0.002, 1, 10.0, None),
+                                           "real_precision_data_space": 0.95, "real_mode_coverage": 1.0})
+    matrix = _matrix(tmp_path)
+    quality = matrix.row("Sample quality")
+    assert [quality.cells[f].label for f in matrix.families] == ["Low", "Low", "Low"]
+    assert quality.cells["vae"].ratio == pytest.approx(0.95 / 0.0045)
+    assert quality.reference.mean == pytest.approx(0.95) and "held-out real data" in quality.metric
+    assert matrix.row("Diversity").reference.mean == 1.0
+    write_matrix([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| vae | gan | diffusion | held-out real data |" in md and "| 0.95 ± 0 |" in md  # 3 runs
+
+
+def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
+    for seed in (0, 1):
+        _run(tmp_path, f"v{seed}", "vae", seed, _metrics(0.50 + seed / 100, 1.0, 0.001, 1, 10.0, 1.2),
+             losses=SMOOTH)
+        _run(tmp_path, f"g{seed}", "gan", seed, _metrics(0.9 + seed / 20, 0.28, 0.002, 1, 8.0, None),
+             losses=SWINGING)
+        _run(tmp_path, f"d{seed}", "diffusion", seed, _metrics(0.90, 0.96, 0.9, 100, 30.0, 0.9),
+             losses=SMOOTH)
+    matrix = _matrix(tmp_path)
+    verdicts = {v.need: v.choice for v in bottom_line(matrix)}
+    assert verdicts == {"Best sample quality": "gan",
+                        "Fastest sampling at good quality (Excellent or High)": "gan",
+                        "Exact likelihood": None, "Latent space": "gan", "Conditioning": "gan",
+                        "Most stable": "diffusion"}
+    assert pareto_front(matrix) == ["vae", "gan"]  # diffusion: slower than the GAN and no better
+    cells = {(c.prop, c.family): c for c in compare(matrix)}
+    assert cells["Likelihood", "VAE"].verdict == "agrees"  # Approx (ELBO) is Approx (bound)
+    assert cells["Diversity", "GAN"].verdict == "agrees"  # Low (mode collapse) measured
+    assert cells["Training stability", "GAN"].verdict == "agrees"  # the GAN's loss swings
+    assert cells["Sampling speed", "Diffusion"].verdict == "disagrees"  # Slow taught, Very slow measured
+    assert cells["Sample quality", "Flow"].verdict == "not measured"  # no flow in this sweep
+    write_matrix([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| Sampling speed | Fast → Fast: agrees | Fast → Fast: agrees | Slow → —: not measured |" in md
+    assert "Speed-quality Pareto front (fastest first): vae, gan" in md
+
+
+def _curve(run_dir: Path, points: list[tuple[int, float, float]]) -> None:
+    lines = ["step,train_examples,train_flops,train_seconds,energy_distance_test"]
+    lines += [f"{step},{step * 10},{flops},1.0,{value}" for step, flops, value in points]
+    (run_dir / "curves.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
+    flat = [(10, 1e8, 0.5), (100, 1e9, 0.1), (1000, 1e10, 0.052), (3162, 3.2e10, 0.0515)]
+    for seed in (0, 1):
+        real = {"real_energy_distance_test": 0.05}
+        vae = _run(tmp_path, f"v{seed}", "vae", seed, {**_metrics(0.5, 1.0, 0.001, 1, 10.0, 1.2), **real})
+        _curve(vae, flat)
+        gan = _run(tmp_path, f"g{seed}", "gan", seed, {**_metrics(0.9, 0.3, 0.002, 1, 8.0, None), **real})
+        _curve(gan, [(10, 1e8, 0.9), (100, 1e9, 0.6 + seed / 10), (1000, 1e10, 0.3), (3162, 3.2e10, 0.2)])
+    curves = _matrix(tmp_path).curves
+    assert curves.metric == "energy_distance_test" and curves.floor == pytest.approx(0.05)
+    assert curves.curves["gan"].mean[1] == pytest.approx(0.65) and curves.curves["gan"].high[1] == 0.7
+    assert curves.best["vae"] == (pytest.approx(0.0515), pytest.approx(3.2e10))
+    assert curves.level == pytest.approx((0.0515 + 0.2) / 2)  # the median of the two best values
+    assert curves.to_level == {"vae": pytest.approx(1e9), "gan": None}  # the GAN never gets there
+    assert curves.trend == {"vae": "Flattened", "gan": "Still improving"}
+    budget = _matrix(tmp_path).row("Budget").cells
+    assert budget["vae"].label == "Flattened" and budget["gan"].label == "Still improving"
+    late = _run(tmp_path, "late", "diffusion", 0, _metrics(0.9, 0.9, 0.9, 100, 30.0, 0.9))
+    _curve(late, [(10, 1e8, 10.0), (100, 1e9, 0.05), (1000, 1e10, 0.025), (3162, 3.2e10, 0.02)])
+    assert _matrix(tmp_path).curves.trend["diffusion"] == "Still improving"  # 20% late, after a 200x drop
+    for seed in (0, 1):  # a GAN that collapses after its best point
+        _curve(tmp_path / f"g{seed}",
+               [(10, 1e8, 0.9), (100, 1e9, 0.2), (1000, 1e10, 0.5), (3162, 3.2e10, 0.6)])
+    assert _matrix(tmp_path).curves.trend["gan"] == "Past its best"
+
+
+def test_the_page_states_its_context(tmp_path):
+    _run(tmp_path, "0", "vae", 3, {**_metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), "sample_device": "cpu",
+                                   "train_torch_threads": 1, "sample_torch_threads": 2},
+         config={"trainer": {"max_steps": 2000}})
+    write_matrix([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    commit = read_record(tmp_path / "0" / "metrics.json")["provenance"]["git_commit"]
+    for line in ["- Budget (trainer.max_steps): 2000", "- Runs: 1 (1 ok), seeds 3", f"- Commit: {commit}",
+                 "- Sampling device: cpu", "- Torch threads (training; sampling): 1; 2"]:
+        assert line in md
+    assert "torch " in md and "- Started: 20" in md
+
+
+def test_the_rules_prose_is_rendered_from_the_scales_the_table_applies():
+    assert rules.QUALITY.prose("r") == "r <= 1.1 Excellent, <= 1.5 High, <= 3 Medium, else Low"
+    assert [rules.QUALITY.word(r) for r in (1.1, 1.2, 3.0, 3.01)] == ["Excellent", "High", "Medium", "Low"]
+    assert [rules.DIVERSITY.word(s) for s in (0.9, 0.6, 0.59)] == ["High", "Medium", "Low"]
+    assert rules.QUALITY.prose("r") in rules.rules_text() and rules.SPEED.prose("r") in rules.rules_text()
 
 
 def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed(tmp_path):
@@ -142,8 +289,11 @@ def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed
     statuses = [read_record(sweep / str(i) / "metrics.json")["status"] for i in range(4)]
     assert statuses == ["failed", "ok", "failed", "ok"]  # latent_dim=0 is a config error
     md = (sweep / "matrix.md").read_text()
-    assert "## moons" in md and "| Property (metric) | vae | gan |" in md
+    assert "## moons" in md and ("| Property (metric) | vae [model.latent_dim=0] | vae [model.latent_dim=2] "
+                                 "| gan [model.latent_dim=0] | gan [model.latent_dim=2] |") in md
     assert "Runs that did not finish" in md and "model.latent_dim" in md
+    stability = next(line for line in md.splitlines() if line.startswith("| Training stability"))
+    assert stability.count("**Config error** (0/0 diverged or crashed, 1 config error") == 2  # not Unstable
     assert (sweep / "matrix.html").stat().st_size > 1000 and (sweep / "matrix.csv").is_file()
 
 

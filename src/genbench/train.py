@@ -32,6 +32,7 @@ from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
+from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory
 from genbench.evaluation.device import evaluation_device
 from genbench.extras import announce, quiet_known_noise
@@ -121,7 +122,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
-    callbacks = [checkpoints, counter, DivergenceGuard(), performance,
+    callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), performance,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
@@ -161,6 +162,7 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
         metrics["train_examples"] = counter.examples * trainer.world_size
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
+        metrics.update(training_flops(trainer, metrics["train_examples"]))
         metrics["train_processes"] = trainer.world_size
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
     device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)

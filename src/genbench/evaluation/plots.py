@@ -11,10 +11,12 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 
-def save_samples_png(samples: torch.Tensor, reference: torch.Tensor, path: Path, title: str) -> None:
+def save_samples_png(samples: torch.Tensor, reference: torch.Tensor, path: Path, title: str,
+                     nrow: int | None = None) -> None:
+    """``nrow``: images per row of a grid (default: a square grid)."""
     samples, reference = samples.detach().cpu(), reference.detach().cpu()
     if samples.dim() == 4:
-        nrow = int(math.ceil(math.sqrt(len(samples))))
+        nrow = nrow or int(math.ceil(math.sqrt(len(samples))))
         grid = make_grid(samples, nrow=nrow, padding=1, pad_value=128).permute(1, 2, 0)
         fig, ax = plt.subplots(figsize=(6, 6))
         ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)

@@ -94,6 +94,14 @@ def conditional_accuracy(model, classifier, num_classes: int, n: int, batch_size
 
 
 @torch.no_grad()
+def class_rows(model, num_classes: int, n: int) -> tuple[Tensor, int]:
+    """About ``n`` samples of a conditional model, class k filling row k of the grid; and the row length."""
+    per_class = max(1, n // num_classes)
+    labels = torch.arange(num_classes).repeat_interleave(per_class).to(model.device)
+    return model.sample(len(labels), labels=labels).cpu(), per_class
+
+
+@torch.no_grad()
 def generate_images(model, n: int, batch_size: int) -> Tensor:
     """``n`` samples of ``model`` in data space (uint8 images), drawn in batches, on the CPU."""
     starts = range(0, n, batch_size)

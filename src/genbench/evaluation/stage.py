@@ -21,12 +21,14 @@ from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import (
     QualitySettings,
+    class_rows,
     conditional_accuracy,
     feature_metrics,
     generate_images,
     metric_names,
     sample_features,
 )
+from genbench.evaluation.real import real_image_metrics, real_toy_metrics
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.speed import sampling_speed
 from genbench.evaluation.toy import toy_metrics
@@ -95,8 +97,12 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     result.metrics["nfe"] = model.nfe()
     result.metrics["num_parameters"] = model.num_parameters()
     test = dm.split_tensor("test")
+    title, nrow = f"{model.family} on {dm.name}", None
     if dm.is_image:
-        samples = _image_quality(model, dm, cfg, result)[: cfg.plot_samples_image]
+        samples = _image_quality(model, dm, cfg, result, out_dir)[: cfg.plot_samples_image]
+        if model.is_conditional:  # the picture says which class each sample was asked for
+            samples, nrow = class_rows(model, dm.num_classes, cfg.plot_samples_image)
+            title += f": row k holds samples asked for class k (0 to {dm.num_classes - 1})"
     else:
         mixture = distribution is not None and distribution.modes is not None
         n = max(cfg.plot_samples_vector, cfg.mode_samples if mixture else 0)
@@ -110,13 +116,18 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
                                         "mode_samples": cfg.mode_samples,
                                         "mode_min_count": cfg.mode_min_count, "mode_n_std": 3.0,
                                         "seed": cfg.seed}
-    title = f"{model.family} on {dm.name}: {len(samples)} samples"
-    save_samples_png(samples, test, out_dir / "samples.png", title)
+            result.metrics.update(real_toy_metrics(distribution, test, len(samples), cfg.mode_samples,
+                                                   cfg.mode_min_count, cfg.seed, out_dir))
+            result.provenance["real_data"] = {"source": "fresh draws from the distribution",
+                                              "n": len(samples), "mode_samples": cfg.mode_samples}
+    if nrow is None:
+        title += f": {len(samples)} samples"
+    save_samples_png(samples, test, out_dir / "samples.png", title, nrow)
     return result
 
 
 def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
-                   result: Evaluation) -> torch.Tensor:
+                   result: Evaluation, out_dir: Path) -> torch.Tensor:
     """Feature metrics of ``cfg.num_samples`` generated images with every extractor at hand; returns the
     images samples.png shows."""
     extractors = _extractors(model, dm, cfg, result.unavailable)
@@ -149,6 +160,10 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
             "device": str(model.device), **conditional,
         }
         result.metrics.update(metrics)
+    real, result.provenance["real_data"] = real_image_metrics(
+        dm, extractors, reals, cfg.reference_split, cfg.num_samples, settings,
+        Path(cfg.cache_dir) if cfg.cache_dir else None, feature_batch, cfg.plot_samples_image, out_dir)
+    result.metrics.update(real)
     return shown
 
 

@@ -9,15 +9,18 @@ in :attr:`Found.skipped`, so the matrix names it too and one broken job never hi
 import csv
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genbench.evaluation.curves import CURVES_FILE
+from genbench.evaluation.real import REAL_SAMPLES_PNG
 from genbench.files import read_regular_file
+from genbench.matrix.rules import CONFIG_ERROR
 from genbench.results import read_record
 
 log = logging.getLogger(__name__)
-FAILED = ("failed", "diverged")
 MAX_CURVE_BYTES = 64 << 20  # a CSV log of a long run is a few MB
 
 
@@ -31,22 +34,49 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # config, versions, commit, host, date
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config = self.provenance.get("config")
+        return config if isinstance(config, dict) else {}
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def loss_curve(self) -> list[tuple[int, float]]:
-        """(step, train/loss) pairs from the CSV logger; rows whose step or loss do not parse are skipped,
-        and an unreadable log gives an empty curve."""
-        path = self.path / "csv" / "metrics.csv"
+    @property
+    def config_error(self) -> bool:
+        """Failed on its config before training: an error of the setup, not of the family."""
+        return self.status == "failed" and (self.error or "").startswith(CONFIG_ERROR)
+
+    def _csv_rows(self, path: Path) -> list[dict[str, str]]:
+        """The rows of a CSV file of this run; an unreadable file gives none, with a warning."""
         if not path.is_file():
             return []
         try:
-            rows = list(csv.DictReader(io.StringIO(read_regular_file(path, MAX_CURVE_BYTES).decode())))
+            return list(csv.DictReader(io.StringIO(read_regular_file(path, MAX_CURVE_BYTES).decode())))
         except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
-            log.warning("ignoring the training curve %s: %s", path, e)
+            log.warning("ignoring %s: %s", path, e)
             return []
+
+    def quality_curve(self, metric: str) -> list[tuple[int, float, float]]:
+        """(step, train_flops, value of ``metric``) from ``curves.csv``; rows that do not parse are
+        skipped."""
+        curve = []
+        for row in self._csv_rows(self.path / CURVES_FILE):
+            try:
+                point = (int(row["step"]), float(row["train_flops"]), float(row[metric]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if all(math.isfinite(v) for v in point[1:]):
+                curve.append(point)
+        return curve
+
+    def loss_curve(self) -> list[tuple[int, float]]:
+        """(step, train/loss) pairs from the CSV logger; rows whose step or loss do not parse are skipped,
+        and an unreadable log gives an empty curve."""
+        rows = self._csv_rows(self.path / "csv" / "metrics.csv")
         curve = []
         for row in rows:
             try:
@@ -57,6 +87,10 @@ class Run:
 
     def samples_png(self) -> Path | None:
         path = self.path / "samples.png"
+        return path if path.is_file() else None
+
+    def real_samples_png(self) -> Path | None:
+        path = self.path / REAL_SAMPLES_PNG
         return path if path.is_file() else None
 
 
@@ -78,7 +112,8 @@ def _read(path: Path) -> Run:
     record = read_record(path)
     return Run(path=path.parent, family=record["family"], dataset=record["dataset"], seed=record["seed"],
                status=record["status"], metrics=record.get("metrics", {}),
-               capabilities=record.get("capabilities", {}), error=record.get("error"))
+               capabilities=record.get("capabilities", {}), error=record.get("error"),
+               provenance=record.get("provenance") if isinstance(record.get("provenance"), dict) else {})
 
 
 def _skip(skipped: list[Skipped], path: Path, reason: str) -> None:

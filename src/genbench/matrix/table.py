@@ -1,40 +1,22 @@
-"""The comparison matrix: one column per family, one row per property, a measured cell with its spread
-over seeds and a word derived from it by the rules below, never typed in.
-
-Rules (``RULES`` is rendered under every table):
-- Sample quality: images use ``fid_inception`` when measured, else ``fd_<dataset>_cnn`` (lower is
-  better); 2D sets use ``precision_data_space`` (the share of samples on the data's k-NN manifold, higher
-  is better). Ratio r of the best family's value to this one's (>= 1): r <= 1.1 Excellent, <= 1.5 High,
-  <= 3 Medium, else Low.
-- Diversity: ``mode_coverage`` on Gaussian mixtures (PacGAN's rule: the share of modes that are the
-  nearest mode of at least one of 2,500 samples lying within 3 std of it), else ``recall_data_space``
-  (2D) or ``recall_<x>`` (images, same extractor as quality): >= 0.9 High, >= 0.6 Medium, else Low;
-  "Low (mode collapse)" when mode coverage is the metric.
-- Training stability: Unstable when any run failed or diverged, the quality metric's coefficient of
-  variation over seeds exceeds 0.25, or the late-training loss oscillation exceeds 0.25; else Stable.
-  Oscillation = std of ``train/loss`` over the last quarter of logged steps / its range over the run.
-- Likelihood: mean test bits/dim, with its Monte Carlo standard error (``nll_bpd_se``) and the median
-  per-example bits/dim (``nll_bpd_median``: a mean far above it is decided by a few test points), each
-  averaged over seeds; the word is the kind: exact -> Exact, bound -> Approx (bound), quadrature ->
-  Approx (quadrature), none -> None.
-- Sampling speed: ms per sample (batch of ``eval.speed_batch_size``) and NFE; ratio r to the fastest
-  family: r <= 5 Fast, <= 100 Slow, else Very slow.
-- Training cost: wall-clock of training and parameters; ratio to the cheapest: <= 2 Cheap, <= 5 Moderate,
-  else Expensive.
-- Latent space, Conditioning: from the interface's capability flags (not measurements): Yes / Implicit /
-  No, with what the latent is and how labels enter; on labelled images a conditional model's cell adds
-  ``conditional_accuracy_<x>`` (share of samples the dataset classifier assigns to the requested label).
+"""The comparison matrix of one dataset: one column per family (and config, :mod:`genbench.matrix.columns`),
+one row per property, a measured cell with its spread over seeds and a word derived from it by the rules
+of :mod:`genbench.matrix.rules`, never typed in. Rows with a real-data floor carry it as their reference.
 """
 
+import logging
 import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from genbench.matrix.runs import FAILED, Run
+from genbench.evaluation.real import PREFIX as REAL
+from genbench.matrix import rules
+from genbench.matrix.columns import Column, build_columns
+from genbench.matrix.compute import CurveSummary, summarize_curves
+from genbench.matrix.runs import Run
 
-RULES = __doc__.split("Rules (``RULES`` is rendered under every table):\n", 1)[1].strip()
-FAMILY_ORDER = ["vae", "gan", "flow", "autoregressive", "ebm", "diffusion"]
+REFERENCE = "held-out real data"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +26,7 @@ class Cell:
     mean: float | None = None
     std: float | None = None
     n: int = 0
+    ratio: float | None = None  # what the word was read from, where a scale gave it
 
 
 @dataclass
@@ -51,22 +34,34 @@ class Row:
     name: str
     metric: str  # which metric the row uses, named in the table
     cells: dict[str, Cell] = field(default_factory=dict)
+    reference: Cell | None = None  # held-out real data scored the same way
 
 
 @dataclass
 class Matrix:
     dataset: str
-    families: list[str]
+    columns: list[Column]
     rows: list[Row]
     runs: list[Run]
     quality: str  # the metric of the quality row (the y axis of the speed-vs-quality plot)
+    lower_is_better: bool
+    curves: CurveSummary
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def families(self) -> list[str]:
+        """The column names, in order."""
+        return [c.name for c in self.columns]
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
 
 
 def _values(runs: list[Run], metric: str) -> list[float]:
     out = []
     for run in runs:
         value = run.metrics.get(metric)
-        if run.ok and isinstance(value, (int, float)) and math.isfinite(value):
+        if run.ok and type(value) in (int, float) and math.isfinite(value):
             out.append(float(value))
     return out
 
@@ -74,26 +69,59 @@ def _values(runs: list[Run], metric: str) -> list[float]:
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _fmt(mean: float | None, std: float | None, unit: str = "") -> str:
+def _fmt(values: list[float], of: int, unit: str = "") -> str:
+    """Mean ± std, "(n=1)" alone for one value, and "(n=k)" when k is less than the ``of`` runs."""
+    mean, std = _stats(values)
     if mean is None:
         return "n/a"
-    return f"{mean:.3g} ± {std:.2g}{unit}"
+    if std is None:
+        return f"{mean:.3g}{unit} (n=1)"
+    return f"{mean:.3g} ± {std:.2g}{unit}" + (f" (n={len(values)})" if len(values) < of else "")
 
 
-def _by_ratio(best: float, value: float, lower_is_better: bool, steps: list[tuple[float, str]],
-              last: str) -> str:
-    if value <= 0 or best <= 0:
-        ratio = 1.0 if value == best else math.inf
-    else:
-        ratio = value / best if lower_is_better else best / value
-    return next((word for limit, word in steps if ratio <= limit), last)
+def number(x: float | None, fmt: str = ".3g") -> str:
+    """``x`` formatted, or n/a."""
+    return "n/a" if x is None else format(x, fmt)
 
 
-def _absolute(value: float, steps: list[tuple[float, str]], last: str) -> str:
-    return next((word for limit, word in steps if value >= limit), last)
+def _missing(column: Column) -> str:
+    """Why a column has no value: its runs' outcomes."""
+    errors = sum(r.config_error for r in column.runs)
+    other = [r.status for r in column.runs if not r.ok and not r.config_error]
+    parts = ([f"{errors} config error{'s' * (errors > 1)}"] if errors else []) + other
+    return "n/a" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _ratio(value: float, anchor: float, lower_is_better: bool) -> float:
+    """How many times worse than ``anchor`` (>= 1 when worse; inf when it cannot be compared)."""
+    if value <= 0 or anchor <= 0:
+        return 1.0 if value == anchor else (0.0 if (value < anchor) == lower_is_better else math.inf)
+    return value / anchor if lower_is_better else anchor / value
+
+
+def _numeric_row(name: str, metric: str, columns: list[Column], word: Callable[[float, list[float]], tuple],
+                 unit: str = "", shown: str | None = None) -> Row:
+    """Mean ± std of ``metric`` per column; ``word(mean, every column's mean)`` gives (label, ratio)."""
+    row = Row(name, shown or metric)
+    values = {c.name: _values(c.runs, metric) for c in columns}
+    means = [statistics.fmean(v) for v in values.values() if v]
+    for column in columns:
+        vs = values[column.name]
+        mean, std = _stats(vs)
+        if mean is None:
+            row.cells[column.name] = Cell(_missing(column), "n/a")
+            continue
+        label, ratio = word(mean, means)
+        row.cells[column.name] = Cell(_fmt(vs, len(column.runs), unit), label, mean, std, len(vs), ratio)
+    return row
+
+
+def _reference(runs: list[Run], metric: str) -> Cell | None:
+    values = _values(runs, REAL + metric)
+    return Cell(_fmt(values, len(values)), "", *_stats(values), len(values)) if values else None
 
 
 def quality_metric(dataset: str, measured: set[str]) -> tuple[str, bool]:
@@ -121,90 +149,137 @@ def loss_oscillation(run: Run) -> float | None:
     return statistics.pstdev(tail) / spread if spread > 0 else 0.0
 
 
-def _numeric_row(name: str, metric: str, groups: dict[str, list[Run]],
-                 label: Callable[[float, list[float]], str], unit: str = "", shown: str | None = None,
-                 extra: tuple[str, str] | None = None) -> Row:
-    """Mean ± std of ``metric`` per family, worded by ``label(mean, all families' means)``; ``extra`` is a
-    (metric, format) whose mean is appended to the text (NFE beside sampling time)."""
-    row = Row(name, shown or metric)
-    values = {f: _values(rs, metric) for f, rs in groups.items()}
-    stats = {f: _stats(v) for f, v in values.items()}
-    present = [m for m, _ in stats.values() if m is not None]
-    for family, (mean, std) in stats.items():
-        cell = Cell(_fmt(mean, std, unit), label(mean, present) if mean is not None else "n/a", mean, std,
-                    len(values[family]))
-        extra_mean = _stats(_values(groups[family], extra[0]))[0] if extra else None
-        if extra_mean is not None:
-            cell.text += ", " + extra[1].format(extra_mean)
-        row.cells[family] = cell
+def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Cell | None) -> Row:
+    anchor_name = "held-out real data" if reference else "the best column (no real-data value recorded)"
+
+    def word(mean: float, means: list[float]) -> tuple[str, float]:
+        anchor = reference.mean if reference else (min(means) if lower else max(means))
+        ratio = _ratio(mean, anchor, lower)
+        return rules.QUALITY.word(ratio), ratio
+
+    row = _numeric_row("Sample quality", quality, columns, word,
+                       shown=f"{quality}, {'lower' if lower else 'higher'} is better; r to {anchor_name}")
+    row.reference = reference
+    for cell in row.cells.values():
+        if cell.ratio is not None:
+            cell.text += f"; r {cell.ratio:.3g}"
+    return row
+
+
+def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None) -> Row:
+    collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
+
+    def word(mean: float, means: list[float]) -> tuple[str, float]:
+        share = mean / reference.mean if reference and reference.mean else mean
+        label = rules.DIVERSITY.word(share)
+        return label + (collapse if label == rules.DIVERSITY.last else ""), share
+
+    row = _numeric_row("Diversity", diversity, columns, word,
+                       shown=diversity + ("; s to held-out real data" if reference else ""))
+    row.reference = reference
     return row
 
 
 def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
-    """The matrix of one dataset from all its runs (ok, failed and diverged)."""
-    families = sorted({r.family for r in runs}, key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER
-                                                                else len(FAMILY_ORDER), f))
-    groups = {f: [r for r in runs if r.family == f] for f in families}
+    """The matrix of one dataset from all its runs (ok, failed, diverged and interrupted)."""
+    columns, warnings = build_columns(runs)
+    for warning in warnings:
+        log.warning("%s: %s", dataset, warning)
     measured = {k for r in runs if r.ok for k in r.metrics}
     quality, lower = quality_metric(dataset, measured)
-    def quality_label(m: float, ms: list[float]) -> str:
-        best = min(ms) if lower else max(ms)
-        return _by_ratio(best, m, lower, [(1.1, "Excellent"), (1.5, "High"), (3, "Medium")], "Low")
-
-    quality_name = f"{quality}, {'lower' if lower else 'higher'} is better"
     diversity = diversity_metric(dataset, measured, quality)
-    collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
+    curves = summarize_curves(dataset, columns, runs)
+    cost = "train_flops" if "train_flops" in measured else "train_seconds"
+    speed = _numeric_row("Sampling speed", "sample_ms_per_sample", columns, _to_least(rules.SPEED), " ms")
+    _append(speed, columns, "nfe", "NFE {:.0f}")
+    compute = _numeric_row("Training compute", cost, columns, _to_least(rules.COST),
+                           " FLOPs" if cost == "train_flops" else " s")
+    for name, fmt in (("train_examples", "{:,.0f} examples"), ("train_seconds", "{:.3g} s"),
+                      ("num_parameters", "{:,.0f} params")):
+        if name != cost:
+            _append(compute, columns, name, fmt)
     rows = [
-        _numeric_row("Sample quality", quality, groups, quality_label, shown=quality_name),
-        _numeric_row("Diversity", diversity, groups,
-                     lambda m, ms: _absolute(m, [(0.9, "High"), (0.6, "Medium")], "Low" + collapse)),
-        _stability_row(groups, quality),
-        _likelihood_row(groups),
-        _numeric_row("Sampling speed", "sample_ms_per_sample", groups,
-                     lambda m, ms: _by_ratio(min(ms), m, True, [(5, "Fast"), (100, "Slow")], "Very slow"),
-                     " ms", extra=("nfe", "NFE {:.0f}")),
-        _numeric_row("Training cost", "train_seconds", groups,
-                     lambda m, ms: _by_ratio(min(ms), m, True, [(2, "Cheap"), (5, "Moderate")], "Expensive"),
-                     " s", extra=("num_parameters", "{:,.0f} params")),
-        _capability_row("Latent space", "latent_space", groups),
-        _capability_row("Conditioning", "conditioning", groups,
+        _budget_row(columns, curves),
+        _quality_row(quality, lower, columns, _reference(runs, quality)),
+        _diversity_row(diversity, columns, _reference(runs, diversity)),
+        _stability_row(columns, quality),
+        _likelihood_row(columns),
+        speed,
+        compute,
+        _capability_row("Latent space", "latent_space", columns),
+        _capability_row("Conditioning", "conditioning", columns,
                         next((k for k in sorted(measured) if k.startswith("conditional_accuracy_")), None)),
     ]
-    return Matrix(dataset, families, rows, runs, quality)
+    return Matrix(dataset, columns, rows, runs, quality, lower, curves, warnings)
 
 
-def _stability_row(groups: dict[str, list[Run]], quality: str) -> Row:
-    row = Row("Training stability", f"failed or diverged runs; CV of {quality} over seeds; loss oscillation")
-    for family, runs in groups.items():
-        failed = sum(r.status in FAILED for r in runs)
-        mean, std = _stats(_values(runs, quality))
-        cv = std / abs(mean) if mean else None
-        oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
-        osc = max(oscillations) if oscillations else None
-        unstable = failed > 0 or (cv is not None and cv > 0.25) or (osc is not None and osc > 0.25)
-        text = (f"{failed}/{len(runs)} failed, CV {'n/a' if cv is None else f'{cv:.2f}'}, "
-                f"osc {'n/a' if osc is None else f'{osc:.2f}'}")
-        label = "Unstable" if unstable else "Stable"
-        row.cells[family] = Cell(text, label, failed / len(runs), None, len(runs))
+def _to_least(scale: rules.Scale) -> Callable[[float, list[float]], tuple[str, float]]:
+    """Words by the ratio to the least mean of the row (the fastest, the cheapest)."""
+    def word(mean: float, means: list[float]) -> tuple[str, float]:
+        ratio = _ratio(mean, min(means), True)
+        return scale.word(ratio), ratio
+    return word
+
+
+def _append(row: Row, columns: list[Column], metric: str, fmt: str) -> None:
+    """Add the mean of ``metric`` to each cell that has a value (NFE beside sampling time)."""
+    for column in columns:
+        mean = _stats(_values(column.runs, metric))[0]
+        if mean is not None and row.cells[column.name].mean is not None:
+            row.cells[column.name].text += ", " + fmt.format(mean)
+
+
+def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:
+    """The budget each column trained for, and where its quality curve was at the end of it."""
+    row = Row("Budget", "trainer.max_steps; examples seen; the quality curve at the end")
+    for column in columns:
+        steps = column.setup.get("trainer.max_steps", "not recorded")
+        examples = _stats(_values(column.runs, "train_examples"))[0]
+        text = f"max_steps {steps}" + (f", {examples:,.0f} examples" if examples is not None else "")
+        row.cells[column.name] = Cell(text, curves.trend.get(column.name) or "")
     return row
 
 
-LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "Approx (quadrature)",
-                    "none": "None"}
+def _stability_row(columns: list[Column], quality: str) -> Row:
+    row = Row("Training stability", f"runs that diverged or crashed; CV of {quality} over seeds; loss "
+                                    "oscillation")
+    for column in columns:
+        runs = column.runs
+        broken = sum(r.status in ("failed", "diverged") and not r.config_error for r in runs)
+        errors = sum(r.config_error for r in runs)
+        mean, std = _stats(_values(runs, quality))
+        cv = std / abs(mean) if std is not None and mean else None
+        oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
+        osc = max(oscillations) if oscillations else None
+        finished = sum(r.ok for r in runs)
+        text = (f"{broken}/{len(runs) - errors} diverged or crashed"
+                + (f", {errors} config error{'s' * (errors > 1)}" if errors else "")
+                + f", CV {number(cv, '.2f')}, osc {number(osc, '.2f')}")
+        spread = (cv or 0.0) > rules.CV_LIMIT or (osc or 0.0) > rules.OSCILLATION_LIMIT
+        if broken or spread:
+            label = "Unstable"
+        elif finished == 0:
+            label = "Config error" if errors else "n/a"
+        elif finished == 1:
+            label = "n=1"
+        else:
+            label = "Stable"
+        row.cells[column.name] = Cell(text, label, cv, None, finished)
+    return row
 
 
-def _likelihood_row(groups: dict[str, list[Run]]) -> Row:
-    row = _numeric_row("Likelihood", "nll_bpd", groups, lambda m, ms: "", " bits/dim",
+def _likelihood_row(columns: list[Column]) -> Row:
+    row = _numeric_row("Likelihood", "nll_bpd", columns, lambda m, ms: ("", None), " bits/dim",
                        shown="nll_bpd; SE nll_bpd_se, median nll_bpd_median")
-    for family, runs in groups.items():
-        kinds = {r.metrics.get("likelihood_kind") for r in runs if r.ok} - {None}
+    for column in columns:
+        kinds = {r.metrics.get("likelihood_kind") for r in column.runs if r.ok} - {None}
         kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
-        cell = row.cells[family]
-        cell.label = LIKELIHOOD_WORDS.get(kind, "n/a")
+        cell = row.cells[column.name]
+        cell.label = rules.LIKELIHOOD_WORDS.get(kind, "n/a")
         if kind == "none":
             cell.text = "none"
             continue
-        se, median = (_stats(_values(runs, f"nll_bpd_{part}"))[0] for part in ("se", "median"))
+        se, median = (_stats(_values(column.runs, f"nll_bpd_{part}"))[0] for part in ("se", "median"))
         if se is not None:
             cell.text += f", SE {se:.2g}"
         if median is not None:
@@ -212,22 +287,22 @@ def _likelihood_row(groups: dict[str, list[Run]]) -> Row:
     return row
 
 
-def _capability_row(name: str, key: str, groups: dict[str, list[Run]], accuracy: str | None = None) -> Row:
+def _capability_row(name: str, key: str, columns: list[Column], accuracy: str | None = None) -> Row:
     """Words from the capability flag ``key``; ``accuracy`` names a measured metric added to the text."""
     row = Row(name, f"capability flag: {key}" + (f"; measured: {accuracy}" if accuracy else ""))
-    for family, runs in groups.items():
-        caps = next((r.capabilities for r in runs if r.capabilities), {})
+    for column in columns:
+        caps = next((r.capabilities for r in column.runs if r.capabilities), {})
         text = str(caps.get(key, "n/a"))
-        mean, std = _stats(_values(runs, accuracy)) if accuracy else (None, None)
-        if mean is not None:
-            text += f"; {accuracy} {_fmt(mean, std)}"
+        values = _values(column.runs, accuracy) if accuracy else []
+        if values:
+            text += f"; {accuracy} {_fmt(values, len(column.runs))}"
         if not caps:
             label = "n/a"
         elif key == "latent_space":
             label = "Yes" if caps.get("has_latent") else ("Implicit" if text.startswith("implicit") else "No")
         else:
             label = "Yes" if caps.get("supports_labels") else "No"
-        row.cells[family] = Cell(text, label)
+        row.cells[column.name] = Cell(text, label)
     return row
 
 

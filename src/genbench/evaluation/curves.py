@@ -1,0 +1,169 @@
+"""Quality against training compute: a cheap evaluation at log-spaced steps, written to ``curves.csv``.
+
+A single number at the end of a budget says little about a family: one that is still improving and one
+that has flattened look alike. :class:`QualityCurve` scores the model at log-spaced optimizer steps
+(``first_step``, then ``points_per_decade`` points per factor of ten, and the last step) with the cheap
+metrics of the evaluation stage: on 2D sets :func:`~genbench.evaluation.toy.toy_metrics` (energy distance,
+PacGAN's modes and high-quality fraction, precision/recall), on labelled images the dataset classifier's
+Fréchet distance ``fd_<dataset>_cnn`` on ``image_samples`` samples. Each row also holds the compute spent
+so far: examples seen, FLOPs (:class:`~genbench.evaluation.compute.TrainingFlops`) and seconds of training
+(the curve's own evaluations excluded).
+
+The evaluation draws from a forked random state with a fixed seed, so it never changes the training
+run it observes, and every point of a curve uses the same random numbers (smoother curves).
+"""
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from genbench.errors import FeatureExtractorUnavailable
+from genbench.evaluation.compute import TrainingFlops
+from genbench.evaluation.cost import ExampleCounter
+from genbench.evaluation.feature_net import feature_net_path, load_feature_net
+from genbench.evaluation.frechet import feature_statistics, frechet_distance
+from genbench.evaluation.quality import sample_features
+from genbench.evaluation.reference import reference_features, reference_images
+from genbench.evaluation.toy import toy_metrics
+from genbench.files import write_text_atomically
+
+log = logging.getLogger(__name__)
+CURVES_FILE = "curves.csv"
+COMPUTE_COLUMNS = ["step", "train_examples", "train_flops", "train_seconds"]
+Scorer = Callable[[pl.LightningModule], dict[str, float]]
+
+
+def log_spaced_steps(first: int, last: int, per_decade: int) -> list[int]:
+    """``first``, ``first * 10**(1/per_decade)``, ... (rounded, distinct) below ``last``, then ``last``."""
+    steps: list[int] = []
+    i = 0
+    while (step := round(first * 10 ** (i / per_decade))) < last:
+        if not steps or step > steps[-1]:
+            steps.append(step)
+        i += 1
+    return [*steps, last]
+
+
+class QualityCurve(pl.Callback):
+    def __init__(self, out_dir: str, first_step: int = 25, points_per_decade: int = 4,
+                 vector_samples: int = 2000, mode_samples: int = 2500, image_samples: int = 2000,
+                 feature_net_dir: str = "feature_nets", cache_dir: str | None = None,
+                 reference_split: str = "train", num_real: int | None = None, batch_size: int = 500,
+                 seed: int = 0) -> None:
+        if first_step < 1 or points_per_decade < 0 or min(vector_samples, mode_samples, image_samples) < 2:
+            raise ValueError(f"callbacks.quality_curve: first_step={first_step} must be >= 1, "
+                             f"points_per_decade={points_per_decade} >= 0 (0: off), vector_samples="
+                             f"{vector_samples}, mode_samples={mode_samples}, image_samples={image_samples} "
+                             ">= 2")
+        self.path = Path(out_dir) / CURVES_FILE
+        self.first_step, self.points_per_decade = first_step, points_per_decade
+        self.vector_samples, self.mode_samples = vector_samples, mode_samples
+        self.image_samples, self.batch_size, self.seed = image_samples, batch_size, seed
+        self.feature_net_dir, self.cache_dir = feature_net_dir, cache_dir
+        self.reference_split, self.num_real = reference_split, num_real
+        self.rows: list[dict[str, Any]] = []
+        self._targets: list[int] = []
+        self._scorer: Scorer | None = None
+        self._started = 0.0
+        self._spent = 0.0  # seconds inside this callback: not training
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.points_per_decade or not trainer.is_global_zero:
+            return
+        last = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else 10**12
+        self._targets = [s for s in log_spaced_steps(self.first_step, last, self.points_per_decade)
+                         if s > trainer.global_step]
+        self._scorer = self._make_scorer(trainer.datamodule, pl_module)
+        self._started, self._spent = time.perf_counter(), 0.0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if self._scorer is not None and self._targets and trainer.global_step >= self._targets[0]:
+            while self._targets and self._targets[0] <= trainer.global_step:  # a GAN steps by two
+                self._targets.pop(0)
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._scorer is not None and (not self.rows or self.rows[-1]["step"] != trainer.global_step):
+            self._evaluate(trainer, pl_module)  # the last point is where training stopped
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        start = time.perf_counter()
+        was_training = pl_module.training
+        pl_module.eval()
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(self.seed)
+            values = self._scorer(pl_module)
+        pl_module.train(was_training)
+        counter = _find(trainer, ExampleCounter)
+        flops = _find(trainer, TrainingFlops)
+        examples = counter.examples * trainer.world_size if counter else None
+        seconds = (counter.previous_seconds if counter else 0.0) + start - self._started - self._spent
+        per_example = flops.per_example if flops else None
+        row = {"step": trainer.global_step, "train_examples": examples,
+               "train_flops": per_example * examples if per_example is not None and examples else None,
+               "train_seconds": seconds, **values}
+        self.rows.append(row)
+        self._write()
+        for lg in trainer.loggers:
+            lg.log_metrics({f"curve/{k}": v for k, v in values.items() if math.isfinite(v)},
+                           step=trainer.global_step)
+        self._spent += time.perf_counter() - start
+
+    def _write(self) -> None:
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in self.rows)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.path, buffer.getvalue())
+
+    def _make_scorer(self, dm: Any, model: pl.LightningModule) -> Scorer | None:
+        """What to measure on this data: toy metrics on 2D sets, the classifier's FD on labelled images."""
+        dm.setup("test")
+        distribution = getattr(dm, "distribution", None)
+        if not dm.is_image and distribution is not None:
+            test = dm.split_tensor("test")[: self.vector_samples]
+            n = max(self.vector_samples, self.mode_samples if distribution.modes is not None else 0)
+
+            def toy(model: pl.LightningModule) -> dict[str, float]:
+                drawn = model.sample(n)
+                return toy_metrics(drawn[: self.vector_samples], test, distribution,
+                                   drawn[: self.mode_samples])
+            return toy
+        if dm.is_image and dm.num_classes:
+            return self._classifier_scorer(dm, model)
+        log.info("no quality curve for %s: it needs a 2D set or labelled images", dm.name)
+        return None
+
+    def _classifier_scorer(self, dm: Any, model: pl.LightningModule) -> Scorer | None:
+        try:
+            net = load_feature_net(feature_net_path(self.feature_net_dir, dm.name), model.device)
+        except FeatureExtractorUnavailable as e:
+            log.warning("no quality curve: %s", e)
+            return None
+        real = reference_images(dm.split_tensor(self.reference_split), self.num_real)
+        real_features = reference_features(net, real, dataset=dm.name, split=self.reference_split,
+                                           cache_dir=Path(self.cache_dir) if self.cache_dir else None,
+                                           batch_size=self.batch_size)[0]
+        real_stats = feature_statistics(real_features)
+
+        def frechet(model: pl.LightningModule) -> dict[str, float]:
+            fake = sample_features(model, [net], self.image_samples, self.batch_size, self.batch_size,
+                                   keep=1)[0][net.name][0]
+            return {f"fd_{net.name}": frechet_distance(*real_stats, *feature_statistics(fake))}
+        return frechet
+
+
+def _find(trainer: pl.Trainer, kind: type) -> Any:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)

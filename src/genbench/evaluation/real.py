@@ -1,0 +1,72 @@
+"""The real-data floor: held-out real data scored by the same code, against the same reference, at the
+same sample size as the model's samples, so every quality metric has beside it the value that perfect
+samples would get (``real_<metric>``). Finite samples keep distances above 0 and precision below 1: a
+model is judged by its ratio to this floor, not by the raw number.
+
+- 2D sets: fresh draws from the true distribution (a stream of their own, independent of the splits), as
+  many as the model's samples, scored by :func:`~genbench.evaluation.toy.toy_metrics` against the same test
+  points;
+- image sets: the images of a split the reference does not use (test; val when the reference is the test
+  split), at most as many as the generated ones, scored with every extractor against the same reference
+  features.
+
+Each also writes ``real_samples.png``, the held-out data drawn as the model's ``samples.png`` is.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genbench.data.base import SPLITS, GenerativeDataModule
+from genbench.data.toy import ToyDistribution
+from genbench.evaluation.plots import save_samples_png
+from genbench.evaluation.quality import QualitySettings, feature_metrics
+from genbench.evaluation.reference import reference_features, reference_images
+from genbench.evaluation.toy import toy_metrics
+
+PREFIX = "real_"
+REAL_SAMPLES_PNG = "real_samples.png"
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {PREFIX + name: value for name, value in metrics.items()}
+
+
+def real_toy_metrics(distribution: ToyDistribution, test: Tensor, n: int, mode_samples: int,
+                     mode_min_count: int, seed: int, out_dir: Path) -> dict[str, float]:
+    """``real_*`` toy metrics of ``n`` fresh draws (``mode_samples`` for the mode counts)."""
+    state = np.random.SeedSequence([seed, 0x7EA1]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    drawn = distribution.sample(max(n, mode_samples), generator)[0]
+    real = drawn[:n]
+    save_samples_png(real, test, out_dir / REAL_SAMPLES_PNG, f"held-out real data: {len(real)} points")
+    return _prefixed(toy_metrics(real, test[:n], distribution, drawn[:mode_samples], mode_min_count))
+
+
+def held_out_split(dm: GenerativeDataModule, reference_split: str) -> str | None:
+    """The first split, test before val before train, that is not the reference and holds images."""
+    order = sorted(SPLITS, key=lambda s: ("test", "val", "train").index(s))
+    return next((s for s in order if s != reference_split and len(dm.split_tensor(s))), None)
+
+
+def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals: dict[str, tuple],
+                       reference_split: str, n: int, settings: QualitySettings, cache_dir: Path | None,
+                       feature_batch: int, plot_images: int, out_dir: Path) -> tuple[dict[str, float], dict]:
+    """``real_*`` feature metrics of up to ``n`` held-out images with each extractor, against the same
+    reference features ``reals`` (name -> (features, logits, provenance)); and their provenance."""
+    split = held_out_split(dm, reference_split)
+    if split is None:
+        return {}, {}
+    images = reference_images(dm.split_tensor(split), n)
+    save_samples_png(images[:plot_images], images, out_dir / REAL_SAMPLES_PNG,
+                     f"held-out real data ({split} split)")
+    metrics: dict[str, float] = {}
+    for extractor, num_classes in extractors:
+        held_out = reference_features(extractor, images, dataset=dm.name, split=split, cache_dir=cache_dir,
+                                      batch_size=feature_batch)
+        metrics.update(feature_metrics(extractor.name, reals[extractor.name][:2], held_out[:2], settings,
+                                       num_classes))
+    return _prefixed(metrics), {"split": split, "n_real_held_out": len(images),
+                                "reference_split": reference_split}

@@ -1,0 +1,89 @@
+"""The matrix's columns: a family's runs are pooled only when they ran the same config.
+
+Seeds of one setup belong together; a 200-step debug run does not belong with 2,000-step runs. Each run's
+config (``provenance.config`` of its record) less the keys that cannot change what is measured (the seed,
+output paths, loggers, callbacks, progress bars) is its setup; a family with several setups gets one
+column per setup, named by the keys that differ, and a warning says so.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from genbench.matrix.rules import NOT_SETUP
+from genbench.matrix.runs import Run
+
+FAMILY_ORDER = ["vae", "gan", "flow", "autoregressive", "ebm", "diffusion"]  # others follow, by name
+NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
+
+
+@dataclass
+class Column:
+    name: str  # the family, or "family [key=value, ...]" when the family ran under several configs
+    family: str
+    runs: list[Run] = field(default_factory=list)
+    setup: dict[str, str] = field(default_factory=dict)  # dotted config key -> JSON value
+
+    @property
+    def ok(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(node, dict) and node:
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(node, sort_keys=True, default=str)} if prefix else {}
+
+
+def setup_of(run: Run) -> dict[str, str]:
+    """The run's config as dotted keys, less the ones that cannot change its measurements."""
+    return {k: v for k, v in _flatten(run.config).items()
+            if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
+
+
+def family_key(family: str) -> tuple[int, str]:
+    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
+
+
+def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
+    """Columns in family order (unknown families last), and a warning per family split by config."""
+    columns: list[Column] = []
+    warnings: list[str] = []
+    for family in sorted({r.family for r in runs}, key=family_key):
+        setups: dict[str, Column] = {}
+        for run in (r for r in runs if r.family == family):
+            setup = setup_of(run)
+            key = json.dumps(setup, sort_keys=True)
+            setups.setdefault(key, Column(family, family, setup=setup)).runs.append(run)
+        if len(setups) > 1:
+            differ = _differing_keys([c.setup for c in setups.values()])
+            more = ", ..." if len(differ) > NAMED_DIFFERENCES else ""
+            for i, column in enumerate(setups.values()):
+                named = ", ".join(f"{k}={_shown(column.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
+                column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if more else "")
+            warnings.append(f"{family}: runs under {len(setups)} different configs are not pooled; each has "
+                            f"its own column (they differ in {', '.join(differ)})")
+        columns += sorted(setups.values(), key=lambda c: _natural(c.name))
+    return columns, warnings
+
+
+def _differing_keys(setups: list[dict[str, str]]) -> list[str]:
+    keys = sorted({k for s in setups for k in s})
+    return [k for k in keys if len({s.get(k) for s in setups}) > 1]
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts max_steps=200 before max_steps=2000."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def _shown(value: str | None) -> str:
+    """A config value as a person writes it on the command line: 200, debug, [1, 2]; unset when absent."""
+    if value is None:
+        return "unset"
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, str) else value

@@ -1,0 +1,38 @@
+"""What a matrix was measured under, from its runs' records: budget, seeds, commit, dates, library
+versions, device and threads, host. Several values are all listed: a reader must see a mixed sweep."""
+
+from genbench.matrix.table import Matrix
+
+VERSIONS = ("torch", "pytorch-lightning", "python")
+
+
+def _listed(values: set) -> str:
+    shown = sorted(str(v) for v in values if v is not None)
+    return ", ".join(shown) if shown else "not recorded"
+
+
+def context(m: Matrix) -> list[tuple[str, str]]:
+    """(what, value) pairs in reading order."""
+    provs = [r.provenance for r in m.runs]
+    metrics = [r.metrics for r in m.runs if r.ok]
+    budgets = {}
+    for column in m.columns:
+        budgets.setdefault(column.setup.get("trainer.max_steps", "not recorded"), []).append(column.name)
+    budget = "; ".join(f"{steps} ({', '.join(names)})" if len(budgets) > 1 else str(steps)
+                       for steps, names in budgets.items())
+    started = sorted(str(p["started_at"]) for p in provs if p.get("started_at"))
+    versions = {f"{name} {p.get('versions', {}).get(name)}" for p in provs for name in VERSIONS
+                if isinstance(p.get("versions"), dict) and p["versions"].get(name)}
+    return [
+        ("Budget (trainer.max_steps)", budget),
+        ("Runs", f"{len(m.runs)} ({sum(r.ok for r in m.runs)} ok), seeds "
+                 f"{_listed({r.seed for r in m.runs})}"),
+        ("Commit", _listed({p.get("git_commit") for p in provs})),
+        ("Started", f"{started[0]} to {started[-1]}" if started else "not recorded"),
+        ("Versions", _listed(versions)),
+        ("Sampling device", _listed({x.get("sample_device") for x in metrics})),
+        ("Torch threads (training; sampling)",
+         f"{_listed({x.get('train_torch_threads') for x in metrics})}; "
+         f"{_listed({x.get('sample_torch_threads') for x in metrics})}"),
+        ("Host", _listed({p.get("host") for p in provs})),
+    ]

@@ -1,0 +1,97 @@
+"""Training compute and quality curves (issue 15): FLOPs counted on a training step, the log-spaced quality
+curve of a run (which must not change the run it watches), and the real-data floor of the metrics."""
+
+import math
+
+import hydra
+import pytest
+import torch
+
+from genbench.data.toy import GaussianGrid
+from genbench.evaluation.compute import flop_counter
+from genbench.evaluation.curves import log_spaced_steps
+from genbench.evaluation.quality import class_rows
+from genbench.evaluation.real import held_out_split, real_toy_metrics
+from genbench.matrix.runs import Run
+from genbench.train import run
+from tests.helpers import compose_quiet_run, compose_train
+
+
+def test_flops_of_a_linear_layer_forward_and_weight_gradient():
+    layer = torch.nn.Linear(8, 4, bias=False)
+    with flop_counter() as counter:
+        layer(torch.randn(16, 8)).sum().backward()
+    assert counter.get_total_flops() == 2 * (2 * 16 * 8 * 4)  # x @ W^T, then the gradient of W
+
+
+def test_flops_are_counted_through_autograd_grad_on_a_leaf():
+    """An EBM's Langevin step differentiates the energy with respect to its input, a leaf tensor:
+    FlopCounterMode's module tracker breaks there; the totals-only counter does not."""
+    net = torch.nn.Linear(2, 3, bias=False)
+    z = torch.randn(5, 2, requires_grad=True)
+    with flop_counter() as counter:
+        torch.autograd.grad(net(z).sum(), z)
+    assert counter.get_total_flops() == 2 * (2 * 5 * 2 * 3)  # forward, and the gradient of z
+
+
+def test_log_spaced_steps_end_at_the_budget():
+    assert log_spaced_steps(25, 2000, 4) == [25, 44, 79, 141, 250, 445, 791, 1406, 2000]
+    assert log_spaced_steps(1, 3, 10) == [1, 2, 3]  # rounded duplicates dropped
+    assert log_spaced_steps(25, 10, 4) == [10]
+
+
+def _weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_a_run_records_its_flops_and_a_quality_curve_that_does_not_change_its_training(tmp_path):
+    common = ["model=vae", "dataset=gaussians8", "trainer.max_steps=60", "evaluate=false"]
+    watched = run(compose_quiet_run(tmp_path / "curve", [*common, "callbacks.sample_grids.every_n_steps=0",
+                                                         "callbacks.quality_curve.first_step=10"]),
+                  tmp_path / "curve")
+    alone = run(compose_quiet_run(tmp_path / "alone", [*common, "callbacks=none"]), tmp_path / "alone")
+    assert torch.equal(_weights(watched.model), _weights(alone.model))  # the curve's sampling is forked off
+    metrics = watched.metrics
+    assert metrics["train_flops"] == metrics["train_flops_per_example"] * metrics["train_examples"] > 0
+    assert alone.metrics["train_flops_per_example"] == metrics["train_flops_per_example"]
+    curve = Run(tmp_path / "curve", "vae", "gaussians8", 0, "ok").quality_curve("energy_distance_test")
+    assert [step for step, _, _ in curve] == [10, 18, 32, 56, 60]
+    assert [flops for _, flops, _ in curve] == [
+        metrics["train_flops_per_example"] * 256 * step for step in (10, 18, 32, 56, 60)]
+    assert all(math.isfinite(v) and v > 0 for _, _, v in curve)
+    assert curve[-1][2] < curve[0][2]  # 60 steps of a VAE beat 10
+    assert not (tmp_path / "alone" / "curves.csv").exists()
+
+
+def test_the_real_data_floor_of_the_mode_metrics_is_what_the_mixture_gives(tmp_path):
+    grid = GaussianGrid()
+    test = grid.sample(2000, torch.Generator().manual_seed(1))[0]
+    real = real_toy_metrics(grid, test, 2000, 2500, 20, seed=0, out_dir=tmp_path)
+    assert real["real_mode_coverage"] == 1.0 and real["real_modes_covered_thresholded"] == 25
+    # A sample of N(mode, std^2 I) lies within 3 std with probability 1 - exp(-9/2) = 0.9889.
+    assert real["real_high_quality_fraction"] == pytest.approx(1 - math.exp(-4.5), abs=0.01)
+    # Finite samples keep the distance above 0 (the V-statistic's bias is of order E|X-X'| / n).
+    assert 0 < real["real_energy_distance_test"] < 0.03 and real["real_precision_data_space"] > 0.9
+    assert (tmp_path / "real_samples.png").stat().st_size > 1000
+
+
+def test_held_out_images_come_from_a_split_the_reference_does_not_use():
+    dm = hydra.utils.instantiate(compose_train(["dataset=digits"]).dataset, _convert_="all")
+    dm.setup()
+    assert held_out_split(dm, "train") == "test"
+    assert held_out_split(dm, "test") == "val"
+
+
+class _EchoLabels:
+    """Stands in for a conditional model: each sample is an image filled with its label."""
+
+    device = torch.device("cpu")
+
+    def sample(self, n: int, labels: torch.Tensor) -> torch.Tensor:
+        return labels.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).to(torch.uint8)
+
+
+def test_a_conditional_model_s_picture_has_one_class_per_row():
+    images, per_row = class_rows(_EchoLabels(), 10, 64)
+    assert per_row == 6 and images.shape == (60, 1, 2, 2)
+    assert torch.equal(images[:, 0, 0, 0].view(10, 6), torch.arange(10).view(10, 1).expand(10, 6).byte())
