@@ -25,16 +25,14 @@ from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
 from genbench.evaluation.nfe_curve import (
     DEFAULT_BUDGETS,
-    Curve,
     Quality,
     feature_quality,
-    markdown_table,
     pixel_features,
     sweep,
     vector_quality,
-    write_curve,
 )
 from genbench.evaluation.reference import reference_images
+from genbench.nfe_record import Curve, markdown_table, write_curve
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 log = logging.getLogger("nfe_sweep")

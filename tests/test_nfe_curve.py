@@ -8,21 +8,20 @@ import pytest
 import torch
 
 from genbench.errors import ConfigError
-from genbench.evaluation.nfe_curve import (
+from genbench.evaluation.nfe_curve import steps_for_budget, sweep
+from genbench.models.diffusion import Diffusion
+from genbench.models.ebm import EBM
+from genbench.models.flow_matching import FlowMatching
+from genbench.models.vae import VAE
+from genbench.nfe_record import (
     Curve,
     CurvePoint,
     curve_figure,
     markdown_table,
     nfe_to_reach,
     read_curve,
-    steps_for_budget,
-    sweep,
     write_curve,
 )
-from genbench.models.diffusion import Diffusion
-from genbench.models.ebm import EBM
-from genbench.models.flow_matching import FlowMatching
-from genbench.models.vae import VAE
 from genbench.train import run
 from tests.helpers import ROOT, compose_train
 

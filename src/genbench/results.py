@@ -36,6 +36,10 @@ from typing import Any
 from genbench.errors import ConfigError
 from genbench.files import read_regular_file, write_text_atomically
 
+# Files of a run directory beside metrics.json that reports read (the evaluation writes them).
+CURVES_FILE = "curves.csv"  # quality against training compute, at log-spaced steps
+REAL_SAMPLES_PNG = "real_samples.png"  # held-out real data, the picture beside samples.png
+REAL_PREFIX = "real_"  # metrics of held-out real data scored like the samples: real_<metric>
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "interrupted")
 MAX_RECORD_BYTES = 4 << 20  # a real record is a few KB; anything this large is not one

@@ -34,9 +34,9 @@ from genbench.evaluation.quality import sample_features
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
 from genbench.files import write_text_atomically
+from genbench.results import CURVES_FILE
 
 log = logging.getLogger(__name__)
-CURVES_FILE = "curves.csv"
 COMPUTE_COLUMNS = ["step", "train_examples", "train_flops", "train_seconds"]
 Scorer = Callable[[pl.LightningModule], dict[str, float]]
 

@@ -25,9 +25,8 @@ from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import QualitySettings, feature_metrics
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
-
-PREFIX = "real_"
-REAL_SAMPLES_PNG = "real_samples.png"
+from genbench.results import REAL_PREFIX as PREFIX
+from genbench.results import REAL_SAMPLES_PNG
 
 
 def _prefixed(metrics: dict[str, float]) -> dict[str, float]:

@@ -7,10 +7,10 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from genbench.evaluation.real import PREFIX as REAL
 from genbench.matrix import rules
 from genbench.matrix.columns import Column
 from genbench.matrix.runs import Run
+from genbench.results import REAL_PREFIX as REAL
 
 CURVE_METRICS = ("fd_{dataset}_cnn", "energy_distance_test")  # the first any run's curve holds; lower wins
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genbench.evaluation.curves import CURVES_FILE
-from genbench.evaluation.real import REAL_SAMPLES_PNG
 from genbench.files import read_regular_file
 from genbench.matrix.rules import CONFIG_ERROR
-from genbench.results import read_record
+from genbench.results import CURVES_FILE, REAL_SAMPLES_PNG, read_record
 
 log = logging.getLogger(__name__)
 MAX_CURVE_BYTES = 64 << 20  # a CSV log of a long run is a few MB

@@ -9,11 +9,11 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from genbench.evaluation.real import PREFIX as REAL
 from genbench.matrix import rules
 from genbench.matrix.columns import Column, build_columns
 from genbench.matrix.compute import CurveSummary, summarize_curves
 from genbench.matrix.runs import Run
+from genbench.results import REAL_PREFIX as REAL
 
 REFERENCE = "held-out real data"
 log = logging.getLogger(__name__)
