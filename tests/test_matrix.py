@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from genbench.matrix import rules, write_matrix
+from genbench.matrix import build_matrices, rules, write_matrix
 from genbench.matrix.founding import compare
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
 from genbench.matrix.verdicts import bottom_line, pareto_front
+from genbench.nfe_record import Curve, CurvePoint, write_curve
 from genbench.results import provenance, read_record, write_record
 from tests.helpers import start_train_py, train_py, wait_for
 
@@ -338,3 +339,22 @@ def test_a_killed_joblib_worker_is_a_failed_job_and_the_sweep_goes_on(tmp_path):
     md = (sweep / "matrix.md").read_text()
     assert "failed: the joblib worker running this job died" in md and f"({sweep / '0'})" in md
     assert "Runs that did not finish" in (sweep / "matrix.html").read_text()
+
+
+def test_a_quality_against_nfe_curve_names_its_nfe_in_the_speed_row_and_is_drawn(tmp_path):
+    """A column whose checkpoint has an nfe_curve.json (scripts/nfe_sweep.py) shows the fewest NFE at which
+    a sampler reaches 90% of the best quality, and the page draws the curves; other columns are unchanged."""
+    run_dir = _run(tmp_path, "0", "diffusion", 0, _metrics(0.5, 1.0, 0.5, 100, 10.0, 1.2), losses=SMOOTH)
+    _run(tmp_path, "1", "vae", 0, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
+    points = [CurvePoint(sampler, nfe, nfe, nfe, {"w2_test": w2}, 0.1)
+              for sampler, nfe, w2 in [("ddim", 10, 0.5), ("ddim", 50, 0.2), ("dpmpp_2m", 10, 0.21),
+                                       ("dpmpp_2m", 50, 0.19)]]
+    write_curve(Curve("diffusion", "gaussians25", "w2_test", 2000, 0, {"w2_test": 0.05}, points), run_dir)
+    (m,) = build_matrices(find_runs([tmp_path]).runs)
+    speed = {row.name: row for row in m.rows}["Sampling speed"]
+    # best 0.19; 90% of it is 0.19 / 0.9 = 0.211: DPM-Solver++ at 10 NFE, not DDIM's 0.5 there.
+    assert "90% of best w2_test at NFE 10 (dpmpp_2m)" in speed.cells["diffusion"].text
+    assert "of best" not in speed.cells["vae"].text
+    page = write_matrix([tmp_path], tmp_path / "out")[2]
+    html_page = next(p for p in page if p.suffix == ".html").read_text()
+    assert "Quality against sampling cost (NFE)" in html_page

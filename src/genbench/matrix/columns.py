@@ -13,6 +13,7 @@ from typing import Any
 
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import Run
+from genbench.nfe_record import Curve
 
 FAMILY_ORDER = ["vae", "gan", "flow", "autoregressive", "ebm", "diffusion"]  # others follow, by name
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
@@ -28,6 +29,11 @@ class Column:
     @property
     def ok(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
+
+    def nfe_curve(self) -> Curve | None:
+        """The quality-against-NFE curve of the column's lowest seed that has one."""
+        return next((c for r in sorted(self.ok, key=lambda r: r.seed) if (c := r.nfe_curve()) is not None),
+                    None)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, str]:

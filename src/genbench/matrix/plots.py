@@ -17,6 +17,7 @@ from matplotlib import ticker  # noqa: E402
 
 from genbench.matrix.table import Matrix  # noqa: E402
 from genbench.matrix.verdicts import pareto_front  # noqa: E402
+from genbench.nfe_record import curve_figure  # noqa: E402
 
 PANELS_PER_ROW = 4
 
@@ -127,3 +128,10 @@ def training_losses(m: Matrix) -> str:
         ax.set_ylabel("train/loss")
     fig.tight_layout()
     return _png(fig)
+
+
+def nfe_curves(m: Matrix) -> str | None:
+    """Quality against NFE, one line per family and sampler, from the runs that have a curve (the lowest
+    seed of each column); None when no run has one."""
+    curves = [c for c in (column.nfe_curve() for column in m.columns) if c is not None]
+    return _png(curve_figure(curves)) if curves else None

@@ -229,6 +229,11 @@ def _dataset_html(m: Matrix) -> list[str]:
         caption, header, rows = compute_table(m)
         body.append(f"<h3>Quality against training compute</h3><p>{html.escape(caption)}</p>")
         body.append(_html_table(header, rows))
+    nfe_plot = plots.nfe_curves(m)
+    if nfe_plot:
+        body.append("<h3>Quality against sampling cost (NFE)</h3><p>From scripts/nfe_sweep.py on each "
+                    "column's checkpoint: every sampler at each NFE budget, lower is better, dashed: real "
+                    f"data.</p><img src='{nfe_plot}' alt='quality against NFE'>")
     body.append("<h3>The founding comparison against these measurements</h3>" + _founding_html(m))
     failures = [_not_finished(r) for r in m.runs if not r.ok]
     if failures:

@@ -35,7 +35,8 @@ OSCILLATION_LIMIT = 0.25  # late-training loss oscillation
 GOOD_QUALITY = ("Excellent", "High")  # "at good quality" in the bottom line
 FLAT_GAIN = 0.1  # relative change of a quality curve that counts as flattened (or as past its best)
 LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "Approx (quadrature)",
-                    "none": "None"}
+                    "estimate": "Approx (estimate)", "none": "None"}
+NFE_FRACTION = 0.9  # the sampling-speed row names the NFE where quality reaches this share of the best
 NOT_SETUP = (  # config keys that cannot change what a run measures: runs differing only there are pooled
     "seed", "paths", "logger", "callbacks", "extras", "tags", "task_name", "hydra", "optimized_metric",
     "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "trainer.enable_progress_bar",
@@ -83,8 +84,10 @@ RULES = (
                        "per-example bits/dim (nll_bpd_median: a mean far above it is decided by a few test "
                        "points); the word is the kind: "
                        + ", ".join(f"{k} -> {v}" for k, v in LIKELIHOOD_WORDS.items()) + "."),
-    Rule("Sampling speed", "ms per sample (batch of eval.speed_batch_size) and NFE; r = ratio to the fastest "
-                           "column: {scale}.", SPEED),
+    Rule("Sampling speed", "ms per sample (batch of eval.speed_batch_size) and NFE; where a checkpoint has "
+                           "a quality-against-NFE curve (scripts/nfe_sweep.py), the fewest NFE at which some "
+                           f"sampler reaches {NFE_FRACTION:.0%} of the curve's best quality; r = ratio to "
+                           "the fastest column: {scale}.", SPEED),
     Rule("Training compute", "training FLOPs (train_flops: FlopCounterMode on one training step, per "
                              "example, times the examples seen; train_seconds for records without it), "
                              "with examples, wall-clock and parameters; r = ratio to the cheapest column: "

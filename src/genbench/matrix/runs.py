@@ -16,6 +16,7 @@ from typing import Any
 
 from genbench.files import read_regular_file
 from genbench.matrix.rules import CONFIG_ERROR
+from genbench.nfe_record import Curve, read_curve
 from genbench.results import CURVES_FILE, REAL_SAMPLES_PNG, read_record
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,15 @@ class Run:
     def config_error(self) -> bool:
         """Failed on its config before training: an error of the setup, not of the family."""
         return self.status == "failed" and (self.error or "").startswith(CONFIG_ERROR)
+
+    def nfe_curve(self) -> Curve | None:
+        """The run's quality-against-NFE curve (scripts/nfe_sweep.py), None where there is none or it is
+        unreadable (warned about, as a bad record is)."""
+        try:
+            return read_curve(self.path)
+        except ValueError as e:
+            log.warning("%s", e)
+            return None
 
     def _csv_rows(self, path: Path) -> list[dict[str, str]]:
         """The rows of a CSV file of this run; an unreadable file gives none, with a warning."""

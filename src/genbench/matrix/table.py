@@ -13,6 +13,7 @@ from genbench.matrix import rules
 from genbench.matrix.columns import Column, build_columns
 from genbench.matrix.compute import CurveSummary, summarize_curves
 from genbench.matrix.runs import Run
+from genbench.nfe_record import nfe_to_reach
 from genbench.results import REAL_PREFIX as REAL
 
 REFERENCE = "held-out real data"
@@ -192,6 +193,7 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     cost = "train_flops" if "train_flops" in measured else "train_seconds"
     speed = _numeric_row("Sampling speed", "sample_ms_per_sample", columns, _to_least(rules.SPEED), " ms")
     _append(speed, columns, "nfe", "NFE {:.0f}")
+    _append_nfe_to_reach(speed, columns)
     compute = _numeric_row("Training compute", cost, columns, _to_least(rules.COST),
                            " FLOPs" if cost == "train_flops" else " s")
     for name, fmt in (("train_examples", "{:,.0f} examples"), ("train_seconds", "{:.3g} s"),
@@ -227,6 +229,17 @@ def _append(row: Row, columns: list[Column], metric: str, fmt: str) -> None:
         mean = _stats(_values(column.runs, metric))[0]
         if mean is not None and row.cells[column.name].mean is not None:
             row.cells[column.name].text += ", " + fmt.format(mean)
+
+
+def _append_nfe_to_reach(row: Row, columns: list[Column]) -> None:
+    """Beside the sampling time: the fewest NFE at which the column's quality-against-NFE curve (its lowest
+    seed that has one) reaches ``rules.NFE_FRACTION`` of its best, and with which sampler."""
+    for column in columns:
+        curve = column.nfe_curve()
+        reach = nfe_to_reach(curve, rules.NFE_FRACTION) if curve else None
+        if reach is not None and row.cells[column.name].mean is not None:
+            row.cells[column.name].text += (f", {rules.NFE_FRACTION:.0%} of best {reach['metric']} at NFE "
+                                            f"{reach['nfe']} ({reach['sampler']})")
 
 
 def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:

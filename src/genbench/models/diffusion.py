@@ -94,7 +94,7 @@ class Diffusion(GenerativeModel):
     config_schema = DiffusionConfig
     likelihood_kind = "bound"
     latent_space = "implicit: the noise x_T of the deterministic DDIM sampler"
-    conditioning = "classifier-free guidance"
+    conditioning = "classifier-free guidance (conditional=true)"
     supports_labels = True
     samplers = DIFFUSION_SAMPLERS
 

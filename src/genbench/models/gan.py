@@ -92,7 +92,7 @@ class GAN(GenerativeModel):
     config_schema = GANConfig
     likelihood_kind = "none"
     latent_space = "generator input z, no encoder"
-    conditioning = "label embedding in G, projection discriminator"
+    conditioning = "label embedding in G, projection discriminator (conditional=true)"
     has_latent = True
     supports_labels = True
 
