@@ -43,23 +43,15 @@ from genbench.models.base import GenerativeModel
 from genbench.models.diffusion_schedule import NoiseSchedule
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
-from genbench.nets.time_mlp import TimeMLP
-from genbench.nets.unet import UNet
-from genbench.schema import Schema, param
+from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
+from genbench.schema import param
 
 
 @dataclass
-class DiffusionConfig(Schema):
+class DiffusionConfig(TimeBackboneConfig):  # the backbone's options, then the family's
     timesteps: int = param(1000, ge=2)  # T, the number of diffusion steps
     schedule: str = param("linear", choices=["linear", "cosine"])
     variance: str = param("small", choices=["small", "large"])  # reverse variance: beta~_t or beta_t
-    hidden_dim: int = param(128, ge=1)  # TimeMLP width (vector data)
-    depth: int = param(3, ge=1)  # TimeMLP residual blocks
-    unet_channels: int = param(16, ge=1)  # UNet base width (image data)
-    channel_mults: list[int] = param([1, 2], ge=1)  # UNet width per level; levels after the 1st halve H, W
-    num_res_blocks: int = param(1, ge=1)  # UNet residual blocks per level
-    attention: bool = False  # UNet self-attention at the lowest resolution
-    dropout: float = param(0.0, ge=0, lt=1)
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
@@ -102,11 +94,7 @@ class Diffusion(GenerativeModel):
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
         num_labels = num_classes + 1 if self.is_conditional else None  # the last one is "no label"
-        if self.is_image:
-            self.net = UNet(self.data_shape, hp.unet_channels, hp.channel_mults, hp.num_res_blocks,
-                            hp.attention, hp.dropout, num_labels)
-        else:
-            self.net = TimeMLP(self.data_dim, hp.hidden_dim, hp.depth, num_labels)
+        self.net = time_backbone(self.data_shape, hp, num_labels)
         self.ema = ema_copy(self.net)
         self.schedule = NoiseSchedule(hp.timesteps, hp.schedule, hp.variance)
 

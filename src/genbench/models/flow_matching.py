@@ -33,22 +33,14 @@ from genbench.matching import optimal_matching
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
-from genbench.nets.time_mlp import TimeMLP
-from genbench.nets.unet import UNet
-from genbench.schema import Schema, param
+from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
+from genbench.schema import param
 
 TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1000, like diffusion timesteps
 
 
 @dataclass
-class FlowMatchingConfig(Schema):
-    hidden_dim: int = param(128, ge=1)  # TimeMLP width (vector data)
-    depth: int = param(3, ge=1)  # TimeMLP residual blocks
-    unet_channels: int = param(16, ge=1)  # UNet base width (image data)
-    channel_mults: list[int] = param([1, 2], ge=1)  # UNet width per level; levels after the 1st halve H, W
-    num_res_blocks: int = param(1, ge=1)  # UNet residual blocks per level
-    attention: bool = False  # UNet self-attention at the lowest resolution
-    dropout: float = param(0.0, ge=0, lt=1)
+class FlowMatchingConfig(TimeBackboneConfig):  # the backbone's options, then the family's
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
@@ -67,11 +59,7 @@ class FlowMatching(GenerativeModel):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
-        if self.is_image:
-            self.net = UNet(self.data_shape, hp.unet_channels, hp.channel_mults, hp.num_res_blocks,
-                            hp.attention, hp.dropout)
-        else:
-            self.net = TimeMLP(self.data_dim, hp.hidden_dim, hp.depth)
+        self.net = time_backbone(self.data_shape, hp)
         self.ema = ema_copy(self.net)
         self.likelihood_kind = "estimate" if self.is_image else "exact"
 
