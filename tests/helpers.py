@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -70,3 +71,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 120.0, what: str 
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def grid_mass(log_prob: Callable[[torch.Tensor], torch.Tensor], xmin: float, xmax: float, ymin: float,
+              ymax: float, cells: int, chunk: int = 65536, dtype: torch.dtype = torch.float32) -> float:
+    """Midpoint rule of exp(log_prob) over a rectangle cut into cells x cells: the mass a 2D density puts
+    there (1 for a normalized density on a box holding its support)."""
+    hx, hy = (xmax - xmin) / cells, (ymax - ymin) / cells
+    xs = xmin + hx * (torch.arange(cells, dtype=dtype) + 0.5)
+    ys = ymin + hy * (torch.arange(cells, dtype=dtype) + 0.5)
+    with torch.no_grad():
+        density = torch.cat([log_prob(p).exp() for p in torch.cartesian_prod(xs, ys).split(chunk)])
+    return float(density.sum()) * hx * hy

@@ -14,7 +14,7 @@ from genbench.evaluation.distances import energy_distance
 from genbench.models.flow import Flow
 from genbench.nets.flow_layers import ActNorm
 from genbench.train import run
-from tests.helpers import compose_quiet_run, compose_train, learning_seeds
+from tests.helpers import compose_quiet_run, compose_train, grid_mass, learning_seeds
 
 MIXINGS = ["conv1x1", "shuffle", "reverse"]
 
@@ -149,16 +149,6 @@ def test_actnorm_data_dependent_init_standardizes_the_first_batch():
     assert torch.allclose(y2.mean(), y.mean() + 10 * layer.log_scale.exp().mean(), atol=1e-4)
 
 
-def _grid_mass(model: Flow, half_width: float, cells: int) -> float:
-    """Sum of exp(log p) x cell area over the midpoints of a square grid."""
-    edges = torch.linspace(-half_width, half_width, cells + 1)
-    mid = (edges[1:] + edges[:-1]) / 2
-    points = torch.cartesian_prod(mid, mid)
-    with torch.no_grad():
-        density = torch.cat([model.log_likelihood(p).exp() for p in points.split(65536)])
-    return density.sum().item() * (2 * half_width / cells) ** 2
-
-
 @pytest.fixture(scope="module")
 def flow_trained_on_moons() -> Flow:
     """The default flow after 300 steps on moons (a few seconds)."""
@@ -174,15 +164,15 @@ def flow_trained_on_moons() -> Flow:
 
 def test_density_of_trained_flow_integrates_to_one(flow_trained_on_moons):
     model = flow_trained_on_moons
-    mass = _grid_mass(model, half_width=5.0, cells=400)
+    mass = grid_mass(model.log_likelihood, -5.0, 5.0, -5.0, 5.0, cells=400)
     assert abs(mass - 1) < 0.02, mass
     # It learned something: the mass is concentrated on the moons' box, not spread like N(0, I).
-    assert _grid_mass(model, half_width=2.0, cells=160) > 0.98
+    assert grid_mass(model.log_likelihood, -2.0, 2.0, -2.0, 2.0, cells=160) > 0.98
 
 
 def test_density_of_random_flow_integrates_to_one():
     model = _randomized(Flow((2,), num_steps=4, hidden_dims=[16], permutation="conv1x1"), torch.randn(256, 2))
-    mass = _grid_mass(model, half_width=8.0, cells=640)
+    mass = grid_mass(model.log_likelihood, -8.0, 8.0, -8.0, 8.0, cells=640)
     assert abs(mass - 1) < 0.02, mass
 
 

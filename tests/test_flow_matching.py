@@ -13,17 +13,7 @@ from genbench.evaluation.distances import energy_distance, wasserstein2
 from genbench.matching import optimal_matching
 from genbench.models.flow_matching import FlowMatching
 from genbench.train import run
-from tests.helpers import compose_quiet_run, learning_seeds
-
-
-def _grid_mass(model: FlowMatching, half_width: float, cells: int) -> float:
-    """Sum of exp(log p) x cell area over the midpoints of a square grid."""
-    edges = torch.linspace(-half_width, half_width, cells + 1)
-    mid = (edges[1:] + edges[:-1]) / 2
-    points = torch.cartesian_prod(mid, mid)
-    with torch.no_grad():
-        density = torch.cat([model.log_likelihood(p).exp() for p in points.split(8192)])
-    return density.sum().item() * (2 * half_width / cells) ** 2
+from tests.helpers import compose_quiet_run, grid_mass, learning_seeds
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +34,10 @@ def test_density_of_trained_flow_matching_integrates_to_one(fm_trained_on_moons)
     model, _ = fm_trained_on_moons
     assert model.likelihood_kind == "exact"
     # Measured 1.00004 over [-4, 4]^2 (80^2 cells, 16 RK4 steps).
-    assert abs(_grid_mass(model, half_width=4.0, cells=80) - 1) < 0.02
+    assert abs(grid_mass(model.log_likelihood, -4.0, 4.0, -4.0, 4.0, cells=80, chunk=8192) - 1) < 0.02
     # It learned something: the moons lie within [-1.8, 1.8] x [-1.1, 1.1], and the model puts 0.9986 of its
     # mass on [-2, 2]^2 (N(0, I): 0.91).
-    assert _grid_mass(model, half_width=2.0, cells=40) > 0.98
+    assert grid_mass(model.log_likelihood, -2.0, 2.0, -2.0, 2.0, cells=40, chunk=8192) > 0.98
 
 
 def test_density_of_untrained_flow_matching_integrates_to_one():
@@ -57,8 +47,8 @@ def test_density_of_untrained_flow_matching_integrates_to_one():
         for p in model.ema.parameters():  # a velocity field far from zero
             p.add_(torch.randn_like(p))
     # Measured 1.0001; N(0, I) puts 0.91 of its mass on [-2, 2]^2, this density 0.33.
-    assert abs(_grid_mass(model, half_width=8.0, cells=100) - 1) < 0.02
-    assert _grid_mass(model, half_width=2.0, cells=50) < 0.6
+    assert abs(grid_mass(model.log_likelihood, -8.0, 8.0, -8.0, 8.0, cells=100, chunk=8192) - 1) < 0.02
+    assert grid_mass(model.log_likelihood, -2.0, 2.0, -2.0, 2.0, cells=50, chunk=8192) < 0.6
 
 
 def test_hutchinson_estimate_is_unbiased_for_the_exact_log_density(fm_trained_on_moons):

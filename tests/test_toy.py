@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from genbench.data.toy import DISTRIBUTIONS, Checkerboard, GaussianGrid, GaussianRing, ToyDataModule
 from genbench.errors import ConfigError
 from genbench.schema import validate_group
+from tests.helpers import grid_mass
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 SMALL = {"n_train": 600, "n_val": 100, "n_test": 300}
@@ -20,16 +21,6 @@ def _datamodule(name: str, **options) -> ToyDataModule:
     dm = ToyDataModule(name=name, **{**SMALL, **options})
     dm.setup()
     return dm
-
-
-def _grid_integral(log_prob, xmin: float, xmax: float, ymin: float, ymax: float, cells: int) -> float:
-    """Midpoint rule of exp(log_prob) over a rectangle, in float64."""
-    hx, hy = (xmax - xmin) / cells, (ymax - ymin) / cells
-    xs = xmin + hx * (torch.arange(cells, dtype=torch.float64) + 0.5)
-    ys = ymin + hy * (torch.arange(cells, dtype=torch.float64) + 0.5)
-    points = torch.cartesian_prod(xs, ys)
-    density = torch.cat([log_prob(chunk).exp() for chunk in points.split(65536)])
-    return float(density.sum()) * hx * hy
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
@@ -78,16 +69,16 @@ def test_setup_is_idempotent():
 )
 def test_true_density_integrates_to_one_over_bounds(distribution):
     assert distribution.has_density
-    assert _grid_integral(distribution.log_prob, *distribution.bounds, cells=800) == pytest.approx(
-        1, abs=1e-2
-    )
+    mass = grid_mass(distribution.log_prob, *distribution.bounds, cells=800, dtype=torch.float64)
+    assert mass == pytest.approx(1, abs=1e-2)
 
 
 @pytest.mark.parametrize("distribution", [GaussianRing(), GaussianGrid()], ids=["gaussians8", "gaussians25"])
 def test_default_mixtures_integrate_to_one_on_local_grids(distribution):
     reach = 6 * distribution.std
     total = sum(
-        _grid_integral(distribution.log_prob, mx - reach, mx + reach, my - reach, my + reach, cells=120)
+        grid_mass(distribution.log_prob, mx - reach, mx + reach, my - reach, my + reach, cells=120,
+                  dtype=torch.float64)
         for mx, my in distribution.modes.double().tolist()
     )
     assert total == pytest.approx(1, abs=1e-2)
