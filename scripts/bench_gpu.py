@@ -13,26 +13,25 @@ has random weights: timings are real, quality numbers are not. Results: a table 
 import argparse
 import contextlib
 import json
-import pickle
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genbench.config import validate  # noqa: E402
+from genbench.data.formats import write_cifar_batch  # noqa: E402
 from genbench.evaluation import evaluate  # noqa: E402
+from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed  # noqa: E402
 from genbench.train import run  # noqa: E402
 
@@ -50,27 +49,11 @@ def families() -> list[str]:
 def write_cifar(root: Path, train_per_batch: int, test: int) -> Path:
     """CIFAR-10's python batches with random images, in the real on-disk format."""
     rng = np.random.default_rng(0)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         n = test if name == "test_batch" else train_per_batch
-        batch = {b"batch_label": name.encode(), b"labels": [int(i % 10) for i in range(n)],
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"filenames": [f"{i}.png".encode() for i in range(n)]}
-        with (folder / name).open("wb") as f:
-            pickle.dump(batch, f, protocol=2)
+        write_cifar_batch(root / "cifar-10-batches-py" / name, rng.integers(0, 256, (n, 3072)),
+                          [i % 10 for i in range(n)])
     return root
-
-
-def random_inception(path: Path) -> Path:
-    """torch-fidelity's Inception-v3 with random weights: the real ones cannot be downloaded everywhere, and
-    the network's cost does not depend on its weights."""
-    torch.manual_seed(0)
-    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value={}), \
-            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict"):
-        net = tf_inception.FeatureExtractorInceptionV3("random", ["2048"])
-    torch.save(net.state_dict(), path)
-    return path
 
 
 def sync(device: torch.device) -> None:
@@ -225,7 +208,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_cifar(Path(tmp) / "data", train_per_batch=64 if args.small else 2000, test=64)
-        inception = random_inception(Path(tmp) / "inception.pt")
+        inception = save_random_weights(Path(tmp) / "inception.pt")
         for family in names:
             rows.append(bench_family(family, args, data, inception, Path(tmp) / family))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)

@@ -1,13 +1,14 @@
 """Shared fixtures: tiny image datasets written in the real on-disk formats (no download needed)."""
 
 import gzip
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from genbench.data.formats import write_cifar_batch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,28 +39,9 @@ def write_idx_file(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_cifar_file(path: Path, data: np.ndarray, labels: list[int]) -> Path:
-    """A CIFAR-10 batch like the real ones: a protocol-2 pickle of a dict with bytes keys."""
-    batch = {
-        b"batch_label": path.name.encode(),
-        b"labels": [int(label) for label in labels],
-        b"data": np.ascontiguousarray(data, dtype=np.uint8),
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(data))],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(batch, f, protocol=2)
-    return path
-
-
 @pytest.fixture
 def write_idx() -> Callable[[Path, np.ndarray], Path]:
     return write_idx_file
-
-
-@pytest.fixture
-def write_cifar_batch() -> Callable[[Path, np.ndarray, list[int]], Path]:
-    return write_cifar_file
 
 
 @pytest.fixture
@@ -80,5 +62,5 @@ def fake_image_root(tmp_path: Path) -> Path:
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         n = CIFAR_TEST_ROWS if name == "test_batch" else CIFAR_TRAIN_ROWS_PER_BATCH
-        write_cifar_file(batches / name, rng.integers(0, 256, (n, 3072)), list(np.arange(n) % 10))
+        write_cifar_batch(batches / name, rng.integers(0, 256, (n, 3072)), list(np.arange(n) % 10))
     return root

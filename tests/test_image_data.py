@@ -22,6 +22,7 @@ from genbench.data.formats import (
     find_raw_file,
     load_cifar_batch,
     read_idx,
+    write_cifar_batch,
 )
 from genbench.data.images import (
     CIFAR10DataModule,
@@ -98,7 +99,7 @@ def test_find_raw_file_prefers_plain_then_gz_and_explains_a_missing_file(tmp_pat
 # --- CIFAR pickles ---------------------------------------------------------------------------------
 
 
-def test_cifar_batch_round_trips(tmp_path, write_cifar_batch):
+def test_cifar_batch_round_trips(tmp_path):
     data = np.random.default_rng(1).integers(0, 256, (6, 3072), dtype=np.uint8)
     path = write_cifar_batch(tmp_path / "data_batch_1", data, [0, 9, 2, 3, 4, 5])
     images, labels = load_cifar_batch(path)
@@ -107,7 +108,7 @@ def test_cifar_batch_round_trips(tmp_path, write_cifar_batch):
     assert labels.dtype == np.int64 and labels.tolist() == [0, 9, 2, 3, 4, 5]
 
 
-def test_cifar_batch_pickled_by_numpy_1_loads(tmp_path, write_cifar_batch):
+def test_cifar_batch_pickled_by_numpy_1_loads(tmp_path):
     """The real batches name numpy.core (numpy 1.x); numpy 2 writes numpy._core."""
     path = write_cifar_batch(tmp_path / "b", np.full((2, 3072), 7, dtype=np.uint8), [1, 2])
     old_style = path.read_bytes().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
@@ -141,7 +142,7 @@ def test_malicious_cifar_pickle_is_refused_without_running_code(tmp_path):
     assert not pwned.exists()
 
 
-def test_truncated_or_malformed_cifar_batch_is_a_dataset_error(tmp_path, write_cifar_batch):
+def test_truncated_or_malformed_cifar_batch_is_a_dataset_error(tmp_path):
     path = write_cifar_batch(tmp_path / "test_batch", np.zeros((4, 3072), dtype=np.uint8), [0, 1, 2, 3])
     full = path.read_bytes()
     path.write_bytes(full[: len(full) // 2])

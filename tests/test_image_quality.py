@@ -5,18 +5,16 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
-import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from genbench.data.images import DigitsDataModule
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation import EvalConfig, evaluate
 from genbench.evaluation.feature_net import FeatureNet, save_feature_net
-from genbench.evaluation.inception import InceptionFeatures, find_weights
+from genbench.evaluation.inception import InceptionFeatures, find_weights, save_random_weights
 from genbench.evaluation.quality import QualitySettings, feature_metrics
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
@@ -26,18 +24,8 @@ from tests.helpers import compose_train
 
 @pytest.fixture(scope="module")
 def random_inception(tmp_path_factory) -> Path:
-    """torch-fidelity's Inception-v3 with random weights (the real ones cannot be downloaded here), saved
-    as a plain state dict. He-initialised convs keep the 2048-d pool features away from zero."""
-    torch.manual_seed(0)
-    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value={}), \
-            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict"):
-        net = tf_inception.FeatureExtractorInceptionV3("random", ["2048"])
-    for module in net.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / "inception-random.pt"
-    torch.save(net.state_dict(), path)
-    return path
+    """torch-fidelity's Inception-v3 with random weights (the real ones cannot be downloaded here)."""
+    return save_random_weights(tmp_path_factory.mktemp("inception") / "inception-random.pt")
 
 
 def test_fid_equals_torchmetrics_on_the_same_images_and_network(random_inception):

@@ -137,6 +137,22 @@ def _field(batch: dict, key: str) -> Any:
     return None
 
 
+def write_cifar_batch(path: str | Path, data: np.ndarray, labels: Sequence[int]) -> Path:
+    """A CIFAR-10 batch file as the real ones are: a protocol-2 pickle of a dict with bytes keys (for tests
+    and benchmarks that need the format without the data)."""
+    path = Path(path)
+    batch = {
+        b"batch_label": path.name.encode(),
+        b"labels": [int(label) for label in labels],
+        b"data": np.ascontiguousarray(data, dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(data))],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return path
+
+
 def load_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 3, 32, 32) and labels int64 (N,) of one CIFAR-10 batch file."""
     path = Path(path)

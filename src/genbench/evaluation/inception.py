@@ -57,6 +57,21 @@ def find_weights(path: str | None, download: bool) -> Path:
     return cached
 
 
+def save_random_weights(path: Path, seed: int = 0) -> Path:
+    """torch-fidelity's Inception-v3 with random He-initialised weights (the 2048-d pool features stay away
+    from zero), saved as a plain state dict: for tests and timings where the real weights cannot be
+    downloaded; its FID is not comparable with anyone's."""
+    torch.manual_seed(seed)
+    with mock.patch.object(tf_inception, "load_state_dict_from_url", return_value={}), \
+            mock.patch.object(tf_inception.FeatureExtractorInceptionV3, "load_state_dict"):
+        net = tf_inception.FeatureExtractorInceptionV3("random", [POOL])
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), path)
+    return path
+
+
 class InceptionFeatures:
     """Pool features and logits of uint8 images; grey images are repeated to three channels."""
 
