@@ -31,8 +31,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from genbench.config import validate  # noqa: E402
 from genbench.data.formats import write_cifar_batch  # noqa: E402
 from genbench.evaluation import evaluate  # noqa: E402
+from genbench.evaluation.cost import peak_memory  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed  # noqa: E402
+from genbench.performance import Performance  # noqa: E402
 from genbench.train import run  # noqa: E402
 
 EXPERIMENTS = {"vae": ["model=vae", "dataset=cifar10", "dataset.batch_size=128"]}  # no GPU preset of its own
@@ -54,6 +56,11 @@ def write_cifar(root: Path, train_per_batch: int, test: int) -> Path:
         write_cifar_batch(root / "cifar-10-batches-py" / name, rng.integers(0, 256, (n, 3072)),
                           [i % 10 for i in range(n)])
     return root
+
+
+def family_counts(text: str) -> dict[str, int]:
+    """``autoregressive=2000,ebm=5000`` -> {"autoregressive": 2000, "ebm": 5000}."""
+    return {name: int(n) for name, n in (item.split("=") for item in text.split(",") if item)}
 
 
 def sync(device: torch.device) -> None:
@@ -80,14 +87,31 @@ class BatchTimer(pl.Callback):
         return (self.batches - self.warmup) / (self.end - self.start)
 
 
+def applied_switches(model: pl.LightningModule) -> dict[str, bool]:
+    """The speed switches genbench's Performance callback took for this run (empty: none ran)."""
+    return next((cb.applied for cb in model.trainer.callbacks if isinstance(cb, Performance)), {})
+
+
 def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: int, warmup: int,
-              clip: float | None) -> float:
-    """The same model and batches without Lightning: training_step, backward, (clipping,) step, and the
-    family's end-of-batch hook (its EMA update). Manual-optimization families (GAN, EBM) get plain
-    stand-ins for ``optimizers``/``manual_backward``/``toggled_optimizer``."""
+              clip: float | None, switches: dict[str, bool], precision: str,
+              profiler: contextlib.AbstractContextManager | None = None) -> float:
+    """The same model, batches and speed switches without Lightning: (autocast) training_step, backward,
+    (clipping,) step, the per-step learning-rate schedule and the family's end-of-batch hook (its EMA
+    update). Manual-optimization families (GAN, EBM) get plain stand-ins for
+    ``optimizers``/``manual_backward``/``toggled_optimizer``. ``profiler`` wraps the timed batches."""
     model.to(device).train()
+    model.fused_optimizer = switches.get("fused_optimizer", False)
+    channels_last = switches.get("channels_last", False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if switches.get("compile"):
+        model.compile_networks()
     configured = model.configure_optimizers()
+    schedulers = []
     if isinstance(configured, dict):
+        scheduler = configured.get("lr_scheduler")
+        if scheduler is not None:
+            schedulers.append(scheduler["scheduler"] if isinstance(scheduler, dict) else scheduler)
         configured = configured["optimizer"]
     optimizers = configured if isinstance(configured, (list, tuple)) else [configured]
     model.log = lambda *a, **k: None
@@ -95,14 +119,21 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
         model.optimizers = lambda: optimizers
         model.manual_backward = lambda loss: loss.backward()
         model.toggled_optimizer = lambda opt: contextlib.nullcontext()
-    done, start = 0, 0.0
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision.startswith("bf16")
+                else contextlib.nullcontext())
+    done, start, timed = 0, 0.0, contextlib.ExitStack()
     while done < batches:
         for i, batch in enumerate(loader):
             if done == warmup:
                 sync(device)
+                if profiler is not None:
+                    timed.enter_context(profiler)
                 start = time.perf_counter()
             batch = [b.to(device, non_blocking=True) for b in batch]
-            out = model.training_step(batch, i)
+            if channels_last and batch[0].dim() == 4:
+                batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+            with autocast:
+                out = model.training_step(batch, i)
             if model.automatic_optimization:
                 loss = out["loss"] if isinstance(out, dict) else out
                 loss.backward()
@@ -110,22 +141,35 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 optimizers[0].step()
                 optimizers[0].zero_grad(set_to_none=True)
+            for scheduler in schedulers:
+                scheduler.step()
             model.on_train_batch_end(out, batch, i)
             done += 1
             if done == batches:
                 break
     sync(device)
-    return (batches - warmup) / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    timed.close()
+    return (batches - warmup) / seconds
+
+
+def kernel_profile(profile: "torch.profiler.profile", steps: int) -> dict[str, float]:
+    """GPU kernel time and kernel launches per training step, from a profile of ``steps`` hand-loop steps:
+    a step much longer than its kernels is bound by the host launching them."""
+    kernels = [e for e in profile.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return {"kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 1e3 / steps,
+            "kernels_per_step": sum(e.count for e in kernels) / steps}
 
 
 def bench_family(family: str, args: argparse.Namespace, data_root: Path, inception: Path,
                  out_dir: Path) -> dict[str, Any]:
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    eval_samples = args.eval_samples_for.get(family, args.eval_samples)
     overrides = [*family_overrides(family), f"dataset.root={data_root}", "dataset.num_workers=0",
                  "logger=none", "callbacks=none", f"trainer.accelerator={accelerator}", "trainer.devices=1",
                  "trainer.max_epochs=null", "trainer.check_val_every_n_epoch=1000", "train=true",
                  f"paths.output_dir={out_dir}", f"paths.root_dir={out_dir}", "extras.print_config=false",
-                 f"eval.num_samples={args.eval_samples}", f"eval.num_real={args.eval_samples}",
+                 f"eval.num_samples={eval_samples}", f"eval.num_real={eval_samples}",
                  f"eval.inception_weights={inception}", "eval.feature_net=false",
                  f"eval.speed_batch_size={args.sample_batch}", "eval.speed_repeats=1", "eval.speed_warmup=0",
                  f"eval.max_test_batches={args.test_batches}", *args.override]
@@ -141,46 +185,81 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     timer = BatchTimer(args.warmup)
     result = run(cfg, out_dir, callbacks=[timer])
     model, dm = result.model, result.dm
-    row: dict[str, Any] = {"family": family, "device": str(device), "host_threads": torch.get_num_threads(),
+    switches = applied_switches(model)
+    row: dict[str, Any] = {"family": family, "label": args.label, "device": str(device),
+                           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                           "cpu", "host_threads": torch.get_num_threads(),
                            "batch_size": cfg.dataset.batch_size, "timed_steps": args.steps,
                            "parameters": result.metrics.get("num_parameters", model.num_parameters()),
+                           "precision": str(cfg.trainer.get("precision") or "32"),
+                           "speedups": result.metrics.get("train_speedups"),
                            "genbench_steps_per_s": timer.per_second()}
-    torch.manual_seed(0)
-    fresh = type(model)(data_shape=dm.data_shape, num_classes=dm.num_classes,
-                        **{k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")})
+    if device.type == "cuda":
+        row["train_peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     clip = cfg.trainer.get("gradient_clip_val") or (family == "flow" and model.hp.grad_clip) or None
-    row["hand_loop_steps_per_s"] = hand_loop(fresh, dm.train_dataloader(), device, args.warmup + args.steps,
-                                             args.warmup, clip)
+
+    def fresh_model() -> pl.LightningModule:
+        torch.manual_seed(0)
+        hparams = {k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")}
+        fresh = type(model)(data_shape=dm.data_shape, num_classes=dm.num_classes, **hparams)
+        fresh.trainer = model.trainer  # configure_optimizers may read max_steps (a schedule's length)
+        return fresh
+
+    row["hand_loop_steps_per_s"] = hand_loop(fresh_model(), dm.train_dataloader(), device,
+                                             args.warmup + args.steps, args.warmup, clip, switches,
+                                             row["precision"])
     row["lightning_overhead"] = row["hand_loop_steps_per_s"] / row["genbench_steps_per_s"]
-    del fresh
+    if args.profile_steps and (device.type == "cuda" or args.small):  # CPU: to exercise the code
+        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        profile = torch.profiler.profile(activities=activities)
+        hand_loop(fresh_model(), dm.train_dataloader(), device, args.warmup + args.profile_steps, args.warmup,
+                  clip, switches, row["precision"], profiler=profile)
+        row.update(kernel_profile(profile, args.profile_steps))
+    if args.train_only:
+        return row
     model.to(device).eval()
     times = [sampling_speed(model, args.sample_batch, 1, 1 if i == 0 else 0)["sample_ms_per_sample"]
              for i in range(args.sample_repeats)]
     row["sample_batch"], row["sample_ms_per_sample"] = args.sample_batch, statistics.median(times)
     row["nfe"] = model.nfe()
     eval_cfg = validate(cfg)["eval"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     evaluation = evaluate(model, dm, eval_cfg, out_dir)
     sync(device)
     row["eval_seconds"] = time.perf_counter() - start
-    row["eval_samples"] = args.eval_samples
+    row["eval_samples"] = eval_samples
+    row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")
     row["eval_sample_device"] = evaluation.metrics.get("sample_device")
-    if device.type == "cuda":
-        row["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    row.update({f"eval_{k}": v for k, v in peak_memory(device).items()})
     return row
 
 
+def _cell(row: dict, key: str, spec: str = ".2f") -> str:
+    value = row.get(key)
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ("| family | device (threads) | batch | genbench steps/s | hand loop steps/s | overhead | "
-            "ms/sample (batch, NFE) | eval s (samples) | peak GPU MB |")
-    lines = [head, "|" + " --- |" * 9]
+    head = ("| family | setting | device (threads) | batch | genbench steps/s | hand loop steps/s | "
+            "overhead | GPU kernels ms/step (launches) | ms/sample (batch, NFE) | eval s (samples) | "
+            "peak GPU MB train / eval |")
+    lines = [head, "|" + " --- |" * 11]
     for r in rows:
-        memory = r.get("peak_gpu_memory_mb")
-        cells = [r["family"], f"{r['device']} ({r['host_threads']})", r["batch_size"],
-                 f"{r['genbench_steps_per_s']:.2f}", f"{r['hand_loop_steps_per_s']:.2f}",
-                 f"{r['lightning_overhead']:.2f}x",
-                 f"{r['sample_ms_per_sample']:.4g} ({r['sample_batch']}, {r['nfe']})",
-                 f"{r['eval_seconds']:.1f} ({r['eval_samples']})", "-" if memory is None else f"{memory:.0f}"]
+        if "error" in r:
+            lines.append(f"| {r['family']} | {r.get('label', '')} | failed: {r['error']} |" + " |" * 8)
+            continue
+        setting = " ".join(filter(None, [r.get("label"), f"{r['precision']}", f"({r.get('speedups')})"]))
+        kernels = ("-" if "kernel_ms_per_step" not in r else
+                   f"{r['kernel_ms_per_step']:.1f} ({r['kernels_per_step']:.0f})")
+        sampling = ("-" if "sample_ms_per_sample" not in r else
+                    f"{r['sample_ms_per_sample']:.4g} ({r['sample_batch']}, {r['nfe']})")
+        evaluation = "-" if "eval_seconds" not in r else f"{r['eval_seconds']:.1f} ({r['eval_samples']})"
+        memory = f"{_cell(r, 'train_peak_gpu_memory_mb', '.0f')} / {_cell(r, 'eval_peak_memory_mb', '.0f')}"
+        cells = [r["family"], setting, f"{r['device']} ({r['host_threads']})", r["batch_size"],
+                 _cell(r, "genbench_steps_per_s"), _cell(r, "hand_loop_steps_per_s"),
+                 f"{r['lightning_overhead']:.2f}x", kernels, sampling, evaluation, memory]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -196,6 +275,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument("--eval-samples", type=int, default=10000)
     parser.add_argument("--test-batches", type=int, default=10, help="test batches the likelihood uses")
+    parser.add_argument("--eval-samples-for", type=family_counts, default={},
+                        help="per-family eval samples, e.g. autoregressive=2000 (else --eval-samples)")
+    parser.add_argument("--train-only", action="store_true", help="time training only (no sampling, eval)")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="on a GPU: profile this many hand-loop steps (kernel ms and launches per step)")
+    parser.add_argument("--label", default="", help="a name for this configuration in the table")
     parser.add_argument("--small", action="store_true", help="CPU smoke sizes: 2 steps, tiny batches")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_gpu"))
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every family")
@@ -210,9 +295,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         data = write_cifar(Path(tmp) / "data", train_per_batch=64 if args.small else 2000, test=64)
         inception = save_random_weights(Path(tmp) / "inception.pt")
         for family in names:
-            rows.append(bench_family(family, args, data, inception, Path(tmp) / family))
+            try:
+                rows.append(bench_family(family, args, data, inception, Path(tmp) / family))
+            except Exception as error:  # one family's failure must not lose the others' numbers
+                if args.small:
+                    raise
+                failure = f"{type(error).__name__}: {error}"
+                rows.append({"family": family, "label": args.label, "error": failure})
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    (args.out / "bench_gpu.json").write_text(json.dumps(rows, indent=2))
+            (args.out / "bench_gpu.json").write_text(json.dumps(rows, indent=2))  # kept if a later one hangs
     print(markdown(rows))
     return rows
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU checks behind BENCHMARKS.md's GPU section, sized for one short loan of a GPU machine:
+#
+#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]     # parts: tests run bench variants compile ar10k
+#
+# Each part has its own time limit and adds its results to $OUT/results.json (and the ends of its logs to
+# $OUT/logs.txt) as soon as it ends, so a part that runs out of time loses only itself. Data are synthetic
+# CIFAR-format batches and the Inception network has random weights: timings are real, quality is not.
+# On a machine without hydra-core, omegaconf or torch-fidelity, put their wheels in .whl/ first
+# (../shared/gpu/README.md says how). TRAINER=cpu PY=.venv/bin/python runs the same commands on a CPU (to check the script).
+set -u
+OUT=${OUT:-outputs/gpu_session}
+TRAINER=${TRAINER:-gpu}
+PY=${PY:-python3}
+RUN_STEPS=${RUN_STEPS:-200} RUN_SAMPLES=${RUN_SAMPLES:-2000}  # the "run" part's training steps, eval samples
+WORK=${WORK:-/tmp/genbench_gpu_session}
+mkdir -p "$OUT" "$WORK/results"
+if [ -d .whl ] && ! $PY -c 'import hydra, torch_fidelity' 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+collect() {  # every part's JSON into one file, and the last lines of every log into another
+  $PY - "$WORK" "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+results = {p.stem: json.loads(p.read_text()) for p in sorted((work / "results").glob("*.json"))}
+(out / "results.json").write_text(json.dumps(results, indent=2))
+logs = [f"==== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:])
+        for p in sorted(work.glob("*.log"))]
+(out / "logs.txt").write_text("\n".join(logs) + "\n")
+EOF
+}
+
+part() {  # part NAME SECONDS COMMAND...: run it under a time limit, log it, say how it ended
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$WORK/$name.log" 2>&1
+  echo "part $name: exit $? after $((SECONDS - start)) s (limit $limit s)" | tee -a "$WORK/parts.log"
+  collect
+}
+
+bench() {  # bench LABEL SECONDS ARGS...: scripts/bench_gpu.py, its rows saved as results/LABEL.json
+  local label=$1 limit=$2; shift 2
+  part "bench_$label" "$limit" $PY scripts/bench_gpu.py --out "$WORK/$label" "$@"
+  [ -f "$WORK/$label/bench_gpu.json" ] && cp "$WORK/$label/bench_gpu.json" "$WORK/results/bench_$label.json"
+  collect
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+  $PY -c "import torch, pytorch_lightning as pl
+print('torch', torch.__version__, '| lightning', pl.__version__, '| host threads', torch.get_num_threads())"
+} > "$WORK/machine.log" 2>&1
+collect
+
+for name in ${*:-tests run bench variants}; do
+  case $name in
+    tests)  # the GPU-only tests (they skip without CUDA) and the device logic's CPU tests
+      part tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_eval_device.py tests/test_performance.py ;;
+    run)  # a real run with trainer=gpu, then eval.py on its checkpoint: what do their records say?
+      data=$WORK/data
+      $PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'scripts'); import bench_gpu
+bench_gpu.write_cifar(Path('$data'), 1000, 500)
+bench_gpu.save_random_weights(Path('$data/inception.pt'))"
+      common=(experiment=gan_cifar10 "trainer=$TRAINER" "dataset.root=$data" dataset.num_workers=2 logger=none
+              eval.num_samples=$RUN_SAMPLES eval.num_real=$RUN_SAMPLES "eval.inception_weights=$data/inception.pt"
+              eval.feature_net=false eval.speed_repeats=2)
+      part run_train 75 $PY train.py "${common[@]}" trainer.max_steps=$RUN_STEPS "hydra.run.dir=$WORK/run"
+      part run_eval 60 $PY eval.py "${common[@]}" "ckpt_path=$WORK/run/checkpoints/last.ckpt" \
+        "hydra.run.dir=$WORK/eval"
+      for kind in run eval; do
+        [ -f "$WORK/$kind/metrics.json" ] && cp "$WORK/$kind/metrics.json" "$WORK/results/${kind}_metrics.json"
+      done
+      collect ;;
+    bench)  # every family at its CIFAR-10 config; the autoregressive evaluation on 1,000 samples (see ar10k)
+      bench families 330 --families vae,gan,flow,ebm,diffusion,flow_matching,autoregressive --steps 50 \
+        --sample-repeats 2 --eval-samples-for autoregressive=1000 ;;
+    variants)  # the diffusion config's training under each speed switch, with a kernel profile
+      off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)
+      args=(--families diffusion --train-only --steps 50 --profile-steps 5)
+      bench diffusion_plain_fp32 45 "${args[@]}" --label plain "${off[@]}"
+      bench diffusion_default 45 "${args[@]}" --label default
+      bench diffusion_bf16 45 "${args[@]}" --label bf16 trainer.precision=bf16-mixed
+      bench diffusion_plain_bf16 45 "${args[@]}" --label plain-bf16 trainer.precision=bf16-mixed "${off[@]}" ;;
+    compile)  # torch.compile: minutes of compilation before the timed steps
+      bench diffusion_compile 240 --families diffusion --train-only --steps 50 --warmup 20 --label compile \
+        performance.compile=true ;;
+    ar10k)  # the autoregressive evaluation at the full 10,000 samples
+      bench autoregressive_10k 540 --families autoregressive --steps 20 --eval-samples 10000 ;;
+    *) echo "unknown part $name (tests run bench variants compile ar10k)"; exit 2 ;;
+  esac
+done
+cat "$WORK/parts.log"
+$PY - "$OUT/results.json" <<'EOF'
+import json, sys
+sys.path.insert(0, "scripts")
+from bench_gpu import markdown
+rows = [row for name, rows in json.load(open(sys.argv[1])).items() if name.startswith("bench_") for row in rows]
+print(markdown(rows))
+EOF
