@@ -1,9 +1,12 @@
 """The GPU speed switches: off on a CPU unless asked for, the same math when on, recorded with the run."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from genbench.performance import resolve
+from genbench.errors import ConfigError
+from genbench.performance import Performance, PerformanceConfig, resolve
 from genbench.train import run
 from tests.helpers import compose_train
 
@@ -18,7 +21,7 @@ def test_auto_turns_a_switch_on_for_cuda_only_and_compile_stays_off():
 
 def _digits_vae(tmp_path, *overrides: str):
     cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.max_epochs=null",
-                         "trainer.limit_train_batches=1.0", "trainer.max_steps=6",
+                         "trainer.accelerator=cpu", "trainer.limit_train_batches=1.0", "trainer.max_steps=6",
                          f"paths.output_dir={tmp_path}", *overrides])
     return run(cfg, tmp_path)
 
@@ -45,3 +48,22 @@ def test_compile_wraps_each_network_in_place(family, tmp_path, monkeypatch):
     result = _digits_vae(tmp_path, f"model={family}", "performance.compile=true", "trainer.max_steps=1")
     assert result.metrics["train_speedups"] == "compile"
     assert compiled == [type(child).__name__ for child in result.model.children()]
+
+
+@pytest.mark.parametrize("precision, clip, fused", [("bf16-mixed", 1.0, False), ("bf16-mixed", None, True),
+                                                    ("32-true", 1.0, True)])
+def test_auto_leaves_the_fused_adam_out_where_lightning_cannot_clip_its_gradients(precision, clip, fused):
+    # On the H200 (BENCHMARKS.md) bf16-mixed with diffusion_cifar10's gradient clipping failed in Lightning's
+    # mixed-precision plugin: "Adam ... does not allow for gradient clipping ... a 'fused' optimizer?"
+    gpu = SimpleNamespace(root_device=torch.device("cuda", 0))  # what auto decides on for a GPU run
+    trainer = SimpleNamespace(strategy=gpu, precision=precision, gradient_clip_val=clip)
+    model = torch.nn.Linear(2, 2)
+    callback = Performance(PerformanceConfig(tf32="false", channels_last="false"))
+    callback.setup(trainer, model, "fit")
+    assert callback.applied["fused_optimizer"] is fused and model.fused_optimizer is fused
+
+
+def test_a_fused_adam_asked_for_where_it_cannot_clip_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="fused_optimizer=true cannot train with .*precision=bf16-mixed"):
+        _digits_vae(tmp_path, "performance.fused_optimizer=true", "trainer.precision=bf16-mixed",
+                    "trainer.gradient_clip_val=1.0")

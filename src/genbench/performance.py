@@ -5,7 +5,9 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
 - ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (``torch.backends.*.allow_tf32``);
 - ``channels_last``: image networks' weights and inputs in NHWC, the layout cuDNN's convolutions run in
   (without it every convolution pays an NCHW<->NHWC conversion);
-- ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop);
+- ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
+  with mixed precision and ``trainer.gradient_clip_val`` together (Lightning cannot clip the gradients of an
+  optimizer that unscales them itself): ``auto`` then falls back to torch's foreach Adam;
 - ``compile``: ``torch.compile`` of the networks (off under ``auto``: compilation costs minutes).
 Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
 """
@@ -16,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from genbench.errors import ConfigError
 from genbench.schema import Schema, param
 
 SWITCH = ["auto", "true", "false"]
@@ -41,6 +44,12 @@ def resolve(setting: str, device: torch.device, auto: bool | None = None) -> boo
     return setting == "true"
 
 
+def fused_can_clip(trainer: pl.Trainer) -> bool:
+    """False where Lightning would refuse a fused Adam: mixed precision with gradient clipping (its
+    mixed-precision plugin clips only gradients it unscaled itself)."""
+    return not (str(trainer.precision).endswith("-mixed") and trainer.gradient_clip_val)
+
+
 class Performance(pl.Callback):
     """Applies the switches when training starts, before the optimizers exist; records what it chose."""
 
@@ -51,12 +60,19 @@ class Performance(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
         cfg = self.cfg
+        fused_auto = None if fused_can_clip(trainer) else False  # None: the device decides
         self.applied = {
             "tf32": resolve(cfg.tf32, device),
             "channels_last": resolve(cfg.channels_last, device) and getattr(pl_module, "is_image", False),
-            "fused_optimizer": resolve(cfg.fused_optimizer, device),
+            "fused_optimizer": resolve(cfg.fused_optimizer, device, auto=fused_auto),
             "compile": resolve(cfg.compile, device, auto=False),
         }
+        if self.applied["fused_optimizer"] and not fused_can_clip(trainer):
+            raise ConfigError(
+                f"performance.fused_optimizer=true cannot train with trainer.precision={trainer.precision}"
+                f" and trainer.gradient_clip_val={trainer.gradient_clip_val}: Lightning clips only gradients "
+                "it unscaled, and the fused Adam unscales its own. Use performance.fused_optimizer=auto (the "
+                "foreach Adam here) or trainer.gradient_clip_val=null.")
         if self.applied["tf32"]:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
