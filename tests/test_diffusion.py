@@ -228,6 +228,19 @@ def test_nan_loss_still_stops_training_with_the_ema_hook(tmp_path):
         trainer.fit(model, data)
 
 
+def test_a_nan_loss_at_the_last_step_is_caught_too(tmp_path):
+    """The guard reads each step's check one step late (no GPU wait per step): the last is read at the end."""
+    model = _small()
+    training_step = model.training_step
+    model.training_step = lambda batch, batch_idx: training_step(batch, batch_idx) * (
+        float("nan") if model.global_step == 2 else 1.0)
+    data = DataLoader(TensorDataset(torch.randn(8, 2), torch.zeros(8)), batch_size=4)
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[DivergenceGuard()], enable_model_summary=False)
+    with pytest.raises(DivergedError, match="training loss became nan at step 3"):
+        trainer.fit(model, data)
+
+
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_image_samples_are_uint8_and_the_bound_is_a_density_on_0_256(shape):
     torch.manual_seed(0)
