@@ -40,6 +40,7 @@ def test_vae_composes_and_builds_on_every_dataset(dataset):
         ("+model.latnet_dim=4", "model.latnet_dim"),
         ("seed=-3", "seed"),
         ("eval.speed_repeats=0", "eval.speed_repeats"),
+        ("budget_steps={vae: 0}", "budget_steps"),
     ],
 )
 def test_wrong_values_are_rejected_naming_the_key(override, key):

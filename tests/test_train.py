@@ -127,3 +127,28 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     assert metrics["train_seconds"] > first_seconds
     assert metrics["train_examples_per_second"] == pytest.approx(12 * 256 / metrics["train_seconds"])
     assert metrics["peak_memory_kind"] == "process_max_rss" and metrics["peak_memory_mb"] > 50
+
+
+@pytest.mark.parametrize("family, steps", [("gan", 4), ("vae", 5)])
+def test_a_family_trains_for_its_budget_and_records_it(family, steps, tmp_path):
+    """budget_steps.<family> replaces trainer.max_steps for that family alone, and the record says so."""
+    from genbench.train import task
+
+    cfg = compose_train([f"model={family}", "trainer=debug", "trainer.max_steps=5", "budget_steps={gan: 4}",
+                         "logger=none", "evaluate=false", f"paths.output_dir={tmp_path}"])
+    task(cfg)
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "ok"
+    assert record["metrics"]["train_steps"] == steps  # optimizer steps (a GAN's D and G steps both count)
+    assert record["provenance"]["config"]["trainer"]["max_steps"] == steps
+
+
+def test_a_budget_for_no_family_is_a_recorded_config_error(tmp_path):
+    from genbench.train import task
+
+    cfg = compose_train(["trainer=debug", "budget_steps={difusion: 8000}", "logger=none",
+                         f"paths.output_dir={tmp_path}"])
+    with pytest.raises(SystemExit):
+        task(cfg)
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "failed" and "budget_steps names ['difusion']" in record["error"]

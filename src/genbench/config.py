@@ -24,9 +24,15 @@ class RunSchema(Schema):
     tags: list[str] = param([])
     torch_threads: int | None = param(None, ge=1)  # intra-op threads per run; 1 for parallel sweep jobs
     optimized_metric: str | None = None  # what train.py returns to a sweeper such as Optuna
+    # Per-family training budgets (family -> optimizer steps) that replace trainer.max_steps for that family:
+    # a landscape gives each family the budget at which its quality curve has flattened (genbench.train)
+    budget_steps: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        bad = {family: steps for family, steps in (self.budget_steps or {}).items() if steps < 1}
+        if bad:
+            raise ConfigError(f"budget_steps {bad}: a family's budget is a number of optimizer steps >= 1")
         if not self.train and not self.ckpt_path:
             raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
                               "(without one the model would be untrained)")

@@ -30,7 +30,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from genbench.callbacks import DivergenceGuard
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
-from genbench.errors import DivergedError, GenbenchError
+from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory
@@ -39,6 +39,7 @@ from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
+from genbench.models.registry import families
 from genbench.performance import Performance
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
@@ -87,6 +88,24 @@ def _choice(cfg: DictConfig, group: str) -> str:
     return str(OmegaConf.select(cfg, f"{group}._target_", default="?")).rsplit(".", 1)[-1]
 
 
+def apply_budget(cfg: DictConfig) -> None:
+    """``budget_steps.<family>`` becomes ``trainer.max_steps`` for that family (before anything records the
+    config, so the run's record and the matrix show the budget it trained with); a family not named keeps
+    ``trainer.max_steps``. A name that is no family is a config error."""
+    budgets = cfg.get("budget_steps") or {}
+    if not budgets:
+        return
+    known = families()
+    unknown = sorted(set(budgets) - set(known))
+    if unknown:
+        raise ConfigError(f"budget_steps names {unknown}, which are no families; the families are "
+                          f"{sorted(known)}")
+    target = OmegaConf.select(cfg, "model._target_")
+    family = next((name for name, cls in known.items() if f"{cls.__module__}.{cls.__name__}" == target), None)
+    if family in budgets:
+        cfg.trainer.max_steps = int(budgets[family])
+
+
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets genbench's own errors (a ConfigError, a DatasetError) through
     as they are, not wrapped in Hydra's InstantiationException: they name the problem and the fix."""
@@ -112,6 +131,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     benchmark's timer, say)."""
     quiet_known_noise()
     checked = validate(cfg)
+    apply_budget(cfg)
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
@@ -256,6 +276,7 @@ def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: di
     inf (the others are kept)."""
     ignore_signals()  # the run is done: a late Ctrl-C must not cut its record short
     common.update(family=result.model.family, dataset=result.dm.name)
+    prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
     if not cfg.train:
         prov["config"] = _evaluated_config(prov["config"], cfg, result.model)
     non_finite = ", ".join(f"{k}={v}" for k, v in result.metrics.items()
@@ -289,6 +310,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     else:
         status = "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
+    prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
     error = f"{type(e).__name__}: {e}"
     if interrupted:
         error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
