@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from genbench.config import validate
 from genbench.errors import ConfigError
 from genbench.train import instantiate
-from tests.helpers import DATASETS, compose_train
+from tests.helpers import DATASETS, ROOT, compose_train
 
 
 def test_every_dataset_config_is_present():
@@ -79,3 +79,21 @@ def test_one_conditional_option_off_by_default_for_every_family_that_takes_label
 def test_families_without_labels_have_no_conditional_option(family):
     with pytest.raises(ConfigError, match="unknown config key 'model.conditional'"):
         validate(compose_train([f"model={family}", "dataset=digits", "+model.conditional=true"]))
+
+
+def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, monkeypatch):
+    """The dataclass holds each default; the YAML is a checked copy (scripts/sync_model_configs.py)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import sync_model_configs as sync
+
+    assert sync.differing() == []
+    broken = tmp_path / "vae.yaml"  # a changed default, a missing option and an unknown one
+    text = (ROOT / "configs" / "model" / "vae.yaml").read_text()
+    broken.write_text(text.replace("latent_dim: 8", "latent_dim: 9").replace("iwae_k: 64\n", "")
+                      + "extra: 1\n")
+    assert sync.differing(tmp_path) == [broken]
+    broken.write_text(sync.render(broken))
+    assert sync.differing(tmp_path) == []
+    repaired = broken.read_text()
+    assert "latent_dim: 8" in repaired and "iwae_k: 64" in repaired and "extra" not in repaired
+    assert repaired.splitlines()[:2] == text.splitlines()[:2]  # the header and _target_ kept
