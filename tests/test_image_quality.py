@@ -209,3 +209,29 @@ def test_a_cache_entry_of_the_wrong_shape_is_recomputed_with_a_warning(tmp_path,
         assert f"ignoring unusable feature cache {path}" in caplog.text
     assert extractor.seen == 90
     assert list(tmp_path.iterdir()) == [path]  # the temporary file of each rewrite is gone
+
+
+class _PixelFeatures:
+    """A feature network of the simplest kind: the image's pixels as features, no logits."""
+
+    name, checksum, feature_dim = "pixels", "none", 64
+
+    def extract(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        return images.flatten(1).double(), torch.zeros(len(images), 1)
+
+    def provenance(self) -> dict:
+        return {"extractor": "raw pixels"}
+
+
+def test_a_feature_network_added_to_the_registry_is_scored_with_no_other_edit(tmp_path, monkeypatch):
+    from genbench.evaluation.feature_networks import FEATURE_NETWORKS, FeatureNetwork
+
+    monkeypatch.setitem(FEATURE_NETWORKS, "pixels", FeatureNetwork(
+        name=lambda dm: "pixels", wanted=lambda cfg, dm: True, load=lambda cfg, dm, device: _PixelFeatures(),
+        classifier=False))
+    dm = DigitsDataModule()
+    cfg = EvalConfig(num_samples=40, num_real=200, inception=False, feature_net=False, speed_repeats=1,
+                     speed_batch_size=4, kid_subset_size=20, kid_subsets=5, score_splits=2)
+    result = evaluate(VAE(data_shape=dm.data_shape), dm, cfg, tmp_path)
+    assert result.metrics["fd_pixels"] > 0 and result.metrics["real_fd_pixels"] < result.metrics["fd_pixels"]
+    assert result.provenance["pixels"]["extractor"] == "raw pixels"

@@ -15,8 +15,7 @@ import torch
 
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import FeatureExtractorUnavailable
-from genbench.evaluation.feature_net import feature_net_path, load_feature_net
-from genbench.evaluation.inception import InceptionFeatures, find_weights
+from genbench.evaluation.feature_networks import FEATURE_NETWORKS
 from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import (
@@ -177,22 +176,18 @@ def batch_size_for(device: torch.device, setting: int | None, *, cpu: int, gpu: 
 
 def _extractors(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
                 unavailable: dict) -> list[tuple]:
-    """(extractor, num_classes or None) for Inception and the dataset classifier, as far as they load."""
+    """(extractor, num_classes or None) for every feature network the config asks for, as far as they
+    load (:data:`genbench.evaluation.feature_networks.FEATURE_NETWORKS`)."""
     out: list[tuple] = []
-    if cfg.inception:
+    for network in FEATURE_NETWORKS.values():
+        if not network.wanted(cfg, dm):
+            continue
+        name = network.name(dm)
         try:
-            out.append((InceptionFeatures(find_weights(cfg.inception_weights, cfg.inception_download),
-                                          model.device), None))
+            out.append((network.load(cfg, dm, model.device), dm.num_classes if network.classifier else None))
         except FeatureExtractorUnavailable as e:
-            _mark_unavailable(unavailable, "inception", False, e)
-    if cfg.feature_net and dm.num_classes:
-        name = f"{dm.name}_cnn"
-        try:
-            net = load_feature_net(feature_net_path(cfg.feature_net_dir, dm.name), model.device)
-            out.append((net, dm.num_classes))
-        except FeatureExtractorUnavailable as e:
-            _mark_unavailable(unavailable, name, True, e)
-            if model.is_conditional:
+            _mark_unavailable(unavailable, name, network.classifier, e)
+            if network.classifier and model.is_conditional:
                 unavailable[f"conditional_accuracy_{name}"] = str(e)
     return out
 
