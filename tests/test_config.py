@@ -97,3 +97,11 @@ def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, monkeypatch
     repaired = broken.read_text()
     assert "latent_dim: 8" in repaired and "iwae_k: 64" in repaired and "extra" not in repaired
     assert repaired.splitlines()[:2] == text.splitlines()[:2]  # the header and _target_ kept
+
+
+@pytest.mark.parametrize("family", ["gan", "ebm"])
+def test_adam_betas_are_one_option_of_two_items_in_every_family_that_sets_them(family):
+    cfg = compose_train([f"model={family}", "model.betas=[0.5]"])
+    with pytest.raises(ConfigError, match=r"model\.betas.*must have 2 items"):
+        validate(cfg)
+    assert validate(compose_train([f"model={family}", "model.betas=[0.1,0.9]"]))["model"].betas == [0.1, 0.9]

@@ -30,9 +30,10 @@ _BOUNDS = {
 def param(default: Any, **bounds: Any) -> Any:
     """A schema field whose value (or each item, for a list) is checked against ``bounds``.
 
-    Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers) and ``choices`` (a list of allowed values).
+    Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers), ``choices`` (a list of allowed values) and, for a
+    list, ``length`` (its number of items).
     """
-    unknown = set(bounds) - set(_BOUNDS)
+    unknown = set(bounds) - set(_BOUNDS) - {"length"}
     if unknown:
         raise TypeError(f"unknown bound(s) {sorted(unknown)}; use {sorted(_BOUNDS)}")
     if isinstance(default, (list, dict)):
@@ -41,6 +42,10 @@ def param(default: Any, **bounds: Any) -> Any:
 
 
 def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
+    bounds = dict(bounds)
+    length = bounds.pop("length", None)
+    if length is not None and value is not None and len(value) != length:
+        return f"must have {length} items"
     items = value if isinstance(value, (list, tuple)) else [value]
     for item in items:
         if item is None:

@@ -46,13 +46,13 @@ class EBMConfig(Schema):
     conv_channels: list[int] = param([32, 64], ge=1)  # conv widths of E (image data), two stages
     spectral_norm: bool = False  # spectral normalization of every layer of E (IGEBM's stabilizer)
     lr: float = param(5e-3, gt=0)
-    adam_beta1: float = param(0.0, ge=0, lt=1)  # IGEBM trains with beta1 = 0
+    betas: list[float] = param([0.0, 0.999], ge=0, lt=1, length=2)  # Adam's; IGEBM: beta1 = 0
     weight_decay: float = param(0.0, ge=0)
     alpha: float = param(0.1, ge=0)  # weight of the energy-magnitude regularizer E(x+)^2 + E(x-)^2
     langevin_steps: int = param(10, ge=1)  # Langevin steps per training batch (short run)
     step_size: float = param(0.01, gt=0)  # multiplies grad E in each Langevin step
     noise_scale: float = param(0.005, ge=0)  # std of the Gaussian noise added in each Langevin step
-    grad_clip: float | None = param(None, gt=0)  # clamp each element of grad E to [-c, c]; null: off
+    langevin_grad_clip: float | None = param(None, gt=0)  # clamp each element of grad E to [-c, c]; null: off
     buffer_size: int = param(10000, ge=0)  # replay buffer of past chains (model space); 0: always noise
     reinit_prob: float = param(0.05, ge=0, le=1)  # fraction of chains restarted from noise each batch
     box_margin: float = param(0.25, ge=0)  # vectors: box = data range widened by this fraction per side
@@ -148,8 +148,8 @@ class EBM(GenerativeModel):
                 for _ in range(steps):
                     z = z.detach().requires_grad_(True)
                     grad = torch.autograd.grad(self.energy(z).sum(), z)[0]
-                    if hp.grad_clip is not None:
-                        grad = grad.clamp(-hp.grad_clip, hp.grad_clip)
+                    if hp.langevin_grad_clip is not None:
+                        grad = grad.clamp(-hp.langevin_grad_clip, hp.langevin_grad_clip)
                     z = z - hp.step_size * grad + hp.noise_scale * torch.randn_like(z)
                     z = torch.maximum(torch.minimum(z, self.box_hi), self.box_lo)
         finally:
@@ -225,7 +225,7 @@ class EBM(GenerativeModel):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hp
-        return self.adam(self.parameters(), lr=hp.lr, betas=(hp.adam_beta1, 0.999),
+        return self.adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas),
                          weight_decay=hp.weight_decay)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from genbench.data.pixels import from_symmetric, to_symmetric
-from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update
 from genbench.nets import MLP
@@ -46,7 +45,7 @@ class GANConfig(Schema):
     spectral_norm: bool = False  # spectral normalisation of every D layer
     lr: float = param(1e-3, gt=0)  # generator learning rate (2e-4 is usual for long image runs)
     lr_d: float | None = param(None, gt=0)  # discriminator learning rate; None: same as lr
-    betas: list[float] = param([0.5, 0.999], ge=0, lt=1)  # Adam betas of both players
+    betas: list[float] = param([0.5, 0.999], ge=0, lt=1, length=2)  # Adam betas of both players
     ema_decay: float | None = param(None, ge=0, lt=1)  # EMA of G's weights for sampling; None: off
 
 
@@ -99,8 +98,6 @@ class GAN(GenerativeModel):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
-        if len(hp.betas) != 2:
-            raise ConfigError(f"model.betas={hp.betas}: give the two Adam betas, e.g. [0.5, 0.999]")
         self.automatic_optimization = False
         self.latent_dim = hp.latent_dim
         g_in = hp.latent_dim + (hp.label_dim if self.is_conditional else 0)
