@@ -20,12 +20,12 @@ from genbench.results import provenance, read_record, write_record
 from tests.helpers import start_train_py, train_py, wait_for
 
 CAPS = {
-    "vae": {"likelihood_kind": "bound", "has_latent": True, "latent_space": "encoder",
+    "vae": {"likelihood_kind": "bound", "latent": "explicit", "has_latent": True, "latent_space": "encoder",
             "supports_labels": True, "conditioning": "label embedding"},
-    "gan": {"likelihood_kind": "none", "has_latent": True, "latent_space": "generator input",
-            "supports_labels": True, "conditioning": "projection"},
-    "diffusion": {"likelihood_kind": "bound", "has_latent": False, "latent_space": "implicit: DDIM noise",
-                  "supports_labels": True, "conditioning": "guidance"},
+    "gan": {"likelihood_kind": "none", "latent": "explicit", "has_latent": True,
+            "latent_space": "generator input", "supports_labels": True, "conditioning": "projection"},
+    "diffusion": {"likelihood_kind": "bound", "latent": "implicit", "has_latent": False,
+                  "latent_space": "DDIM noise", "supports_labels": True, "conditioning": "guidance"},
 }
 
 

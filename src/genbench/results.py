@@ -8,8 +8,9 @@ Schema version 2::
      "unavailable": {name: reason}  (metrics that could not be measured, e.g. FID offline),
      "metric_provenance": {group: {"metrics": [names], extractor, weights sha256, reference split,
                                    n_real, n_generated, seed, ...}},
-     "capabilities": {"likelihood_kind", "has_latent", "latent_space", "supports_labels", "conditioning",
-                      "is_conditional"}  (the model's interface flags; empty when no model was built),
+     "capabilities": {"likelihood_kind", "latent", "has_latent", "latent_space", "supports_labels",
+                      "conditioning", "is_conditional"}
+                     (the model's interface flags; empty when no model was built),
      "error": str (only when status != "ok"),
      "checkpoint": str  (the run's last checkpoint, when it has one: resume or re-evaluate from it),
      "provenance": {"config", "seed", "versions", "git_commit", "command", "host", "started_at"}}

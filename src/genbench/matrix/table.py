@@ -312,7 +312,9 @@ def _capability_row(name: str, key: str, columns: list[Column], accuracy: str | 
         if not caps:
             label = "n/a"
         elif key == "latent_space":
-            label = "Yes" if caps.get("has_latent") else ("Implicit" if text.startswith("implicit") else "No")
+            # "latent": explicit | implicit | none (records before it carry only the has_latent flag)
+            kind = caps.get("latent", "explicit" if caps.get("has_latent") else "none")
+            label = {"explicit": "Yes", "implicit": "Implicit"}.get(kind, "No")
         else:
             label = "Yes" if caps.get("supports_labels") else "No"
         row.cells[column.name] = Cell(text, label)

@@ -55,7 +55,6 @@ class Autoregressive(GenerativeModel):
     likelihood_kind = "exact"
     latent_space = "none"
     conditioning = "label-embedding bias in every layer (conditional=true)"
-    has_latent = False
     supports_labels = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:

@@ -38,7 +38,9 @@ class GenerativeModel(pl.LightningModule):
     family: ClassVar[str]
     config_schema: ClassVar[type[Schema]]
     likelihood_kind: ClassVar[str] = "none"
-    has_latent: ClassVar[bool] = False
+    # "explicit": a z to sample from (and, with an encoder or a bijection, to map data to); "implicit": the
+    # noise a deterministic sampler maps one-to-one to a sample; "none"
+    latent: ClassVar[str] = "none"
     supports_labels: ClassVar[bool] = False
     latent_space: ClassVar[str] = "none"  # what the latent is, in words, for the matrix
     conditioning: ClassVar[str] = "none"  # how labels enter, in words, for the matrix
@@ -101,9 +103,13 @@ class GenerativeModel(pl.LightningModule):
         raise NotImplementedError(f"{self.family} draws a sample in a fixed number of passes; it has no "
                                   "sampler or step count to choose")
 
+    @property
+    def has_latent(self) -> bool:
+        return self.latent == "explicit"
+
     def capabilities(self) -> dict[str, Any]:
         """What the family offers through the interface; recorded with every run for the matrix."""
-        return {"likelihood_kind": self.likelihood_kind, "has_latent": self.has_latent,
+        return {"likelihood_kind": self.likelihood_kind, "latent": self.latent, "has_latent": self.has_latent,
                 "latent_space": self.latent_space, "supports_labels": self.supports_labels,
                 "conditioning": self.conditioning, "is_conditional": self.is_conditional}
 

@@ -86,6 +86,7 @@ class Diffusion(GenerativeModel):
     config_schema = DiffusionConfig
     likelihood_kind = "bound"
     latent_space = "implicit: the noise x_T of the deterministic DDIM sampler"
+    latent = "implicit"
     conditioning = "classifier-free guidance (conditional=true)"
     supports_labels = True
     samplers = DIFFUSION_SAMPLERS

@@ -75,7 +75,7 @@ class Flow(GenerativeModel):
     config_schema = FlowConfig
     likelihood_kind = "exact"
     latent_space = "exact bijection x <-> z"
-    has_latent = True
+    latent = "explicit"
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)

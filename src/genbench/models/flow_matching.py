@@ -54,6 +54,7 @@ class FlowMatching(GenerativeModel):
     family = "flow_matching"
     config_schema = FlowMatchingConfig
     latent_space = "implicit: the noise x_0 the deterministic ODE maps one-to-one to a sample"
+    latent = "implicit"
     samplers = FLOW_SAMPLERS
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:

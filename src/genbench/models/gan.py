@@ -92,7 +92,7 @@ class GAN(GenerativeModel):
     likelihood_kind = "none"
     latent_space = "generator input z, no encoder"
     conditioning = "label embedding in G, projection discriminator (conditional=true)"
-    has_latent = True
+    latent = "explicit"
     supports_labels = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:

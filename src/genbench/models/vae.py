@@ -52,7 +52,7 @@ class VAE(GenerativeModel):
     likelihood_kind = "bound"
     latent_space = "encoder q(z|x) and decoder p(x|z)"
     conditioning = "label embedding in encoder and decoder (conditional=true)"
-    has_latent = True
+    latent = "explicit"
     supports_labels = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
