@@ -23,6 +23,7 @@ from torch import Tensor
 
 from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
+from genbench.models.schedule import ScheduleConfig, scheduled
 from genbench.schema import Schema
 
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate", "none", "quadrature")
@@ -125,8 +126,13 @@ class GenerativeModel(pl.LightningModule):
         else torch's default (a foreach loop)."""
         return torch.optim.Adam(params, fused=True if self.fused_optimizer else None, **options)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.adam(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+    def configure_optimizers(self) -> Any:
+        """Adam over every parameter, with the shared warm-up/decay schedule where the family's config has
+        one (:class:`genbench.models.schedule.ScheduleConfig`)."""
+        optimizer = self.adam(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+        if isinstance(self.hp, ScheduleConfig):
+            return scheduled(optimizer, self.hp, self.trainer.max_steps)
+        return optimizer
 
     def compile_networks(self) -> None:
         """``torch.compile`` each network of the family (in place, so EMA copies and checkpoints keep their

@@ -28,6 +28,7 @@ from genbench.data.pixels import LEVELS, dequantize, from_unit, log_density_resc
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import standard_normal_log_prob
+from genbench.models.schedule import ScheduleConfig
 from genbench.nets import MLP
 from genbench.nets.flow_layers import (
     ActNorm,
@@ -39,11 +40,11 @@ from genbench.nets.flow_layers import (
     conv_coupling_net,
     zero_init,
 )
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 
 @dataclass
-class FlowConfig(Schema):
+class FlowConfig(ScheduleConfig):
     num_steps: int = param(8, ge=1)  # flow steps (vector data)
     hidden_dims: list[int] = param([128, 128], ge=1)  # coupling MLP widths (vector data)
     levels: int = param(3, ge=1)  # multi-scale levels (image data), at most: fewer if the sides are too small
@@ -57,8 +58,6 @@ class FlowConfig(Schema):
     temperature: float = param(1.0, gt=0)  # std of the latent when sampling
     lr: float = param(2e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
-    warmup_steps: int = param(0, ge=0)  # linear learning-rate warm-up
-    lr_decay: str = param("cosine", choices=["cosine", "none"])  # after warm-up, to 0 at trainer.max_steps
     grad_clip: float = param(10.0, ge=0)  # gradient-norm clipping (0: off); trainer.gradient_clip_val wins
 
 
@@ -213,20 +212,3 @@ class Flow(GenerativeModel):
         rare huge gradients that otherwise undo the fit."""
         clip = gradient_clip_val if gradient_clip_val is not None else self.hp.grad_clip or None
         self.clip_gradients(optimizer, clip, gradient_clip_algorithm)
-
-    def configure_optimizers(self):
-        optimizer = super().configure_optimizers()
-        warmup, total = self.hp.warmup_steps, self.trainer.max_steps
-        decay = self.hp.lr_decay == "cosine" and total > warmup
-        if not warmup and not decay:
-            return optimizer
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not decay:
-                return 1.0
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
