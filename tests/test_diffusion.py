@@ -262,3 +262,23 @@ def test_cifar10_experiment_composes_and_validates():
     model_cfg = validate(cfg)["model"]
     assert model_cfg.channel_mults == [1, 2, 2, 2] and model_cfg.attention
     assert cfg.dataset._target_.endswith("CIFAR10DataModule")
+
+
+@pytest.mark.parametrize("family", ["diffusion", "flow_matching"])
+def test_the_backbone_is_chosen_by_config(family):
+    """model.backbone: the U-Net (images) or the TimeMLP (any data; images flattened), auto by data shape."""
+    from genbench.errors import ConfigError
+    from genbench.models.registry import families
+    from genbench.nets.time_mlp import TimeMLP
+    from genbench.nets.unet import UNet
+
+    cls = families()[family]
+    assert isinstance(cls((1, 8, 8)).net, UNet) and isinstance(cls((2,)).net, TimeMLP)
+    torch.manual_seed(0)
+    mlp = cls((1, 8, 8), backbone="mlp", hidden_dim=32, depth=1, sampling_steps=4).eval()
+    assert isinstance(mlp.net, TimeMLP)
+    x = mlp.sample(3)
+    assert x.shape == (3, 1, 8, 8) and x.dtype == torch.uint8
+    assert torch.isfinite(mlp.log_likelihood(x)).all()
+    with pytest.raises(ConfigError, match="backbone=unet needs image data"):
+        cls((2,), backbone="unet")

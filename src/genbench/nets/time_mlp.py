@@ -50,7 +50,8 @@ class _Block(nn.Module):
 
 
 class TimeMLP(nn.Module):
-    """(x (B, D), t (B,), y (B,) or None) -> (B, D), e.g. the noise predicted in x."""
+    """(x (B, ...) of D values, t (B,), y (B,) or None) -> the shape of x, e.g. the noise predicted in x
+    (an image is flattened and its output reshaped: the MLP backbone for images, ``backbone=mlp``)."""
 
     def __init__(self, dim: int, width: int = 128, depth: int = 3, num_labels: int | None = None) -> None:
         super().__init__()
@@ -61,7 +62,7 @@ class TimeMLP(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = nn.functional.silu(self.embed(t, y))
-        h = self.inp(x)
+        h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return self.out(h).view_as(x)
