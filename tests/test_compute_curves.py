@@ -10,9 +10,11 @@ import torch
 from genbench.data.toy import GaussianGrid
 from genbench.evaluation.compute import flop_counter
 from genbench.evaluation.curves import log_spaced_steps
+from genbench.evaluation.feature_net import save_feature_net
 from genbench.evaluation.quality import class_rows
 from genbench.evaluation.real import held_out_split, real_toy_metrics
 from genbench.matrix.runs import Run
+from genbench.nets.classifier import SmallCNN
 from genbench.train import run
 from tests.helpers import compose_quiet_run, compose_train
 
@@ -61,6 +63,23 @@ def test_a_run_records_its_flops_and_a_quality_curve_that_does_not_change_its_tr
     assert all(math.isfinite(v) and v > 0 for _, _, v in curve)
     assert curve[-1][2] < curve[0][2]  # 60 steps of a VAE beat 10
     assert not (tmp_path / "alone" / "curves.csv").exists()
+
+
+def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path):
+    """The image curve loads a feature net (its layers initialise from the global random stream) and
+    samples: neither may move the training's random stream (the data order of later epochs)."""
+    torch.manual_seed(0)
+    net = SmallCNN(in_channels=1, image_size=8, num_classes=10)
+    save_feature_net(net, tmp_path / "nets" / "digits_cnn.pt", {"dataset": "digits", "test_accuracy": 0.1})
+    common = ["model=vae", "dataset=digits", "trainer.max_steps=30", "evaluate=false",
+              f"eval.feature_net_dir={tmp_path / 'nets'}"]  # 30 steps: several epochs of digits
+    watched = run(compose_quiet_run(tmp_path / "curve", [*common, "callbacks.sample_grids.every_n_steps=0",
+                                                         "callbacks.quality_curve.first_step=10",
+                                                         "callbacks.quality_curve.image_samples=50"]),
+                  tmp_path / "curve")
+    alone = run(compose_quiet_run(tmp_path / "alone", [*common, "callbacks=none"]), tmp_path / "alone")
+    assert (tmp_path / "curve" / "curves.csv").read_text().count("\n") == 4  # header, steps 10, 18, 30
+    assert torch.equal(_weights(watched.model), _weights(alone.model))
 
 
 def test_the_real_data_floor_of_the_mode_metrics_is_what_the_mixture_gives(tmp_path):

@@ -13,6 +13,7 @@ The evaluation draws from a forked random state with a fixed seed, so it never c
 run it observes, and every point of a curve uses the same random numbers (smoother curves).
 """
 
+import contextlib
 import csv
 import io
 import logging
@@ -81,7 +82,10 @@ class QualityCurve(pl.Callback):
         last = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else 10**12
         self._targets = [s for s in log_spaced_steps(self.first_step, last, self.points_per_decade)
                          if s > trainer.global_step]
-        self._scorer = self._make_scorer(trainer.datamodule, pl_module)
+        # Building the scorer (a feature net's layers are initialised before its weights load) must not
+        # draw from the training's random stream: the curve watches the training, it never changes it.
+        with _forked_rng(pl_module):
+            self._scorer = self._make_scorer(trainer.datamodule, pl_module)
         self._started, self._spent = time.perf_counter(), 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
@@ -99,8 +103,7 @@ class QualityCurve(pl.Callback):
         start = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with _forked_rng(pl_module), torch.no_grad():
             torch.manual_seed(self.seed)
             values = self._scorer(pl_module)
         pl_module.train(was_training)
@@ -163,6 +166,12 @@ class QualityCurve(pl.Callback):
                                    keep=1)[0][net.name][0]
             return {f"fd_{net.name}": frechet_distance(*real_stats, *feature_statistics(fake))}
         return frechet
+
+
+def _forked_rng(pl_module: pl.LightningModule) -> contextlib.AbstractContextManager:
+    """The global random state (CPU, and the model's GPU) as it was, once the block ends."""
+    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
 
 
 def _find(trainer: pl.Trainer, kind: type) -> Any:
