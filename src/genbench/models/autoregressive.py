@@ -1,7 +1,8 @@
 """Autoregressive models: p(x) = prod_d p(x_d | x_<d), an exact likelihood in one network pass.
 
 - Vectors: MADE (Germain et al., 2015), a masked MLP, with a mixture of Gaussians per dimension
-  (logits, means and log-stds of ``num_components`` components): the density on R^D.
+  (logits, means and log-stds of ``num_components`` components) on the training data's standardized
+  coordinates (:mod:`genbench.models.standardize`): the density on R^D, with the Jacobian.
 - Images: a gated PixelCNN (van den Oord et al., 2016) in raster order with sub-pixels R -> G -> B,
   with a 256-way categorical per sub-pixel (default) or a mixture of discretized logistics
   (Salimans et al., 2017). Either is a pmf over the 256 levels, equal to the density of uniformly
@@ -25,6 +26,7 @@ from genbench.data.pixels import LEVELS, from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import discretized_logistic_log_prob, sample_discretized_logistic
+from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import GatedPixelCNN
 from genbench.schema import Schema, param
@@ -69,6 +71,7 @@ class Autoregressive(GenerativeModel):
                                      hp.head_channels, labels)
         else:
             self.net = MADE(self.data_dim, 3 * hp.num_components, hp.hidden_dims, labels)
+            self.standardize = Standardizer(self.data_dim)  # the mixture's means start in [-2, 2]
             with torch.no_grad():  # spread the initial component means so they do not all chase one mode
                 k = hp.num_components
                 self.net.out.bias.view(3 * k, -1)[k : 2 * k] = torch.linspace(-2, 2, k)[:, None]
@@ -89,11 +92,11 @@ class Autoregressive(GenerativeModel):
     def _log_prob_given(self, x: Tensor, y: Tensor | None) -> Tensor:
         """log p(x | y) per example (y None: unconditional), one network pass."""
         if not self.is_image:
-            x = x.float()
+            x = self.standardize(x.float())
             log_w, mean, log_std = self._mog(self.net(x, y))
             z = (x.unsqueeze(1) - mean) * torch.exp(-log_std)
             log_n = -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-            return torch.logsumexp(log_w + log_n, dim=1).sum(1)
+            return torch.logsumexp(log_w + log_n, dim=1).sum(1) + self.standardize.log_det()
         p = self.net(to_symmetric(x), y)  # (B, C, P, H, W)
         if self.hp.pixel_output == "categorical":
             return F.log_softmax(p, dim=2).gather(2, x.long().unsqueeze(2)).flatten(1).sum(1)
@@ -134,7 +137,7 @@ class Autoregressive(GenerativeModel):
                 k = torch.multinomial(log_w.exp(), 1)
                 noise = torch.randn(n, 1, device=self.device)
                 x[:, d] = (mean.gather(1, k) + log_std.gather(1, k).exp() * noise).squeeze(1)
-            return x
+            return self.standardize.inverse(x)
         colors, height, width = self.data_shape
         x = torch.zeros(n, *self.data_shape, dtype=torch.uint8, device=self.device)
         for i in range(height):
@@ -146,6 +149,10 @@ class Autoregressive(GenerativeModel):
 
     def nfe(self) -> int:
         return self.data_dim
+
+    def on_train_start(self) -> None:
+        if not self.is_image and not self.standardize.fitted:  # not again on resume
+            self.standardize.fit(training_tensor(self.trainer))
 
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
