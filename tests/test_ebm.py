@@ -113,7 +113,8 @@ def test_box_is_checkpointed_and_vectors_of_other_sizes_have_no_likelihood():
     model.fit_data_stats(torch.randn(100, 2) * 4 + 1)
     clone = EBM((2,), hidden_dims=[16])
     clone.load_state_dict(model.state_dict())
-    assert torch.equal(clone.box_lo, model.box_lo) and torch.equal(clone.data_std, model.data_std)
+    assert torch.equal(clone.box_lo, model.box_lo)
+    assert torch.equal(clone.standardize.std, model.standardize.std)
     assert EBM((5,), hidden_dims=[16]).likelihood_kind == "none"
 
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
+from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets import MLP, ConvEncoder
 from genbench.schema import Schema, param
 
@@ -86,10 +87,9 @@ class EBM(GenerativeModel):
             net = MLP(self.data_dim, 1, hp.hidden_dims)
             lo, hi = torch.full(self.data_shape, -3.0), torch.full(self.data_shape, 3.0)
         self.energy_net = _spectral_norm(net) if hp.spectral_norm else net
-        # Model-space standardization and box of vectors (identity and [-1, 1] for images): set from the
+        # Model-space standardization and box of vectors (images: [-1, 1] pixels and box): set from the
         # training data when fitting starts, saved in checkpoints.
-        self.register_buffer("data_mean", torch.zeros(self.data_shape))
-        self.register_buffer("data_std", torch.ones(self.data_shape))
+        self.standardize = None if self.is_image else Standardizer(self.data_dim)
         self.register_buffer("box_lo", lo)
         self.register_buffer("box_hi", hi)
         self.register_buffer("stats_fitted", torch.tensor(self.is_image))
@@ -99,33 +99,26 @@ class EBM(GenerativeModel):
 
     # ---- model space --------------------------------------------------------------------------------
     def to_model(self, x: Tensor) -> Tensor:
-        return to_symmetric(x) if self.is_image else (x.float() - self.data_mean) / self.data_std
+        return to_symmetric(x) if self.is_image else self.standardize(x.float())
 
     def to_data(self, x: Tensor) -> Tensor:
-        return from_symmetric(x) if self.is_image else x * self.data_std + self.data_mean
+        return from_symmetric(x) if self.is_image else self.standardize.inverse(x)
 
     @torch.no_grad()
     def fit_data_stats(self, x: Tensor) -> None:
         """Standardization and box of vector data from training examples ``x`` (data space)."""
         if self.is_image:
             return
-        x = x.float().to(self.device)
-        self.data_mean.copy_(x.mean(0))
-        self.data_std.copy_(x.std(0).clamp_min(1e-6))
-        z = self.to_model(x)
+        self.standardize.fit(x)
+        z = self.to_model(x.float().to(self.device))
         lo, hi = z.min(0).values, z.max(0).values
         self.box_lo.copy_(lo - self.hp.box_margin * (hi - lo))
         self.box_hi.copy_(hi + self.hp.box_margin * (hi - lo))
         self.stats_fitted.fill_(True)
 
     def on_train_start(self) -> None:
-        if self.stats_fitted:  # images, or resumed from a checkpoint
-            return
-        dm = self.trainer.datamodule
-        if hasattr(dm, "split_tensor"):
-            self.fit_data_stats(dm.split_tensor("train"))
-        else:
-            self.fit_data_stats(next(iter(self.trainer.train_dataloader))[0])
+        if not self.stats_fitted:  # images, or resumed from a checkpoint: already set
+            self.fit_data_stats(training_tensor(self.trainer))
 
     def energy(self, z: Tensor) -> Tensor:
         """E of model-space ``z``, shape (N,)."""
