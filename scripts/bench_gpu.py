@@ -33,7 +33,7 @@ from genbench.data.formats import write_cifar_batch  # noqa: E402
 from genbench.evaluation import evaluate  # noqa: E402
 from genbench.evaluation.cost import peak_memory  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
-from genbench.evaluation.speed import sampling_speed  # noqa: E402
+from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
 from genbench.performance import Performance  # noqa: E402
 from genbench.train import run  # noqa: E402
 
@@ -63,11 +63,6 @@ def family_counts(text: str) -> dict[str, int]:
     return {name: int(n) for name, n in (item.split("=") for item in text.split(",") if item)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class BatchTimer(pl.Callback):
     """Wall-clock of the batches after ``warmup``, with the device synchronized: steady-state steps/s."""
 
@@ -77,10 +72,10 @@ class BatchTimer(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
         if self.batches == self.warmup:
-            sync(pl_module.device)
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
         elif self.batches > self.warmup:
-            sync(pl_module.device)
+            synchronize(pl_module.device)
             self.end = time.perf_counter()
 
     def per_second(self) -> float:
@@ -125,7 +120,7 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     while done < batches:
         for i, batch in enumerate(loader):
             if done == warmup:
-                sync(device)
+                synchronize(device)
                 if profiler is not None:
                     timed.enter_context(profiler)
                 start = time.perf_counter()
@@ -147,7 +142,7 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
             done += 1
             if done == batches:
                 break
-    sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     timed.close()
     return (batches - warmup) / seconds
@@ -227,7 +222,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     evaluation = evaluate(model, dm, eval_cfg, out_dir)
-    sync(device)
+    synchronize(device)
     row["eval_seconds"] = time.perf_counter() - start
     row["eval_samples"] = eval_samples
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")

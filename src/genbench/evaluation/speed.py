@@ -8,7 +8,8 @@ import torch
 from genbench.models.base import GenerativeModel
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device`` to finish its queued work (a CPU has none): a timer read after it is true."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -18,12 +19,12 @@ def sampling_speed(model: GenerativeModel, batch_size: int, repeats: int, warmup
     """Time ``model.sample(batch_size)``; report median ms per batch and per sample and their spread."""
     for _ in range(warmup):
         model.sample(batch_size)
-    _sync(model.device)
+    synchronize(model.device)
     times_ms = []
     for _ in range(repeats):
         start = time.perf_counter()
         model.sample(batch_size)
-        _sync(model.device)
+        synchronize(model.device)
         times_ms.append(1000 * (time.perf_counter() - start))
     median = statistics.median(times_ms)
     return {
