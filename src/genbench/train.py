@@ -89,9 +89,9 @@ def _choice(cfg: DictConfig, group: str) -> str:
 
 
 def apply_budget(cfg: DictConfig) -> None:
-    """``budget_steps.<family>`` becomes ``trainer.max_steps`` for that family (before anything records the
-    config, so the run's record and the matrix show the budget it trained with); a family not named keeps
-    ``trainer.max_steps``. A name that is no family is a config error."""
+    """``budget_steps.<family>`` becomes ``trainer.max_steps`` for that family, before the trainer is built
+    (the run's record takes the config as it ran, so it and the matrix show that budget); a family not
+    named keeps ``trainer.max_steps``. A name that is no family is a config error."""
     budgets = cfg.get("budget_steps") or {}
     if not budgets:
         return
@@ -100,8 +100,7 @@ def apply_budget(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"budget_steps names {unknown}, which are no families; the families are "
                           f"{sorted(known)}")
-    target = OmegaConf.select(cfg, "model._target_")
-    family = next((name for name, cls in known.items() if f"{cls.__module__}.{cls.__name__}" == target), None)
+    family = getattr(hydra.utils.get_class(cfg.model._target_), "family", None)  # validate() checked it
     if family in budgets:
         cfg.trainer.max_steps = int(budgets[family])
 
