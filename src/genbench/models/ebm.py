@@ -92,7 +92,6 @@ class EBM(GenerativeModel):
         self.standardize = None if self.is_image else Standardizer(self.data_dim)
         self.register_buffer("box_lo", lo)
         self.register_buffer("box_hi", hi)
-        self.register_buffer("stats_fitted", torch.tensor(self.is_image))
         self.replay_buffer: Tensor | None = None  # model-space chains, not checkpointed
         self._val_log_z: Tensor | None = None
         self.likelihood_kind = "quadrature" if self.data_shape == (2,) else "none"
@@ -114,10 +113,9 @@ class EBM(GenerativeModel):
         lo, hi = z.min(0).values, z.max(0).values
         self.box_lo.copy_(lo - self.hp.box_margin * (hi - lo))
         self.box_hi.copy_(hi + self.hp.box_margin * (hi - lo))
-        self.stats_fitted.fill_(True)
 
     def on_train_start(self) -> None:
-        if not self.stats_fitted:  # images, or resumed from a checkpoint: already set
+        if not self.is_image and not self.standardize.fitted:  # not again on resume: the box came with it
             self.fit_data_stats(training_tensor(self.trainer))
 
     def energy(self, z: Tensor) -> Tensor:
