@@ -134,3 +134,23 @@ def test_runs_started_in_the_same_second_get_different_directories():
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             dirs.append(compose(config_name="train", return_hydra_config=True).hydra.run.dir)
     assert dirs[0] != dirs[1]
+
+
+def test_a_checkpoint_of_another_model_version_is_a_recorded_config_error(tmp_path):
+    """A checkpoint whose tensors this version's model does not have (the EBM's data_mean/data_std before
+    they moved into its standardizer) ends with a record that says so, not a bare state_dict trace."""
+
+    trained = tmp_path / "trained"
+    task(compose_train(["model=ebm", "dataset=gaussians8", "trainer=debug", "logger=none", "evaluate=false",
+                        f"paths.output_dir={trained}"]))
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = ckpt["state_dict"]
+    state["data_mean"], state["data_std"] = state.pop("standardize.mean"), state.pop("standardize.std")
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=ebm", "dataset=gaussians8", "trainer=debug", "logger=none", "train=false",
+                            f"ckpt_path={tmp_path / 'old.ckpt'}", f"paths.output_dir={out}"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed"
+    assert "does not fit this version's ebm" in record["error"] and "git_commit" in record["error"]

@@ -209,7 +209,15 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
 def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.device) -> GenerativeModel:
     """The checkpoint's model on ``device``, built from its own hyperparameters; options given on the
     command line that differ from them are warned about (they do not apply to a trained model)."""
-    loaded = type(model).load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
+    try:
+        loaded = type(model).load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
+    except RuntimeError as e:  # torch's strict load_state_dict: other tensor names or shapes
+        if "Error(s) in loading state_dict" not in str(e):
+            raise
+        problem = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ConfigError(f"checkpoint {ckpt_path} does not fit this version's {model.family} ({problem}): "
+                          "it was saved by another genbench; evaluate it at the commit that wrote it "
+                          "(provenance.git_commit in its run's metrics.json) or train it again") from None
     differ = {k: (v, loaded.hparams.get(k)) for k, v in model.hparams.items() if loaded.hparams.get(k) != v}
     if differ:
         log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,
