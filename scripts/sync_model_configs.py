@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from genbench.schema import Schema  # noqa: E402
 
 COMMENT_COLUMN = 25
+RECURSIVE = "_recursive_: false       # the model builds its optimizer and scheduler (genbench.models.optim)"
 FIELD = re.compile(r"^\s+(\w+): [^=]+=[^#]*?(?:#\s?(.*))?$")
 COMMENT = re.compile(r"^\s+#\s?(.*)$")
 
@@ -48,7 +49,8 @@ def field_comments(schema: type[Schema]) -> dict[str, tuple[list[str], str | Non
 
 
 def _value(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n...\n").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -79,8 +81,8 @@ def render(path: Path) -> str:
     schema = hydra.utils.get_class(target).config_schema
     fields = {f.name: f for f in dataclasses.fields(schema)}
     comments = field_comments(schema)
-    out = [*header, f"_target_: {target}"]
-    for name in [*(k for k in entries if k in fields), *(k for k in fields if k not in entries)]:
+    out = [*header, f"_target_: {target}", RECURSIVE]
+    for name in fields:  # in the schema's order
         default = _default(fields[name])
         old = entries.get(name)
         if old is not None and yaml.safe_load(old[-1].split(":", 1)[1].split(" #")[0] or "null") == default:

@@ -12,6 +12,7 @@ from genbench.errors import DivergedError
 from genbench.evaluation.distances import energy_distance
 from genbench.models.diffusion import Diffusion, log_spaced_strata
 from genbench.models.diffusion_schedule import NoiseSchedule
+from genbench.models.optim import adam_node
 from genbench.train import run
 from tests.helpers import compose_quiet_run, compose_train
 
@@ -185,7 +186,8 @@ def _two_class_images(n: int) -> TensorDataset:
 def test_classifier_free_guidance_labels_change_samples_and_scale_one_is_the_conditional_model(tmp_path):
     pl.seed_everything(0)
     model = Diffusion((1, 8, 8), num_classes=2, conditional=True, timesteps=100, unet_channels=16,
-                      channel_mults=[1], lr=2e-3, ema_decay=0.0, sampling_steps=20, p_uncond=0.2)
+                      channel_mults=[1], optimizer=adam_node(lr=2e-3), ema_decay=0.0, sampling_steps=20,
+                      p_uncond=0.2)
     trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(_two_class_images(512), batch_size=64, shuffle=True))

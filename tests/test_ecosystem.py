@@ -82,7 +82,7 @@ def test_optuna_sweeper_runs_three_trials_and_reports_the_best(tmp_path):
     assert len(records) == 3
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(r["metrics"]["nll_bpd"] for r in records))
-    assert set(best["best_params"]) == {"model.lr", "model.latent_dim", "model.beta"}
+    assert set(best["best_params"]) == {"model.optimizer.lr", "model.latent_dim", "model.beta"}
 
 
 def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp_path):

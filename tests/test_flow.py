@@ -38,7 +38,7 @@ def test_flow_learns_gaussians8(tmp_path, seed):
                                        "eval.speed_repeats=1", "eval.speed_warmup=0",
                                        "eval.plot_samples_vector=200", "eval.mode_samples=200"])
     options = OmegaConf.to_container(cfg.model)
-    untrained = Flow((2,), **{k: v for k, v in options.items() if k != "_target_"})
+    untrained = Flow((2,), **{k: v for k, v in options.items() if not k.startswith("_")})
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")

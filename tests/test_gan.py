@@ -10,6 +10,8 @@ from genbench.data.images import DigitsDataModule
 from genbench.data.toy import ToyDataModule
 from genbench.evaluation.distances import energy_distance
 from genbench.models.gan import GAN, discriminator_loss, generator_loss, gradient_penalty
+from genbench.models.optim import adam_node
+from genbench.models.schedule import warmup_cosine_node
 from genbench.train import run
 from tests.helpers import compose_quiet_run
 
@@ -113,12 +115,27 @@ def test_conditional_training_on_digits_with_all_options():
     """WGAN-GP, spectral norm, n_critic=2 and EMA together, with labels, on real 8x8 digits."""
     pl.seed_everything(0)
     model = GAN((1, 8, 8), num_classes=10, conditional=True, conv_channels=[8, 16], loss="wgan-gp",
-                spectral_norm=True, n_critic=2, betas=[0.0, 0.9], ema_decay=0.9)
+                spectral_norm=True, n_critic=2, optimizer=adam_node(lr=1e-3, betas=[0.0, 0.9]), ema_decay=0.9)
     trainer = _trainer(batches=4)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     assert all(torch.isfinite(trainer.callback_metrics[k]) for k in ("train/d_loss", "train/g_loss"))
     model.eval()
     assert model.sample(4, labels=torch.tensor([0, 1, 2, 3])).shape == (4, 1, 8, 8)
+
+
+def test_a_schedule_runs_over_each_players_own_steps():
+    """max_steps counts both players' steps: with n_critic=2, 12 steps are 8 D steps and 4 G steps, and a
+    cosine schedule reaches 0 at the end of each, from D's own rate (lr_d) and G's."""
+    pl.seed_everything(0)
+    model = GAN((2,), n_critic=2, lr_d=4e-3, scheduler=warmup_cosine_node(warmup_steps=2))
+    trainer = pl.Trainer(max_steps=12, limit_val_batches=0, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=_toy())
+    (opt_g, opt_d), (sched_g, sched_d) = model.optimizers(), model.lr_schedulers()
+    assert trainer.global_step == 12 and (sched_g.last_epoch, sched_d.last_epoch) == (4, 8)
+    assert (sched_g.base_lrs, sched_d.base_lrs) == ([1e-3], [4e-3])
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
 
 
 def test_ema_moves_towards_trained_weights_and_is_what_sample_uses(tmp_path):

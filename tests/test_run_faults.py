@@ -69,10 +69,11 @@ def _evaluate(ckpt: Path, out: Path, *extra: str) -> dict:
 
 
 def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, tmp_path, caplog):
-    record = _evaluate(gan_checkpoint, tmp_path, "model.latent_dim=4", "model.lr=0.5")
+    record = _evaluate(gan_checkpoint, tmp_path, "model.latent_dim=4", "model.optimizer.lr=0.5")
     assert record["status"] == "ok" and record["checkpoint"] == str(gan_checkpoint)
     model_cfg = record["provenance"]["config"]["model"]
-    assert (model_cfg["latent_dim"], model_cfg["lr"]) == (16, 1e-3)  # the evaluated model's, not 4 and 0.5
+    # the evaluated model's, not 4 and 0.5
+    assert (model_cfg["latent_dim"], model_cfg["optimizer"]["lr"]) == (16, 1e-3)
     assert model_cfg["_target_"] == "genbench.models.gan.GAN" and record["capabilities"]["has_latent"]
     assert "model.latent_dim=4 in the config, 16 in the checkpoint" in caplog.text
 

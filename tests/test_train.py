@@ -100,7 +100,7 @@ def test_nan_loss_is_recorded_as_diverged_with_the_fix(tmp_path, monkeypatch):
         task(cfg)
     record = read_record(tmp_path / "metrics.json")
     assert record["status"] == "diverged"
-    assert "nan" in record["error"] and "model.lr" in record["error"]
+    assert "nan" in record["error"] and "model.optimizer.lr" in record["error"]
 
 
 def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):

@@ -84,4 +84,4 @@ class DivergenceGuard(pl.Callback):
             event.synchronize()
         if not bool(finite):
             raise DivergedError(f"{pl_module.family} training loss became {loss.item()} at step {step} "
-                                f"(epoch {epoch}); lower model.lr or check the data scaling.")
+                                f"(epoch {epoch}); lower model.optimizer.lr or check the data scaling.")

@@ -30,10 +30,11 @@ _BOUNDS = {
 def param(default: Any, **bounds: Any) -> Any:
     """A schema field whose value (or each item, for a list) is checked against ``bounds``.
 
-    Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers), ``choices`` (a list of allowed values) and, for a
-    list, ``length`` (its number of items).
+    Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers), ``choices`` (a list of allowed values), for a
+    list ``length`` (its number of items), and ``check``: a function of the whole value that returns what
+    is wrong with it, or None (for a node such as ``model.optimizer``).
     """
-    unknown = set(bounds) - set(_BOUNDS) - {"length"}
+    unknown = set(bounds) - set(_BOUNDS) - {"length", "check"}
     if unknown:
         raise TypeError(f"unknown bound(s) {sorted(unknown)}; use {sorted(_BOUNDS)}")
     if isinstance(default, (list, dict)):
@@ -44,6 +45,9 @@ def param(default: Any, **bounds: Any) -> Any:
 def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
     bounds = dict(bounds)
     length = bounds.pop("length", None)
+    check = bounds.pop("check", None)
+    if check is not None:
+        return check(value)
     if length is not None and value is not None and len(value) != length:
         return f"must have {length} items"
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -86,10 +90,17 @@ def key_error(key: str, template: str) -> ConfigError:
 
 
 def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> Schema:
-    """Build ``schema`` from ``params`` with OmegaConf's type checks; errors name ``prefix.key``."""
+    """Build ``schema`` from ``params`` with OmegaConf's type checks; errors name ``prefix.key``.
+
+    A node checked as a whole (a ``check`` bound, such as ``model.optimizer``) is taken as given, not
+    merged onto the schema's default: its keys belong to the class it names, and one a user removed
+    (``~model.optimizer.betas``) stays removed."""
+    whole = {f.name for f in fields(schema) if "check" in f.metadata} & set(params)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), params)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        merged = OmegaConf.merge(OmegaConf.structured(schema),
+                                 {k: v for k, v in params.items() if k not in whole})
+        built = OmegaConf.to_object(merged)
+        return dataclasses.replace(built, **{k: params[k] for k in whole}) if whole else built  # type: ignore
     except ConfigKeyError as e:
         valid = ", ".join(f.name for f in fields(schema))
         where = f" of {prefix}" if prefix else ""

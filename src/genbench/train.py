@@ -232,7 +232,8 @@ def _check_finite_weights(model: GenerativeModel, where: str) -> None:
            for name, p in model.named_parameters() if not bool(p.isfinite().all())]
     if bad:
         raise DivergedError(f"the model's weights are not finite {where}: {', '.join(bad[:5])}"
-                            f"{' and more' if len(bad) > 5 else ''}; training diverged (lower model.lr)")
+                            f"{' and more' if len(bad) > 5 else ''}; training diverged (lower "
+                            "model.optimizer.lr)")
 
 
 def _evaluated_config(config: dict, cfg: DictConfig, model: GenerativeModel) -> dict:

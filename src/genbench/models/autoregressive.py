@@ -17,6 +17,7 @@ unlabelled x is then the exact mixture over labels with a uniform prior, sum_y p
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from genbench.data.pixels import LEVELS, from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import discretized_logistic_log_prob, sample_discretized_logistic
+from genbench.models.optim import optimizer_param, scheduler_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import GatedPixelCNN
@@ -47,8 +49,8 @@ class AutoregressiveConfig(Schema):
     logistic_components: int = param(5, ge=1)  # mixture size of pixel_output=logistic_mixture
     min_log_scale: float = -7.0  # floor of the logistic log-scales
     conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
-    lr: float = param(3e-3, gt=0)  # high enough for the first dimension (biases only) to reach std 0.01
-    weight_decay: float = param(0.0, ge=0)
+    optimizer: dict[str, Any] = optimizer_param(lr=3e-3, weight_decay=0.0)  # torch.optim class, options
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
 
 
 class Autoregressive(GenerativeModel):

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
-from genbench.models.schedule import ScheduleConfig, scheduled
+from genbench.models.optim import build_optimizer, build_scheduler
 from genbench.schema import Schema
 
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate", "none", "quadrature")
@@ -121,18 +121,23 @@ class GenerativeModel(pl.LightningModule):
 
     fused_optimizer: bool = False  # set by genbench.performance before the optimizers are made
 
-    def adam(self, params: Any, **options: Any) -> torch.optim.Adam:
-        """Adam, the optimizer of every family: fused into one CUDA kernel when ``performance`` says so,
-        else torch's default (a foreach loop)."""
-        return torch.optim.Adam(params, fused=True if self.fused_optimizer else None, **options)
+    def make_optimizer(self, params: Any, **overrides: Any) -> torch.optim.Optimizer:
+        """The configured optimizer (``model.optimizer``) over ``params``, fused into one CUDA kernel when
+        ``performance`` says so and the class has such a kernel; ``overrides`` replace its options."""
+        return build_optimizer(self.hp.optimizer, params, fused=self.fused_optimizer, **overrides)
+
+    def optimized_parameters(self) -> Any:
+        """What the optimizer trains: every parameter (a family with an EMA copy leaves it out)."""
+        return self.parameters()
 
     def configure_optimizers(self) -> Any:
-        """Adam over every parameter, with the shared warm-up/decay schedule where the family's config has
-        one (:class:`genbench.models.schedule.ScheduleConfig`)."""
-        optimizer = self.adam(self.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
-        if isinstance(self.hp, ScheduleConfig):
-            return scheduled(optimizer, self.hp, self.trainer.max_steps)
-        return optimizer
+        """The configured optimizer, with the configured schedule (``model.scheduler``, stepped once per
+        optimizer step) where there is one."""
+        optimizer = self.make_optimizer(self.optimized_parameters())
+        if self.hp.scheduler is None:
+            return optimizer
+        schedule = build_scheduler(self.hp.scheduler, optimizer, self.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def compile_networks(self) -> None:
         """``torch.compile`` each network of the family (in place, so EMA copies and checkpoints keep their

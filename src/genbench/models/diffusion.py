@@ -42,6 +42,7 @@ from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.diffusion_schedule import NoiseSchedule
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
+from genbench.models.optim import optimizer_param, scheduler_param
 from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
 from genbench.schema import param
@@ -52,8 +53,8 @@ class DiffusionConfig(TimeBackboneConfig):  # the backbone's options, then the f
     timesteps: int = param(1000, ge=2)  # T, the number of diffusion steps
     schedule: str = param("linear", choices=["linear", "cosine"])
     variance: str = param("small", choices=["small", "large"])  # reverse variance: beta~_t or beta_t
-    lr: float = param(1e-3, gt=0)
-    weight_decay: float = param(0.0, ge=0)
+    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # torch.optim class, options
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
     sampler: str = param("ddim", choices=list(DIFFUSION_SAMPLERS))  # genbench.models.samplers
     sampling_steps: int = param(100, ge=1)  # sampler steps (<= T); ddpm with T steps is Ho et al.'s
@@ -139,8 +140,8 @@ class Diffusion(GenerativeModel):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+    def optimized_parameters(self) -> Any:
+        return self.net.parameters()  # not the EMA copy
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))

@@ -29,6 +29,7 @@ sampler targets roughly exp(-E / T) with T = noise_scale^2 / (2 step_size) << 1,
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
+from genbench.models.optim import optimizer_param, scheduler_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets import MLP, ConvEncoder
 from genbench.schema import Schema, param
@@ -46,9 +48,9 @@ class EBMConfig(Schema):
     hidden_dims: list[int] = param([128, 128], ge=1)  # MLP widths of E (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # conv widths of E (image data), two stages
     spectral_norm: bool = False  # spectral normalization of every layer of E (IGEBM's stabilizer)
-    lr: float = param(5e-3, gt=0)
-    betas: list[float] = param([0.0, 0.999], ge=0, lt=1, length=2)  # Adam's; IGEBM: beta1 = 0
-    weight_decay: float = param(0.0, ge=0)
+    # Adam with IGEBM's beta1 = 0
+    optimizer: dict[str, Any] = optimizer_param(lr=5e-3, betas=[0.0, 0.999], weight_decay=0.0)
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     alpha: float = param(0.1, ge=0)  # weight of the energy-magnitude regularizer E(x+)^2 + E(x-)^2
     langevin_steps: int = param(10, ge=1)  # Langevin steps per training batch (short run)
     step_size: float = param(0.01, gt=0)  # multiplies grad E in each Langevin step
@@ -213,11 +215,6 @@ class EBM(GenerativeModel):
 
     def on_validation_epoch_end(self) -> None:
         self._val_log_z = None
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hp
-        return self.adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas),
-                         weight_decay=hp.weight_decay)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         pos = self.to_model(batch[0])

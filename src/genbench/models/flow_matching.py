@@ -32,6 +32,7 @@ from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale
 from genbench.matching import optimal_matching
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
+from genbench.models.optim import optimizer_param, scheduler_param
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
 from genbench.schema import param
@@ -41,8 +42,8 @@ TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1
 
 @dataclass
 class FlowMatchingConfig(TimeBackboneConfig):  # the backbone's options, then the family's
-    lr: float = param(1e-3, gt=0)
-    weight_decay: float = param(0.0, ge=0)
+    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # torch.optim class, options
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
     minibatch_ot: bool = False  # pair each batch's noise and data by exact optimal transport (OT-CFM)
     sampler: str = param("midpoint", choices=list(FLOW_SAMPLERS))  # genbench.models.samplers
@@ -93,8 +94,8 @@ class FlowMatching(GenerativeModel):
         calls with input gradients per example, too many to pay at every validation."""
         self.log("val/loss", self._loss(batch[0]), prog_bar=True, batch_size=len(batch[0]))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.adam(self.net.parameters(), lr=self.hp.lr, weight_decay=self.hp.weight_decay)
+    def optimized_parameters(self) -> Any:
+        return self.net.parameters()  # not the EMA copy
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))

@@ -16,6 +16,7 @@ optimizers, so ``max_steps=2000`` with ``n_critic=1`` is 1000 batches (1000 D an
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update
+from genbench.models.optim import build_scheduler, optimizer_param, scheduler_param
 from genbench.nets import MLP
 from genbench.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from genbench.schema import Schema, param
@@ -43,9 +45,9 @@ class GANConfig(Schema):
     gp_weight: float = param(10.0, ge=0)  # weight of the WGAN-GP gradient penalty (loss=wgan-gp only)
     n_critic: int = param(1, ge=1)  # discriminator steps (one batch each) per generator step
     spectral_norm: bool = False  # spectral normalisation of every D layer
-    lr: float = param(1e-3, gt=0)  # generator learning rate (2e-4 is usual for long image runs)
-    lr_d: float | None = param(None, gt=0)  # discriminator learning rate; None: same as lr
-    betas: list[float] = param([0.5, 0.999], ge=0, lt=1, length=2)  # Adam betas of both players
+    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, betas=[0.5, 0.999])  # torch.optim class, options
+    lr_d: float | None = param(None, gt=0)  # D's learning rate; None: the optimizer's lr, as G's
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant; each player over its own steps
     ema_decay: float | None = param(None, ge=0, lt=1)  # EMA of G's weights for sampling; None: off
 
 
@@ -163,18 +165,24 @@ class GAN(GenerativeModel):
         return 1
 
     # ---- training ------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for G (with its label embedding) and for D (with its projection embedding)."""
+    def configure_optimizers(self) -> list[Any]:
+        """The configured optimizer for G (with its label embedding) and for D (with its projection
+        embedding, at ``lr_d`` where set), each with the configured schedule over its own steps."""
         hp = self.hp
         d_params = [*self.d_features.parameters(), *self.d_head.parameters(),
                     *(self.d_embed.parameters() if self.d_embed else [])]
-        betas = (hp.betas[0], hp.betas[1])
-        return [self.adam(self.generator.parameters(), lr=hp.lr, betas=betas),
-                self.adam(d_params, lr=hp.lr_d or hp.lr, betas=betas)]
+        opt_g = self.make_optimizer(self.generator.parameters())
+        opt_d = self.make_optimizer(d_params, **({"lr": hp.lr_d} if hp.lr_d else {}))
+        if hp.scheduler is None:
+            return [opt_g, opt_d]
+        batches = self.trainer.max_steps * hp.n_critic // (hp.n_critic + 1)  # max_steps counts both players
+        return [{"optimizer": opt, "lr_scheduler": build_scheduler(hp.scheduler, opt, steps)}
+                for opt, steps in ((opt_g, batches // hp.n_critic), (opt_d, batches))]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """One D step on this batch; every ``n_critic``-th batch also one G step (fresh z, same labels)."""
         opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers() or (None, None)  # manual optimization steps them here
         x, y = batch
         real = to_symmetric(x) if self.is_image else x.float()
         labels = y if self.is_conditional else None
@@ -184,6 +192,8 @@ class GAN(GenerativeModel):
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
+        if sched_d is not None:
+            sched_d.step()
         self.log("train/d_loss", d_loss, prog_bar=True, batch_size=len(x))
         loss = d_loss.detach()
         if (batch_idx + 1) % self.hp.n_critic == 0:
@@ -193,6 +203,8 @@ class GAN(GenerativeModel):
                 opt_g.zero_grad()
                 self.manual_backward(g_loss)
                 opt_g.step()
+                if sched_g is not None:
+                    sched_g.step()
             if self.generator_ema is not None:
                 ema_update(self.generator_ema, self.generator, self.hp.ema_decay)
             self.log("train/g_loss", g_loss, prog_bar=True, batch_size=len(x))
