@@ -8,7 +8,15 @@ import torch
 
 from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
-from tests.helpers import DATASETS, FAMILIES, FILE_DATASETS, compose_train, run_script, train_py
+from tests.helpers import (
+    DATASETS,
+    FAMILIES,
+    FILE_DATASETS,
+    compose_quiet_run,
+    compose_train,
+    run_script,
+    train_py,
+)
 
 REQUIRED_METRICS = ("nll_nats", "nll_bpd", "nll_nats_se", "nll_bpd_median", "likelihood_kind",
                     "nll_iwae_nats", "nll_iwae_nats_se", "sample_ms_per_sample", "sample_batch_size", "nfe",
@@ -152,3 +160,21 @@ def test_a_budget_for_no_family_is_a_recorded_config_error(tmp_path):
         task(cfg)
     record = read_record(tmp_path / "metrics.json")
     assert record["status"] == "failed" and "budget_steps names ['difusion']" in record["error"]
+
+
+def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
+    """Diffusion's validation draws Monte Carlo timesteps and the pictures draw samples: on their own random
+    stream, a run that validates every epoch and draws pictures trains to the same weights as one with
+    neither, so how a run is watched never changes its numbers."""
+    common = ["model=diffusion", "dataset=gaussians8", "dataset.n_train=1024", "trainer.max_steps=24",
+              "evaluate=false"]  # 4 batches an epoch
+    watched = run(compose_quiet_run(tmp_path / "watched", [*common, "callbacks.sample_grids.every_n_steps=5",
+                                                           "callbacks.sample_grids.n_vector=50",
+                                                           "callbacks.quality_curve.points_per_decade=0"]),
+                  tmp_path / "watched")
+    alone = run(compose_quiet_run(tmp_path / "alone", [*common, "callbacks=none",
+                                                       "+trainer.limit_val_batches=0"]), tmp_path / "alone")
+    assert len(list((tmp_path / "watched" / "samples").glob("*.png"))) == 4  # steps 5, 10, 15, 20
+    assert watched.model.trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed > 0
+    for p, q in zip(watched.model.parameters(), alone.model.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -1,6 +1,7 @@
-"""Training callbacks that every run gets from ``train.run`` (the divergence guard) or from config (sample
-pictures at a fixed step interval, sent to every active logger)."""
+"""Training callbacks that every run gets from ``train.run`` (the divergence guard, validation on its own
+random stream) or from config (sample pictures at a fixed step interval, sent to every active logger)."""
 
+import contextlib
 from pathlib import Path
 
 import matplotlib.image
@@ -12,6 +13,7 @@ from torch import Tensor
 from genbench.errors import DivergedError
 from genbench.evaluation.plots import save_samples_png
 from genbench.loggers import log_image
+from genbench.randomness import kept_rng
 
 
 class SampleGrids(pl.Callback):
@@ -37,7 +39,7 @@ class SampleGrids(pl.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        with torch.no_grad():
+        with kept_rng(pl_module.device), torch.no_grad():  # the pictures watch the training, never change it
             samples = pl_module.sample(self.n_image if pl_module.is_image else self.n_vector)
         pl_module.train(was_training)
         png = self.out_dir / "samples" / f"step_{step:07d}.png"
@@ -46,6 +48,26 @@ class SampleGrids(pl.Callback):
         image = (matplotlib.image.imread(png)[..., :3] * 255).astype(np.uint8)
         for logger in trainer.loggers:
             log_image(logger, "samples", image, step, png)
+
+
+class ValidationKeepsRandomness(pl.Callback):
+    """Validation (and Lightning's sanity check) runs on a fork of the global random state, put back when it
+    ends: a family's validation may draw (diffusion's Monte Carlo timesteps), and training must go on as if
+    it had not run, so ``check_val_every_n_epoch`` or ``limit_val_batches`` never changes the trained model.
+    The validation loader has its own generator (``GenerativeDataModule``), since Lightning starts its
+    iterator before this callback's hook."""
+
+    def __init__(self) -> None:
+        self._kept: contextlib.ExitStack | None = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._kept = contextlib.ExitStack()
+        self._kept.enter_context(kept_rng(pl_module.device))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
 
 class DivergenceGuard(pl.Callback):

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from genbench.callbacks import DivergenceGuard
+from genbench.callbacks import DivergenceGuard, ValidationKeepsRandomness
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, DivergedError, GenbenchError
@@ -141,8 +141,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
-    callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), performance,
-                 *_instantiate_all(cfg.get("callbacks")), *callbacks]
+    callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
+                 performance, *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))

@@ -67,6 +67,9 @@ class GenerativeDataModule(pl.LightningDataModule):
         return dataset.tensors[0]
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
+        """The training loader shuffles from the global random stream (the seed); the others keep in
+        order and draw their iterators' worker seeds from a generator of their own, so validating during
+        training takes nothing from that stream."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
         workers = self.hp.num_workers
@@ -77,6 +80,7 @@ class GenerativeDataModule(pl.LightningDataModule):
             drop_last=False,
             num_workers=workers,
             persistent_workers=workers > 0,
+            generator=None if shuffle else torch.Generator().manual_seed(0),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -13,7 +13,6 @@ The evaluation draws from a forked random state with a fixed seed, so it never c
 run it observes, and every point of a curve uses the same random numbers (smoother curves).
 """
 
-import contextlib
 import csv
 import io
 import logging
@@ -35,6 +34,7 @@ from genbench.evaluation.quality import sample_features
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
 from genbench.files import write_text_atomically
+from genbench.randomness import kept_rng
 from genbench.results import CURVES_FILE
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class QualityCurve(pl.Callback):
                          if s > trainer.global_step]
         # Building the scorer (a feature net's layers are initialised before its weights load) must not
         # draw from the training's random stream: the curve watches the training, it never changes it.
-        with _forked_rng(pl_module):
+        with kept_rng(pl_module.device):
             self._scorer = self._make_scorer(trainer.datamodule, pl_module)
         self._started, self._spent = time.perf_counter(), 0.0
 
@@ -103,7 +103,7 @@ class QualityCurve(pl.Callback):
         start = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
-        with _forked_rng(pl_module), torch.no_grad():
+        with kept_rng(pl_module.device), torch.no_grad():
             torch.manual_seed(self.seed)
             values = self._scorer(pl_module)
         pl_module.train(was_training)
@@ -166,12 +166,6 @@ class QualityCurve(pl.Callback):
                                    keep=1)[0][net.name][0]
             return {f"fd_{net.name}": frechet_distance(*real_stats, *feature_statistics(fake))}
         return frechet
-
-
-def _forked_rng(pl_module: pl.LightningModule) -> contextlib.AbstractContextManager:
-    """The global random state (CPU, and the model's GPU) as it was, once the block ends."""
-    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
 
 
 def _find(trainer: pl.Trainer, kind: type) -> Any:
