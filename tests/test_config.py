@@ -1,5 +1,7 @@
 """Config composition for every dataset, and wrong values rejected with the key named."""
 
+from dataclasses import dataclass
+
 import hydra
 import pytest
 import pytorch_lightning as pl
@@ -8,7 +10,9 @@ from hydra.errors import ConfigCompositionException
 
 from genbench.config import validate
 from genbench.errors import ConfigError
+from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
+from genbench.schema import Schema
 from genbench.train import instantiate
 from tests.helpers import DATASETS, ROOT, compose_train
 
@@ -132,3 +136,17 @@ def test_every_family_takes_its_optimizer_and_schedule_from_config(family):
     cfg.model.scheduler = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 5}
     with pytest.raises(ConfigError, match=r"model\.scheduler=.*needs _partial_: true"):
         validate(cfg)
+
+
+def test_a_family_whose_schema_has_no_optimizer_fails_at_once():
+    """A new family's schema extends OptimizationConfig; one that does not is told so when it is built, not
+    when training reaches configure_optimizers."""
+    @dataclass
+    class BareConfig(Schema):
+        width: int = 4
+
+    class Bare(GenerativeModel):  # no ``family`` attribute: not registered as one
+        config_schema = BareConfig
+
+    with pytest.raises(TypeError, match=r"Bare.config_schema must extend .*OptimizationConfig"):
+        Bare((2,))

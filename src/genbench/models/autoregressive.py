@@ -27,15 +27,16 @@ from genbench.data.pixels import LEVELS, from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import discretized_logistic_log_prob, sample_discretized_logistic
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig, optimizer_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import GatedPixelCNN
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 
 @dataclass
-class AutoregressiveConfig(Schema):
+class AutoregressiveConfig(OptimizationConfig):
+    optimizer: dict[str, Any] = optimizer_param(lr=3e-3, weight_decay=0.0)
     # MADE (vector data)
     hidden_dims: list[int] = param([256, 256], ge=1)  # masked MLP widths
     num_components: int = param(10, ge=1)  # Gaussians in each per-dimension mixture
@@ -49,8 +50,6 @@ class AutoregressiveConfig(Schema):
     logistic_components: int = param(5, ge=1)  # mixture size of pixel_output=logistic_mixture
     min_log_scale: float = -7.0  # floor of the logistic log-scales
     conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
-    optimizer: dict[str, Any] = optimizer_param(lr=3e-3, weight_decay=0.0)  # torch.optim class, options
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
 
 
 class Autoregressive(GenerativeModel):

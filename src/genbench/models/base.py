@@ -23,7 +23,7 @@ from torch import Tensor
 
 from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
-from genbench.models.optim import build_optimizer, build_scheduler
+from genbench.models.optim import OptimizationConfig, build_optimizer, build_scheduler
 from genbench.schema import Schema
 
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate", "none", "quadrature")
@@ -50,6 +50,9 @@ class GenerativeModel(pl.LightningModule):
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__()
         assert self.likelihood_kind in LIKELIHOOD_KINDS, self.likelihood_kind
+        if not issubclass(self.config_schema, OptimizationConfig):
+            raise TypeError(f"{type(self).__name__}.config_schema must extend genbench.models.optim."
+                            "OptimizationConfig: every family takes its optimizer and schedule from config")
         self.hp = self.config_schema(**hparams)
         if getattr(self.hp, "conditional", False) and num_classes is None:
             raise ConfigError(f"model.conditional=true, but the dataset has no labels to condition "

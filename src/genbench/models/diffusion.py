@@ -42,19 +42,17 @@ from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.diffusion_schedule import NoiseSchedule
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
 from genbench.schema import param
 
 
 @dataclass
-class DiffusionConfig(TimeBackboneConfig):  # the backbone's options, then the family's
+class DiffusionConfig(TimeBackboneConfig, OptimizationConfig):  # fields: optimizer, backbone, family
     timesteps: int = param(1000, ge=2)  # T, the number of diffusion steps
     schedule: str = param("linear", choices=["linear", "cosine"])
     variance: str = param("small", choices=["small", "large"])  # reverse variance: beta~_t or beta_t
-    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # torch.optim class, options
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
     sampler: str = param("ddim", choices=list(DIFFUSION_SAMPLERS))  # genbench.models.samplers
     sampling_steps: int = param(100, ge=1)  # sampler steps (<= T); ddpm with T steps is Ho et al.'s

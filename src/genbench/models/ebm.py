@@ -37,20 +37,19 @@ from torch import Tensor, nn
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig, optimizer_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets import MLP, ConvEncoder
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 
 @dataclass
-class EBMConfig(Schema):
+class EBMConfig(OptimizationConfig):
+    # Adam with IGEBM's beta1 = 0
+    optimizer: dict[str, Any] = optimizer_param(lr=5e-3, betas=[0.0, 0.999], weight_decay=0.0)
     hidden_dims: list[int] = param([128, 128], ge=1)  # MLP widths of E (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # conv widths of E (image data), two stages
     spectral_norm: bool = False  # spectral normalization of every layer of E (IGEBM's stabilizer)
-    # Adam with IGEBM's beta1 = 0
-    optimizer: dict[str, Any] = optimizer_param(lr=5e-3, betas=[0.0, 0.999], weight_decay=0.0)
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     alpha: float = param(0.1, ge=0)  # weight of the energy-magnitude regularizer E(x+)^2 + E(x-)^2
     langevin_steps: int = param(10, ge=1)  # Langevin steps per training batch (short run)
     step_size: float = param(0.01, gt=0)  # multiplies grad E in each Langevin step

@@ -29,7 +29,7 @@ from genbench.data.pixels import LEVELS, dequantize, from_unit, log_density_resc
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.likelihoods import standard_normal_log_prob
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig, optimizer_param, scheduler_param
 from genbench.models.schedule import warmup_cosine_node
 from genbench.nets import MLP
 from genbench.nets.flow_layers import (
@@ -42,11 +42,13 @@ from genbench.nets.flow_layers import (
     conv_coupling_net,
     zero_init,
 )
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 
 @dataclass
-class FlowConfig(Schema):
+class FlowConfig(OptimizationConfig):
+    optimizer: dict[str, Any] = optimizer_param(lr=2e-3, weight_decay=0.0)
+    scheduler: dict[str, Any] | None = scheduler_param(warmup_cosine_node())
     num_steps: int = param(8, ge=1)  # flow steps (vector data)
     hidden_dims: list[int] = param([128, 128], ge=1)  # coupling MLP widths (vector data)
     levels: int = param(3, ge=1)  # multi-scale levels (image data), at most: fewer if the sides are too small
@@ -58,8 +60,6 @@ class FlowConfig(Schema):
     pixel_transform: str = param("logit", choices=["logit", "shift"])  # logit(a + (1-2a) v), or v - 0.5
     logit_alpha: float = param(0.05, gt=0, lt=0.5)  # a of the logit transform
     temperature: float = param(1.0, gt=0)  # std of the latent when sampling
-    optimizer: dict[str, Any] = optimizer_param(lr=2e-3, weight_decay=0.0)  # torch.optim class, options
-    scheduler: dict[str, Any] | None = scheduler_param(warmup_cosine_node())  # null: constant
     grad_clip: float = param(10.0, ge=0)  # gradient-norm clipping (0: off); trainer.gradient_clip_val wins
 
 

@@ -32,7 +32,7 @@ from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale
 from genbench.matching import optimal_matching
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update, warmup_decay
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
 from genbench.schema import param
@@ -41,9 +41,7 @@ TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1
 
 
 @dataclass
-class FlowMatchingConfig(TimeBackboneConfig):  # the backbone's options, then the family's
-    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # torch.optim class, options
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
+class FlowMatchingConfig(TimeBackboneConfig, OptimizationConfig):  # fields: optimizer, backbone, family
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
     minibatch_ot: bool = False  # pair each batch's noise and data by exact optimal transport (OT-CFM)
     sampler: str = param("midpoint", choices=list(FLOW_SAMPLERS))  # genbench.models.samplers

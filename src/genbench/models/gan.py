@@ -26,16 +26,17 @@ from torch.nn.utils.parametrizations import spectral_norm
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
 from genbench.models.ema import ema_copy, ema_update
-from genbench.models.optim import build_scheduler, optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig, build_scheduler, optimizer_param
 from genbench.nets import MLP
 from genbench.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 
 
 @dataclass
-class GANConfig(Schema):
+class GANConfig(OptimizationConfig):
+    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, betas=[0.5, 0.999])  # both players (see lr_d)
     latent_dim: int = param(16, ge=1)
     hidden_dims: list[int] = param([256, 256], ge=1)  # MLP widths of G and D (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # DCGAN widths, one stride-2 stage each (image data)
@@ -45,9 +46,7 @@ class GANConfig(Schema):
     gp_weight: float = param(10.0, ge=0)  # weight of the WGAN-GP gradient penalty (loss=wgan-gp only)
     n_critic: int = param(1, ge=1)  # discriminator steps (one batch each) per generator step
     spectral_norm: bool = False  # spectral normalisation of every D layer
-    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, betas=[0.5, 0.999])  # torch.optim class, options
     lr_d: float | None = param(None, gt=0)  # D's learning rate; None: the optimizer's lr, as G's
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant; each player over its own steps
     ema_decay: float | None = param(None, ge=0, lt=1)  # EMA of G's weights for sampling; None: off
 
 

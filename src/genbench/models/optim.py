@@ -14,12 +14,13 @@ each once on a dummy parameter, so a misspelt class, an option the class lacks o
 
 import inspect
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import hydra.utils
 import torch
 
-from genbench.schema import param
+from genbench.schema import Schema, param
 
 
 def adam_node(**options: Any) -> dict[str, Any]:
@@ -106,3 +107,11 @@ def build_scheduler(node: Mapping[str, Any], optimizer: torch.optim.Optimizer,
     if _accepts(factory.func, "max_steps"):
         return factory(optimizer, max_steps=max_steps)
     return factory(optimizer)
+
+
+@dataclass
+class OptimizationConfig(Schema):
+    """How every family trains; its config schema extends this one (and may change these defaults)."""
+
+    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # any torch.optim class, options
+    scheduler: dict[str, Any] | None = scheduler_param()  # null: a constant rate

@@ -12,7 +12,6 @@ bound is marginalized over a uniform label prior, log p(x) >= logsumexp_y [ELBO(
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,18 +25,16 @@ from genbench.models.likelihoods import (
     sample_discretized_logistic,
     standard_normal_log_prob,
 )
-from genbench.models.optim import optimizer_param, scheduler_param
+from genbench.models.optim import OptimizationConfig
 from genbench.nets import MLP, ConvDecoder, ConvEncoder
-from genbench.schema import Schema, param
+from genbench.schema import param
 
 
 @dataclass
-class VAEConfig(Schema):
+class VAEConfig(OptimizationConfig):
     latent_dim: int = param(8, ge=1)
     hidden_dims: list[int] = param([256, 256], ge=1)  # MLP widths (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # conv widths (image data), two stages
-    optimizer: dict[str, Any] = optimizer_param(lr=1e-3, weight_decay=0.0)  # torch.optim class, options
-    scheduler: dict[str, Any] | None = scheduler_param()  # null: constant
     beta: float = param(1.0, gt=0)  # KL weight during training only; evaluation always uses the true ELBO
     iwae_k: int = param(64, ge=1)  # importance samples of the IWAE bound at evaluation
     min_log_scale: float = -7.0  # floor of the decoder's log std / log scale, keeps the density finite
