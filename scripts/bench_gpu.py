@@ -82,13 +82,15 @@ class BatchTimer(pl.Callback):
         return (self.batches - self.warmup) / (self.end - self.start)
 
 
-def applied_switches(model: pl.LightningModule) -> dict[str, bool]:
-    """The speed switches genbench's Performance callback took for this run (empty: none ran)."""
-    return next((cb.applied for cb in model.trainer.callbacks if isinstance(cb, Performance)), {})
+def applied_switches(model: pl.LightningModule) -> dict[str, Any]:
+    """The speed switches genbench's Performance callback took for this run, with the compile mode (empty:
+    none ran)."""
+    performance = next((cb for cb in model.trainer.callbacks if isinstance(cb, Performance)), None)
+    return {**performance.applied, "compile_mode": performance.cfg.compile_mode} if performance else {}
 
 
 def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: int, warmup: int,
-              clip: float | None, switches: dict[str, bool], precision: str,
+              clip: float | None, switches: dict[str, Any], precision: str,
               profiler: contextlib.AbstractContextManager | None = None) -> float:
     """The same model, batches and speed switches without Lightning: (autocast) training_step, backward,
     (clipping,) step, the per-step learning-rate schedule and the family's end-of-batch hook (its EMA
@@ -100,7 +102,7 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if switches.get("compile"):
-        model.compile_networks()
+        model.compile_networks(switches.get("compile_mode", "default"))
     configured = model.configure_optimizers()
     schedulers = []
     if isinstance(configured, dict):

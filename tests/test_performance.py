@@ -40,14 +40,16 @@ def test_speed_switches_train_the_same_model_and_are_recorded(tmp_path):
         assert (p - q).abs().max() < 1e-3, name
 
 
-@pytest.mark.parametrize("family", ["vae", "diffusion"])
-def test_compile_wraps_each_network_in_place(family, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("family", "mode", "recorded"), [
+    ("vae", "default", "compile"), ("diffusion", "reduce-overhead", "compile(reduce-overhead)")])
+def test_compile_wraps_each_network_in_place(family, mode, recorded, tmp_path, monkeypatch):
     compiled = []
-    record = lambda self, *args, **kwargs: compiled.append(type(self).__name__)  # noqa: E731
+    record = lambda self, **kwargs: compiled.append((type(self).__name__, kwargs["mode"]))  # noqa: E731
     monkeypatch.setattr(torch.nn.Module, "compile", record)
-    result = _digits_vae(tmp_path, f"model={family}", "performance.compile=true", "trainer.max_steps=1")
-    assert result.metrics["train_speedups"] == "compile"
-    assert compiled == [type(child).__name__ for child in result.model.children()]
+    result = _digits_vae(tmp_path, f"model={family}", "performance.compile=true",
+                         f"performance.compile_mode={mode}", "trainer.max_steps=1")
+    assert result.metrics["train_speedups"] == recorded
+    assert compiled == [(type(child).__name__, mode) for child in result.model.children()]
 
 
 @pytest.mark.parametrize("precision, clip, fused", [("bf16-mixed", 1.0, False), ("bf16-mixed", None, True),

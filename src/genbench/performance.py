@@ -8,7 +8,9 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
 - ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
   with mixed precision and ``trainer.gradient_clip_val`` together (Lightning cannot clip the gradients of an
   optimizer that unscales them itself): ``auto`` then falls back to torch's foreach Adam;
-- ``compile``: ``torch.compile`` of the networks (off under ``auto``: compilation costs minutes).
+- ``compile``: ``torch.compile`` of the networks (off under ``auto``: compilation costs minutes), in
+  ``compile_mode``: ``default``, or ``reduce-overhead`` (CUDA graphs: a host-bound step, as the diffusion
+  U-Net's on an H200, launches its kernels in one graph) or ``max-autotune``.
 Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
 """
 
@@ -30,10 +32,12 @@ class PerformanceConfig(Schema):
     channels_last: str = param("auto", choices=SWITCH)
     fused_optimizer: str = param("auto", choices=SWITCH)
     compile: str = param("false", choices=SWITCH)
+    compile_mode: str = param("default", choices=["default", "reduce-overhead", "max-autotune"])
 
     def __post_init__(self) -> None:
         for f in fields(self):  # YAML and the command line make true/false booleans: "True" here
-            setattr(self, f.name, str(getattr(self, f.name)).lower())
+            if f.name != "compile_mode":
+                setattr(self, f.name, str(getattr(self, f.name)).lower())
         super().__post_init__()
 
 
@@ -80,7 +84,13 @@ class Performance(pl.Callback):
             pl_module.to(memory_format=torch.channels_last)
         pl_module.fused_optimizer = self.applied["fused_optimizer"]
         if self.applied["compile"]:
-            pl_module.compile_networks()
+            pl_module.compile_networks(cfg.compile_mode)
+
+    def taken(self) -> list[str]:
+        """The switches this run took, for the record (``compile`` with its mode where not the default)."""
+        mode = self.cfg.compile_mode
+        return [f"compile({mode})" if name == "compile" and mode != "default" else name
+                for name, on in self.applied.items() if on]
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -156,8 +156,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
         result = _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
         if cfg.train:  # what ran: the speed switches taken and the precision
-            taken = [name for name, on in performance.applied.items() if on]
-            result.metrics["train_speedups"] = ",".join(taken) or "none"
+            result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
             result.metrics["train_precision"] = str(trainer.precision)
         return result
     finally:

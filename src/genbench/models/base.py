@@ -142,11 +142,11 @@ class GenerativeModel(pl.LightningModule):
         schedule = build_scheduler(self.hp.scheduler, optimizer, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def compile_networks(self) -> None:
-        """``torch.compile`` each network of the family (in place, so EMA copies and checkpoints keep their
-        parameter names)."""
+    def compile_networks(self, mode: str = "default") -> None:
+        """``torch.compile`` each network of the family in ``mode`` (in place, so EMA copies and checkpoints
+        keep their parameter names)."""
         for child in self.children():
-            child.compile()
+            child.compile(mode=mode)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         if self.likelihood_kind == "none":
