@@ -8,13 +8,19 @@
   (Salimans et al., 2017). Either is a pmf over the 256 levels, equal to the density of uniformly
   dequantized pixels on [0, 256)^D (see :mod:`genbench.data.pixels`), so it is reported as is.
 
-Sampling draws one dimension at a time, each draw one network evaluation without cached activations:
-NFE = D for vectors and C*H*W for images. For images each evaluation runs the whole network on the
-pixel's receptive field (a crop, exactly equal to the full pass at that pixel). With
+Sampling draws one dimension at a time, the whole batch at once, each draw one network evaluation:
+NFE = D for vectors (a MADE pass each) and C*H*W for images, where ``sampler`` says what an evaluation
+is. ``crop`` runs the whole network on the pixel's receptive field (exactly equal to the full pass at
+that pixel). ``cached`` (default) keeps activations between evaluations: the horizontal stack and head
+run at the pixel alone, the vertical stack once per row (:class:`genbench.nets.pixelcnn.CachedEvaluator`).
+Both compute the same parameters up to float summation order and make the same random draws in the same
+order, so they give the same images for a seed, unless a draw falls within rounding of a level's
+boundary. With
 ``conditional`` a label embedding biases every layer (Conditional PixelCNN); the likelihood of an
 unlabelled x is then the exact mixture over labels with a uniform prior, sum_y p(x|y) / num_classes.
 """
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +36,7 @@ from genbench.models.likelihoods import discretized_logistic_log_prob, sample_di
 from genbench.models.optim import OptimizationConfig, optimizer_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets.made import MADE
-from genbench.nets.pixelcnn import GatedPixelCNN
+from genbench.nets.pixelcnn import CachedEvaluator, CropEvaluator, GatedPixelCNN
 from genbench.schema import param
 
 
@@ -50,6 +56,9 @@ class AutoregressiveConfig(OptimizationConfig):
     logistic_components: int = param(5, ge=1)  # mixture size of pixel_output=logistic_mixture
     min_log_scale: float = -7.0  # floor of the logistic log-scales
     conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
+    # Image sampler, same draws and NFE: cached (activations kept between evaluations) or crop (the whole
+    # network on each pixel's receptive field); the record names it as model.sampler
+    sampler: str = param("cached", choices=["cached", "crop"])
 
 
 class Autoregressive(GenerativeModel):
@@ -141,14 +150,20 @@ class Autoregressive(GenerativeModel):
             return self.standardize.inverse(x)
         colors, height, width = self.data_shape
         x = torch.zeros(n, *self.data_shape, dtype=torch.uint8, device=self.device)
-        for i in range(height):
-            for j in range(width):
-                for c in range(colors):  # R, then G given R, then B given R and G: one evaluation each
-                    p = self.net.at(to_symmetric(x), i, j, y)
-                    x[:, c, i, j] = self._draw_subpixel(p[:, c])
+        if self.hp.sampler == "cached":
+            evaluator: CachedEvaluator | CropEvaluator = CachedEvaluator(self.net, n, width, y)
+        else:
+            evaluator = CropEvaluator(self.net, to_symmetric(x), y)
+        for i, j, c in itertools.product(range(height), range(width), range(colors)):
+            # R, then G given R, then B given R and G: one evaluation each
+            x[:, c, i, j] = self._draw_subpixel(evaluator.params(i, j)[:, c])
+            evaluator.put(c, i, j, to_symmetric(x[:, c, i, j]))
         return x
 
     def nfe(self) -> int:
+        """D network evaluations per sample, one per dimension, with either image sampler: ``crop`` runs
+        the whole network on the pixel's receptive field each time; for ``cached`` one evaluation is the
+        horizontal stack and the head at the pixel, with the vertical stack's one pass per row on top."""
         return self.data_dim
 
     def on_train_start(self) -> None:
