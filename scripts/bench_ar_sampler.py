@@ -1,0 +1,101 @@
+"""Milliseconds per sample of the autoregressive family's two image samplers (``model.sampler``): ``crop``
+(the whole network on each sub-pixel's receptive field) and ``cached`` (activations kept between
+evaluations), on untrained gated PixelCNNs: the default model at the digits size (1x8x8) and the model of
+``configs/experiment/autoregressive_cifar10.yaml`` at 3x32x32. Both make the same C*H*W evaluations; the
+table says what they cost and whether both drew the same images from the same seed.
+
+    python scripts/bench_ar_sampler.py [--batch 1] [--threads 1] [--repeats 5] [--max-seconds 10]
+
+Each sampler draws ``--batch`` images ``--repeats`` times from seed 0 (fewer once its calls have taken
+``--max-seconds``, one at least: the crop sampler at CIFAR size takes about 20 s per image on one CPU
+thread) and the median is reported.
+"""
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from genbench.evaluation.speed import synchronize  # noqa: E402
+from genbench.models.autoregressive import Autoregressive  # noqa: E402
+
+CIFAR_EXPERIMENT = ROOT / "configs" / "experiment" / "autoregressive_cifar10.yaml"
+SAMPLERS = ("crop", "cached")
+
+
+def sizes() -> dict[str, tuple[tuple[int, int, int], dict]]:
+    """Image shape and model options of each benchmarked size."""
+    cifar = OmegaConf.to_container(OmegaConf.load(CIFAR_EXPERIMENT).model)
+    return {"digits": ((1, 8, 8), {}), "cifar10": ((3, 32, 32), cifar)}
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.machine())
+
+
+def time_sampler(model: Autoregressive, batch: int, repeats: int,
+                 max_seconds: float) -> tuple[list[float], torch.Tensor]:
+    """Seconds of each timed ``sample(batch)`` call, each from seed 0, and the images they drew."""
+    seconds: list[float] = []
+    while len(seconds) < repeats and sum(seconds) < max_seconds:
+        torch.manual_seed(0)
+        synchronize(model.device)
+        start = time.perf_counter()
+        images = model.sample(batch)
+        synchronize(model.device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1, help="images per sample() call")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per sampler and size, at most")
+    parser.add_argument("--max-seconds", type=float, default=10.0,
+                        help="no further call once a sampler's calls have taken this long")
+    parser.add_argument("--sizes", nargs="+", choices=["digits", "cifar10"], default=["digits", "cifar10"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s), device {device}, "
+          f"torch {torch.__version__}, batch {args.batch}, untrained models\n")
+    print("| size | model (channels, layers, kernel, head) | NFE | sampler | timed calls "
+          "| ms/sample (median) | speed-up | same images |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in args.sizes:
+        shape, options = sizes()[name]
+        torch.manual_seed(0)
+        model = Autoregressive(shape, **options).eval().to(device)
+        hp = model.hp
+        label = f"{hp.channels}, {hp.layers}, {hp.kernel_size}, {hp.head_channels}"
+        results = {}
+        for sampler in SAMPLERS:
+            model.hp.sampler = sampler
+            results[sampler] = time_sampler(model, args.batch, args.repeats, args.max_seconds)
+        same = "yes" if torch.equal(results["crop"][1], results["cached"][1]) else "no"
+        crop_ms = 1000 * statistics.median(results["crop"][0]) / args.batch
+        for sampler in SAMPLERS:
+            seconds = results[sampler][0]
+            ms = 1000 * statistics.median(seconds) / args.batch
+            print(f"| {name} {'x'.join(map(str, shape))} | {label} | {model.nfe()} | {sampler} "
+                  f"| {len(seconds)} | {ms:,.1f} | {crop_ms / ms:.1f}x | {same} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
