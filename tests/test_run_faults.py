@@ -155,3 +155,28 @@ def test_a_checkpoint_of_another_model_version_is_a_recorded_config_error(tmp_pa
     record = read_record(out / "metrics.json")
     assert record["status"] == "failed"
     assert "does not fit this version's ebm" in record["error"] and "git_commit" in record["error"]
+
+
+def test_a_checkpoint_with_an_option_renamed_since_is_a_recorded_config_error(gan_checkpoint, tmp_path):
+    """Options renamed since a checkpoint was saved (model.lr before model.optimizer) end with a record that
+    names the option, not a dataclass's TypeError."""
+    ckpt = torch.load(gan_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["lr"] = ckpt["hyper_parameters"].pop("optimizer")["lr"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=gan", *QUICK, "train=false", f"ckpt_path={tmp_path / 'old.ckpt'}",
+                            f"paths.output_dir={tmp_path / 'eval'}"]))
+    error = read_record(tmp_path / "eval" / "metrics.json")["error"]
+    assert "does not fit this version's gan (its option 'lr' is not one of this version's)" in error
+
+
+def test_an_option_newer_than_a_checkpoint_takes_its_default_without_a_warning(gan_checkpoint, tmp_path,
+                                                                               caplog):
+    """A checkpoint saved before an option existed (the AR model's sampler) gets the option's default,
+    and no warning that the config's value differs from a None in the checkpoint."""
+    ckpt = torch.load(gan_checkpoint, map_location="cpu", weights_only=True)
+    del ckpt["hyper_parameters"]["loss"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    record = _evaluate(tmp_path / "old.ckpt", tmp_path / "eval")
+    assert record["status"] == "ok" and record["provenance"]["config"]["model"]["loss"] == "ns"
+    assert "model.loss" not in caplog.text

@@ -210,14 +210,22 @@ def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.devic
     command line that differ from them are warned about (they do not apply to a trained model)."""
     try:
         loaded = type(model).load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
-    except RuntimeError as e:  # torch's strict load_state_dict: other tensor names or shapes
-        if "Error(s) in loading state_dict" not in str(e):
+    except (RuntimeError, TypeError) as e:
+        # torch's strict load_state_dict (other tensor names or shapes), or an option this version's schema
+        # no longer has (a renamed one: the dataclass's "unexpected keyword argument")
+        lines = str(e).splitlines()
+        if "Error(s) in loading state_dict" in str(e):
+            problem = lines[1].strip() if len(lines) > 1 else str(e)
+        elif "unexpected keyword argument" in str(e):
+            problem = f"its option {str(e).rsplit(' ', 1)[-1]} is not one of this version's"
+        else:
             raise
-        problem = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this version's {model.family} ({problem}): "
                           "it was saved by another genbench; evaluate it at the commit that wrote it "
                           "(provenance.git_commit in its run's metrics.json) or train it again") from None
-    differ = {k: (v, loaded.hparams.get(k)) for k, v in model.hparams.items() if loaded.hparams.get(k) != v}
+    # An option the checkpoint predates has the schema's default in the loaded model, not None.
+    kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams}
+    differ = {k: (v, kept[k]) for k, v in model.hparams.items() if kept[k] != v}
     if differ:
         log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,
                     ", ".join(f"model.{k}={new!r} in the config, {old!r} in the checkpoint"
@@ -236,10 +244,9 @@ def _check_finite_weights(model: GenerativeModel, where: str) -> None:
 
 
 def _evaluated_config(config: dict, cfg: DictConfig, model: GenerativeModel) -> dict:
-    """The run's config with ``model`` replaced by the evaluated checkpoint's hyperparameters
-    (``train=false``), so the record describes the model that was measured."""
-    hparams = {k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")}
-    return {**config, "model": {"_target_": cfg.model.get("_target_"), **hparams}}
+    """The run's config with ``model`` replaced by the evaluated checkpoint's options (``train=false``; an
+    option newer than the checkpoint at its default), so the record describes the model that was measured."""
+    return {**config, "model": {"_target_": cfg.model.get("_target_"), **model.hp.to_dict()}}
 
 
 def _last_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
