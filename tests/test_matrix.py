@@ -358,3 +358,15 @@ def test_a_quality_against_nfe_curve_names_its_nfe_in_the_speed_row_and_is_drawn
     page = write_matrix([tmp_path], tmp_path / "out")[2]
     html_page = next(p for p in page if p.suffix == ".html").read_text()
     assert "Quality against sampling cost (NFE)" in html_page
+
+
+def test_a_sweep_that_measured_no_sample_quality_still_gets_its_page(tmp_path):
+    """Runs without a quality metric (labelled images with no feature network): the page has no speed-vs-
+    quality plot instead of a log axis with no data (matplotlib's "cannot be log-scaled")."""
+    for i, family in enumerate(("vae", "gan")):
+        metrics = _metrics(0.5, 1.0, 0.002, 1, 10.0, None)
+        del metrics["precision_data_space"]
+        _run(tmp_path, str(i), family, 0, metrics)
+    write_matrix([tmp_path], tmp_path / "out")
+    page = (tmp_path / "out" / "matrix.html").read_text()
+    assert "alt='speed vs quality'" not in page and "How the words are derived" in page

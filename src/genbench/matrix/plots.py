@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from genbench.matrix.columns import Column  # noqa: E402
 from genbench.matrix.table import Matrix  # noqa: E402
 from genbench.matrix.verdicts import pareto_front  # noqa: E402
 from genbench.nfe_record import curve_figure  # noqa: E402
@@ -47,17 +48,25 @@ def _better_up(ax, m: Matrix, ylabel: str) -> None:
     ax.set_ylabel(f"{ylabel} ({'lower' if m.lower_is_better else 'higher'} is better: up)")
 
 
-def speed_vs_quality(m: Matrix) -> str:
-    """Mean (and each seed, faint) per column; the Pareto front joined; held-out real data as a line."""
+def _seed_points(m: Matrix, column: Column) -> list[tuple[float, float]]:
+    """(ms per sample, quality) of each ok run of ``column`` that measured both."""
+    return [(r.metrics["sample_ms_per_sample"], r.metrics[m.quality]) for r in column.ok
+            if isinstance(r.metrics.get("sample_ms_per_sample"), (int, float))
+            and isinstance(r.metrics.get(m.quality), (int, float))]
+
+
+def speed_vs_quality(m: Matrix) -> str | None:
+    """Mean (and each seed, faint) per column; the Pareto front joined; held-out real data as a line. None
+    when no run measured both (no quality metric: a dataset without its feature network)."""
+    if not any(_seed_points(m, column) for column in m.columns):
+        return None
     quality, speed = m.row("Sample quality"), m.row("Sampling speed")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = _colors(m)
     front = pareto_front(m)
     for column in m.columns:
         q, s = quality.cells[column.name], speed.cells[column.name]
-        seeds = [(r.metrics["sample_ms_per_sample"], r.metrics[m.quality]) for r in column.ok
-                 if isinstance(r.metrics.get("sample_ms_per_sample"), (int, float))
-                 and isinstance(r.metrics.get(m.quality), (int, float))]
+        seeds = _seed_points(m, column)
         ax.scatter([p[0] for p in seeds], [p[1] for p in seeds], s=12, alpha=0.35, color=colors[column.name])
         if q.mean is None or s.mean is None:
             continue

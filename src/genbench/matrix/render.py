@@ -220,10 +220,11 @@ def _dataset_html(m: Matrix) -> list[str]:
                     + "".join(f"<td><b>{html.escape(label)}</b><br><small>{html.escape(text)}</small></td>"
                               for label, text in cells) + "</tr>")
     body.append("</table></div>")
-    body.append(f"<div class='plots'><img src='{plots.speed_vs_quality(m)}' alt='speed vs quality'>")
-    compute_plot = plots.quality_vs_compute(m)
-    if compute_plot:
-        body.append(f"<img src='{compute_plot}' alt='quality against compute'>")
+    body.append("<div class='plots'>")
+    for picture, alt in ((plots.speed_vs_quality(m), "speed vs quality"),
+                         (plots.quality_vs_compute(m), "quality against compute")):
+        if picture:  # None: nothing measured to plot
+            body.append(f"<img src='{picture}' alt='{alt}'>")
     body.append("</div>")
     if m.curves.curves:
         caption, header, rows = compute_table(m)
