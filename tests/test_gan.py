@@ -18,6 +18,7 @@ from tests.helpers import compose_quiet_run
 
 def _trainer(batches: int) -> pl.Trainer:
     return pl.Trainer(max_epochs=1, limit_train_batches=batches, limit_val_batches=0, accelerator="cpu",
+                      log_every_n_steps=1,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False)
 

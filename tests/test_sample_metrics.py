@@ -14,7 +14,7 @@ from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.modes import mode_coverage
 from genbench.evaluation.stage import EvalConfig, evaluate
 from genbench.models.base import GenerativeModel
-from genbench.schema import Schema
+from genbench.models.optim import OptimizationConfig
 
 
 def _scipy_frechet(mu1, s1, mu2, s2) -> float:
@@ -89,7 +89,7 @@ def test_a_sample_exactly_three_std_from_its_mode_is_not_high_quality():
 
 
 @dataclass
-class _NoOptions(Schema):
+class _NoOptions(OptimizationConfig):  # a family's schema, with no options of its own
     pass
 
 

@@ -110,7 +110,9 @@ def test_default_vae_samples_move_to_gaussians8(tmp_path):
     torch.manual_seed(1)
     before = energy_distance(VAE(dm.data_shape).sample(2000), test)
     after = energy_distance(model.sample(2000), test)
-    # Measured: 0.068 -> 0.024. The VAE learns the ring but blurs its std-0.01 modes along it (the usual
-    # VAE weakness, visible in samples.png), so the margin is 2x rather than the sharper families' 5x.
-    assert after < before / 2 and after < 0.04, (before, after)
+    # Measured over seeds 0-4, with and without validation drawing from the training's random stream (10
+    # runs): 0.068 -> 0.020 to 0.045 (median 0.025). The VAE learns the ring but blurs its std-0.01 modes
+    # along it (the usual VAE weakness, visible in samples.png), and at a constant learning rate its last
+    # iterate wanders, so the margin is 1.25x the worst run rather than the sharper families' 5x.
+    assert after < 0.8 * before and after < 0.055, (before, after)
     assert metrics["likelihood_kind"] == "bound" and metrics["train_steps"] == 2000

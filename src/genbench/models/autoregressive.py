@@ -174,7 +174,6 @@ class Autoregressive(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = -self._log_prob_given(x, y if self.is_conditional else None).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
-        if self.is_image:
-            self.log("train/bpd", loss / (self.data_dim * math.log(2)), batch_size=len(x))
+        bpd = {"train/bpd": loss / (self.data_dim * math.log(2))} if self.is_image else {}
+        self.log_training({"train/loss": loss, **bpd}, batch_size=len(x))
         return loss

@@ -135,7 +135,7 @@ class Diffusion(GenerativeModel):
             drop = torch.rand(len(x), device=x.device) < self.hp.p_uncond
             labels = torch.where(drop, self.num_classes, y.long())
         loss = (self.net(self.schedule.q_sample(x0, t, noise), t, labels) - noise).pow(2).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        self.log_training({"train/loss": loss}, batch_size=len(x))
         return loss
 
     def optimized_parameters(self) -> Any:

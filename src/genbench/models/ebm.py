@@ -224,8 +224,6 @@ class EBM(GenerativeModel):
         cd = e_pos.mean() - e_neg.mean()
         reg = (e_pos.pow(2) + e_neg.pow(2)).mean()
         loss = cd + self.hp.alpha * reg
-        n = len(pos)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log_dict({"train/cd": cd, "train/energy_pos": e_pos.mean(), "train/energy_neg": e_neg.mean()},
-                      batch_size=n)
+        self.log_training({"train/loss": loss, "train/cd": cd, "train/energy_pos": e_pos.mean(),
+                           "train/energy_neg": e_neg.mean()}, batch_size=len(pos))
         return loss

@@ -204,9 +204,8 @@ class Flow(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
         loss = -self.log_likelihood(x).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
-        if self.is_image:
-            self.log("train/bpd", loss / (self.data_dim * math.log(2)), batch_size=len(x))
+        bpd = {"train/bpd": loss / (self.data_dim * math.log(2))} if self.is_image else {}
+        self.log_training({"train/loss": loss, **bpd}, batch_size=len(x))
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):

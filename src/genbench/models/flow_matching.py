@@ -84,7 +84,7 @@ class FlowMatching(GenerativeModel):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch[0])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
+        self.log_training({"train/loss": loss}, batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -193,7 +193,7 @@ class GAN(GenerativeModel):
         opt_d.step()
         if sched_d is not None:
             sched_d.step()
-        self.log("train/d_loss", d_loss, prog_bar=True, batch_size=len(x))
+        logged = {"train/d_loss": d_loss}
         loss = d_loss.detach()
         if (batch_idx + 1) % self.hp.n_critic == 0:
             with self.toggled_optimizer(opt_g):  # D's weights get no gradients from G's step
@@ -206,7 +206,8 @@ class GAN(GenerativeModel):
                     sched_g.step()
             if self.generator_ema is not None:
                 ema_update(self.generator_ema, self.generator, self.hp.ema_decay)
-            self.log("train/g_loss", g_loss, prog_bar=True, batch_size=len(x))
+            logged["train/g_loss"] = g_loss
             loss = loss + g_loss.detach()
-        self.log("train/loss", loss, batch_size=len(x))  # D's loss (+ G's on G-step batches): the NaN guard
+        # train/loss: D's loss (+ G's on G-step batches), what the divergence guard watches
+        self.log_training({"train/loss": loss, **logged}, batch_size=len(x))
         return {"loss": loss}

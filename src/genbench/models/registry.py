@@ -14,7 +14,9 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def families() -> dict[str, type[GenerativeModel]]:
-    """Family name (its ``family`` attribute) -> class, for every family module in ``genbench.models``."""
+    """Family name (its ``family`` attribute) -> class, for every family module in ``genbench.models``, in
+    the order of the names (the same in every process, so tests parametrized by it collect alike)."""
     for info in pkgutil.iter_modules(genbench.models.__path__):
         importlib.import_module(f"genbench.models.{info.name}")
-    return {cls.family: cls for cls in _subclasses(GenerativeModel) if "family" in vars(cls)}
+    found = {cls.family: cls for cls in _subclasses(GenerativeModel) if "family" in vars(cls)}
+    return dict(sorted(found.items()))

@@ -163,5 +163,5 @@ class VAE(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = -self.elbo(x, y if self.is_conditional else None, beta=self.hp.beta).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+        self.log_training({"train/loss": loss}, batch_size=len(x))
         return loss
