@@ -17,7 +17,7 @@ from genbench.models.autoregressive import Autoregressive
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import CachedEvaluator, CropEvaluator, GatedPixelCNN
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_train, learning_seeds
 
 
 def _jacobian_support(f, x: torch.Tensor) -> torch.Tensor:
@@ -216,13 +216,15 @@ def test_cifar10_experiment_composes_and_validates():
     assert checked["model"].channels > 32
 
 
-def test_learns_gaussians8_with_the_default_config(tmp_path: Path):
+@pytest.mark.parametrize("seed", learning_seeds())
+def test_learns_gaussians8_with_the_default_config(tmp_path: Path, seed: int):
     overrides = ["model=autoregressive", "dataset=gaussians8", "logger=none", f"paths.output_dir={tmp_path}",
+                 f"seed={seed}",
                  "trainer.max_steps=1000", "trainer.enable_progress_bar=false", "eval.speed_repeats=1",
                  "eval.speed_warmup=0", "eval.speed_batch_size=16", "eval.plot_samples_vector=200",
                  "eval.mode_samples=200"]
     cfg = compose_train(overrides)
-    pl.seed_everything(0)
+    pl.seed_everything(seed)
     dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup()
     test = dm.split_tensor("test")[:2000]

@@ -14,7 +14,7 @@ from genbench.models.diffusion import Diffusion, log_spaced_strata
 from genbench.models.diffusion_schedule import NoiseSchedule
 from genbench.models.optim import adam_node
 from genbench.train import run
-from tests.helpers import compose_quiet_run, compose_train
+from tests.helpers import compose_quiet_run, compose_train, learning_seeds
 
 
 def _count_calls(net: torch.nn.Module) -> list[int]:
@@ -23,14 +23,14 @@ def _count_calls(net: torch.nn.Module) -> list[int]:
     return calls
 
 
-@pytest.fixture(scope="module")
-def trained_on_gaussians8(tmp_path_factory):
+@pytest.fixture(scope="module", params=learning_seeds())
+def trained_on_gaussians8(tmp_path_factory, request):
     """The default config trained on gaussians8 for 600 steps (the default budget is 2000), with the energy
     distance and the bound of the untrained model of the same seed."""
     out = tmp_path_factory.mktemp("g8")
     cfg = compose_quiet_run(out, ["model=diffusion", "dataset=gaussians8", "trainer.max_steps=600",
-                                  "evaluate=false"])
-    pl.seed_everything(0)
+                                  "evaluate=false", f"seed={request.param}"])
+    pl.seed_everything(request.param)
     untrained = hydra.utils.instantiate(cfg.model, data_shape=(2,), num_classes=None, _convert_="all")
     result = run(cfg, out)
     model, dm = result.model, result.dm

@@ -8,15 +8,16 @@ from genbench.config import validate
 from genbench.evaluation.distances import energy_distance
 from genbench.models.ebm import EBM
 from genbench.train import run
-from tests.helpers import compose_quiet_run, compose_train
+from tests.helpers import compose_quiet_run, compose_train, learning_seeds
 
 
-@pytest.fixture(scope="module")
-def trained_on_gaussians8(tmp_path_factory):
+@pytest.fixture(scope="module", params=learning_seeds())
+def trained_on_gaussians8(tmp_path_factory, request):
     """The default EBM run on gaussians8 through the full pipeline, with an untrained twin."""
     out = tmp_path_factory.mktemp("ebm_gaussians8")
     overrides = ["model=ebm", "dataset=gaussians8", "eval.speed_batch_size=16", "eval.speed_repeats=1",
-                 "eval.speed_warmup=0", "eval.plot_samples_vector=200", "eval.mode_samples=200"]
+                 "eval.speed_warmup=0", "eval.plot_samples_vector=200", "eval.mode_samples=200",
+                 f"seed={request.param}"]
     cfg = compose_quiet_run(out, overrides)
     result = run(cfg, out)
     metrics, model, dm = result.metrics, result.model, result.dm

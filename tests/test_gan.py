@@ -13,7 +13,7 @@ from genbench.models.gan import GAN, discriminator_loss, generator_loss, gradien
 from genbench.models.optim import adam_node
 from genbench.models.schedule import warmup_cosine_node
 from genbench.train import run
-from tests.helpers import compose_quiet_run
+from tests.helpers import compose_quiet_run, learning_seeds
 
 
 def _trainer(batches: int) -> pl.Trainer:
@@ -27,9 +27,11 @@ def _toy(batch_size: int = 32) -> ToyDataModule:
     return ToyDataModule(name="gaussians8", n_train=512, n_val=64, n_test=64, batch_size=batch_size)
 
 
-def test_default_gan_learns_gaussians8(tmp_path):
+@pytest.mark.parametrize("seed", learning_seeds())
+def test_default_gan_learns_gaussians8(tmp_path, seed):
     """The default config with the default budget (2000 optimizer steps = 1000 batches), about 40 s."""
-    cfg = compose_quiet_run(tmp_path, ["model=gan", "dataset=gaussians8", "eval.speed_repeats=1"])
+    cfg = compose_quiet_run(tmp_path, ["model=gan", "dataset=gaussians8", "eval.speed_repeats=1",
+                                       f"seed={seed}"])
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]

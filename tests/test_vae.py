@@ -6,6 +6,7 @@ import torch
 
 from genbench.data.toy import ToyDataModule
 from genbench.models.vae import VAE
+from tests.helpers import learning_seeds
 
 
 def _test_elbo(model: VAE, x: torch.Tensor, draws: int = 20) -> float:
@@ -97,13 +98,15 @@ def test_conditional_vae_learns_to_use_the_labels_on_moons():
     assert upper[:, 1].mean() > lower[:, 1].mean() + 0.4
 
 
-def test_default_vae_samples_move_to_gaussians8(tmp_path):
+@pytest.mark.parametrize("seed", learning_seeds())
+def test_default_vae_samples_move_to_gaussians8(tmp_path, seed):
     """The default config and budget (2000 steps) on the ring of 8 Gaussians, std 0.01."""
     from genbench.evaluation.distances import energy_distance
     from genbench.train import run
     from tests.helpers import compose_quiet_run
 
-    cfg = compose_quiet_run(tmp_path, ["model=vae", "dataset=gaussians8", "eval.speed_repeats=1"])
+    cfg = compose_quiet_run(tmp_path, ["model=vae", "dataset=gaussians8", "eval.speed_repeats=1",
+                                       f"seed={seed}"])
     result = run(cfg, tmp_path)
     metrics, model, dm = result.metrics, result.model, result.dm
     test = dm.split_tensor("test")[:2000]
