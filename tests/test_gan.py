@@ -39,9 +39,10 @@ def test_default_gan_learns_gaussians8(tmp_path, seed):
     before = energy_distance(GAN(dm.data_shape).sample(2000), test)
     samples = model.sample(2000)
     after = energy_distance(samples, test)
-    # Measured: 0.640 -> 0.018.
-    assert after < before / 5 and after < 0.06, (before, after)
-    # Samples gather at the modes (std 0.01): measured 25% within 0.1 of a centre, 52-97 of them per mode.
+    # Measured over seeds 0-4, with and without validation drawing from the training's random stream (10
+    # runs): 0.665 -> 0.017 to 0.084 (median 0.027; the last iterate of the adversarial game wanders).
+    assert after < before / 5 and after < 0.1, (before, after)
+    # Samples gather at the modes (std 0.01): measured 21-27% within 0.1 of a centre, at least 24 per mode.
     angles = torch.arange(8) * math.pi / 4
     dist, mode = torch.cdist(samples, torch.stack([angles.cos(), angles.sin()], 1)).min(1)
     near = dist < 0.1
