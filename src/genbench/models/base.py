@@ -144,11 +144,11 @@ class GenerativeModel(pl.LightningModule):
 
     def log_training(self, values: dict[str, Tensor], batch_size: int) -> None:
         """Training values (``train/loss`` first) for the loggers and ``trainer.callback_metrics``, handed to
-        Lightning only on the steps its loggers write (every ``trainer.log_every_n_steps``): each
+        Lightning only on the steps its loggers write (every ``trainer.log_every_n_steps``). Each
         ``self.log`` costs a fixed slice of host time (Lightning moves its result object to the device on
-        every call, about 0.3 ms on the 2-core CPU machine), which a GPU step that launches its kernels
-        from the host pays on every step while a hand-written loop does not. What the loggers receive is
-        unchanged: Lightning drops the values of the other steps."""
+        every call: about 0.2 ms on the 2-core CPU machine, BENCHMARKS.md), which a GPU step that launches
+        its kernels from the host pays on every step and a hand-written loop does not. The loggers get the
+        same rows: Lightning drops the values of the other steps."""
         trainer = self._trainer
         if trainer is not None and trainer.training and not (trainer._logger_connector.should_update_logs
                                                              or trainer.fast_dev_run):
