@@ -69,3 +69,14 @@ def test_a_fused_adam_asked_for_where_it_cannot_clip_is_a_config_error(tmp_path)
     with pytest.raises(ConfigError, match="fused_optimizer=true cannot train with .*precision=bf16-mixed"):
         _digits_vae(tmp_path, "performance.fused_optimizer=true", "trainer.precision=bf16-mixed",
                     "trainer.gradient_clip_val=1.0")
+
+
+def test_a_fused_optimizer_is_recorded_only_where_the_class_has_one(tmp_path):
+    """performance.fused_optimizer=true asks; Adam has a fused kernel, RMSprop none: its run says so."""
+    adam = _digits_vae(tmp_path / "adam", "performance.fused_optimizer=true")
+    assert adam.metrics["train_speedups"] == "fused_optimizer"
+    assert adam.model.trainer.optimizers[0].defaults["fused"]
+    rmsprop = _digits_vae(tmp_path / "rmsprop", "performance.fused_optimizer=true",
+                          "model.optimizer._target_=torch.optim.RMSprop")
+    assert isinstance(rmsprop.model.trainer.optimizers[0], torch.optim.RMSprop)
+    assert rmsprop.metrics["train_speedups"] == "none"

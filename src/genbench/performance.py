@@ -86,6 +86,12 @@ class Performance(pl.Callback):
         if self.applied["compile"]:
             pl_module.compile_networks(cfg.compile_mode)
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The optimizers exist now: an optimizer class without a fused kernel (RMSprop, NAdam, ...) was
+        built without one, and the record must not say otherwise."""
+        if self.applied.get("fused_optimizer"):
+            self.applied["fused_optimizer"] = all(opt.defaults.get("fused") for opt in trainer.optimizers)
+
     def taken(self) -> list[str]:
         """The switches this run took, for the record (``compile`` with its mode where not the default)."""
         mode = self.cfg.compile_mode
