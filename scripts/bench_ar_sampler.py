@@ -19,22 +19,29 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from genbench.config import validate  # noqa: E402
 from genbench.evaluation.speed import synchronize  # noqa: E402
 from genbench.models.autoregressive import Autoregressive  # noqa: E402
 
-CIFAR_EXPERIMENT = ROOT / "configs" / "experiment" / "autoregressive_cifar10.yaml"
 SAMPLERS = ("crop", "cached")
+
+
+def model_options(*overrides: str) -> dict:
+    """The model options a run composed with ``overrides`` would train with (checked as a run's are)."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return validate(compose(config_name="train", overrides=["model=autoregressive", *overrides]))[
+            "model"].to_dict()
 
 
 def sizes() -> dict[str, tuple[tuple[int, int, int], dict]]:
     """Image shape and model options of each benchmarked size."""
-    cifar = OmegaConf.to_container(OmegaConf.load(CIFAR_EXPERIMENT).model)
-    return {"digits": ((1, 8, 8), {}), "cifar10": ((3, 32, 32), cifar)}
+    return {"digits": ((1, 8, 8), model_options("dataset=digits")),
+            "cifar10": ((3, 32, 32), model_options("experiment=autoregressive_cifar10"))}
 
 
 def cpu_name() -> str:

@@ -17,7 +17,7 @@ from genbench.models.autoregressive import Autoregressive
 from genbench.nets.made import MADE
 from genbench.nets.pixelcnn import CachedEvaluator, CropEvaluator, GatedPixelCNN
 from genbench.train import run
-from tests.helpers import compose_train, learning_seeds
+from tests.helpers import compose_train, learning_seeds, run_script
 
 
 def _jacobian_support(f, x: torch.Tensor) -> torch.Tensor:
@@ -241,3 +241,12 @@ def test_learns_gaussians8_with_the_default_config(tmp_path: Path, seed: int):
     assert after < before / 10 and after < 0.025, (before, after)
     assert metrics["likelihood_kind"] == "exact" and metrics["nfe"] == 2
     assert metrics["nll_nats"] < -1.4, metrics["nll_nats"]
+
+
+def test_the_sampler_benchmark_runs_and_both_samplers_draw_the_same_images(tmp_path: Path):
+    """scripts/bench_ar_sampler.py at the digits size (BENCHMARKS.md has its full numbers)."""
+    done = run_script("scripts/bench_ar_sampler.py", ["--sizes", "digits", "--repeats", "1"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| digits")]
+    assert [row.split(" | ")[3] for row in rows] == ["crop", "cached"]
+    assert all(row.endswith("| yes |") for row in rows)
