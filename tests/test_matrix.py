@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from genbench.matrix import build_matrices, rules, write_matrix
+from genbench.matrix.columns import family_key
 from genbench.matrix.founding import compare
+from genbench.matrix.rules import rules_text
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
 from genbench.matrix.verdicts import bottom_line, pareto_front
@@ -370,3 +372,11 @@ def test_a_sweep_that_measured_no_sample_quality_still_gets_its_page(tmp_path):
     write_matrix([tmp_path], tmp_path / "out")
     page = (tmp_path / "out" / "matrix.html").read_text()
     assert "alt='speed vs quality'" not in page and "How the words are derived" in page
+
+
+def test_columns_follow_the_founding_comparison_then_the_other_families_by_name():
+    """No hand-kept list of families: the founding table's (data the matrix needs anyway) gives the order,
+    a family it does not name (the EBM, flow matching, a new one) follows by name, and the prose says so."""
+    found = ["flow_matching", "new_family", "ebm", "diffusion", "gan", "vae"]
+    assert sorted(found, key=family_key) == ["vae", "gan", "diffusion", "ebm", "flow_matching", "new_family"]
+    assert "then the others by name" in rules_text()

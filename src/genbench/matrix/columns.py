@@ -11,11 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from genbench.matrix.rules import NOT_SETUP
+from genbench.matrix.rules import FOUNDING_FAMILIES, NOT_SETUP
 from genbench.matrix.runs import Run
 from genbench.nfe_record import Curve
 
-FAMILY_ORDER = ["vae", "gan", "flow", "autoregressive", "ebm", "diffusion"]  # others follow, by name
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 
 
@@ -52,7 +51,9 @@ def setup_of(run: Run) -> dict[str, str]:
 
 
 def family_key(family: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
+    """The founding comparison's families first, in its order, then the others by name (rules, Columns)."""
+    order = list(FOUNDING_FAMILIES.values())
+    return (order.index(family) if family in order else len(order), family)
 
 
 def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:

@@ -4,9 +4,9 @@ measured (the rule is in :mod:`genbench.matrix.rules`, "Founding comparison").""
 
 from dataclasses import dataclass
 
+from genbench.matrix.rules import FOUNDING_FAMILIES
 from genbench.matrix.table import Matrix
 
-FAMILIES = {"VAE": "vae", "GAN": "gan", "Flow": "flow", "AR": "autoregressive", "Diffusion": "diffusion"}
 TABLE = {  # property (a matrix row) -> the word for VAE, GAN, Flow, AR, Diffusion
     "Sample quality": ("Medium", "High", "Medium", "High", "Excellent"),
     "Diversity": ("High", "Low (mode collapse)", "High", "High", "High"),
@@ -45,7 +45,7 @@ def compare(m: Matrix) -> list[Comparison]:
     out = []
     for prop, words in TABLE.items():
         cells = m.row(prop).cells
-        for (name, family), founding in zip(FAMILIES.items(), words, strict=True):
+        for (name, family), founding in zip(FOUNDING_FAMILIES.items(), words, strict=True):
             measured = [(c.name, cells[c.name].label) for c in m.columns if c.family == family]
             verdicts = {_verdict(founding, word) for _, word in measured} or {"not measured"}
             out.append(Comparison(prop, name, founding, measured,

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 from genbench.files import read_regular_file
 from genbench.matrix import plots
 from genbench.matrix.context import context
-from genbench.matrix.founding import FAMILIES, TABLE, compare
-from genbench.matrix.rules import rules_text
+from genbench.matrix.founding import TABLE, compare
+from genbench.matrix.rules import FOUNDING_FAMILIES, rules_text
 from genbench.matrix.runs import Run, Skipped
 from genbench.matrix.table import REFERENCE, Matrix, number
 from genbench.matrix.verdicts import bottom_line, pareto_front
@@ -70,12 +70,12 @@ def founding_table(m: Matrix) -> tuple[list[str], list[list[str]]]:
     rows = []
     for prop in TABLE:
         row = [prop]
-        for family in FAMILIES:
+        for family in FOUNDING_FAMILIES:
             c = by_cell[prop, family]
             measured = " / ".join(word or "—" for _, word in c.measured) or "—"
             row.append(f"{c.founding} → {measured}: {MARKS[c.verdict]}")
         rows.append(row)
-    return ["Property", *FAMILIES], rows
+    return ["Property", *FOUNDING_FAMILIES], rows
 
 
 def _bottom_rows(m: Matrix) -> list[list[str]]:
@@ -197,7 +197,7 @@ def _founding_html(m: Matrix) -> str:
     body = "".join(
         f"<tr><th>{html.escape(row[0])}</th>" + "".join(
             f"<td class='{verdicts[row[0], fam].replace(' ', '-')}'>{html.escape(cell)}</td>"
-            for fam, cell in zip(FAMILIES, row[1:], strict=True)) + "</tr>" for row in rows)
+            for fam, cell in zip(FOUNDING_FAMILIES, row[1:], strict=True)) + "</tr>" for row in rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 

@@ -42,6 +42,10 @@ NOT_SETUP = (  # config keys that cannot change what a run measures: runs differ
     "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "trainer.enable_progress_bar",
     "trainer.default_root_dir", "dataset.root", "dataset.download", "dataset.num_workers")
 CONFIG_ERROR = "ConfigError"  # a failed run whose error starts with this never started training
+# The founding comparison's families (its column name -> genbench's family), as commonly taught; the
+# matrix's columns come in this order, the other families after them by name.
+FOUNDING_FAMILIES = {"VAE": "vae", "GAN": "gan", "Flow": "flow", "AR": "autoregressive",
+                     "Diffusion": "diffusion"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ RULES = (
                   "holds says n=k, and a single run shows its value with n=1 and no spread."),
     Rule("Columns", "one per family and config: runs are pooled only when their configs (the record's "
                     f"provenance.config, less {', '.join(NOT_SETUP)}) agree; a family run under several "
-                    "configs gets a column per config, named by what differs, and a warning."),
+                    "configs gets a column per config, named by what differs, and a warning. Order: the "
+                    f"founding comparison's families ({', '.join(FOUNDING_FAMILIES.values())}), then the "
+                    "others by name."),
     Rule("Reference", "held-out real data (real_<metric> in every record: fresh draws on 2D sets, a split "
                       "the reference does not use on images), scored by the same code against the same "
                       "reference at the same sample size: the best value samples can reach there."),
