@@ -97,10 +97,11 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
     (``~model.optimizer.betas``) stays removed."""
     whole = {f.name for f in fields(schema) if "check" in f.metadata} & set(params)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema),
-                                 {k: v for k, v in params.items() if k not in whole})
-        built = OmegaConf.to_object(merged)
-        return dataclasses.replace(built, **{k: params[k] for k in whole}) if whole else built  # type: ignore
+        base = OmegaConf.structured(schema)
+        for key in whole:
+            base[key] = params[key]  # assigned, which replaces the default node: not merged onto it
+        merged = OmegaConf.merge(base, {k: v for k, v in params.items() if k not in whole})
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except ConfigKeyError as e:
         valid = ", ".join(f.name for f in fields(schema))
         where = f" of {prefix}" if prefix else ""

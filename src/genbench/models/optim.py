@@ -69,7 +69,7 @@ def check_optimizer(node: Any) -> str | None:
     if problem:
         return problem
     try:
-        optimizer = _factory(node)([torch.zeros(1, requires_grad=True)])
+        optimizer = build_optimizer(node, [torch.zeros(1, requires_grad=True)])
     except Exception as e:  # the class's own complaint about a value (torch raises ValueError, TypeError)
         return f"{node['_target_']} rejects its options: {e}"
     if not isinstance(optimizer, torch.optim.Optimizer):
