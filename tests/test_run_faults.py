@@ -5,6 +5,7 @@ import fcntl
 import math
 import os
 import signal
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def _evaluate(ckpt: Path, out: Path, *extra: str) -> dict:
     except SystemExit as e:  # a diverged single run exits non-zero after writing its record
         assert e.code == 1
     return read_record(out / "metrics.json")
+
+
+def _edited_checkpoint(source: Path, target: Path, edit: Callable[[dict], object]) -> Path:
+    """A copy of checkpoint ``source`` as an older genbench would have saved it (``edit`` changes it)."""
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, target)
+    return target
 
 
 def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, tmp_path, caplog):
@@ -144,14 +153,15 @@ def test_a_checkpoint_of_another_model_version_is_a_recorded_config_error(tmp_pa
     trained = tmp_path / "trained"
     task(compose_train(["model=ebm", "dataset=gaussians8", "trainer=debug", "logger=none", "evaluate=false",
                         f"paths.output_dir={trained}"]))
-    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    state = ckpt["state_dict"]
-    state["data_mean"], state["data_std"] = state.pop("standardize.mean"), state.pop("standardize.std")
-    torch.save(ckpt, tmp_path / "old.ckpt")
+    def as_before(ckpt: dict) -> None:
+        state = ckpt["state_dict"]
+        state["data_mean"], state["data_std"] = state.pop("standardize.mean"), state.pop("standardize.std")
+
+    old = _edited_checkpoint(trained / "checkpoints" / "last.ckpt", tmp_path / "old.ckpt", as_before)
     out = tmp_path / "eval"
     with pytest.raises(SystemExit):
         task(compose_train(["model=ebm", "dataset=gaussians8", "trainer=debug", "logger=none", "train=false",
-                            f"ckpt_path={tmp_path / 'old.ckpt'}", f"paths.output_dir={out}"]))
+                            f"ckpt_path={old}", f"paths.output_dir={out}"]))
     record = read_record(out / "metrics.json")
     assert record["status"] == "failed"
     assert "does not fit this version's ebm" in record["error"] and "git_commit" in record["error"]
@@ -160,23 +170,21 @@ def test_a_checkpoint_of_another_model_version_is_a_recorded_config_error(tmp_pa
 def test_a_checkpoint_with_an_option_renamed_since_is_a_recorded_config_error(gan_checkpoint, tmp_path):
     """Options renamed since a checkpoint was saved (model.lr before model.optimizer) end with a record that
     names the option, not a dataclass's TypeError."""
-    ckpt = torch.load(gan_checkpoint, map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["lr"] = ckpt["hyper_parameters"].pop("optimizer")["lr"]
-    torch.save(ckpt, tmp_path / "old.ckpt")
-    with pytest.raises(SystemExit):
-        task(compose_train(["model=gan", *QUICK, "train=false", f"ckpt_path={tmp_path / 'old.ckpt'}",
-                            f"paths.output_dir={tmp_path / 'eval'}"]))
-    error = read_record(tmp_path / "eval" / "metrics.json")["error"]
-    assert "does not fit this version's gan (its option 'lr' is not one of this version's)" in error
+    def as_before(ckpt: dict) -> None:
+        ckpt["hyper_parameters"]["lr"] = ckpt["hyper_parameters"].pop("optimizer")["lr"]
+
+    old = _edited_checkpoint(gan_checkpoint, tmp_path / "old.ckpt", as_before)
+    record = _evaluate(old, tmp_path / "eval")  # a failed single run exits 1
+    assert record["status"] == "failed"
+    assert "does not fit this version's gan (its option 'lr' is not one of this version's)" in record["error"]
 
 
 def test_an_option_newer_than_a_checkpoint_takes_its_default_without_a_warning(gan_checkpoint, tmp_path,
                                                                                caplog):
     """A checkpoint saved before an option existed (the AR model's sampler) gets the option's default,
     and no warning that the config's value differs from a None in the checkpoint."""
-    ckpt = torch.load(gan_checkpoint, map_location="cpu", weights_only=True)
-    del ckpt["hyper_parameters"]["loss"]
-    torch.save(ckpt, tmp_path / "old.ckpt")
-    record = _evaluate(tmp_path / "old.ckpt", tmp_path / "eval")
+    old = _edited_checkpoint(gan_checkpoint, tmp_path / "old.ckpt",
+                             lambda ckpt: ckpt["hyper_parameters"].pop("loss"))
+    record = _evaluate(old, tmp_path / "eval")
     assert record["status"] == "ok" and record["provenance"]["config"]["model"]["loss"] == "ns"
     assert "model.loss" not in caplog.text
