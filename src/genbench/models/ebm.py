@@ -221,9 +221,10 @@ class EBM(GenerativeModel):
         if self.hp.buffer_size:
             self._push(neg)
         e_pos, e_neg = self.energy(pos), self.energy(neg)
-        cd = e_pos.mean() - e_neg.mean()
+        mean_pos, mean_neg = e_pos.mean(), e_neg.mean()
+        cd = mean_pos - mean_neg
         reg = (e_pos.pow(2) + e_neg.pow(2)).mean()
         loss = cd + self.hp.alpha * reg
-        self.log_training({"train/loss": loss, "train/cd": cd, "train/energy_pos": e_pos.mean(),
-                           "train/energy_neg": e_neg.mean()}, batch_size=len(pos))
+        self.log_training({"train/loss": loss, "train/cd": cd, "train/energy_pos": mean_pos,
+                           "train/energy_neg": mean_neg}, batch_size=len(pos))
         return loss
