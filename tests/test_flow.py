@@ -149,6 +149,20 @@ def test_actnorm_data_dependent_init_standardizes_the_first_batch():
     assert torch.allclose(y2.mean(), y.mean() + 10 * layer.log_scale.exp().mean(), atol=1e-4)
 
 
+def test_actnorm_follows_the_flag_it_loads():
+    """The flag is kept on the host once read; a loaded state dict is read again, so a resumed flow keeps its
+    init and a module given an uninitialized state takes a new one."""
+    x = torch.randn(200, 3) * 4 + 2
+    trained, fresh = ActNorm(3), ActNorm(3)
+    trained(x)
+    resumed = ActNorm(3)
+    resumed.load_state_dict(trained.state_dict())
+    assert torch.equal(resumed(x + 10)[0], trained(x + 10)[0])  # no second init
+    trained.load_state_dict(fresh.state_dict())
+    y, _ = trained(x + 10)  # initializes on this batch
+    assert torch.allclose(y.mean(0), torch.zeros(3), atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def flow_trained_on_moons() -> Flow:
     """The default flow after 300 steps on moons (a few seconds)."""

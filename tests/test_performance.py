@@ -1,14 +1,18 @@
 """The GPU speed switches: off on a CPU unless asked for, the same math when on, recorded with the run."""
 
+import traceback
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.overrides import TorchFunctionMode
 
 from genbench.errors import ConfigError
 from genbench.performance import Performance, PerformanceConfig, resolve
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import FAMILIES, compose_train
 
 SWITCHES_ON = ["performance.tf32=true", "performance.channels_last=true", "performance.fused_optimizer=true"]
 
@@ -80,3 +84,57 @@ def test_a_fused_optimizer_is_recorded_only_where_the_class_has_one(tmp_path):
                           "model.optimizer._target_=torch.optim.RMSprop")
     assert isinstance(rmsprop.model.trainer.optimizers[0], torch.optim.RMSprop)
     assert rmsprop.metrics["train_speedups"] == "none"
+
+
+class HostReads(TorchFunctionMode):
+    """Records where a tensor's value is read on the host (``item``, ``bool``, ``tolist``, a boolean mask's
+    indices...): on a GPU each such read waits for every kernel queued before it. Reads by torch.optim (its
+    step counts live on the host) and the divergence guard's (a host copy it made one step earlier) are the
+    expected ones and left out; the rest are listed by their genbench call sites."""
+
+    READS = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero",
+             "argwhere", "masked_select", "unique", "equal", "allclose"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        mask = (name == "__getitem__" and len(args) > 1 and isinstance(args[1], torch.Tensor)
+                and args[1].dtype == torch.bool)
+        if name in self.READS or mask:
+            stack = traceback.extract_stack()[:-1]
+            caller = stack[-1].filename.replace("\\", "/")
+            ours = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack
+                    if "/genbench/" in f.filename]
+            if "/torch/optim/" not in caller and not (ours and ours[-1].startswith("callbacks.py")):
+                self.sites.append(f"{name} at {' <- '.join(reversed(ours)) or caller}")
+        return func(*args, **(kwargs or {}))
+
+
+class ReadsAfterWarmup(pl.Callback):
+    """Watches the training steps after the first few (a data-dependent init may read its data once)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.reads = warmup, HostReads()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.reads.__enter__()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.reads.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_training_step_never_waits_for_the_device(family, tmp_path):
+    """A GPU step runs ahead of its kernels unless the host reads a device value; a read in every step
+    (the flow's ActNorm read its init flag: 48 per CIFAR-10 step) serializes host and GPU. Loggers read
+    their values only every ``log_every_n_steps``."""
+    watch = ReadsAfterWarmup(warmup=3)
+    cfg = compose_train([f"model={family}", "dataset=digits", "logger=none", "evaluate=false",
+                         "trainer.max_steps=8", "trainer.log_every_n_steps=1000", "trainer.accelerator=cpu",
+                         "trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path}"])
+    run(cfg, tmp_path, callbacks=[watch])
+    assert not watch.reads.sites, "host reads of device values:\n" + "\n".join(watch.reads.sites)
