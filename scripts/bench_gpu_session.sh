@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks behind BENCHMARKS.md's GPU section, sized for one short loan of a GPU machine:
 #
-#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]     # parts: tests run bench variants compile ar10k
+#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]     # parts: tests run bench ratios variants compile ar10k
 #
 # Each part has its own time limit and adds its results to $OUT/results.json (and the ends of its logs to
 # $OUT/logs.txt) as soon as it ends, so a part that runs out of time loses only itself. Data are synthetic
@@ -79,6 +79,8 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     bench)  # every family at its CIFAR-10 config; the autoregressive evaluation on 1,000 samples (see ar10k)
       bench families 330 --families vae,gan,flow,ebm,diffusion,flow_matching,autoregressive --steps 50 \
         --sample-repeats 2 --eval-samples-for autoregressive=1000 ;;
+    ratios)  # genbench against the hand loop, training only, longer than bench's 50 steps (1.05x is the target)
+      bench ratios 200 --families vae,gan,flow,ebm,diffusion,flow_matching --train-only --steps 150 ;;
     variants)  # the diffusion config's training under each speed switch, with a kernel profile
       off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)
       args=(--families diffusion --train-only --steps 50 --profile-steps 5)
@@ -90,8 +92,8 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_compile_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label compile-reduce-overhead performance.compile=true performance.compile_mode=reduce-overhead ;;
     ar10k)  # the autoregressive evaluation at the full 10,000 samples
-      bench autoregressive_10k 540 --families autoregressive --steps 20 --eval-samples 10000 ;;
-    *) echo "unknown part $name (tests run bench variants compile ar10k)"; exit 2 ;;
+      bench autoregressive_10k 380 --families autoregressive --steps 20 --eval-samples 10000 ;;
+    *) echo "unknown part $name (tests run bench ratios variants compile ar10k)"; exit 2 ;;
   esac
 done
 cat "$WORK/parts.log"
