@@ -178,3 +178,20 @@ def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
     assert watched.model.trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed > 0
     for p, q in zip(watched.model.parameters(), alone.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("family", ["flow", "autoregressive"])
+def test_likelihood_families_log_their_training_loss_every_n_steps_with_its_bits_per_dim(family, tmp_path):
+    """Training values reach the loggers on the steps they write (every ``trainer.log_every_n_steps``), and a
+    family fitted by maximum likelihood logs its loss in bits per dimension too: loss / (D ln 2)."""
+    import csv
+
+    cfg = compose_quiet_run(tmp_path, [f"model={family}", "dataset=digits", "logger=csv", "evaluate=false",
+                                       "callbacks=none", "trainer.max_steps=9",
+                                       "trainer.log_every_n_steps=3"])
+    run(cfg, tmp_path)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [2, 5, 8]
+    for r in rows:
+        assert float(r["train/bpd"]) == pytest.approx(float(r["train/loss"]) / (64 * math.log(2)), rel=1e-6)

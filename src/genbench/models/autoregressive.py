@@ -174,6 +174,5 @@ class Autoregressive(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = -self._log_prob_given(x, y if self.is_conditional else None).mean()
-        bpd = {"train/bpd": loss / (self.data_dim * math.log(2))} if self.is_image else {}
-        self.log_training({"train/loss": loss, **bpd}, batch_size=len(x))
+        self.log_training_nll(loss, batch_size=len(x))
         return loss

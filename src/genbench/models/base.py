@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genbench.data.pixels import bits_per_dim
 from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
 from genbench.models.optim import OptimizationConfig, build_optimizer, build_scheduler
@@ -154,6 +155,12 @@ class GenerativeModel(pl.LightningModule):
                                                              or trainer.fast_dev_run):
             return
         self.log_dict(values, batch_size=batch_size)
+
+    def log_training_nll(self, nll: Tensor, batch_size: int) -> None:
+        """The training loss of a family fitted by maximum likelihood (``nll``: nats per example), with its
+        bits per dimension where the data are images."""
+        bpd = {"train/bpd": bits_per_dim(nll, self.data_dim)} if self.is_image else {}
+        self.log_training({"train/loss": nll, **bpd}, batch_size)
 
     def compile_networks(self, mode: str = "default") -> None:
         """``torch.compile`` each network of the family in ``mode`` (in place, so EMA copies and checkpoints

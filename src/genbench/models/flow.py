@@ -204,8 +204,7 @@ class Flow(GenerativeModel):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
         loss = -self.log_likelihood(x).mean()
-        bpd = {"train/bpd": loss / (self.data_dim * math.log(2))} if self.is_image else {}
-        self.log_training({"train/loss": loss, **bpd}, batch_size=len(x))
+        self.log_training_nll(loss, batch_size=len(x))
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
