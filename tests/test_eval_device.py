@@ -8,7 +8,8 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from genbench.errors import ConfigError
 from genbench.evaluation import Evaluation
-from genbench.evaluation.device import evaluation_device
+from genbench.evaluation import device as device_module
+from genbench.evaluation.device import device_name, evaluation_device
 from genbench.evaluation.quality import sample_features
 from genbench.evaluation.stage import batch_size_for
 from genbench.models.vae import VAE
@@ -72,6 +73,25 @@ def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist()
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             evaluation_device("cuda", torch.device("cpu"))
+
+
+def test_a_device_is_named_by_its_hardware(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Some\nmodel name\t: Test CPU 9000 @ 3.0GHz\n\n"
+                       "processor\t: 1\nmodel name\t: Test CPU 9000 @ 3.0GHz\n")
+    monkeypatch.setattr(device_module, "CPUINFO", cpuinfo)
+    assert device_name(torch.device("cpu")) == "Test CPU 9000 @ 3.0GHz"
+    monkeypatch.setattr(device_module, "CPUINFO", tmp_path / "absent")  # not Linux: what the platform says
+    monkeypatch.setattr(device_module.platform, "processor", lambda: "arm")
+    assert device_name(torch.device("cpu")) == "arm"
+    assert device_name(torch.device("meta")) == "meta"
+
+
+def test_the_record_names_the_hardware_that_trained_and_sampled(tmp_path):
+    result = run(compose_train(["debug=default", f"paths.output_dir={tmp_path}"]), tmp_path)
+    m = result.metrics
+    assert m["train_device"] == m["sample_device"] == "cpu"
+    assert m["train_device_name"] == m["sample_device_name"] == device_name(torch.device("cpu")) != ""
 
 
 @pytest.fixture
@@ -139,4 +159,8 @@ def test_a_gpu_run_is_evaluated_on_its_gpu(tmp_path, train):
         result = run(compose_train(["debug=default", "trainer=gpu", "train=false", f"ckpt_path={ckpt}",
                                     f"paths.output_dir={out}"]), out)
     assert result.metrics["sample_device"] == "cuda:0"
+    assert result.metrics["sample_device_name"] == torch.cuda.get_device_name(0)
     assert result.metrics["peak_memory_kind"] == "cuda_max_allocated"
+    if train:
+        assert result.metrics["train_device"] == "cuda:0"
+        assert result.metrics["train_device_name"] == torch.cuda.get_device_name(0)

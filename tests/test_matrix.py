@@ -261,14 +261,20 @@ def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
 
 
 def test_the_page_states_its_context(tmp_path):
-    _run(tmp_path, "0", "vae", 3, {**_metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), "sample_device": "cpu",
-                                   "train_torch_threads": 1, "sample_torch_threads": 2},
+    _run(tmp_path, "0", "vae", 3, {**_metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), "sample_device": "cuda:0",
+                                   "sample_device_name": "NVIDIA H200", "train_device": "cuda:0",
+                                   "train_device_name": "NVIDIA H200", "train_torch_threads": 1,
+                                   "sample_torch_threads": 2},
          config={"trainer": {"max_steps": 2000}})
+    _run(tmp_path, "1", "vae", 4, {**_metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), "sample_device": "cpu",
+                                   "train_torch_threads": 1, "sample_torch_threads": 2},
+         config={"trainer": {"max_steps": 2000}})  # an older record: the device, no name
     write_matrix([tmp_path], tmp_path / "out")
     md = (tmp_path / "out" / "matrix.md").read_text()
     commit = read_record(tmp_path / "0" / "metrics.json")["provenance"]["git_commit"]
-    for line in ["- Budget (trainer.max_steps): 2000", "- Runs: 1 (1 ok), seeds 3", f"- Commit: {commit}",
-                 "- Sampling device: cpu", "- Torch threads (training; sampling): 1; 2"]:
+    for line in ["- Budget (trainer.max_steps): 2000", "- Runs: 2 (2 ok), seeds 3, 4", f"- Commit: {commit}",
+                 "- Training device: NVIDIA H200 (cuda:0)", "- Sampling device: NVIDIA H200 (cuda:0), cpu",
+                 "- Torch threads (training; sampling): 1; 2"]:
         assert line in md
     assert "torch " in md and "- Started: 20" in md
 

@@ -34,7 +34,7 @@ from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory
-from genbench.evaluation.device import evaluation_device
+from genbench.evaluation.device import device_name, evaluation_device
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
@@ -182,6 +182,8 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
         metrics.update(training_flops(trainer, metrics["train_examples"]))
         metrics["train_processes"] = trainer.world_size
+        metrics["train_device"] = str(trainer.strategy.root_device)  # DDP: rank zero's
+        metrics["train_device_name"] = device_name(trainer.strategy.root_device)
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
     device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
     if not cfg.train:  # the config check made sure there is a checkpoint

@@ -1,8 +1,14 @@
-"""Where the evaluation stage runs: on the device the model trained on, unless ``eval.device`` names one."""
+"""Where the evaluation stage runs: on the device the model trained on, unless ``eval.device`` names one;
+and what that device is, for the record beside every timing."""
+
+import platform
+from pathlib import Path
 
 import torch
 
 from genbench.errors import ConfigError
+
+CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere the platform names the CPU
 
 
 def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
@@ -19,3 +25,18 @@ def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
         raise ConfigError(f"eval.device={setting!r} but CUDA is not available here; use eval.device=auto "
                           "or cpu")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware behind ``device``: the GPU's model (``NVIDIA H200``), the CPU's (``model name`` in
+    /proc/cpuinfo, else what the platform says), or the device itself for any other kind. ``cuda:0`` alone
+    does not say which GPU a timing came from."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return str(device)
+    if CPUINFO.is_file():
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"

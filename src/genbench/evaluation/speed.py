@@ -5,6 +5,7 @@ import time
 
 import torch
 
+from genbench.evaluation.device import device_name
 from genbench.models.base import GenerativeModel
 
 
@@ -35,5 +36,6 @@ def sampling_speed(model: GenerativeModel, batch_size: int, repeats: int, warmup
         "sample_batch_size": batch_size,
         "sample_repeats": repeats,
         "sample_device": str(model.device),
+        "sample_device_name": device_name(model.device),
         "sample_torch_threads": torch.get_num_threads(),  # host threads: they matter on a CPU
     }

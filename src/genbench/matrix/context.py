@@ -11,6 +11,13 @@ def _listed(values: set) -> str:
     return ", ".join(shown) if shown else "not recorded"
 
 
+def _device(metrics: dict, stage: str) -> str | None:
+    """``NVIDIA H200 (cuda:0)``: the hardware and the device of a stage; the device alone in a record that
+    predates the name; None where the stage did not run (an evaluation of a checkpoint did not train)."""
+    device, name = metrics.get(f"{stage}_device"), metrics.get(f"{stage}_device_name")
+    return f"{name} ({device})" if device and name else device
+
+
 def context(m: Matrix) -> list[tuple[str, str]]:
     """(what, value) pairs in reading order."""
     provs = [r.provenance for r in m.runs]
@@ -30,7 +37,8 @@ def context(m: Matrix) -> list[tuple[str, str]]:
         ("Commit", _listed({p.get("git_commit") for p in provs})),
         ("Started", f"{started[0]} to {started[-1]}" if started else "not recorded"),
         ("Versions", _listed(versions)),
-        ("Sampling device", _listed({x.get("sample_device") for x in metrics})),
+        ("Training device", _listed({_device(x, "train") for x in metrics})),
+        ("Sampling device", _listed({_device(x, "sample") for x in metrics})),
         ("Torch threads (training; sampling)",
          f"{_listed({x.get('train_torch_threads') for x in metrics})}; "
          f"{_listed({x.get('sample_torch_threads') for x in metrics})}"),
