@@ -34,7 +34,7 @@ from genbench.evaluation import evaluate  # noqa: E402
 from genbench.evaluation.cost import peak_memory  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
-from genbench.performance import Performance  # noqa: E402
+from genbench.performance import Performance, compile_for_training  # noqa: E402
 from genbench.train import run  # noqa: E402
 
 EXPERIMENTS = {"vae": ["model=vae", "dataset=cifar10", "dataset.batch_size=128"]}  # no GPU preset of its own
@@ -102,7 +102,7 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if switches.get("compile"):
-        model.compile_networks(switches.get("compile_mode", "default"))
+        compile_for_training(model, switches.get("compile_mode", "default"))
     configured = model.configure_optimizers()
     schedulers = []
     if isinstance(configured, dict):
@@ -116,8 +116,8 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
         model.optimizers = lambda: optimizers
         model.manual_backward = lambda loss: loss.backward()
         model.toggled_optimizer = lambda opt: contextlib.nullcontext()
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision.startswith("bf16")
-                else contextlib.nullcontext())
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning's
+                if precision.startswith("bf16") else contextlib.nullcontext())
     done, start, timed = 0, 0.0, contextlib.ExitStack()
     while done < batches:
         for i, batch in enumerate(loader):

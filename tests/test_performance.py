@@ -1,6 +1,8 @@
 """The GPU speed switches: off on a CPU unless asked for, the same math when on, recorded with the run."""
 
+import math
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,16 +46,61 @@ def test_speed_switches_train_the_same_model_and_are_recorded(tmp_path):
         assert (p - q).abs().max() < 1e-3, name
 
 
-@pytest.mark.parametrize(("family", "mode", "recorded"), [
-    ("vae", "default", "compile"), ("diffusion", "reduce-overhead", "compile(reduce-overhead)")])
-def test_compile_wraps_each_network_in_place(family, mode, recorded, tmp_path, monkeypatch):
-    compiled = []
-    record = lambda self, **kwargs: compiled.append((type(self).__name__, kwargs["mode"]))  # noqa: E731
-    monkeypatch.setattr(torch.nn.Module, "compile", record)
-    result = _digits_vae(tmp_path, f"model={family}", "performance.compile=true",
-                         f"performance.compile_mode={mode}", "trainer.max_steps=1")
-    assert result.metrics["train_speedups"] == recorded
-    assert compiled == [(type(child).__name__, mode) for child in result.model.children()]
+class Graphs:
+    """A torch.compile backend that keeps, for each graph dynamo hands it, whether its shapes are symbolic
+    (a dynamic batch size arrives as a SymInt input), and runs the graph as it is: no inductor, so no C++
+    compiler, and the same math."""
+
+    def __init__(self) -> None:
+        self.dynamic: list[bool] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        self.dynamic.append(any(isinstance(x, torch.SymInt) for x in example_inputs))
+        return gm.forward
+
+
+def _counting_compiles(monkeypatch) -> Graphs:
+    counter, real = Graphs(), torch.compile
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile",
+                        lambda fn, mode, dynamic: real(fn, backend=counter, dynamic=dynamic))
+    return counter
+
+
+TINY_UNET = ["model=diffusion", "model.unet_channels=8", "model.channel_mults=[1]", "model.attention=false",
+             "model.num_res_blocks=1", "callbacks=none"]
+
+
+@pytest.mark.parametrize(("mode", "recorded"), [("default", "compile"),
+                                                ("reduce-overhead", "compile(reduce-overhead)")])
+def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, tmp_path, monkeypatch):
+    """A run that validates (the sanity check's bound, in eval mode) and trains past an epoch's last, smaller
+    batch compiles its U-Net once per training batch size, not for validation or sampling, and trains to
+    the weights an eager run reaches."""
+    counter = _counting_compiles(monkeypatch)
+    steps = ["trainer.max_steps=13"]  # 12 batches an epoch, the last one smaller
+    compiled = _digits_vae(tmp_path / "compiled", *TINY_UNET, *steps, "performance.compile=true",
+                           f"performance.compile_mode={mode}")
+    n_train = len(compiled.dm.train_set)
+    assert n_train % 128 and math.ceil(n_train / 128) < 13  # the run did see the smaller batch
+    assert compiled.metrics["train_speedups"] == recorded
+    assert counter.dynamic == [False, False]  # the full batch and the smaller one; never the EMA copy
+    model = compiled.model.eval()
+    with torch.no_grad():
+        model.sample(5)
+        model.log_likelihood(compiled.dm.split_tensor("test")[:7])
+    assert len(counter.dynamic) == 2
+    eager = _digits_vae(tmp_path / "eager", *TINY_UNET, *steps)
+    for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_compile_reaches_the_layers_of_a_flow(tmp_path, monkeypatch):
+    """A flow keeps its layers in ModuleLists, which are never called themselves: compiling the lists (as
+    compile did before) compiled nothing, though the record said compile."""
+    counter = _counting_compiles(monkeypatch)
+    _digits_vae(tmp_path, "model=flow", "callbacks=none", "trainer.max_steps=3", "performance.compile=true")
+    assert counter.dynamic
 
 
 @pytest.mark.parametrize("precision, clip, fused", [("bf16-mixed", 1.0, False), ("bf16-mixed", None, True),

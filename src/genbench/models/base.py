@@ -162,12 +162,6 @@ class GenerativeModel(pl.LightningModule):
         bpd = {"train/bpd": bits_per_dim(nll, self.data_dim)} if self.is_image else {}
         self.log_training({"train/loss": nll, **bpd}, batch_size)
 
-    def compile_networks(self, mode: str = "default") -> None:
-        """``torch.compile`` each network of the family in ``mode`` (in place, so EMA copies and checkpoints
-        keep their parameter names)."""
-        for child in self.children():
-            child.compile(mode=mode)
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         if self.likelihood_kind == "none":
             return
