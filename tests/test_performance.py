@@ -95,6 +95,27 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
         assert torch.allclose(p, q, atol=1e-6), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_path):
+    """The real path of the CPU test above: inductor and CUDA graphs (reduce-overhead) in the training steps,
+    one graph per training batch size, then eager sampling from the trained weights."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.accelerator=gpu",
+                         "trainer.max_epochs=null", "trainer.limit_train_batches=1.0", "trainer.max_steps=13",
+                         *TINY_UNET, "performance.compile=true", "performance.compile_mode=reduce-overhead",
+                         f"paths.output_dir={tmp_path}"])
+    result = run(cfg, tmp_path)
+    assert counters["stats"]["unique_graphs"] - before == 2
+    assert result.metrics["train_speedups"] == "tf32,channels_last,fused_optimizer,compile(reduce-overhead)"
+    assert all(bool(p.isfinite().all()) for p in result.model.parameters())
+    with torch.no_grad():
+        assert result.model.eval().sample(5).shape == (5, *result.dm.data_shape)
+    assert counters["stats"]["unique_graphs"] - before == 2
+
+
 def test_compile_reaches_the_layers_of_a_flow(tmp_path, monkeypatch):
     """A flow keeps its layers in ModuleLists, which are never called themselves: compiling the lists (as
     compile did before) compiled nothing, though the record said compile."""
