@@ -34,7 +34,8 @@ from genbench.evaluation import evaluate  # noqa: E402
 from genbench.evaluation.cost import peak_memory  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
-from genbench.performance import Performance, compile_for_training  # noqa: E402
+from genbench.models.compiled import compile_for_training  # noqa: E402
+from genbench.performance import Performance  # noqa: E402
 from genbench.train import run  # noqa: E402
 
 EXPERIMENTS = {"vae": ["model=vae", "dataset=cifar10", "dataset.batch_size=128"]}  # no GPU preset of its own

@@ -116,6 +116,20 @@ def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_p
     assert counters["stats"]["unique_graphs"] - before == 2
 
 
+def test_a_gradient_penalty_trains_under_compile(tmp_path, monkeypatch):
+    """WGAN-GP differentiates the critic twice, which torch.compile's autograd (AOTAutograd, as inductor
+    uses it) refuses mid-training; the penalty's critic call runs eager (``models.compiled.eager``) and the
+    run trains to the weights of an eager one."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode, dynamic: real(fn, backend="aot_eager",
+                                                                        dynamic=dynamic))
+    gan = ["model=gan", "model.loss=wgan-gp", "callbacks=none", "trainer.max_steps=6"]
+    compiled = _digits_vae(tmp_path / "compiled", *gan, "performance.compile=true")
+    eager = _digits_vae(tmp_path / "eager", *gan)
+    for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
 def test_compile_reaches_the_layers_of_a_flow(tmp_path, monkeypatch):
     """A flow keeps its layers in ModuleLists, which are never called themselves: compiling the lists (as
     compile did before) compiled nothing, though the record said compile."""

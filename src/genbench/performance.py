@@ -11,20 +11,18 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
 - ``compile``: ``torch.compile`` of the networks the training steps run, for those steps only (off under
   ``auto``: compilation costs minutes), in ``compile_mode``: ``default``, or ``reduce-overhead`` (CUDA
   graphs: a host-bound step, as the diffusion U-Net's on an H200, launches its kernels in one graph) or
-  ``max-autotune``. See :class:`CompiledForTraining`.
+  ``max-autotune``. See :mod:`genbench.models.compiled`.
 Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 
 from genbench.errors import ConfigError
-from genbench.models.ema import is_ema_copy
+from genbench.models.compiled import compile_for_training
 from genbench.schema import Schema, param
 
 SWITCH = ["auto", "true", "false"]
@@ -56,48 +54,6 @@ def fused_can_clip(trainer: pl.Trainer) -> bool:
     """False where Lightning would refuse a fused Adam: mixed precision with gradient clipping (its
     mixed-precision plugin clips only gradients it unscaled itself)."""
     return not (str(trainer.precision).endswith("-mixed") and trainer.gradient_clip_val)
-
-
-def trained_networks(module: nn.Module) -> Iterator[nn.Module]:
-    """The networks a family's training steps call: its children with trained parameters, and the members of
-    its ModuleLists and ModuleDicts (a flow's layers; a container is never called itself). Not an EMA copy
-    (never trained) nor a module without parameters (a noise schedule)."""
-    for child in module.children():
-        if is_ema_copy(child) or not any(p.requires_grad for p in child.parameters()):
-            continue
-        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-            yield from trained_networks(child)
-        else:
-            yield child
-
-
-class CompiledForTraining:
-    """A network's calls in training (train mode, gradients on) through ``torch.compile``; every other call
-    (validation, a likelihood, sampling) eager, as without the switch.
-
-    Compiling every call recompiled the network for each of validation's batch shapes, for no_grad and for
-    the sampler's batches, and dynamo's automatic dynamic shapes then compiled the training step itself for
-    any batch size (generic kernels); measured on the CPU, a diffusion run compiled its U-Net 5 times before
-    its second training step. Here shapes are static (``dynamic=False``): an epoch's last, smaller batch gets
-    its own graph. Set as the module's ``_compiled_call_impl``, where ``nn.Module.compile`` puts its own, so
-    parameter names, EMA copies and checkpoints stay as they are."""
-
-    def __init__(self, module: nn.Module, mode: str) -> None:
-        self.module = module
-        self.compiled = torch.compile(module._call_impl, mode=mode, dynamic=False)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.module.training and torch.is_grad_enabled():
-            return self.compiled(*args, **kwargs)
-        return self.module._call_impl(*args, **kwargs)
-
-
-def compile_for_training(model: nn.Module, mode: str) -> list[nn.Module]:
-    """Every network the training steps of ``model`` call, compiled for those steps (returned)."""
-    networks = list(trained_networks(model))
-    for network in networks:
-        network._compiled_call_impl = CompiledForTraining(network, mode)
-    return networks
 
 
 class Performance(pl.Callback):

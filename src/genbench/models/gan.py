@@ -25,6 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genbench.data.pixels import from_symmetric, to_symmetric
 from genbench.models.base import GenerativeModel
+from genbench.models.compiled import eager
 from genbench.models.ema import ema_copy, ema_update
 from genbench.models.optim import OptimizationConfig, build_scheduler, optimizer_param
 from genbench.nets import MLP
@@ -68,7 +69,9 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     """E (|grad critic(x_hat)| - 1)^2 at random points x_hat between real and fake pairs (WGAN-GP)."""
     eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    with eager():  # differentiated twice: torch.compile's autograd cannot
+        score = critic(x_hat).sum()
+    (grad,) = torch.autograd.grad(score, x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
