@@ -14,6 +14,7 @@ TRAINER=${TRAINER:-gpu}
 PY=${PY:-python3}
 RUN_STEPS=${RUN_STEPS:-200} RUN_SAMPLES=${RUN_SAMPLES:-2000}  # the "run" part's training steps, eval samples
 WORK=${WORK:-/tmp/genbench_gpu_session}
+off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)  # plain fp32
 mkdir -p "$OUT" "$WORK/results"
 if [ -d .whl ] && ! $PY -c 'import hydra, torch_fidelity' 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -82,15 +83,13 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     ratios)  # genbench against the hand loop, training only, longer than bench's 50 steps (1.05x is the target)
       bench ratios 200 --families vae,gan,flow,ebm,diffusion,flow_matching --train-only --steps 150 ;;
     variants)  # the diffusion config's training under each speed switch, with a kernel profile
-      off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)
       args=(--families diffusion --train-only --steps 50 --profile-steps 5)
       bench diffusion_plain_fp32 45 "${args[@]}" --label plain "${off[@]}"
       bench diffusion_default 45 "${args[@]}" --label default
       bench diffusion_bf16 45 "${args[@]}" --label bf16 trainer.precision=bf16-mixed
       bench diffusion_plain_bf16 45 "${args[@]}" --label plain-bf16 trainer.precision=bf16-mixed "${off[@]}" ;;
-    compile)  # the 2x candidate, bf16 with CUDA graphs (fp32's kernels alone take 27.6 ms a step: < 2x), and
-              # the plain fp32 baseline in the same call; minutes of compilation
-      off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)
+    compile)  # the 2x candidate, bf16 with CUDA graphs (fp32's eager kernels take 27.6 ms a step: 1.77x at
+              # most without inductor's fusion), and the plain fp32 baseline in the same call; minutes of compilation
       bench diffusion_plain_fp32 45 --families diffusion --train-only --steps 50 --label plain "${off[@]}"
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead trainer.precision=bf16-mixed performance.compile=true \

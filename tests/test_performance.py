@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
 
 from genbench.errors import ConfigError
+from genbench.models.compiled import compile_for_training, trained_networks
 from genbench.performance import Performance, PerformanceConfig, resolve
-from genbench.train import run
+from genbench.train import instantiate, run
 from tests.helpers import FAMILIES, compose_train
 
 SWITCHES_ON = ["performance.tf32=true", "performance.channels_last=true", "performance.fused_optimizer=true"]
@@ -25,7 +27,7 @@ def test_auto_turns_a_switch_on_for_cuda_only_and_compile_stays_off():
     assert not resolve("auto", torch.device("cuda"), auto=False)
 
 
-def _digits_vae(tmp_path, *overrides: str):
+def _digits_run(tmp_path, *overrides: str):
     cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.max_epochs=null",
                          "trainer.accelerator=cpu", "trainer.limit_train_batches=1.0", "trainer.max_steps=6",
                          f"paths.output_dir={tmp_path}", *overrides])
@@ -33,8 +35,8 @@ def _digits_vae(tmp_path, *overrides: str):
 
 
 def test_speed_switches_train_the_same_model_and_are_recorded(tmp_path):
-    plain = _digits_vae(tmp_path / "plain")
-    fast = _digits_vae(tmp_path / "fast", *SWITCHES_ON)
+    plain = _digits_run(tmp_path / "plain")
+    fast = _digits_run(tmp_path / "fast", *SWITCHES_ON)
     assert plain.metrics["train_speedups"] == "none" and plain.metrics["train_precision"] == "32-true"
     assert fast.metrics["train_speedups"] == "tf32,channels_last,fused_optimizer"
     conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -53,6 +55,7 @@ class Graphs:
 
     def __init__(self) -> None:
         self.dynamic: list[bool] = []
+        self.modes: set[str] = set()  # the compile modes asked for
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
         self.dynamic.append(any(isinstance(x, torch.SymInt) for x in example_inputs))
@@ -62,8 +65,12 @@ class Graphs:
 def _counting_compiles(monkeypatch) -> Graphs:
     counter, real = Graphs(), torch.compile
     torch._dynamo.reset()
-    monkeypatch.setattr(torch, "compile",
-                        lambda fn, mode, dynamic: real(fn, backend=counter, dynamic=dynamic))
+
+    def compile_counting(fn, mode, dynamic):
+        counter.modes.add(mode)
+        return real(fn, backend=counter, dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", compile_counting)
     return counter
 
 
@@ -79,18 +86,18 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
     the weights an eager run reaches."""
     counter = _counting_compiles(monkeypatch)
     steps = ["trainer.max_steps=13"]  # 12 batches an epoch, the last one smaller
-    compiled = _digits_vae(tmp_path / "compiled", *TINY_UNET, *steps, "performance.compile=true",
+    compiled = _digits_run(tmp_path / "compiled", *TINY_UNET, *steps, "performance.compile=true",
                            f"performance.compile_mode={mode}")
     n_train = len(compiled.dm.train_set)
     assert n_train % 128 and math.ceil(n_train / 128) < 13  # the run did see the smaller batch
-    assert compiled.metrics["train_speedups"] == recorded
-    assert counter.dynamic == [False, False]  # the full batch and the smaller one; never the EMA copy
+    assert compiled.metrics["train_speedups"] == recorded and counter.modes == {mode}
+    assert counter.dynamic == [False, False]  # the full batch and the smaller one
     model = compiled.model.eval()
     with torch.no_grad():
         model.sample(5)
         model.log_likelihood(compiled.dm.split_tensor("test")[:7])
     assert len(counter.dynamic) == 2
-    eager = _digits_vae(tmp_path / "eager", *TINY_UNET, *steps)
+    eager = _digits_run(tmp_path / "eager", *TINY_UNET, *steps)
     for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name
 
@@ -99,8 +106,6 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
 def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_path):
     """The real path of the CPU test above: inductor and CUDA graphs (reduce-overhead) in the training steps,
     one graph per training batch size, then eager sampling from the trained weights."""
-    from torch._dynamo.utils import counters
-
     torch._dynamo.reset()
     before = counters["stats"]["unique_graphs"]
     cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.accelerator=gpu",
@@ -124,17 +129,48 @@ def test_a_gradient_penalty_trains_under_compile(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, mode, dynamic: real(fn, backend="aot_eager",
                                                                         dynamic=dynamic))
     gan = ["model=gan", "model.loss=wgan-gp", "callbacks=none", "trainer.max_steps=6"]
-    compiled = _digits_vae(tmp_path / "compiled", *gan, "performance.compile=true")
-    eager = _digits_vae(tmp_path / "eager", *gan)
+    compiled = _digits_run(tmp_path / "compiled", *gan, "performance.compile=true")
+    eager = _digits_run(tmp_path / "eager", *gan)
     for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-5), name
+
+
+@pytest.mark.parametrize(("family", "networks"), [
+    ("diffusion", ["net"]), ("gan", ["generator", "d_features", "d_head"]), ("flow", None)])
+def test_the_networks_compiled_are_those_the_training_steps_call(family, networks):
+    """Each trained parameter in exactly one compiled network; never the EMA copy (frozen), a parameterless
+    noise schedule or a container that is never called (a flow's ModuleLists: their layers instead)."""
+    model = instantiate(compose_train([f"model={family}", "dataset=digits"]).model, data_shape=(1, 8, 8),
+                        num_classes=10)
+    compiled = list(trained_networks(model))
+    owned = [id(p) for network in compiled for p in network.parameters()]
+    assert sorted(owned) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    assert not any(isinstance(m, (torch.nn.ModuleList, torch.nn.ModuleDict)) for m in compiled)
+    names = {id(m): name for name, m in model.named_modules()}
+    if networks is None:  # the flow: its layers, more than dynamo's default limit of 8 graphs of one code
+        assert len(compiled) > 8 and all(names[id(m)].startswith(("levels.", "splits.")) for m in compiled)
+    else:
+        assert [names[id(m)] for m in compiled] == networks
+
+
+def test_every_network_gets_its_graphs_past_dynamos_limit_of_eight(monkeypatch):
+    """All networks compile one code (nn.Module._call_impl), of which dynamo keeps 8 graphs by default and
+    runs the rest eager: 12 layers of 12 shapes must get 12 graphs."""
+    counter = _counting_compiles(monkeypatch)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    layers = torch.nn.ModuleList(torch.nn.Linear(4 + i, 5 + i) for i in range(12))
+    assert len(compile_for_training(layers, "default")) == 12
+    x = torch.randn(3, 4)
+    for layer in layers:
+        x = layer(x)
+    assert len(counter.dynamic) == 12
 
 
 def test_compile_reaches_the_layers_of_a_flow(tmp_path, monkeypatch):
     """A flow keeps its layers in ModuleLists, which are never called themselves: compiling the lists (as
     compile did before) compiled nothing, though the record said compile."""
     counter = _counting_compiles(monkeypatch)
-    _digits_vae(tmp_path, "model=flow", "callbacks=none", "trainer.max_steps=3", "performance.compile=true")
+    _digits_run(tmp_path, "model=flow", "callbacks=none", "trainer.max_steps=3", "performance.compile=true")
     assert counter.dynamic
 
 
@@ -153,28 +189,30 @@ def test_auto_leaves_the_fused_adam_out_where_lightning_cannot_clip_its_gradient
 
 def test_a_fused_adam_asked_for_where_it_cannot_clip_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="fused_optimizer=true cannot train with .*precision=bf16-mixed"):
-        _digits_vae(tmp_path, "performance.fused_optimizer=true", "trainer.precision=bf16-mixed",
+        _digits_run(tmp_path, "performance.fused_optimizer=true", "trainer.precision=bf16-mixed",
                     "trainer.gradient_clip_val=1.0")
 
 
 def test_a_fused_optimizer_is_recorded_only_where_the_class_has_one(tmp_path):
     """performance.fused_optimizer=true asks; Adam has a fused kernel, RMSprop none: its run says so."""
-    adam = _digits_vae(tmp_path / "adam", "performance.fused_optimizer=true")
+    adam = _digits_run(tmp_path / "adam", "performance.fused_optimizer=true")
     assert adam.metrics["train_speedups"] == "fused_optimizer"
     assert adam.model.trainer.optimizers[0].defaults["fused"]
-    rmsprop = _digits_vae(tmp_path / "rmsprop", "performance.fused_optimizer=true",
+    rmsprop = _digits_run(tmp_path / "rmsprop", "performance.fused_optimizer=true",
                           "model.optimizer._target_=torch.optim.RMSprop")
     assert isinstance(rmsprop.model.trainer.optimizers[0], torch.optim.RMSprop)
     assert rmsprop.metrics["train_speedups"] == "none"
 
 
 class HostReads(TorchFunctionMode):
-    """Records where a tensor's value is read on the host (``item``, ``bool``, ``tolist``, a boolean mask's
-    indices...): on a GPU each such read waits for every kernel queued before it. Reads by torch.optim (its
-    step counts live on the host) and the divergence guard's (a host copy it made one step earlier) are the
-    expected ones and left out; the rest are listed by their genbench call sites."""
+    """Records where a tensor's value is read on the host (``item``, ``bool``, ``tolist``, ``cpu``, a boolean
+    mask's indices...): on a GPU each such read waits for every kernel queued before it. The expected reads
+    are left out: torch.optim's (its step counts live on the host), the data loader's (its shuffling and
+    seeds) and the divergence guard's ``_check`` (a host copy it made one step earlier). The rest are
+    listed by their genbench call sites. A ``.to(device)`` is not watched: on a CPU it cannot be told from
+    a copy to the GPU."""
 
-    READS = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero",
+    READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "nonzero",
              "argwhere", "masked_select", "unique", "equal", "allclose"}
 
     def __init__(self) -> None:
@@ -190,23 +228,32 @@ class HostReads(TorchFunctionMode):
             caller = stack[-1].filename.replace("\\", "/")
             ours = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack
                     if "/genbench/" in f.filename]
-            if "/torch/optim/" not in caller and not (ours and ours[-1].startswith("callbacks.py")):
+            guard = bool(ours) and ours[-1].startswith("callbacks.py") and ours[-1].endswith(" _check")
+            host_side = "/torch/optim/" in caller or "/torch/utils/data/" in caller  # CPU tensors by design
+            if not host_side and not guard:
                 self.sites.append(f"{name} at {' <- '.join(reversed(ours)) or caller}")
         return func(*args, **(kwargs or {}))
 
 
 class ReadsAfterWarmup(pl.Callback):
-    """Watches the training steps after the first few (a data-dependent init may read its data once)."""
+    """Watches each training batch, from its start to its end hook, after the first few (a data-dependent
+    init may read its data once); not validation or checkpointing between epochs."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.reads = warmup, HostReads()
+        self.warmup, self.reads, self.batches = warmup, HostReads(), 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        self.batches += 1
+        if self.batches > self.warmup:
             self.reads.__enter__()
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.reads.__exit__(None, None, None)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.batches > self.warmup:
+            self.reads.__exit__(None, None, None)
+
+    @property
+    def watched(self) -> int:
+        return max(0, self.batches - self.warmup)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -216,7 +263,8 @@ def test_a_training_step_never_waits_for_the_device(family, tmp_path):
     their values only every ``log_every_n_steps``."""
     watch = ReadsAfterWarmup(warmup=3)
     cfg = compose_train([f"model={family}", "dataset=digits", "logger=none", "evaluate=false",
-                         "trainer.max_steps=8", "trainer.log_every_n_steps=1000", "trainer.accelerator=cpu",
+                         "trainer.max_steps=16", "trainer.log_every_n_steps=1000", "trainer.accelerator=cpu",
                          "trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path}"])
     run(cfg, tmp_path, callbacks=[watch])
+    assert watch.watched >= 5  # batches (a GAN's batch is two of the 16 optimizer steps)
     assert not watch.reads.sites, "host reads of device values:\n" + "\n".join(watch.reads.sites)

@@ -1,5 +1,6 @@
 """End to end: train.py trains, evaluates and writes a valid record; failures are recorded, not lost."""
 
+import csv
 import json
 import math
 
@@ -184,8 +185,6 @@ def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
 def test_likelihood_families_log_their_training_loss_every_n_steps_with_its_bits_per_dim(family, tmp_path):
     """Training values reach the loggers on the steps they write (every ``trainer.log_every_n_steps``), and a
     family fitted by maximum likelihood logs its loss in bits per dimension too: loss / (D ln 2)."""
-    import csv
-
     cfg = compose_quiet_run(tmp_path, [f"model={family}", "dataset=digits", "logger=csv", "evaluate=false",
                                        "callbacks=none", "trainer.max_steps=9",
                                        "trainer.log_every_n_steps=3"])

@@ -9,8 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from genbench.models.ema import is_ema_copy
-
 _EAGER: ContextVar[bool] = ContextVar("genbench_eager_networks", default=False)
 
 
@@ -28,9 +26,9 @@ def eager() -> Iterator[None]:
 def trained_networks(module: nn.Module) -> Iterator[nn.Module]:
     """The networks a family's training steps call: its children with trained parameters, and the members of
     its ModuleLists and ModuleDicts (a flow's layers; a container is never called itself). Not an EMA copy
-    (never trained) nor a module without parameters (a noise schedule)."""
+    (frozen: never trained) nor a module without parameters (a noise schedule)."""
     for child in module.children():
-        if is_ema_copy(child) or not any(p.requires_grad for p in child.parameters()):
+        if not any(p.requires_grad for p in child.parameters()):
             continue
         if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
             yield from trained_networks(child)
@@ -59,9 +57,19 @@ class CompiledForTraining:
         return self.module._call_impl(*args, **kwargs)
 
 
+GRAPHS_PER_NETWORK = 4  # a full and a last, smaller batch, each maybe before and after a data-dependent init
+
+
 def compile_for_training(model: nn.Module, mode: str) -> list[nn.Module]:
-    """Every network the training steps of ``model`` call, compiled for those steps (returned)."""
+    """Every network the training steps of ``model`` call, compiled for those steps (returned).
+
+    Every network compiles the same code (``nn.Module._call_impl``), and dynamo keeps at most
+    ``recompile_limit`` (8) graphs of one code, then runs the rest eager with a log line: a flow's layers of
+    many shapes ran partly eager while the record said compile. The limit grows with the networks."""
     networks = list(trained_networks(model))
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(config, name, max(getattr(config, name), GRAPHS_PER_NETWORK * len(networks)))
     for network in networks:
         network._compiled_call_impl = CompiledForTraining(network, mode)
     return networks
