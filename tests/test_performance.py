@@ -157,12 +157,12 @@ def test_every_network_gets_its_graphs_past_dynamos_limit_of_eight(monkeypatch):
     """All networks compile one code (nn.Module._call_impl), of which dynamo keeps 8 graphs by default and
     runs the rest eager: 12 layers of 12 shapes must get 12 graphs."""
     counter = _counting_compiles(monkeypatch)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    layers = torch.nn.ModuleList(torch.nn.Linear(4 + i, 5 + i) for i in range(12))
-    assert len(compile_for_training(layers, "default")) == 12
-    x = torch.randn(3, 4)
-    for layer in layers:
-        x = layer(x)
+    with torch._dynamo.config.patch(recompile_limit=8):  # the default, whatever an earlier test left
+        layers = torch.nn.ModuleList(torch.nn.Linear(4 + i, 5 + i) for i in range(12))
+        assert len(compile_for_training(layers, "default")) == 12
+        x = torch.randn(3, 4)
+        for layer in layers:
+            x = layer(x)
     assert len(counter.dynamic) == 12
 
 
