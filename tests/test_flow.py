@@ -219,3 +219,32 @@ def test_cifar_experiment_config_composes():
     cfg = compose_train(["experiment=flow_cifar10"])
     checked = validate(cfg)
     assert cfg.model._target_ == "genbench.models.flow.Flow" and checked["model"].permutation == "conv1x1"
+
+
+def _actnorm_init_on_rank(rank: int, world: int, rendezvous: str, data: torch.Tensor, out: list) -> None:
+    """One process of a gloo group: ActNorm's init from this rank's slice of ``data``."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        layer = ActNorm(3)
+        layer(data.chunk(world)[rank])
+        torch.save({"loc": layer.loc.detach(), "log_scale": layer.log_scale.detach()}, out[rank])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_actnorm_under_ddp_starts_every_replica_from_all_processes_batches(tmp_path):
+    """Two gloo processes, each with half a batch of different statistics: both start from the init a single
+    process makes on the whole batch (each rank's own half left the replicas different for the whole run)."""
+    import torch.multiprocessing as mp
+
+    data = torch.cat([torch.randn(40, 3, 2, 2) * 3 + 5, torch.randn(40, 3, 2, 2) - 2])
+    out = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
+    mp.spawn(_actnorm_init_on_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", data, out), nprocs=2)
+    whole = ActNorm(3)
+    whole(data)
+    for path in out:
+        init = torch.load(path, weights_only=True)
+        assert torch.allclose(init["loc"], whole.loc, atol=1e-5)
+        assert torch.allclose(init["log_scale"], whole.log_scale, atol=1e-5)

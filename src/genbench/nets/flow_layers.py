@@ -8,6 +8,7 @@ example, and back in ``inverse``. Layers act on vectors (N, D) and on images (N,
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,11 +28,27 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
     return bound * torch.tanh(x / bound)
 
 
+def channel_statistics(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (unbiased) of each row of ``values`` (C, N); under torch.distributed,
+    of the rows of every process together (each process holds another batch)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values.mean(1), values.std(1)
+    total, count = values.sum(1), torch.tensor(float(values.shape[1]), device=values.device)
+    dist.all_reduce(total)
+    dist.all_reduce(count)
+    mean = total / count
+    squares = (values - mean[:, None]).pow(2).sum(1)
+    dist.all_reduce(squares)
+    return mean, (squares / (count - 1)).sqrt()
+
+
 class ActNorm(nn.Module):
     """Per-channel affine ``y = (x + loc) * exp(log_scale)`` (Glow).
 
     Initialized from the first training batch so that every channel of ``y`` has zero mean and unit
-    variance; until then (and when loaded from a checkpoint, which stores the flag) it is as saved.
+    variance; until then (and when loaded from a checkpoint, which stores the flag) it is as saved. Under
+    DDP the first batches of all processes together: DDP syncs parameters only when it wraps the model, so
+    an init from each process's own batch left the replicas different for the whole run.
     """
 
     def __init__(self, channels: int) -> None:
@@ -43,9 +60,9 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, x: Tensor) -> None:
-        per_channel = x.transpose(0, 1).flatten(1)
-        self.loc.copy_(-per_channel.mean(1))
-        self.log_scale.copy_(-torch.log(per_channel.std(1) + 1e-6))
+        mean, std = channel_statistics(x.transpose(0, 1).flatten(1))
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
         self._known_initialized = True
 
