@@ -236,24 +236,57 @@ class HostReads(TorchFunctionMode):
 
 
 class ReadsAfterWarmup(pl.Callback):
-    """Watches each training batch, from its start to its end hook, after the first few (a data-dependent
-    init may read its data once); not validation or checkpointing between epochs."""
+    """Watches each training batch after the first few (a data-dependent init may read its data once), from
+    its start hook until the next batch starts (so every callback's end hook is in), or validation or the
+    epoch's end comes first. Per watched batch: the reads, and whether the loggers wrote on it."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.reads, self.batches = warmup, HostReads(), 0
+        self.warmup, self.reads, self.batches, self.watching = warmup, HostReads(), 0, False
+        self.per_batch: list[list[str]] = []
+        self.logged: list[bool] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._close()
         self.batches += 1
         if self.batches > self.warmup:
             self.reads.__enter__()
+            self.watching = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.batches > self.warmup:
+        if self.watching:
+            self.logged.append(trainer._logger_connector.should_update_logs)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.watching:
             self.reads.__exit__(None, None, None)
+            self.per_batch.append(self.reads.sites)
+            self.reads.sites, self.watching = [], False
 
     @property
-    def watched(self) -> int:
-        return max(0, self.batches - self.warmup)
+    def sites(self) -> list[str]:
+        return [site for sites in self.per_batch for site in sites]
+
+
+def test_the_progress_bar_reads_the_loss_only_when_one_is_logged(tmp_path, monkeypatch):
+    """A terminal's progress bar shows the last logged loss: it read that GPU value at every step, so every
+    step waited for the GPU; now it reads a new value once, on the steps the loggers write."""
+    watch = ReadsAfterWarmup(warmup=3)
+    monkeypatch.setattr("genbench.train.interactive", lambda: True)
+    cfg = compose_train(["model=vae", "dataset=digits", "logger=none", "evaluate=false",
+                         "trainer.max_steps=11", "trainer.log_every_n_steps=4", "trainer.accelerator=cpu",
+                         f"paths.output_dir={tmp_path}"])
+    run(cfg, tmp_path, callbacks=[watch])
+    assert watch.logged.count(True) == 2  # steps 8 and 12 of the 8 watched
+    assert [bool(sites) for sites in watch.per_batch] == watch.logged, watch.per_batch
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -264,7 +297,7 @@ def test_a_training_step_never_waits_for_the_device(family, tmp_path):
     watch = ReadsAfterWarmup(warmup=3)
     cfg = compose_train([f"model={family}", "dataset=digits", "logger=none", "evaluate=false",
                          "trainer.max_steps=16", "trainer.log_every_n_steps=1000", "trainer.accelerator=cpu",
-                         "trainer.enable_progress_bar=false", f"paths.output_dir={tmp_path}"])
+                         f"paths.output_dir={tmp_path}"])
     run(cfg, tmp_path, callbacks=[watch])
-    assert watch.watched >= 5  # batches (a GAN's batch is two of the 16 optimizer steps)
-    assert not watch.reads.sites, "host reads of device values:\n" + "\n".join(watch.reads.sites)
+    assert len(watch.per_batch) >= 5  # batches (a GAN's batch is two of the 16 optimizer steps)
+    assert not watch.sites, "host reads of device values:\n" + "\n".join(watch.sites)

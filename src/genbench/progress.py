@@ -75,6 +75,7 @@ class StepProgress(pl.Callback):
         self._steps_per_batch = 1
         self._batches = 0
         self._next_log = 0.0
+        self._loss = ""  # the text of the last logged loss
 
     def total(self, trainer: pl.Trainer) -> int | None:
         """Optimizer steps this run will reach: the first of ``max_steps`` and the end of ``max_epochs``."""
@@ -109,9 +110,7 @@ class StepProgress(pl.Callback):
             self._steps_per_batch = max(1, step - self._start_step)
         total = self.total(trainer)
         if self._progress is not None:
-            loss = trainer.callback_metrics.get("train/loss")
-            self._progress.update(self._task, total=total, completed=step,
-                                  loss="" if loss is None else f"loss {float(loss):.4g}")
+            self._progress.update(self._task, total=total, completed=step, loss=self._loss_text(trainer))
         elif total and step / total >= self._next_log:
             elapsed = time.perf_counter() - self._start_time
             done = step - self._start_step
@@ -120,6 +119,16 @@ class StepProgress(pl.Callback):
                      _clock(elapsed), _clock(eta))
             while self._next_log <= step / total:
                 self._next_log += self.log_every_fraction
+
+    def _loss_text(self, trainer: pl.Trainer) -> str:
+        """The last logged training loss, read on the host only on the steps the loggers write (every
+        ``trainer.log_every_n_steps``, when :meth:`GenerativeModel.log_training` hands Lightning a new
+        one): reading a GPU value makes the host wait for every queued kernel, and a read at every step kept
+        a GPU run from running ahead."""
+        if trainer._logger_connector.should_update_logs:
+            loss = trainer.callback_metrics.get("train/loss")
+            self._loss = "" if loss is None else f"loss {float(loss):.4g}"
+        return self._loss
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.teardown(trainer, pl_module, "fit")
