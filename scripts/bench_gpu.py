@@ -32,6 +32,7 @@ from genbench.config import validate  # noqa: E402
 from genbench.data.formats import write_cifar_batch  # noqa: E402
 from genbench.evaluation import evaluate  # noqa: E402
 from genbench.evaluation.cost import peak_memory  # noqa: E402
+from genbench.evaluation.device import device_name  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
 from genbench.models.compiled import compile_for_training  # noqa: E402
@@ -185,8 +186,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     model, dm = result.model, result.dm
     switches = applied_switches(model)
     row: dict[str, Any] = {"family": family, "label": args.label, "device": str(device),
-                           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                           "cpu", "host_threads": torch.get_num_threads(),
+                           "device_name": device_name(device), "host_threads": torch.get_num_threads(),
                            "batch_size": cfg.dataset.batch_size, "timed_steps": args.steps,
                            "parameters": result.metrics.get("num_parameters", model.num_parameters()),
                            "precision": str(cfg.trainer.get("precision") or "32"),
@@ -240,7 +240,7 @@ def _cell(row: dict, key: str, spec: str = ".2f") -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| family | setting | device (threads) | batch | genbench steps/s | hand loop steps/s | "
+    head = ("| family | setting | device (host threads) | batch | genbench steps/s | hand loop steps/s | "
             "overhead | GPU kernels ms/step (launches) | ms/sample (batch, NFE) | eval s (samples) | "
             "peak GPU MB train / eval |")
     lines = [head, "|" + " --- |" * 11]
@@ -255,7 +255,8 @@ def markdown(rows: list[dict]) -> str:
                     f"{r['sample_ms_per_sample']:.4g} ({r['sample_batch']}, {r['nfe']})")
         evaluation = "-" if "eval_seconds" not in r else f"{r['eval_seconds']:.1f} ({r['eval_samples']})"
         memory = f"{_cell(r, 'train_peak_gpu_memory_mb', '.0f')} / {_cell(r, 'eval_peak_memory_mb', '.0f')}"
-        cells = [r["family"], setting, f"{r['device']} ({r['host_threads']})", r["batch_size"],
+        device = f"{r.get('device_name', '')} {r['device']} ({r['host_threads']})".strip()  # old rows: none
+        cells = [r["family"], setting, device, r["batch_size"],
                  _cell(r, "genbench_steps_per_s"), _cell(r, "hand_loop_steps_per_s"),
                  f"{r['lightning_overhead']:.2f}x", kernels, sampling, evaluation, memory]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
