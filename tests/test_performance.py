@@ -289,15 +289,20 @@ def test_the_progress_bar_reads_the_loss_only_when_one_is_logged(tmp_path, monke
     assert [bool(sites) for sites in watch.per_batch] == watch.logged, watch.per_batch
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_training_step_never_waits_for_the_device(family, tmp_path):
+CONDITIONAL = [("vae", "model.conditional=true"), ("gan", "model.conditional=true model.loss=wgan-gp"),
+               ("diffusion", "model.conditional=true"), ("autoregressive", "model.conditional=true")]
+
+
+@pytest.mark.parametrize(("family", "options"), [(family, "") for family in FAMILIES] + CONDITIONAL)
+def test_a_training_step_never_waits_for_the_device(family, options, tmp_path):
     """A GPU step runs ahead of its kernels unless the host reads a device value; a read in every step
     (the flow's ActNorm read its init flag: 48 per CIFAR-10 step) serializes host and GPU. Loggers read
-    their values only every ``log_every_n_steps``."""
+    their values only every ``log_every_n_steps``. Label-conditional models too (labels dropped for
+    classifier-free guidance, a projection discriminator with its gradient penalty)."""
     watch = ReadsAfterWarmup(warmup=3)
-    cfg = compose_train([f"model={family}", "dataset=digits", "logger=none", "evaluate=false",
-                         "trainer.max_steps=16", "trainer.log_every_n_steps=1000", "trainer.accelerator=cpu",
-                         f"paths.output_dir={tmp_path}"])
+    cfg = compose_train([f"model={family}", *options.split(), "dataset=digits", "logger=none",
+                         "evaluate=false", "trainer.max_steps=16", "trainer.log_every_n_steps=1000",
+                         "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"])
     run(cfg, tmp_path, callbacks=[watch])
     assert len(watch.per_batch) >= 5  # batches (a GAN's batch is two of the 16 optimizer steps)
     assert not watch.sites, "host reads of device values:\n" + "\n".join(watch.sites)
