@@ -12,7 +12,6 @@ thread) and the median is reported.
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genbench.config import validate  # noqa: E402
+from genbench.evaluation.device import device_name  # noqa: E402
 from genbench.evaluation.speed import synchronize  # noqa: E402
 from genbench.models.autoregressive import Autoregressive  # noqa: E402
 
@@ -42,15 +42,6 @@ def sizes() -> dict[str, tuple[tuple[int, int, int], dict]]:
     """Image shape and model options of each benchmarked size."""
     return {"digits": ((1, 8, 8), model_options("dataset=digits")),
             "cifar10": ((3, 32, 32), model_options("experiment=autoregressive_cifar10"))}
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                platform.machine())
 
 
 def time_sampler(model: Autoregressive, batch: int, repeats: int,
@@ -79,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s), device {device}, "
+    print(f"machine: {device_name(torch.device('cpu'))}, {torch.get_num_threads()} torch thread(s), "
+          f"device {device_name(device)} ({device}), "
           f"torch {torch.__version__}, batch {args.batch}, untrained models\n")
     print("| size | model (channels, layers, kernel, head) | NFE | sampler | timed calls "
           "| ms/sample (median) | speed-up | same images |")
