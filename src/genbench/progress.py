@@ -28,6 +28,13 @@ T = TypeVar("T")
 log = logging.getLogger("genbench")
 
 
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning's loggers write the current training step: every ``trainer.log_every_n_steps``,
+    and every step of a ``fast_dev_run``. Training values are handed to Lightning, and read back, on these
+    steps only (:meth:`genbench.models.base.GenerativeModel.log_training`)."""
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
+
+
 def interactive() -> bool:
     """Whether progress bars are wanted: stderr is a terminal, not a log file."""
     return sys.stderr.isatty()
@@ -125,7 +132,7 @@ class StepProgress(pl.Callback):
         ``trainer.log_every_n_steps``, when :meth:`GenerativeModel.log_training` hands Lightning a new
         one): reading a GPU value makes the host wait for every queued kernel, and a read at every step kept
         a GPU run from running ahead."""
-        if trainer._logger_connector.should_update_logs:
+        if logs_this_step(trainer):
             loss = trainer.callback_metrics.get("train/loss")
             self._loss = "" if loss is None else f"loss {float(loss):.4g}"
         return self._loss

@@ -25,6 +25,7 @@ from genbench.data.pixels import bits_per_dim
 from genbench.errors import ConfigError
 from genbench.models.ema import is_ema_copy
 from genbench.models.optim import OptimizationConfig, build_optimizer, build_scheduler
+from genbench.progress import logs_this_step
 from genbench.schema import Schema
 
 LIKELIHOOD_KINDS = ("exact", "bound", "estimate", "none", "quadrature")
@@ -151,8 +152,7 @@ class GenerativeModel(pl.LightningModule):
         its kernels from the host pays on every step and a hand-written loop does not. The loggers get the
         same rows: Lightning drops the values of the other steps."""
         trainer = self._trainer
-        if trainer is not None and trainer.training and not (trainer._logger_connector.should_update_logs
-                                                             or trainer.fast_dev_run):
+        if trainer is not None and trainer.training and not logs_this_step(trainer):
             return
         self.log_dict(values, batch_size=batch_size)
 
