@@ -13,6 +13,7 @@ has random weights: timings are real, quality numbers are not. Results: a table 
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -152,12 +153,28 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     return (batches - warmup) / seconds
 
 
-def kernel_profile(profile: "torch.profiler.profile", steps: int) -> dict[str, float]:
+COPY_KERNELS = re.compile(r"nchwtonhwc|nhwctonchw|direct_copy_kernel", re.IGNORECASE)  # layout changes
+
+
+def kernel_profile(profile: "torch.profiler.profile", steps: int, top: int = 12) -> dict[str, Any]:
     """GPU kernel time and kernel launches per training step, from a profile of ``steps`` hand-loop steps:
-    a step much longer than its kernels is bound by the host launching them."""
-    kernels = [e for e in profile.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return {"kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 1e3 / steps,
-            "kernels_per_step": sum(e.count for e in kernels) / steps}
+    a step much longer than its kernels is bound by the host launching them. Also the same-dtype copies
+    (cuDNN's NCHW<->NHWC conversions and ATen's strided copies, which a layout mismatch such as CUDA's
+    NCHW-only GroupNorm in a channels_last network adds) and the ``top`` kernels by time."""
+    kernels = [(e.key, e.self_device_time_total, e.count) for e in profile.key_averages()
+               if e.device_type == torch.autograd.DeviceType.CUDA]
+    return kernel_summary(kernels, steps, top)
+
+
+def kernel_summary(kernels: list[tuple[str, float, int]], steps: int, top: int = 12) -> dict[str, Any]:
+    """(name, device microseconds, launches) of each kernel over ``steps`` steps, as per-step figures."""
+    copies = [k for k in kernels if COPY_KERNELS.search(k[0])]
+    return {"kernel_ms_per_step": sum(us for _, us, _ in kernels) / 1e3 / steps,
+            "kernels_per_step": sum(n for _, _, n in kernels) / steps,
+            "copy_kernel_ms_per_step": sum(us for _, us, _ in copies) / 1e3 / steps,
+            "copy_kernels_per_step": sum(n for _, _, n in copies) / steps,
+            "top_kernels": [{"name": name[:160], "ms_per_step": us / 1e3 / steps, "per_step": n / steps}
+                            for name, us, n in sorted(kernels, key=lambda k: -k[1])[:top]]}
 
 
 def bench_family(family: str, args: argparse.Namespace, data_root: Path, inception: Path,
@@ -241,8 +258,8 @@ def _cell(row: dict, key: str, spec: str = ".2f") -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| family | setting | device (host threads) | batch | genbench steps/s | hand loop steps/s | "
-            "overhead | GPU kernels ms/step (launches) | ms/sample (batch, NFE) | eval s (samples) | "
-            "peak GPU MB train / eval |")
+            "overhead | GPU kernels ms/step (launches); of them copies | ms/sample (batch, NFE) | "
+            "eval s (samples) | peak GPU MB train / eval |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
         if "error" in r:
@@ -251,6 +268,8 @@ def markdown(rows: list[dict]) -> str:
         setting = " ".join(filter(None, [r.get("label"), f"{r['precision']}", f"({r.get('speedups')})"]))
         kernels = ("-" if "kernel_ms_per_step" not in r else
                    f"{r['kernel_ms_per_step']:.1f} ({r['kernels_per_step']:.0f})")
+        if "copy_kernels_per_step" in r:  # rows before the copies were counted have none
+            kernels += f"; copies {r['copy_kernel_ms_per_step']:.1f} ({r['copy_kernels_per_step']:.0f})"
         sampling = ("-" if "sample_ms_per_sample" not in r else
                     f"{r['sample_ms_per_sample']:.4g} ({r['sample_batch']}, {r['nfe']})")
         evaluation = "-" if "eval_seconds" not in r else f"{r['eval_seconds']:.1f} ({r['eval_samples']})"

@@ -89,8 +89,13 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_bf16 45 "${args[@]}" --label bf16 trainer.precision=bf16-mixed
       bench diffusion_plain_bf16 45 "${args[@]}" --label plain-bf16 trainer.precision=bf16-mixed "${off[@]}" ;;
     compile)  # the 2x candidate, bf16 with CUDA graphs (fp32's eager kernels take 27.6 ms a step: 1.77x at
-              # most without inductor's fusion), and the plain fp32 baseline in the same call; minutes of compilation
-      bench diffusion_plain_fp32 45 --families diffusion --train-only --steps 50 --label plain "${off[@]}"
+              # most without inductor's fusion), and the plain fp32 baseline in the same call; minutes of compilation.
+              # Also the default against the default without channels_last: CUDA's GroupNorm runs NCHW only, so
+              # the U-Net's 46 GroupNorms each convert a channels_last input (the profile counts the copies)
+      args=(--families diffusion --train-only --steps 50 --profile-steps 5)
+      bench diffusion_plain_fp32 45 "${args[@]}" --label plain "${off[@]}"
+      bench diffusion_default 45 "${args[@]}" --label default
+      bench diffusion_default_nchw 45 "${args[@]}" --label default-nchw performance.channels_last=false
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead trainer.precision=bf16-mixed performance.compile=true \
         performance.compile_mode=reduce-overhead ;;

@@ -18,3 +18,22 @@ def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(tmp_path, 
     assert row["genbench_steps_per_s"] > 0 and row["hand_loop_steps_per_s"] > 0
     assert row["sample_ms_per_sample"] > 0 and row["eval_seconds"] > 0 and row["eval_samples"] == 8
     sys.modules.pop("bench_gpu")
+
+
+def test_the_kernel_profile_counts_layout_copies_per_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_gpu
+
+    kernels = [("void cudnn::ops::nchwToNhwcKernel<float>(...)", 600.0, 40),
+               ("void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda(...)>(...)", 200.0, 20),
+               ("void at::native::elementwise_kernel<128, 4, silu_kernel(...)>(...)", 1000.0, 100),
+               ("sm90_xmma_fprop_implicit_gemm_tf32", 3200.0, 40)]
+    summary = bench_gpu.kernel_summary(kernels, steps=4, top=2)
+    assert summary["kernel_ms_per_step"] == 5.0 / 4 and summary["kernels_per_step"] == 200 / 4
+    assert summary["copy_kernel_ms_per_step"] == 0.8 / 4 and summary["copy_kernels_per_step"] == 60 / 4
+    assert [k["name"] for k in summary["top_kernels"]] == [kernels[3][0], kernels[2][0]]
+    assert summary["top_kernels"][0] == {"name": kernels[3][0], "ms_per_step": 0.8, "per_step": 10}
+    row = {"family": "diffusion", "precision": "32", "device": "cuda", "host_threads": 16, "batch_size": 128,
+           "lightning_overhead": 1.0, **summary}
+    assert "| 1.2 (50); copies 0.2 (15) |" in bench_gpu.markdown([row])
+    sys.modules.pop("bench_gpu")
