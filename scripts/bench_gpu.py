@@ -67,22 +67,28 @@ def family_counts(text: str) -> dict[str, int]:
 
 
 class BatchTimer(pl.Callback):
-    """Wall-clock of the batches after ``warmup``, with the device synchronized: steady-state steps/s."""
+    """Wall-clock of the ``timed`` batches after ``warmup``: steady-state steps/s. Like the hand loop, it
+    waits for the device only as the first timed batch starts and as the last one ends: a wait at every
+    batch would stop the host from queueing the next step while the GPU runs this one."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.batches, self.start, self.end = warmup, 0, 0.0, 0.0
+    def __init__(self, warmup: int, timed: int) -> None:
+        self.warmup, self.timed, self.batches, self.start, self.end = warmup, timed, 0, 0.0, 0.0
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.batches += 1
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.batches == self.warmup:
             synchronize(pl_module.device)
             self.start = time.perf_counter()
-        elif self.batches > self.warmup:
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup + self.timed:
             synchronize(pl_module.device)
             self.end = time.perf_counter()
 
     def per_second(self) -> float:
-        return (self.batches - self.warmup) / (self.end - self.start)
+        if self.batches < self.warmup + self.timed:
+            raise RuntimeError(f"training stopped after {self.batches} of {self.warmup + self.timed} batches")
+        return self.timed / (self.end - self.start)
 
 
 def applied_switches(model: pl.LightningModule) -> dict[str, Any]:
@@ -198,7 +204,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    timer = BatchTimer(args.warmup)
+    timer = BatchTimer(args.warmup, args.steps)
     result = run(cfg, out_dir, callbacks=[timer])
     model, dm = result.model, result.dm
     switches = applied_switches(model)

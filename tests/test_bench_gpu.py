@@ -3,6 +3,10 @@ code on a GPU machine)."""
 
 import json
 import sys
+import types
+
+import pytest
+import torch
 
 from tests.helpers import ROOT
 
@@ -36,4 +40,24 @@ def test_the_kernel_profile_counts_layout_copies_per_step(monkeypatch):
     row = {"family": "diffusion", "precision": "32", "device": "cuda", "host_threads": 16, "batch_size": 128,
            "lightning_overhead": 1.0, **summary}
     assert "| 1.2 (50); copies 0.2 (15) |" in bench_gpu.markdown([row])
+    sys.modules.pop("bench_gpu")
+
+
+def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(monkeypatch):
+    """Before the first timed batch and after the last: a wait at every batch (as before) kept a GPU's host
+    from running ahead, which the hand loop it is compared with does."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_gpu
+
+    waits = []
+    monkeypatch.setattr(bench_gpu, "synchronize", lambda device: waits.append(timer.batches))
+    timer = bench_gpu.BatchTimer(warmup=3, timed=5)
+    module = types.SimpleNamespace(device=torch.device("cpu"))
+    for i in range(8):
+        timer.on_train_batch_start(None, module, None, i)
+        with pytest.raises(RuntimeError, match=f"stopped after {i} of 8 batches"):
+            timer.per_second()
+        timer.on_train_batch_end(None, module, None, None, i)
+    assert waits == [3, 8]  # as batch 3 (0-based) starts, and as batch 7 ends
+    assert timer.per_second() == 5 / (timer.end - timer.start) > 0
     sys.modules.pop("bench_gpu")
