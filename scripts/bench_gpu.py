@@ -98,6 +98,22 @@ def applied_switches(model: pl.LightningModule) -> dict[str, Any]:
     return {**performance.applied, "compile_mode": performance.cfg.compile_mode} if performance else {}
 
 
+@contextlib.contextmanager
+def frozen_except(optimizer: torch.optim.Optimizer, optimizers: list[torch.optim.Optimizer]):
+    """The hand loop's ``toggled_optimizer``: the other optimizers' parameters get no gradients inside (as
+    Lightning's toggle, and the usual ``requires_grad_(False)`` of D during a GAN's G step)."""
+    mine = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    frozen = [p for opt in optimizers if opt is not optimizer for group in opt.param_groups
+              for p in group["params"] if p.requires_grad and id(p) not in mine]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: int, warmup: int,
               clip: float | None, switches: dict[str, Any], precision: str,
               profiler: contextlib.AbstractContextManager | None = None) -> float:
@@ -124,7 +140,7 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     if not model.automatic_optimization:
         model.optimizers = lambda: optimizers
         model.manual_backward = lambda loss: loss.backward()
-        model.toggled_optimizer = lambda opt: contextlib.nullcontext()
+        model.toggled_optimizer = lambda opt: frozen_except(opt, optimizers)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning's
                 if precision.startswith("bf16") else contextlib.nullcontext())
     done, start, timed = 0, 0.0, contextlib.ExitStack()

@@ -61,3 +61,17 @@ def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(m
     assert waits == [3, 8]  # as batch 3 (0-based) starts, and as batch 7 ends
     assert timer.per_second() == 5 / (timer.end - timer.start) > 0
     sys.modules.pop("bench_gpu")
+
+
+def test_the_hand_loop_gives_the_other_players_weights_no_gradients_as_lightning_does(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_gpu
+
+    generator, critic = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    critic.bias.requires_grad_(False)  # frozen by its owner: stays frozen afterwards
+    opt_g, opt_d = torch.optim.Adam(generator.parameters()), torch.optim.Adam(critic.parameters())
+    with bench_gpu.frozen_except(opt_g, [opt_d, opt_g]):
+        critic(generator(torch.randn(4, 2))).mean().backward()
+    assert critic.weight.grad is None and generator.weight.grad is not None
+    assert critic.weight.requires_grad and not critic.bias.requires_grad and generator.weight.requires_grad
+    sys.modules.pop("bench_gpu")
