@@ -175,14 +175,14 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     return (batches - warmup) / seconds
 
 
-COPY_KERNELS = re.compile(r"nchwtonhwc|nhwctonchw|direct_copy_kernel", re.IGNORECASE)  # layout changes
+COPY_KERNELS = re.compile(r"nchwtonhwc|nhwctonchw|direct_copy_kernel", re.IGNORECASE)
 
 
 def kernel_profile(profile: "torch.profiler.profile", steps: int, top: int = 12) -> dict[str, Any]:
     """GPU kernel time and kernel launches per training step, from a profile of ``steps`` hand-loop steps:
-    a step much longer than its kernels is bound by the host launching them. Also the same-dtype copies
-    (cuDNN's NCHW<->NHWC conversions and ATen's strided copies, which a layout mismatch such as CUDA's
-    NCHW-only GroupNorm in a channels_last network adds) and the ``top`` kernels by time."""
+    a step much longer than its kernels is bound by the host launching them. Also the copy kernels: cuDNN's
+    NCHW<->NHWC conversions and ATen's copies (layout changes, such as those CUDA's NCHW-only GroupNorm adds
+    to a channels_last network, and under mixed precision also the dtype casts), and the ``top`` kernels."""
     kernels = [(e.key, e.self_device_time_total, e.count) for e in profile.key_averages()
                if e.device_type == torch.autograd.DeviceType.CUDA]
     return kernel_summary(kernels, steps, top)
