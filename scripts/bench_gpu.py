@@ -37,7 +37,7 @@ from genbench.evaluation.device import device_name  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
 from genbench.models.compiled import compile_for_training  # noqa: E402
-from genbench.performance import Performance  # noqa: E402
+from genbench.performance import Performance, tf32_mode  # noqa: E402
 from genbench.train import run  # noqa: E402
 
 EXPERIMENTS = {"vae": ["model=vae", "dataset=cifar10", "dataset.batch_size=128"]}  # no GPU preset of its own
@@ -143,33 +143,34 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
         model.toggled_optimizer = lambda opt: frozen_except(opt, optimizers)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning's
                 if precision.startswith("bf16") else contextlib.nullcontext())
-    done, start, timed = 0, 0.0, contextlib.ExitStack()
-    while done < batches:
-        for i, batch in enumerate(loader):
-            if done == warmup:
-                synchronize(device)
-                if profiler is not None:
-                    timed.enter_context(profiler)
-                start = time.perf_counter()
-            batch = [b.to(device, non_blocking=True) for b in batch]
-            if channels_last and batch[0].dim() == 4:
-                batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
-            with autocast:
-                out = model.training_step(batch, i)
-            if model.automatic_optimization:
-                loss = out["loss"] if isinstance(out, dict) else out
-                loss.backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizers[0].step()
-                optimizers[0].zero_grad(set_to_none=True)
-            for scheduler in schedulers:
-                scheduler.step()
-            model.on_train_batch_end(out, batch, i)
-            done += 1
-            if done == batches:
-                break
-    synchronize(device)
+    with tf32_mode(switches.get("tf32", False)):  # genbench's run restored torch's flags at its end
+        done, start, timed = 0, 0.0, contextlib.ExitStack()
+        while done < batches:
+            for i, batch in enumerate(loader):
+                if done == warmup:
+                    synchronize(device)
+                    if profiler is not None:
+                        timed.enter_context(profiler)
+                    start = time.perf_counter()
+                batch = [b.to(device, non_blocking=True) for b in batch]
+                if channels_last and batch[0].dim() == 4:
+                    batch[0] = batch[0].contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    out = model.training_step(batch, i)
+                if model.automatic_optimization:
+                    loss = out["loss"] if isinstance(out, dict) else out
+                    loss.backward()
+                    if clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                    optimizers[0].step()
+                    optimizers[0].zero_grad(set_to_none=True)
+                for scheduler in schedulers:
+                    scheduler.step()
+                model.on_train_batch_end(out, batch, i)
+                done += 1
+                if done == batches:
+                    break
+        synchronize(device)
     seconds = time.perf_counter() - start
     timed.close()
     return (batches - warmup) / seconds
@@ -254,17 +255,18 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         row.update(kernel_profile(profile, args.profile_steps))
     if args.train_only:
         return row
-    model.to(device).eval()
-    times = [sampling_speed(model, args.sample_batch, 1, 1 if i == 0 else 0)["sample_ms_per_sample"]
-             for i in range(args.sample_repeats)]
-    row["sample_batch"], row["sample_ms_per_sample"] = args.sample_batch, statistics.median(times)
-    row["nfe"] = model.nfe()
-    eval_cfg = validate(cfg)["eval"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    evaluation = evaluate(model, dm, eval_cfg, out_dir)
-    synchronize(device)
+    with tf32_mode(switches.get("tf32", False)):  # as genbench's own evaluation
+        model.to(device).eval()
+        times = [sampling_speed(model, args.sample_batch, 1, 1 if i == 0 else 0)["sample_ms_per_sample"]
+                 for i in range(args.sample_repeats)]
+        row["sample_batch"], row["sample_ms_per_sample"] = args.sample_batch, statistics.median(times)
+        row["nfe"] = model.nfe()
+        eval_cfg = validate(cfg)["eval"]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        evaluation = evaluate(model, dm, eval_cfg, out_dir)
+        synchronize(device)
     row["eval_seconds"] = time.perf_counter() - start
     row["eval_samples"] = eval_samples
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")

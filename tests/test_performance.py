@@ -12,6 +12,7 @@ import torch
 from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
 
+import genbench.train as genbench_train
 from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, trained_networks
 from genbench.performance import Performance, PerformanceConfig, resolve
@@ -46,6 +47,53 @@ def test_speed_switches_train_the_same_model_and_are_recorded(tmp_path):
     # Measured after 6 steps: at most 2.8e-4 with channels_last, 2.3e-7 with the fused Adam alone.
     for (name, p), q in zip(plain.model.named_parameters(), fast.model.parameters(), strict=True):
         assert (p - q).abs().max() < 1e-3, name
+
+
+def _tf32_flags() -> tuple[bool, bool]:
+    """torch's TF32 flags: (float32 matmuls, cuDNN convolutions)."""
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+class _FlagsInTraining(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.add(_tf32_flags())
+
+
+@pytest.fixture
+def torch_default_tf32():
+    """torch's default flags (float32 matmuls, TF32 cuDNN convolutions) for the test; then as before."""
+    before = _tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_the_tf32_switch_sets_both_flags_for_training_and_either_evaluation_then_restores_them(
+        tf32, tmp_path, monkeypatch, torch_default_tf32):
+    """``false`` is float32 throughout: torch's own default runs cuDNN's convolutions in TF32, under a record
+    that said no TF32. train.py's evaluation and eval.py's (``train=false``) run in the run's numerics, where
+    eval.py used torch's defaults; and a run leaves torch's flags as it found them (a sweep's next run)."""
+    evaluated, real_evaluate = [], genbench_train.evaluate
+
+    def evaluate(*args, **kwargs):
+        evaluated.append(_tf32_flags())
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(genbench_train, "evaluate", evaluate)
+    trained, flags = tmp_path / "trained", _FlagsInTraining()
+    common = ["debug=default", "trainer.accelerator=cpu", f"performance.tf32={str(tf32).lower()}",
+              "eval.num_samples=64", "eval.num_real=64"]
+    result = run(compose_train([*common, f"paths.output_dir={trained}"]), trained, callbacks=[flags])
+    assert flags.seen == {(tf32, tf32)} and _tf32_flags() == (False, True)
+    assert result.metrics["eval_tf32"] is tf32 and ("tf32" in result.metrics["train_speedups"]) is tf32
+    ckpt, out = trained / "checkpoints" / "last.ckpt", tmp_path / "eval"
+    again = run(compose_train([*common, "train=false", f"ckpt_path={ckpt}", f"paths.output_dir={out}"]), out)
+    assert evaluated == [(tf32, tf32)] * 2 and again.metrics["eval_tf32"] is tf32
+    assert _tf32_flags() == (False, True)
 
 
 class Graphs:

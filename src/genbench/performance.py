@@ -2,7 +2,10 @@
 
 Each switch is ``auto``, ``true`` or ``false``; ``auto`` turns it on only on a CUDA device, so a CPU run
 stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were measured:
-- ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (``torch.backends.*.allow_tf32``);
+- ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (``torch.backends.*.allow_tf32``), set
+  both ways: ``false`` is float32 throughout, where torch's own default runs cuDNN's convolutions in TF32.
+  It holds for the run's evaluation too (``train.py`` and ``eval.py`` alike; recorded as ``eval_tf32``), and
+  torch's flags are restored after each;
 - ``channels_last``: image networks' weights and inputs in NHWC, the layout cuDNN's convolutions run in
   (without it every convolution pays an NCHW<->NHWC conversion);
 - ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
@@ -15,6 +18,8 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
 Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
 """
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -50,6 +55,17 @@ def resolve(setting: str, device: torch.device, auto: bool | None = None) -> boo
     return setting == "true"
 
 
+@contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """TF32 for float32 matmuls and cuDNN convolutions on or off inside, torch's flags as they were after."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def fused_can_clip(trainer: pl.Trainer) -> bool:
     """False where Lightning would refuse a fused Adam: mixed precision with gradient clipping (its
     mixed-precision plugin clips only gradients it unscaled itself)."""
@@ -62,6 +78,7 @@ class Performance(pl.Callback):
     def __init__(self, cfg: PerformanceConfig) -> None:
         self.cfg = cfg
         self.applied: dict[str, bool] = {}
+        self._flags = ExitStack()  # torch's global TF32 flags, restored at teardown
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
@@ -79,14 +96,15 @@ class Performance(pl.Callback):
                 f" and trainer.gradient_clip_val={trainer.gradient_clip_val}: Lightning clips only gradients "
                 "it unscaled, and the fused Adam unscales its own. Use performance.fused_optimizer=auto (the "
                 "foreach Adam here) or trainer.gradient_clip_val=null.")
-        if self.applied["tf32"]:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self._flags.enter_context(tf32_mode(self.applied["tf32"]))
         if self.applied["channels_last"]:
             pl_module.to(memory_format=torch.channels_last)
         pl_module.fused_optimizer = self.applied["fused_optimizer"]
         if self.applied["compile"]:
             compile_for_training(pl_module, cfg.compile_mode)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._flags.close()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The optimizers exist now: an optimizer class without a fused kernel (RMSprop, NAdam, ...) was

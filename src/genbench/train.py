@@ -40,7 +40,7 @@ from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
-from genbench.performance import Performance
+from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
@@ -154,7 +154,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        result = _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, out_dir)
+        result = _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, checked["performance"],
+                                     out_dir)
         if cfg.train:  # what ran: the speed switches taken and the precision
             result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
             result.metrics["train_precision"] = str(trainer.precision)
@@ -166,7 +167,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
 
 def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel,
                         dm: GenerativeDataModule, counter: ExampleCounter, eval_cfg: Any,
-                        out_dir: Path) -> RunResult:
+                        performance: PerformanceConfig, out_dir: Path) -> RunResult:
     metrics: dict[str, Any] = {}
     evaluation = Evaluation()
     if cfg.train:
@@ -193,9 +194,12 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
     model.to(device)
     _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
-    if cfg.evaluate:
-        evaluation = evaluate(model, dm, eval_cfg, out_dir)
+    if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
+        tf32 = resolve(performance.tf32, device)
+        with tf32_mode(tf32):
+            evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
+        metrics["eval_tf32"] = tf32
     metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
         lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
