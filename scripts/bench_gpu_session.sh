@@ -89,7 +89,8 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_plain_fp32 45 "${args[@]}" --label fp32 "${off[@]}"
       bench diffusion_default 45 "${args[@]}" --label default
       bench diffusion_bf16 45 "${args[@]}" --label bf16 trainer.precision=bf16-mixed
-      bench diffusion_plain_bf16 45 "${args[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}" ;;
+      bench diffusion_plain_bf16 45 "${args[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}"
+      bench diffusion_cudnn_benchmark 45 "${args[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
     compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 27.6 ms a step:
               # 1.77x at most without inductor's fusion), against the issue's baseline in the same call; minutes
               # of compilation. Also the default against the default without channels_last: CUDA's GroupNorm
