@@ -269,6 +269,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         synchronize(device)
     row["eval_seconds"] = time.perf_counter() - start
     row["eval_samples"] = eval_samples
+    row["eval_test_examples"] = evaluation.metrics.get("test_examples")
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")
     row["eval_sample_device"] = evaluation.metrics.get("sample_device")
     row.update({f"eval_{k}": v for k, v in peak_memory(device).items()})
@@ -317,6 +318,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument("--eval-samples", type=int, default=10000)
     parser.add_argument("--test-batches", type=int, default=10, help="test batches the likelihood uses")
+    parser.add_argument("--test-images", type=int, default=64,
+                        help="images in the synthetic test split (CIFAR-10's has 10,000)")
     parser.add_argument("--eval-samples-for", type=family_counts, default={},
                         help="per-family eval samples, e.g. autoregressive=2000 (else --eval-samples)")
     parser.add_argument("--train-only", action="store_true", help="time training only (no sampling, eval)")
@@ -334,7 +337,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_cifar(Path(tmp) / "data", train_per_batch=64 if args.small else 2000, test=64)
+        data = write_cifar(Path(tmp) / "data", train_per_batch=64 if args.small else 2000,
+                           test=args.test_images)
         inception = save_random_weights(Path(tmp) / "inception.pt")
         for family in names:
             try:

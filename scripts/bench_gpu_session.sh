@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks behind BENCHMARKS.md's GPU section, sized for one short loan of a GPU machine:
 #
-#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]     # parts: tests run bench ratios variants compile ar10k
+#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]  # parts: tests run bench ratios variants compile ar10k fulltest
 #
 # Each part has its own time limit and adds its results to $OUT/results.json (and the ends of its logs to
 # $OUT/logs.txt) as soon as it ends, so a part that runs out of time loses only itself. Data are synthetic
@@ -104,7 +104,11 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
         performance.compile_mode=reduce-overhead ;;
     ar10k)  # the autoregressive evaluation at the full 10,000 samples
       bench autoregressive_10k 380 --families autoregressive --steps 20 --eval-samples 10000 ;;
-    *) echo "unknown part $name (tests run bench ratios variants compile ar10k)"; exit 2 ;;
+    fulltest)  # the two costly likelihoods on a 10,000-image test split (the other parts: 64 test images)
+      full=(--steps 20 --test-images 10000 --test-batches 100000)
+      bench diffusion_full_test 200 --families diffusion "${full[@]}"
+      bench flow_matching_full_test 380 --families flow_matching "${full[@]}" ;;
+    *) echo "unknown part $name (tests run bench ratios variants compile ar10k fulltest)"; exit 2 ;;
   esac
 done
 cat "$WORK/parts.log"
