@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks behind BENCHMARKS.md's GPU section, sized for one short loan of a GPU machine:
 #
-#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]  # parts: tests run bench ratios variants compile ar10k fulltest
+#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]  # parts: tests run bench ratios variants compile ar10k fulltest tf32nll
 #
 # Each part has its own time limit and adds its results to $OUT/results.json (and the ends of its logs to
 # $OUT/logs.txt) as soon as it ends, so a part that runs out of time loses only itself. Data are synthetic
@@ -108,7 +108,12 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       full=(--steps 20 --test-images 10000 --test-batches 100000)
       bench diffusion_full_test 200 --families diffusion "${full[@]}"
       bench flow_matching_full_test 380 --families flow_matching "${full[@]}" ;;
-    *) echo "unknown part $name (tests run bench ratios variants compile ar10k fulltest)"; exit 2 ;;
+    tf32nll)  # how far TF32 moves a flow's exact likelihood (the evaluation runs in the run's TF32 setting)
+      part tf32nll 120 $PY scripts/bench_tf32_likelihood.py --out "$WORK/tf32nll"
+      [ -f "$WORK/tf32nll/bench_tf32_likelihood.json" ] && cp "$WORK/tf32nll/bench_tf32_likelihood.json" \
+        "$WORK/results/tf32nll.json"
+      collect ;;
+    *) echo "unknown part $name (tests run bench ratios variants compile ar10k fulltest tf32nll)"; exit 2 ;;
   esac
 done
 cat "$WORK/parts.log"
