@@ -69,7 +69,9 @@ def family_counts(text: str) -> dict[str, int]:
 class BatchTimer(pl.Callback):
     """Wall-clock of the ``timed`` batches after ``warmup``: steady-state steps/s. Like the hand loop, it
     waits for the device only as the first timed batch starts and as the last one ends: a wait at every
-    batch would stop the host from queueing the next step while the GPU runs this one."""
+    batch would stop the host from queueing the next step while the GPU runs this one. (Its window opens
+    after Lightning's copy of the first batch to the device and closes before the last batch's model hook,
+    the EMA update: one batch's small work in each loop, which the hand loop times.)"""
 
     def __init__(self, warmup: int, timed: int) -> None:
         self.warmup, self.timed, self.batches, self.start, self.end = warmup, timed, 0, 0.0, 0.0
@@ -182,8 +184,9 @@ COPY_KERNELS = re.compile(r"nchwtonhwc|nhwctonchw|direct_copy_kernel", re.IGNORE
 def kernel_profile(profile: "torch.profiler.profile", steps: int, top: int = 12) -> dict[str, Any]:
     """GPU kernel time and kernel launches per training step, from a profile of ``steps`` hand-loop steps:
     a step much longer than its kernels is bound by the host launching them. Also the copy kernels: cuDNN's
-    NCHW<->NHWC conversions and ATen's copies (layout changes, such as those CUDA's NCHW-only GroupNorm adds
-    to a channels_last network, and under mixed precision also the dtype casts), and the ``top`` kernels."""
+    NCHW<->NHWC conversions and ATen's generic strided copies (layout changes, such as those CUDA's
+    NCHW-only GroupNorm adds to a channels_last network, and ``contiguous()`` after a permute; autocast's
+    float32->bf16 casts have kernels of their own, not counted), and the ``top`` kernels by time."""
     kernels = [(e.key, e.self_device_time_total, e.count) for e in profile.key_averages()
                if e.device_type == torch.autograd.DeviceType.CUDA]
     return kernel_summary(kernels, steps, top)

@@ -16,6 +16,7 @@ RUN_STEPS=${RUN_STEPS:-200} RUN_SAMPLES=${RUN_SAMPLES:-2000}  # the "run" part's
 WORK=${WORK:-/tmp/genbench_gpu_session}
 off=(performance.tf32=false performance.channels_last=false performance.fused_optimizer=false)  # float32 throughout
 # The issue's baseline (18.9 steps/s): cuDNN's convolutions in TF32, as torch's default, NCHW, foreach Adam
+# (tf32=true also runs matmuls in TF32, which the issue measured as no gain for this U-Net)
 baseline=(performance.tf32=true performance.channels_last=false performance.fused_optimizer=false)
 mkdir -p "$OUT" "$WORK/results"
 if [ -d .whl ] && ! $PY -c 'import hydra, torch_fidelity' 2>/dev/null; then

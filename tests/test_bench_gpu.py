@@ -1,6 +1,7 @@
 """scripts/bench_gpu.py runs end to end on a CPU at its smoke sizes (the GPU numbers come from the same
 code on a GPU machine)."""
 
+import contextlib
 import json
 import sys
 import types
@@ -74,4 +75,24 @@ def test_the_hand_loop_gives_the_other_players_weights_no_gradients_as_lightning
         critic(generator(torch.randn(4, 2))).mean().backward()
     assert critic.weight.grad is None and generator.weight.grad is not None
     assert critic.weight.requires_grad and not critic.bias.requires_grad and generator.weight.requires_grad
+    sys.modules.pop("bench_gpu")
+
+
+def test_the_hand_loop_freezes_the_critic_in_a_gan_step_in_the_runs_tf32_setting(tmp_path, monkeypatch):
+    """The hand loop takes the switches genbench's run took; the run restored torch's flags at its end."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import bench_gpu
+
+    seen, real = [], bench_gpu.frozen_except
+
+    @contextlib.contextmanager
+    def recording(optimizer, optimizers):
+        with real(optimizer, optimizers):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            yield
+
+    monkeypatch.setattr(bench_gpu, "frozen_except", recording)
+    bench_gpu.main(["--small", "--families", "gan", "--train-only", "--out", str(tmp_path),
+                    "performance.tf32=true"])
+    assert len(seen) == 3 and set(seen) == {(True, True)}  # G's step of each of the 3 hand-loop batches
     sys.modules.pop("bench_gpu")

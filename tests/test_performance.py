@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 import genbench.train as genbench_train
 from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, trained_networks
-from genbench.performance import Performance, PerformanceConfig, resolve
+from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
 from genbench.train import instantiate, run
 from tests.helpers import FAMILIES, compose_train
 
@@ -65,10 +65,12 @@ class _FlagsInTraining(pl.Callback):
 @pytest.fixture
 def torch_default_tf32():
     """torch's default flags (float32 matmuls, TF32 cuDNN convolutions) for the test; then as before."""
-    before = _tf32_flags()
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    torch.set_float32_matmul_precision(before[0])
+    torch.backends.cudnn.allow_tf32 = before[1]
 
 
 @pytest.mark.parametrize("tf32", [True, False])
@@ -94,6 +96,28 @@ def test_the_tf32_switch_sets_both_flags_for_training_and_either_evaluation_then
     again = run(compose_train([*common, "train=false", f"ckpt_path={ckpt}", f"paths.output_dir={out}"]), out)
     assert evaluated == [(tf32, tf32)] * 2 and again.metrics["eval_tf32"] is tf32
     assert _tf32_flags() == (False, True)
+
+
+class _Fails(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        raise RuntimeError("stopped in training")  # as the divergence guard or a bug would stop a run
+
+
+def test_a_run_that_fails_in_training_still_restores_torchs_tf32_flags(tmp_path, torch_default_tf32):
+    """Lightning calls no callback's teardown when fit raises: the flags came back only on success."""
+    cfg = compose_train(["debug=default", "trainer.accelerator=cpu", "performance.tf32=true",
+                         f"paths.output_dir={tmp_path}"])
+    with pytest.raises(RuntimeError, match="stopped in training"):
+        run(cfg, tmp_path, callbacks=[_Fails()])
+    assert _tf32_flags() == (False, True)
+
+
+def test_tf32_mode_gives_back_a_matmul_precision_the_legacy_flag_cannot_hold(torch_default_tf32):
+    torch.set_float32_matmul_precision("medium")
+    for enabled in (True, False):
+        with tf32_mode(enabled):
+            assert _tf32_flags() == (enabled, enabled)
+        assert torch.get_float32_matmul_precision() == "medium"
 
 
 class Graphs:

@@ -57,13 +57,17 @@ def resolve(setting: str, device: torch.device, auto: bool | None = None) -> boo
 
 @contextmanager
 def tf32_mode(enabled: bool) -> Iterator[None]:
-    """TF32 for float32 matmuls and cuDNN convolutions on or off inside, torch's flags as they were after."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    """TF32 for float32 matmuls and cuDNN convolutions on or off inside, torch's settings as they were after.
+    Matmuls go through ``set_float32_matmul_precision``: the ``allow_tf32`` boolean cannot hold a user's
+    ``medium``, and torch refuses to read a precision set one way and changed the other."""
+    matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = conv
 
 
 def fused_can_clip(trainer: pl.Trainer) -> bool:
@@ -105,6 +109,10 @@ class Performance(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._flags.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self._flags.close()  # Lightning skips the callbacks' teardown when fit raises
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The optimizers exist now: an optimizer class without a fused kernel (RMSprop, NAdam, ...) was

@@ -167,7 +167,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
 
 def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel,
                         dm: GenerativeDataModule, counter: ExampleCounter, eval_cfg: Any,
-                        performance: PerformanceConfig, out_dir: Path) -> RunResult:
+                        performance_cfg: PerformanceConfig, out_dir: Path) -> RunResult:
     metrics: dict[str, Any] = {}
     evaluation = Evaluation()
     if cfg.train:
@@ -195,7 +195,7 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     model.to(device)
     _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
     if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
-        tf32 = resolve(performance.tf32, device)
+        tf32 = resolve(performance_cfg.tf32, device)
         with tf32_mode(tf32):
             evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
