@@ -63,6 +63,7 @@ def test_batch_sizes_fill_a_gpu_and_stay_small_on_a_cpu():
     assert batch_size_for(torch.device("cpu"), None, cpu=500, gpu=2000) == 500
     assert batch_size_for(torch.device("cuda", 0), None, cpu=500, gpu=2000) == 2000
     assert batch_size_for(torch.device("cuda", 0), 32, cpu=500, gpu=2000) == 32  # a setting wins
+    assert batch_size_for(torch.device("cpu"), None, cpu=None, gpu=500) is None  # the loader's batches
 
 
 def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist():

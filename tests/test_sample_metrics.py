@@ -104,7 +104,7 @@ class _KnownModel(GenerativeModel):
 
     def __init__(self, distribution, offset: float) -> None:
         super().__init__((2,))
-        self.distribution, self.offset, self.requests = distribution, offset, []
+        self.distribution, self.offset, self.requests, self.scored = distribution, offset, [], []
 
     def sample(self, n: int, labels=None) -> torch.Tensor:
         self.requests.append(n)
@@ -113,6 +113,7 @@ class _KnownModel(GenerativeModel):
         return torch.cat([stray, bulk])[:n]
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        self.scored.append(len(x))
         return self.distribution.log_prob(x.double()) - self.offset
 
     def nfe(self) -> int:
@@ -137,14 +138,20 @@ def test_evaluation_counts_modes_by_pacgans_rule_over_2500_samples(tmp_path):
 
 
 @pytest.mark.parametrize("max_test_batches", [None, 3])
-def test_kl_uses_the_same_test_points_for_both_terms(tmp_path, max_test_batches):
+@pytest.mark.parametrize("likelihood_batch_size", [None, 100])
+def test_kl_uses_the_same_test_points_for_both_terms(tmp_path, max_test_batches, likelihood_batch_size):
     """A model off the true log-density by a constant 0.5 nats has KL exactly 0.5, whatever the number of
-    samples drawn and test points scored (it was 0.5 plus the gap between two test subsets' mean log p)."""
+    samples drawn and test points scored (it was 0.5 plus the gap between two test subsets' mean log p);
+    the same test points in the same numbers whether the model scores the loader's batches or larger ones."""
     torch.manual_seed(0)
     dm = ToyDataModule(name="gaussians8", n_test=1000, batch_size=64)
     model = _KnownModel(dm.distribution, offset=0.5)
-    cfg = EvalConfig(**FAST_EVAL, max_test_batches=max_test_batches)
+    cfg = EvalConfig(**FAST_EVAL, max_test_batches=max_test_batches,
+                     likelihood_batch_size=likelihood_batch_size)
     metrics = evaluate(model, dm, cfg, tmp_path).metrics
+    n_scored = 1000 if max_test_batches is None else 3 * 64
+    size = likelihood_batch_size or 64
+    assert model.scored == [size] * (n_scored // size) + ([n_scored % size] if n_scored % size else [])
     assert metrics["kl_data_to_model_nats"] == pytest.approx(0.5, abs=1e-9)
     assert metrics["kl_data_to_model_nats_se"] == pytest.approx(0.0, abs=1e-9)  # the same offset everywhere
     n = 1000 if max_test_batches is None else 3 * 64
@@ -188,3 +195,14 @@ def test_checkerboard_support_fraction():
     off = torch.tensor([[0.5, -0.5]]).repeat(1000, 1)  # a white square of the 4x4 board over [-4, 4]^2
     assert toy_metrics(x, x, board)["support_fraction"] == 1.0
     assert toy_metrics(torch.cat([x, off]), x, board)["support_fraction"] == pytest.approx(0.5)
+
+
+def test_rebatched_regroups_a_loaders_inputs_in_order():
+    from genbench.evaluation.likelihood import rebatched
+
+    loader = [(torch.arange(i, i + n), None) for i, n in ((0, 64), (64, 64), (128, 64), (192, 10))]
+    regrouped = list(rebatched(loader, 100))
+    assert [len(x) for x in regrouped] == [100, 100, 2]
+    assert torch.equal(torch.cat(regrouped), torch.arange(202))
+    assert [len(x) for x in rebatched(loader, None)] == [64, 64, 64, 10]
+    assert [len(x) for x in rebatched(loader, 32)] == [32] * 6 + [10]

@@ -43,6 +43,7 @@ class EvalConfig(Schema):
     seed: int = param(0, ge=0)  # seeds the stochastic parts of evaluation (bounds, samples, KID subsets)
     device: str = "auto"  # auto: the device the model trained on (the trainer's root device); or cpu, cuda:1
     max_test_batches: int | None = param(None, ge=1)  # None: the whole test split
+    likelihood_batch_size: int | None = param(None, ge=1)  # None: the data's batches on a CPU, 256 on a GPU
     speed_batch_size: int = param(256, ge=1)
     speed_repeats: int = param(10, ge=1)
     speed_warmup: int = param(2, ge=0)
@@ -86,10 +87,12 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     distribution = getattr(dm, "distribution", None)
     density = distribution.log_prob if distribution is not None and distribution.has_density else None
     has_likelihood = model.likelihood_kind != "none"
+    likelihood_batch = batch_size_for(model.device, cfg.likelihood_batch_size, cpu=None, gpu=256)
     with phase("evaluation: likelihood of the test split") if has_likelihood else nullcontext():
-        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches, density))
+        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches, density,
+                                              likelihood_batch))
     result.provenance["likelihood"] = {"split": "test", "n_test": result.metrics.get("test_examples"),
-                                       "seed": cfg.seed}
+                                       "batch_size": likelihood_batch or dm.hp.batch_size, "seed": cfg.seed}
     batch, repeats, warmup = cfg.speed_batch_size, cfg.speed_repeats, cfg.speed_warmup
     with phase(f"evaluation: timing sample({batch}), {warmup} warm-up + {repeats} timed calls"):
         result.metrics.update(sampling_speed(model, batch, repeats, warmup))
@@ -166,9 +169,9 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
     return shown
 
 
-def batch_size_for(device: torch.device, setting: int | None, *, cpu: int, gpu: int) -> int:
+def batch_size_for(device: torch.device, setting: int | None, *, cpu: int | None, gpu: int) -> int | None:
     """``setting``, or with ``None`` a size for the device: large batches keep a GPU busy, small ones keep
-    a CPU's memory and latency low."""
+    a CPU's memory and latency low (``cpu=None``: the data loader's own)."""
     if setting is not None:
         return setting
     return gpu if device.type == "cuda" else cpu
