@@ -2,7 +2,7 @@
 
 Each switch is ``auto``, ``true`` or ``false``; ``auto`` turns it on only on a CUDA device, so a CPU run
 stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were measured:
-- ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (``torch.backends.*.allow_tf32``), set
+- ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (:func:`tf32_mode`), set
   both ways: ``false`` is float32 throughout, where torch's own default runs cuDNN's convolutions in TF32.
   It holds for the run's evaluation too (``train.py`` and ``eval.py`` alike; recorded as ``eval_tf32``), and
   torch's flags are restored after each;
@@ -82,7 +82,7 @@ class Performance(pl.Callback):
     def __init__(self, cfg: PerformanceConfig) -> None:
         self.cfg = cfg
         self.applied: dict[str, bool] = {}
-        self._flags = ExitStack()  # torch's global TF32 flags, restored at teardown
+        self._flags = ExitStack()  # torch's global TF32 settings, restored at teardown or on an error
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
