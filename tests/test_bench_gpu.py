@@ -12,23 +12,26 @@ import torch
 from tests.helpers import ROOT
 
 
-def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(tmp_path, monkeypatch):
+@pytest.fixture
+def bench_gpu(monkeypatch):
+    """scripts/bench_gpu.py as a module, dropped again afterwards (whether or not the test passed)."""
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import bench_gpu
 
+    yield bench_gpu
+    sys.modules.pop("bench_gpu")
+
+
+def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(bench_gpu, tmp_path):
     rows = bench_gpu.main(["--small", "--families", "vae", "--out", str(tmp_path)])
     (row,) = json.loads((tmp_path / "bench_gpu.json").read_text())
     assert row == json.loads(json.dumps(rows[0])) and row["family"] == "vae"
     assert row["device"] == "cpu" and row["eval_sample_device"] == "cpu" and row["host_threads"] >= 1
     assert row["genbench_steps_per_s"] > 0 and row["hand_loop_steps_per_s"] > 0
     assert row["sample_ms_per_sample"] > 0 and row["eval_seconds"] > 0 and row["eval_samples"] == 8
-    sys.modules.pop("bench_gpu")
 
 
-def test_the_kernel_profile_counts_layout_copies_per_step(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_gpu
-
+def test_the_kernel_profile_counts_layout_copies_per_step(bench_gpu):
     kernels = [("void cudnn::ops::nchwToNhwcKernel<float>(...)", 600.0, 40),
                ("void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda(...)>(...)", 200.0, 20),
                ("void at::native::elementwise_kernel<128, 4, silu_kernel(...)>(...)", 1000.0, 100),
@@ -41,15 +44,11 @@ def test_the_kernel_profile_counts_layout_copies_per_step(monkeypatch):
     row = {"family": "diffusion", "precision": "32", "device": "cuda", "host_threads": 16, "batch_size": 128,
            "lightning_overhead": 1.0, **summary}
     assert "| 1.2 (50); copies 0.2 (15) |" in bench_gpu.markdown([row])
-    sys.modules.pop("bench_gpu")
 
 
-def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(monkeypatch):
+def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(bench_gpu, monkeypatch):
     """Before the first timed batch and after the last: a wait at every batch (as before) kept a GPU's host
     from running ahead, which the hand loop it is compared with does."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_gpu
-
     waits = []
     monkeypatch.setattr(bench_gpu, "synchronize", lambda device: waits.append(timer.batches))
     timer = bench_gpu.BatchTimer(warmup=3, timed=5)
@@ -61,13 +60,9 @@ def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(m
         timer.on_train_batch_end(None, module, None, None, i)
     assert waits == [3, 8]  # as batch 3 (0-based) starts, and as batch 7 ends
     assert timer.per_second() == 5 / (timer.end - timer.start) > 0
-    sys.modules.pop("bench_gpu")
 
 
-def test_the_hand_loop_gives_the_other_players_weights_no_gradients_as_lightning_does(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_gpu
-
+def test_the_hand_loop_gives_the_other_players_weights_no_gradients_as_lightning_does(bench_gpu):
     generator, critic = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
     critic.bias.requires_grad_(False)  # frozen by its owner: stays frozen afterwards
     opt_g, opt_d = torch.optim.Adam(generator.parameters()), torch.optim.Adam(critic.parameters())
@@ -75,14 +70,11 @@ def test_the_hand_loop_gives_the_other_players_weights_no_gradients_as_lightning
         critic(generator(torch.randn(4, 2))).mean().backward()
     assert critic.weight.grad is None and generator.weight.grad is not None
     assert critic.weight.requires_grad and not critic.bias.requires_grad and generator.weight.requires_grad
-    sys.modules.pop("bench_gpu")
 
 
-def test_the_hand_loop_freezes_the_critic_in_a_gan_step_in_the_runs_tf32_setting(tmp_path, monkeypatch):
+def test_the_hand_loop_freezes_the_critic_in_a_gan_step_in_the_runs_tf32_setting(bench_gpu, tmp_path,
+                                                                                   monkeypatch):
     """The hand loop takes the switches genbench's run took; the run restored torch's flags at its end."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_gpu
-
     seen, real = [], bench_gpu.frozen_except
 
     @contextlib.contextmanager
@@ -95,4 +87,3 @@ def test_the_hand_loop_freezes_the_critic_in_a_gan_step_in_the_runs_tf32_setting
     bench_gpu.main(["--small", "--families", "gan", "--train-only", "--out", str(tmp_path),
                     "performance.tf32=true"])
     assert len(seen) == 3 and set(seen) == {(True, True)}  # G's step of each of the 3 hand-loop batches
-    sys.modules.pop("bench_gpu")
