@@ -18,6 +18,7 @@ off=(performance.tf32=false performance.channels_last=false performance.fused_op
 # The issue's baseline (18.9 steps/s): cuDNN's convolutions in TF32, as torch's default, NCHW, foreach Adam
 # (tf32=true also runs matmuls in TF32, which the issue measured as no gain for this U-Net)
 baseline=(performance.tf32=true performance.channels_last=false performance.fused_optimizer=false)
+profiled=(--families diffusion --train-only --steps 50 --profile-steps 5)  # diffusion, kernel profile
 mkdir -p "$OUT" "$WORK/results"
 if [ -d .whl ] && ! $PY -c 'import hydra, torch_fidelity' 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -86,20 +87,18 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     ratios)  # genbench against the hand loop, training only, longer than bench's 50 steps (1.05x is the target)
       bench ratios 200 --families vae,gan,flow,ebm,diffusion,flow_matching --train-only --steps 150 ;;
     variants)  # the diffusion config's training under each speed switch, with a kernel profile
-      args=(--families diffusion --train-only --steps 50 --profile-steps 5)
-      bench diffusion_plain_fp32 45 "${args[@]}" --label fp32 "${off[@]}"
-      bench diffusion_default 45 "${args[@]}" --label default
-      bench diffusion_bf16 45 "${args[@]}" --label bf16 trainer.precision=bf16-mixed
-      bench diffusion_plain_bf16 45 "${args[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}"
-      bench diffusion_cudnn_benchmark 45 "${args[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
+      bench diffusion_plain_fp32 45 "${profiled[@]}" --label fp32 "${off[@]}"
+      bench diffusion_default 45 "${profiled[@]}" --label default
+      bench diffusion_bf16 45 "${profiled[@]}" --label bf16 trainer.precision=bf16-mixed
+      bench diffusion_plain_bf16 45 "${profiled[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}"
+      bench diffusion_cudnn_benchmark 45 "${profiled[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
     compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 27.6 ms a step:
               # 1.77x at most without inductor's fusion), against the issue's baseline in the same call; minutes
               # of compilation. Also the default against the default without channels_last: CUDA's GroupNorm
               # runs NCHW only, so the U-Net converts around its 46 GroupNorms (the profile counts the copies)
-      args=(--families diffusion --train-only --steps 50 --profile-steps 5)
-      bench diffusion_baseline 45 "${args[@]}" --label baseline "${baseline[@]}"
-      bench diffusion_default 45 "${args[@]}" --label default
-      bench diffusion_default_nchw 45 "${args[@]}" --label default-nchw performance.channels_last=false
+      bench diffusion_baseline 45 "${profiled[@]}" --label baseline "${baseline[@]}"
+      bench diffusion_default 45 "${profiled[@]}" --label default
+      bench diffusion_default_nchw 45 "${profiled[@]}" --label default-nchw performance.channels_last=false
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead trainer.precision=bf16-mixed performance.compile=true \
         performance.compile_mode=reduce-overhead ;;

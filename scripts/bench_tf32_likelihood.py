@@ -14,6 +14,7 @@ each input of ``EMULATED`` is rounded (to nearest, ties to even) or truncated to
 """
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -84,7 +85,7 @@ def measure(dataset: str, steps: int, emulate: str | None, out: Path) -> dict[st
     with tf32_mode(False):
         exact = log_likelihoods(model, dm.test_dataloader(), device)
     emulation = EmulatedTF32(emulate) if emulate else None
-    with tf32_mode(emulate is None), emulation or tf32_mode(True):
+    with tf32_mode(emulate is None), emulation or contextlib.nullcontext():  # torch's TF32, or emulated
         tf32 = log_likelihoods(model, dm.test_dataloader(), device)
     to_bpd = 1 / (model.data_dim * math.log(2))
     change = (tf32 - exact) * to_bpd
