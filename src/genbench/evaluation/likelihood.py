@@ -54,13 +54,15 @@ def rebatched(loader: Iterable, batch_size: int | None) -> Iterator[Tensor]:
         yield from (x for x, _ in loader)
         return
     pending: list[Tensor] = []
+    held = 0  # examples in pending
     for x, _ in loader:
         pending.append(x)
-        while sum(len(p) for p in pending) >= batch_size:
+        held += len(x)
+        while held >= batch_size:
             joined = torch.cat(pending)
             yield joined[:batch_size]
-            pending = [joined[batch_size:]]
-    if pending and sum(len(p) for p in pending):
+            pending, held = [joined[batch_size:]], held - batch_size
+    if held:
         yield torch.cat(pending)
 
 
