@@ -14,12 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
@@ -32,6 +29,7 @@ from genbench.evaluation.nfe_curve import (
     vector_quality,
 )
 from genbench.evaluation.reference import reference_images
+from genbench.evaluation.trained import load_trained
 from genbench.nfe_record import Curve, markdown_table, write_curve
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -61,23 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: the checkpoint's run directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=args.overrides)
-    validate(cfg)
-    if not cfg.ckpt_path:
-        raise ConfigError("no checkpoint: pass ckpt_path=<run>/checkpoints/last.ckpt")
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such file")
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(cfg.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
-    dm.setup("test")
-    model = hydra.utils.get_class(cfg.model._target_).load_from_checkpoint(
-        ckpt, map_location=device, weights_only=True).eval()
+    trained = load_trained(CONFIG_DIR, args.overrides)
+    cfg, dm, model, ckpt = trained.cfg, trained.dm, trained.model, trained.ckpt
     if dm.is_image:
-        quality, metric = image_quality(cfg, dm, device)
+        quality, metric = image_quality(cfg, dm, trained.device)
         floor = quality(dm.split_tensor("test"))
     else:
         test = dm.split_tensor("test")
