@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from genbench.errors import ConfigError  # noqa: E402
 from genbench.evaluation.device import device_name  # noqa: E402
-from genbench.evaluation.trained import load_trained  # noqa: E402
 from genbench.models.flow_matching import FlowMatching  # noqa: E402
+from genbench.trained_run import load_trained  # noqa: E402
 
 DEFAULT_GRIDS = ("32:1", "16:3", "24:3", "32:3")
 

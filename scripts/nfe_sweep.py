@@ -29,8 +29,8 @@ from genbench.evaluation.nfe_curve import (
     vector_quality,
 )
 from genbench.evaluation.reference import reference_images
-from genbench.evaluation.trained import load_trained
 from genbench.nfe_record import Curve, markdown_table, write_curve
+from genbench.trained_run import load_trained
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 log = logging.getLogger("nfe_sweep")
