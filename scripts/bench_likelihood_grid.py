@@ -72,6 +72,8 @@ def table(rows: list[dict], unit: str, reference: str) -> str:
 def compare(model: FlowMatching, x: Tensor, grids: list[tuple[int, float]], reference: tuple[int, float],
             seed: int = 0, batch: int = 256) -> list[dict]:
     """One row per grid, the reference last: its scores against the reference's, example by example."""
+    if len(set(grids)) < len(grids) or reference in grids:
+        raise ValueError(f"grids {grids} and reference {reference}: each grid once, the reference apart")
     results = {}
     for grid in [*grids, reference]:
         start = time.perf_counter()
@@ -104,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     x = trained.dm.split_tensor("test")[: args.examples]
     print(f"{trained.model.family} on {trained.dm.name}, {len(x)} test examples, {trained.ckpt}; device "
           f"{device_name(trained.device)}, {torch.get_num_threads()} torch thread(s), seed {args.seed}\n")
-    rows = compare(trained.model, x, args.grids, args.reference, args.seed)
+    try:
+        rows = compare(trained.model, x, args.grids, args.reference, args.seed)
+    except ValueError as e:
+        parser.error(str(e))
     unit = "bits/dim" if trained.model.is_image else "nats"
     print(table(rows, unit, f"{args.reference[0]}:{args.reference[1]:g}"))
     return 0

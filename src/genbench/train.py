@@ -44,6 +44,7 @@ from genbench.performance import Performance, PerformanceConfig, resolve, tf32_m
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
+from genbench.trained_run import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -214,21 +215,7 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
 def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.device) -> GenerativeModel:
     """The checkpoint's model on ``device``, built from its own hyperparameters; options given on the
     command line that differ from them are warned about (they do not apply to a trained model)."""
-    try:
-        loaded = type(model).load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
-    except (RuntimeError, TypeError) as e:
-        # torch's strict load_state_dict (other tensor names or shapes), or an option this version's schema
-        # no longer has (a renamed one: the dataclass's "unexpected keyword argument")
-        lines = str(e).splitlines()
-        if "Error(s) in loading state_dict" in str(e):
-            problem = lines[1].strip() if len(lines) > 1 else str(e)
-        elif "unexpected keyword argument" in str(e):
-            problem = f"its option {str(e).rsplit(' ', 1)[-1]} is not one of this version's"
-        else:
-            raise
-        raise ConfigError(f"checkpoint {ckpt_path} does not fit this version's {model.family} ({problem}): "
-                          "it was saved by another genbench; evaluate it at the commit that wrote it "
-                          "(provenance.git_commit in its run's metrics.json) or train it again") from None
+    loaded = load_checkpoint(type(model), ckpt_path, device)
     # An option the checkpoint predates has the schema's default in the loaded model, not None.
     kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams}
     differ = {k: (v, kept[k]) for k, v in model.hparams.items() if kept[k] != v}

@@ -1,9 +1,9 @@
-"""What the evaluation-only scripts start from: a trained checkpoint, with its run's configs and data.
+"""Loading a trained checkpoint, the one way train.py's ``train=false`` and the evaluation-only scripts do.
 
-``scripts/nfe_sweep.py`` and ``scripts/bench_likelihood_grid.py`` take train.py's overrides of the training
-run (``ckpt_path=... model=... dataset=...``) and need the same three things from them, loaded the same way:
-the checkpoint's model on the GPU if there is one (``weights_only=True``, as every checkpoint loads), the
-dataset set up for testing, and the composed config.
+:func:`load_checkpoint` reads the weights only (``weights_only=True``) and names a checkpoint another
+genbench wrote. ``scripts/nfe_sweep.py`` and ``scripts/bench_likelihood_grid.py`` take train.py's overrides
+of the training run (``ckpt_path=... model=... dataset=...``) and get from :func:`load_trained` the composed
+config, the checkpoint's model on the GPU if there is one, and the dataset set up for testing.
 """
 
 from dataclasses import dataclass
@@ -20,6 +20,27 @@ from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 
 
+def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
+                    device: torch.device) -> GenerativeModel:
+    """The ``cls`` model of the checkpoint, built from its own hyperparameters, on ``device``. ConfigError
+    when it does not fit this version's family (other tensors, or an option the schema no longer has)."""
+    try:
+        return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
+    except (RuntimeError, TypeError) as e:
+        # torch's strict load_state_dict (other tensor names or shapes), or an option this version's schema
+        # no longer has (a renamed one: the dataclass's "unexpected keyword argument")
+        lines = str(e).splitlines()
+        if "Error(s) in loading state_dict" in str(e):
+            problem = lines[1].strip() if len(lines) > 1 else str(e)
+        elif "unexpected keyword argument" in str(e):
+            problem = f"its option {str(e).rsplit(' ', 1)[-1]} is not one of this version's"
+        else:
+            raise
+        raise ConfigError(f"checkpoint {ckpt_path} does not fit this version's {cls.family} ({problem}): "
+                          "it was saved by another genbench; evaluate it at the commit that wrote it "
+                          "(provenance.git_commit in its run's metrics.json) or train it again") from None
+
+
 @dataclass
 class Trained:
     cfg: DictConfig
@@ -31,7 +52,7 @@ class Trained:
 
 def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     """train.py's config composed with ``overrides`` and checked as a run's is; its ``ckpt_path`` loaded
-    in eval mode; its dataset set up for testing. ConfigError names a missing checkpoint."""
+    in eval mode; its dataset set up for testing. ConfigError names a missing or unfitting checkpoint."""
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)
@@ -45,6 +66,5 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup("test")
-    model = hydra.utils.get_class(cfg.model._target_).load_from_checkpoint(
-        ckpt, map_location=device, weights_only=True).eval()
+    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device).eval()
     return Trained(cfg, dm, model, device, ckpt)
