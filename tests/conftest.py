@@ -1,14 +1,18 @@
 """Shared fixtures: tiny image datasets written in the real on-disk formats (no download needed)."""
 
 import gzip
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
 from genbench.data.formats import write_cifar_batch
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,6 +23,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def script(monkeypatch) -> Callable[[str], ModuleType]:
+    """Imports scripts/<name>.py as a module; each one imported is dropped from sys.modules afterwards
+    (whether or not the test passed), so no test sees another's copy."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    imported: list[str] = []
+
+    def load(name: str) -> ModuleType:
+        imported.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in imported:
+        sys.modules.pop(name, None)
 
 
 MNIST_ROWS = {"train": 64, "t10k": 32}

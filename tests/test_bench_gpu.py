@@ -3,23 +3,15 @@ code on a GPU machine)."""
 
 import contextlib
 import json
-import sys
 import types
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
-
 
 @pytest.fixture
-def bench_gpu(monkeypatch):
-    """scripts/bench_gpu.py as a module, dropped again afterwards (whether or not the test passed)."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_gpu
-
-    yield bench_gpu
-    sys.modules.pop("bench_gpu")
+def bench_gpu(script):
+    return script("bench_gpu")
 
 
 def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(bench_gpu, tmp_path):

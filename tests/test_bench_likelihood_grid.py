@@ -3,7 +3,6 @@ differences from the reference are the ODE solver's alone, and the model keeps i
 
 import argparse
 import math
-import sys
 from dataclasses import replace
 
 import pytest
@@ -11,16 +10,12 @@ import torch
 
 from genbench.models.flow_matching import FlowMatching
 from genbench.train import run
-from tests.helpers import ROOT, compose_train
+from tests.helpers import compose_train
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_likelihood_grid
-
-    yield bench_likelihood_grid
-    sys.modules.pop("bench_likelihood_grid")
+def bench(script):
+    return script("bench_likelihood_grid")
 
 
 def test_each_grid_scores_what_the_model_scores_on_that_grid_from_the_same_seed(bench):

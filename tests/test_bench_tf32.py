@@ -1,21 +1,14 @@
 """scripts/bench_tf32_likelihood.py: its TF32 emulation reads float32 as tensor cores do, and on a CPU
 (where torch's TF32 flags change nothing) it scores the same noise twice."""
 
-import sys
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
-
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import bench_tf32_likelihood
-
-    yield bench_tf32_likelihood
-    sys.modules.pop("bench_tf32_likelihood")
+def bench(script):
+    return script("bench_tf32_likelihood")
 
 
 def test_tf32_keeps_ten_mantissa_bits_rounded_to_even_or_truncated(bench):

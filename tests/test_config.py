@@ -88,10 +88,9 @@ def test_families_without_labels_have_no_conditional_option(family):
         validate(compose_train([f"model={family}", "dataset=digits", "+model.conditional=true"]))
 
 
-def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, monkeypatch):
+def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, script):
     """The dataclass holds each default; the YAML is a checked copy (scripts/sync_model_configs.py)."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import sync_model_configs as sync
+    sync = script("sync_model_configs")
 
     assert sync.differing() == []
     broken = tmp_path / "vae.yaml"  # a changed default, a missing option and an unknown one

@@ -1,7 +1,6 @@
 """The quality-vs-NFE sweep: step counts that fit each budget, one curve per sampler from the same noise,
 the records it writes, and the NFE at which a family reaches a share of its best quality."""
 
-import importlib.util
 import json
 
 import pytest
@@ -23,7 +22,7 @@ from genbench.nfe_record import (
     write_curve,
 )
 from genbench.train import run
-from tests.helpers import ROOT, compose_train
+from tests.helpers import compose_train
 
 
 def _diffusion(**kw) -> Diffusion:
@@ -104,16 +103,9 @@ def test_curve_records_round_trip_and_render(tmp_path):
     assert len(figure.axes[0].lines) == 3  # two samplers and the real-data floor
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("nfe_sweep", ROOT / "scripts" / "nfe_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(("family", "dataset", "metric"), [("diffusion", "moons", "w2_test"),
                                                           ("flow_matching", "digits", "fd_data_space")])
-def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, family, dataset, metric):
+def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, script, family, dataset, metric):
     """One command on a trained checkpoint (a debug run here); digits without a trained classifier falls
     back to the Fréchet distance in pixel space."""
     run(compose_train([f"model={family}", f"dataset={dataset}", "trainer=debug", "logger=none",
@@ -121,11 +113,12 @@ def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, family,
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={ckpt}", f"model={family}", f"dataset={dataset}", f"paths.root_dir={tmp_path}",
             "--nfe", "2", "4", "--samples", "64"]
-    assert _load_script().main(args) == 0
+    nfe_sweep = script("nfe_sweep")
+    assert nfe_sweep.main(args) == 0
     record = json.loads((tmp_path / "nfe_curve.json").read_text())
     assert (record["family"], record["dataset"], record["metric"]) == (family, dataset, metric)
     assert "heun" in {p["sampler"] for p in record["points"]}
     assert all(p["nfe"] <= 4 for p in record["points"])
     assert metric in record["floor"]
     with pytest.raises(ConfigError, match="ckpt_path"):
-        _load_script().main([f"model={family}", f"dataset={dataset}"])
+        nfe_sweep.main([f"model={family}", f"dataset={dataset}"])
