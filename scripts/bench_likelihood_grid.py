@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from genbench.errors import ConfigError  # noqa: E402
 from genbench.evaluation.device import device_name  # noqa: E402
 from genbench.models.flow_matching import FlowMatching  # noqa: E402
-from genbench.trained_run import load_trained  # noqa: E402
+from genbench.trained_run import load_trained, run_script  # noqa: E402
 
 DEFAULT_GRIDS = ("32:1", "16:3", "24:3", "32:3")
 
@@ -116,8 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as e:
-        logging.error("%s", e)
-        sys.exit(2)
+    run_script(main)

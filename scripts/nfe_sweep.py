@@ -11,14 +11,13 @@ sampler of the family (or those named) runs at each NFE budget on the same start
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from genbench.data.base import GenerativeDataModule
-from genbench.errors import ConfigError, FeatureExtractorUnavailable
+from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
 from genbench.evaluation.nfe_curve import (
     DEFAULT_BUDGETS,
@@ -30,7 +29,7 @@ from genbench.evaluation.nfe_curve import (
 )
 from genbench.evaluation.reference import reference_images
 from genbench.nfe_record import Curve, markdown_table, write_curve
-from genbench.trained_run import load_trained
+from genbench.trained_run import load_trained, run_script
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 log = logging.getLogger("nfe_sweep")
@@ -77,8 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as e:
-        logging.error("%s", e)
-        sys.exit(2)
+    run_script(main)

@@ -6,6 +6,9 @@ of the training run (``ckpt_path=... model=... dataset=...``) and get from :func
 config, the checkpoint's model on the GPU if there is one, and the dataset set up for testing.
 """
 
+import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +71,13 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     dm.setup("test")
     model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device).eval()
     return Trained(cfg, dm, model, device, ckpt)
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Exits with an evaluation-only script's ``main()``; a ConfigError (no checkpoint, one that does not
+    fit) is logged in one line and exits 2, as a bad command line does."""
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        logging.error("%s", e)
+        sys.exit(2)
