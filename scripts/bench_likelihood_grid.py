@@ -26,8 +26,10 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from genbench.data.pixels import bits_per_dim  # noqa: E402
 from genbench.errors import ConfigError  # noqa: E402
 from genbench.evaluation.device import device_name  # noqa: E402
+from genbench.evaluation.likelihood import seeded_log_likelihoods  # noqa: E402
 from genbench.models.flow_matching import FlowMatching  # noqa: E402
 from genbench.trained_run import load_trained, run_script  # noqa: E402
 
@@ -52,12 +54,10 @@ def scores(model: FlowMatching, x: Tensor, grid: tuple[int, float], seed: int, b
     kept = model.hp
     model.hp = replace(kept, likelihood_steps=grid[0], likelihood_step_power=grid[1])
     try:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            ll = torch.cat([model.log_likelihood(b.to(model.device)).double().cpu() for b in x.split(batch)])
+        nll = -seeded_log_likelihoods(model, x.split(batch), seed)
     finally:
         model.hp = kept
-    return -ll / (model.data_dim * math.log(2)) if model.is_image else -ll
+    return bits_per_dim(nll, model.data_dim) if model.is_image else nll
 
 
 def table(rows: list[dict], unit: str, reference: str) -> str:

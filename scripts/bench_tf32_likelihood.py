@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genbench.evaluation.device import device_name  # noqa: E402
+from genbench.evaluation.likelihood import seeded_log_likelihoods  # noqa: E402
 from genbench.performance import tf32_mode  # noqa: E402
 from genbench.train import run  # noqa: E402
 
@@ -64,13 +65,6 @@ class EmulatedTF32(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def log_likelihoods(model, loader, device: torch.device) -> Tensor:
-    """Per-example log-likelihood (nats) of the test split, from seed 0 (the same dequantization noise)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        return torch.cat([model.log_likelihood(x.to(device)).double().cpu() for x, _ in loader])
-
-
 def measure(dataset: str, steps: int, emulate: str | None, out: Path) -> dict[str, Any]:
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -83,10 +77,10 @@ def measure(dataset: str, steps: int, emulate: str | None, out: Path) -> dict[st
     model, dm = result.model.to(device).eval(), result.dm
     dm.setup("test")
     with tf32_mode(False):
-        exact = log_likelihoods(model, dm.test_dataloader(), device)
+        exact = seeded_log_likelihoods(model, (x for x, _ in dm.test_dataloader()), seed=0)
     emulation = EmulatedTF32(emulate) if emulate else None
     with tf32_mode(emulate is None), emulation or contextlib.nullcontext():  # torch's TF32, or emulated
-        tf32 = log_likelihoods(model, dm.test_dataloader(), device)
+        tf32 = seeded_log_likelihoods(model, (x for x, _ in dm.test_dataloader()), seed=0)
     to_bpd = 1 / (model.data_dim * math.log(2))
     change = (tf32 - exact) * to_bpd
     return {"dataset": dataset, "device": str(device), "device_name": device_name(device),

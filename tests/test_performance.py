@@ -16,6 +16,7 @@ import genbench.train as genbench_train
 from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, trained_networks
 from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
+from genbench.progress import logs_this_step
 from genbench.train import instantiate, run
 from tests.helpers import FAMILIES, compose_train
 
@@ -326,7 +327,7 @@ class ReadsAfterWarmup(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.watching:
-            self.logged.append(trainer._logger_connector.should_update_logs)
+            self.logged.append(logs_this_step(trainer))
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._close()

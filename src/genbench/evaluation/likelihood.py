@@ -67,6 +67,15 @@ def rebatched(loader: Iterable, batch_size: int | None) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
+def seeded_log_likelihoods(model: GenerativeModel, batches: Iterable[Tensor], seed: int) -> Tensor:
+    """log p (nats, float64, on the CPU) of each example of ``batches``, from ``seed``: two calls with one
+    seed draw the same dequantization noise and probes, so their difference is the model's change alone
+    (another ODE grid, TF32)."""
+    torch.manual_seed(seed)
+    return torch.cat([model.log_likelihood(x.to(model.device)).double().cpu() for x in batches])
+
+
+@torch.no_grad()
 def test_likelihood(model: GenerativeModel, loader: DataLoader, max_batches: int | None = None,
                     data_log_density: Callable[[Tensor], Tensor] | None = None,
                     batch_size: int | None = None) -> dict:
