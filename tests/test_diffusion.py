@@ -1,6 +1,9 @@
 """DDPM learns; its schedules, samplers, bound and classifier-free guidance behave as the papers say."""
 
+import math
+
 import hydra
+import numpy
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,7 +14,7 @@ from genbench.config import validate
 from genbench.errors import DivergedError
 from genbench.evaluation.distances import energy_distance
 from genbench.models.diffusion import Diffusion, log_spaced_strata
-from genbench.models.diffusion_schedule import NoiseSchedule
+from genbench.models.diffusion_schedule import NoiseSchedule, cosine_betas, linear_betas
 from genbench.models.optim import adam_node
 from genbench.train import run
 from tests.helpers import compose_quiet_run, compose_train, learning_seeds
@@ -130,6 +133,76 @@ def test_bound_computes_the_decoder_term_for_every_example_and_has_a_fraction_of
     # t = 1..T-1 instead of log-spaced ones).
     ratio = ours.std(0).median() / earlier.std(0).median()
     assert ratio < 0.01, ratio
+
+
+def _ho_et_al_closed_form(betas: torch.Tensor, variance: str, mean: float, std: float,
+                          x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per dimension, in float64, written from Ho et al. (2020) eq. 5 apart from the model's code: the
+    negative ELBO in expectation over x_1..x_T, and the exact NLL of the reverse process whose noise
+    prediction is E[eps | x_t] of data N(mean, std^2). That prediction is linear in x_t, so each reverse
+    step is x_{t-1} = a_t x_t + b_t + sigma_t z and everything is Gaussian. Paper indices: t = 1..T."""
+    T = len(betas)
+    beta = [0.0] + betas.tolist()
+    abar = [1.0]
+    for t in range(1, T + 1):
+        abar.append(abar[-1] * (1 - beta[t]))
+    post_var = [0.0] + [beta[t] * (1 - abar[t - 1]) / (1 - abar[t]) for t in range(1, T + 1)]
+    # sigma_t^2: beta_t ("large") or beta~_t ("small"), beta~_1 = 0 replaced by beta~_2
+    sigma2 = [0.0] + [beta[t] if variance == "large" else post_var[max(t, 2)] for t in range(1, T + 1)]
+    a, b = [0.0], [0.0]
+    for t in range(1, T + 1):  # eq. 11 with eps_hat = g (x_t - sqrt(abar_t) mean)
+        g = math.sqrt(1 - abar[t]) / (abar[t] * std**2 + 1 - abar[t])
+        a.append((1 - beta[t] / math.sqrt(1 - abar[t]) * g) / math.sqrt(1 - beta[t]))
+        b.append(beta[t] / math.sqrt(1 - abar[t]) * g * math.sqrt(abar[t]) * mean / math.sqrt(1 - beta[t]))
+    # L_T = KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1))
+    bound = 0.5 * (abar[T] * x0**2 + (1 - abar[T]) - 1 - math.log(1 - abar[T]))
+    for t in range(1, T + 1):  # x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+        if t == 1:  # L_0 = E[-log N(x0; a_1 x_1 + b_1, sigma_1^2)]
+            gap2 = ((1 - a[1] * math.sqrt(abar[1])) * x0 - b[1]) ** 2 + a[1] ** 2 * (1 - abar[1])
+            bound = bound + 0.5 * math.log(2 * math.pi * sigma2[1]) + gap2 / (2 * sigma2[1])
+            continue
+        # L_{t-1} = E[KL(N(c0 x0 + c1 x_t, beta~_t) || N(a_t x_t + b_t, sigma_t^2))]
+        c0 = math.sqrt(abar[t - 1]) * beta[t] / (1 - abar[t])
+        c1 = math.sqrt(1 - beta[t]) * (1 - abar[t - 1]) / (1 - abar[t])
+        gap2 = ((c0 + (c1 - a[t]) * math.sqrt(abar[t])) * x0 - b[t]) ** 2 + (c1 - a[t]) ** 2 * (1 - abar[t])
+        bound = bound + 0.5 * (math.log(sigma2[t] / post_var[t]) + (post_var[t] + gap2) / sigma2[t] - 1)
+    m, v = 0.0, 1.0  # x_T ~ N(0, 1) through the T reverse steps
+    for t in range(T, 0, -1):
+        m, v = a[t] * m + b[t], a[t] ** 2 * v + sigma2[t]
+    nll = 0.5 * math.log(2 * math.pi * v) + (x0 - m) ** 2 / (2 * v)
+    return bound, nll
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("timesteps", [10, 1000])
+def test_the_bound_is_ho_et_als_in_closed_form_and_lies_above_the_exact_nll(timesteps, kind, variance):
+    """With the exact noise prediction of Gaussian data every term is a quadratic in each x_t's noise, so
+    three Gauss-Hermite nodes give the bound's exact expectation; it must equal the closed form above
+    (each term, its weights and the network's timestep), and exceed the model's exact NLL."""
+    mean, std = 0.3, 0.2
+    model = Diffusion((1,), timesteps=timesteps, schedule=kind, variance=variance, sampling_steps=1)
+    model.ema = _GaussianOracle(model.schedule, torch.tensor(mean), std)
+    x0 = torch.tensor([-1.0, -0.2, 0.1, 0.3, 0.35, 0.6, 1.0, 2.0], dtype=torch.float64)
+    nodes, weights = numpy.polynomial.hermite_e.hermegauss(3)
+    expected = sum(w / weights.sum() * model.exact_negative_elbo(
+        x0.float()[:, None], torch.full((timesteps, len(x0), 1), float(e))).double()
+        for e, w in zip(nodes, weights, strict=True))
+    betas = {"linear": linear_betas, "cosine": cosine_betas}[kind](timesteps)
+    bound, nll = _ho_et_al_closed_form(betas, variance, mean, std, x0)
+    # Measured: within 7e-4 nats (cosine, small, T = 1000: the schedule's float32 buffers); a network
+    # called at t + 1, or a decoder with variance beta_1 instead of beta~_2, misses by 0.16 or more.
+    assert (expected - bound).abs().max() < 2e-3, (expected - bound)
+    assert (bound - nll).min() > 0 and (expected - nll).min() > 0  # smallest margin measured: 0.0039
+
+
+def test_the_prior_term_is_the_kl_from_q_x_T_to_the_standard_normal():
+    model = _small(schedule="cosine")
+    x0 = torch.tensor([[-1.0, 0.5], [2.0, 0.0]])
+    abar = model.schedule.alphas_cumprod[-1]
+    q = torch.distributions.Normal(abar.sqrt() * x0, (1 - abar).sqrt())
+    kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    assert torch.allclose(model._prior_term(x0), kl, rtol=1e-5, atol=1e-7)
 
 
 def test_log_spaced_strata_partition_the_timesteps_after_zero():
