@@ -27,6 +27,7 @@ from genbench.evaluation.nfe_curve import (
     sweep,
     vector_quality,
 )
+from genbench.evaluation.real import held_out_split
 from genbench.evaluation.reference import reference_images
 from genbench.nfe_record import Curve, markdown_table, write_curve
 from genbench.trained_run import load_trained, run_script
@@ -48,6 +49,18 @@ def image_quality(cfg: DictConfig, dm: GenerativeDataModule, device: torch.devic
     return feature_quality(lambda x: net.extract(x, 64)[0], net.extract(real, 64)[0], name), name
 
 
+def image_floor(quality: Quality, dm: GenerativeDataModule, reference_split: str, samples: int) -> dict:
+    """The metrics of as many held-out real images as samples (a Fréchet distance's bias depends on the
+    sample size); none where the held-out split holds fewer."""
+    split = held_out_split(dm, reference_split)
+    held_out = dm.split_tensor(split) if split else None
+    if held_out is None or len(held_out) < samples:
+        log.warning("no real-data floor: %s's held-out split has %d images, fewer than --samples %d",
+                    dm.name, 0 if held_out is None else len(held_out), samples)
+        return {}
+    return quality(held_out[:samples])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="config overrides: ckpt_path=... model=... dataset=...")
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, dm, model, ckpt = trained.cfg, trained.dm, trained.model, trained.ckpt
     if dm.is_image:
         quality, metric = image_quality(cfg, dm, trained.device)
-        floor = quality(dm.split_tensor("test"))
+        floor = image_floor(quality, dm, cfg.eval.reference_split, args.samples)
     else:
         test = dm.split_tensor("test")
         quality, metric = vector_quality(test), "w2_test"

@@ -9,10 +9,11 @@ import torch
 
 from genbench.data.toy import GaussianGrid
 from genbench.evaluation.compute import flop_counter
-from genbench.evaluation.curves import log_spaced_steps
+from genbench.evaluation.curves import QualityCurve, log_spaced_steps
+from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.feature_net import save_feature_net
 from genbench.evaluation.quality import class_rows
-from genbench.evaluation.real import held_out_split, real_toy_metrics
+from genbench.evaluation.real import fresh_draws, held_out_split, real_toy_metrics
 from genbench.matrix.runs import Run
 from genbench.nets.classifier import SmallCNN
 from genbench.train import run
@@ -63,6 +64,11 @@ def test_a_run_records_its_flops_and_a_quality_curve_that_does_not_change_its_tr
     assert all(math.isfinite(v) and v > 0 for _, _, v in curve)
     assert curve[-1][2] < curve[0][2]  # 60 steps of a VAE beat 10
     assert not (tmp_path / "alone" / "curves.csv").exists()
+    # The floor at the curve's own sample size: fresh draws of the mixture, as many as the test points.
+    floor = Run(tmp_path / "curve", "vae", "gaussians8", 0, "ok").quality_curve("real_energy_distance_test")
+    test = watched.dm.split_tensor("test")[:2000]
+    expected = energy_distance(fresh_draws(watched.dm.distribution, len(test), 0).double(), test.double())
+    assert [v for _, _, v in floor] == [pytest.approx(expected)] * 5 and 0 < expected < curve[-1][2]
 
 
 def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path):
@@ -80,6 +86,13 @@ def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path)
     alone = run(compose_quiet_run(tmp_path / "alone", [*common, "callbacks=none"]), tmp_path / "alone")
     assert (tmp_path / "curve" / "curves.csv").read_text().count("\n") == 4  # header, steps 10, 18, 30
     assert torch.equal(_weights(watched.model), _weights(alone.model))
+    curve = Run(tmp_path / "curve", "vae", "digits", 0, "ok")
+    floor = [v for _, _, v in curve.quality_curve("real_fd_digits_cnn")]  # 50 of the 359 test images
+    assert len(floor) == 3 and len(set(floor)) == 1 and floor[0] > 0
+    # More samples than the held-out split holds: no floor at that size, so none at all.
+    scorer = QualityCurve(str(tmp_path / "big"), image_samples=400, feature_net_dir=str(tmp_path / "nets"))
+    scorer = scorer._make_scorer(watched.dm, watched.model)
+    assert set(scorer(watched.model.eval())) == {"fd_digits_cnn"}
 
 
 def test_the_real_data_floor_of_the_mode_metrics_is_what_the_mixture_gives(tmp_path):

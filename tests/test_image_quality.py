@@ -235,3 +235,42 @@ def test_a_feature_network_added_to_the_registry_is_scored_with_no_other_edit(tm
     result = evaluate(VAE(data_shape=dm.data_shape), dm, cfg, tmp_path)
     assert result.metrics["fd_pixels"] > 0 and result.metrics["real_fd_pixels"] < result.metrics["fd_pixels"]
     assert result.provenance["pixels"]["extractor"] == "raw pixels"
+
+
+def test_samples_are_compared_with_a_smaller_held_out_floor_at_its_own_size(tmp_path, monkeypatch):
+    """digits holds 359 test images: 600 samples are also scored on their first 359 (at_real_n_), the value
+    the floor is compared with. The model here draws real digits (of the train split; the reference is
+    val), so it is as good as real data, and its 600 samples score better than the 359-image floor."""
+    from genbench.evaluation.feature_networks import FEATURE_NETWORKS, FeatureNetwork
+    from genbench.evaluation.frechet import feature_statistics, frechet_distance
+
+    monkeypatch.setitem(FEATURE_NETWORKS, "pixels", FeatureNetwork(
+        name=lambda dm: "pixels", wanted=lambda cfg, dm: True, load=lambda cfg, dm, device: _PixelFeatures(),
+        classifier=False))
+    dm = DigitsDataModule()
+    dm.setup()
+    train = dm.split_tensor("train")
+    unseen = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
+    drawn: list[torch.Tensor] = []
+
+    def real_digits(n: int, labels=None) -> torch.Tensor:  # without replacement
+        drawn.append(unseen[sum(map(len, drawn)):][:n])
+        return drawn[-1]
+
+    model = VAE(data_shape=dm.data_shape)
+    monkeypatch.setattr(model, "sample", real_digits)
+    settings = {"inception": False, "feature_net": False, "speed_repeats": 1, "speed_batch_size": 4,
+                "kid_subset_size": 50, "kid_subsets": 5, "score_splits": 2, "reference_split": "val",
+                "max_test_batches": 1}
+    metrics = evaluate(model, dm, EvalConfig(num_samples=600, **settings), tmp_path).metrics
+    first = torch.cat([d for d in drawn if len(d) > 4])[:359]  # the quality metrics' draws (timing's: 4)
+    val = dm.split_tensor("val")
+    assert metrics["at_real_n_fd_pixels"] == pytest.approx(frechet_distance(
+        *feature_statistics(val.flatten(1).double()), *feature_statistics(first.flatten(1).double())))
+    # Measured over 10 orders of the draws: fd at 600 samples 0.67-0.79 of the floor, always below
+    # at_real_n (0.77-0.97 of it): the 359-image floor is no floor for 600 samples.
+    assert metrics["fd_pixels"] < min(0.85 * metrics["real_fd_pixels"], metrics["at_real_n_fd_pixels"])
+    assert {"at_real_n_kid_pixels", "at_real_n_precision_pixels", "at_real_n_recall_pixels"} <= set(metrics)
+    (tmp_path / "small").mkdir()
+    small = evaluate(model, dm, EvalConfig(num_samples=300, **settings), tmp_path / "small").metrics
+    assert "real_fd_pixels" in small and not any(k.startswith("at_real_n_") for k in small)

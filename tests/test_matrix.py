@@ -32,10 +32,11 @@ CAPS = {
 
 
 def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
-         losses: list[float] | None = None, config: dict | None = None, error: str | None = None) -> Path:
+         losses: list[float] | None = None, config: dict | None = None, error: str | None = None,
+         dataset: str = "gaussians25") -> Path:
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
-    write_record(run_dir / "metrics.json", status=status, family=family, dataset="gaussians25", seed=seed,
+    write_record(run_dir / "metrics.json", status=status, family=family, dataset=dataset, seed=seed,
                  metrics=metrics, provenance=provenance(config or {}, seed, datetime.now()),
                  error=error or ("DivergedError: loss became nan" if status != "ok" else None),
                  capabilities=CAPS[family] if status == "ok" else None)
@@ -138,8 +139,8 @@ def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
     assert f"<li>{sweep / '6'}: no metrics.json" in page
 
 
-def _matrix(root: Path):
-    return build_matrix("gaussians25", find_runs([root]).runs)
+def _matrix(root: Path, dataset: str = "gaussians25"):
+    return build_matrix(dataset, find_runs([root]).runs)
 
 
 def test_a_single_seed_shows_its_value_with_n_1_and_no_spread_word(tmp_path):
@@ -201,6 +202,26 @@ def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
     assert "| vae | gan | diffusion | held-out real data |" in md and "| 0.95 ± 0 |" in md  # 3 runs
 
 
+def test_ratios_to_a_floor_of_fewer_held_out_images_use_the_samples_scored_at_that_size(tmp_path):
+    """digits: 359 held-out images against 10,000 samples. The floor (real_) is compared with the samples'
+    at_real_n_ values, not with the 10,000-sample ones shown; a run without them compares what it shows."""
+    common = {"sample_ms_per_sample": 0.01, "nfe": 1, "train_seconds": 5.0, "likelihood_kind": "none",
+              "real_fd_digits_cnn": 4.0, "real_recall_digits_cnn": 0.8}
+    for seed in (0, 1):
+        _run(tmp_path, f"v{seed}", "vae", seed, {**common, "fd_digits_cnn": 6.0, "recall_digits_cnn": 0.6,
+                                                 "at_real_n_fd_digits_cnn": 12.0,
+                                                 "at_real_n_recall_digits_cnn": 0.4}, dataset="digits")
+    _run(tmp_path, "g", "gan", 0, {**common, "fd_digits_cnn": 6.0, "recall_digits_cnn": 0.6},
+         dataset="digits")
+    matrix = _matrix(tmp_path, "digits")
+    quality, diversity = matrix.row("Sample quality").cells, matrix.row("Diversity").cells
+    assert matrix.quality == "fd_digits_cnn" and quality["vae"].mean == 6.0
+    assert quality["vae"].ratio == pytest.approx(3.0) and quality["gan"].ratio == pytest.approx(1.5)
+    assert "r 3 (from at_real_n_fd_digits_cnn 12)" in quality["vae"].text
+    assert "at_real_n" not in quality["gan"].text
+    assert diversity["vae"].ratio == pytest.approx(0.5) and diversity["gan"].ratio == pytest.approx(0.75)
+    assert "(from at_real_n_recall_digits_cnn 0.4)" in diversity["vae"].text
+
 def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
     for seed in (0, 1):
         _run(tmp_path, f"v{seed}", "vae", seed, _metrics(0.50 + seed / 100, 1.0, 0.001, 1, 10.0, 1.2),
@@ -228,9 +249,10 @@ def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
     assert "Speed-quality Pareto front (fastest first): vae, gan" in md
 
 
-def _curve(run_dir: Path, points: list[tuple[int, float, float]]) -> None:
-    lines = ["step,train_examples,train_flops,train_seconds,energy_distance_test"]
-    lines += [f"{step},{step * 10},{flops},1.0,{value}" for step, flops, value in points]
+def _curve(run_dir: Path, points: list[tuple[int, float, float]], floor: float = 0.03) -> None:
+    """curves.csv with the curve's own real-data floor (at its sample size) on every row."""
+    lines = ["step,train_examples,train_flops,train_seconds,energy_distance_test,real_energy_distance_test"]
+    lines += [f"{step},{step * 10},{flops},1.0,{value},{floor}" for step, flops, value in points]
     (run_dir / "curves.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -243,7 +265,8 @@ def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
         gan = _run(tmp_path, f"g{seed}", "gan", seed, {**_metrics(0.9, 0.3, 0.002, 1, 8.0, None), **real})
         _curve(gan, [(10, 1e8, 0.9), (100, 1e9, 0.6 + seed / 10), (1000, 1e10, 0.3), (3162, 3.2e10, 0.2)])
     curves = _matrix(tmp_path).curves
-    assert curves.metric == "energy_distance_test" and curves.floor == pytest.approx(0.05)
+    # The floor is the curves' own (at their sample size), not the evaluation stage's real_ value (0.05).
+    assert curves.metric == "energy_distance_test" and curves.floor == pytest.approx(0.03)
     assert curves.curves["gan"].mean[1] == pytest.approx(0.65) and curves.curves["gan"].high[1] == 0.7
     assert curves.best["vae"] == (pytest.approx(0.0515), pytest.approx(3.2e10))
     assert curves.level == pytest.approx((0.0515 + 0.2) / 2)  # the median of the two best values

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from genbench.data.images import DigitsDataModule
 from genbench.errors import ConfigError
 from genbench.evaluation.nfe_curve import steps_for_budget, sweep
 from genbench.models.diffusion import Diffusion
@@ -122,3 +123,16 @@ def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, script,
     assert metric in record["floor"]
     with pytest.raises(ConfigError, match="ckpt_path"):
         nfe_sweep.main([f"model={family}", f"dataset={dataset}"])
+
+
+def test_the_image_floor_scores_as_many_held_out_images_as_samples_or_none(script):
+    dm = DigitsDataModule()
+    dm.setup()
+    held_out = dm.split_tensor("test")  # 359 images; the reference is train
+
+    def quality(images):
+        return {"n": len(images), "first": images[0].sum().item()}
+
+    floor = script("nfe_sweep").image_floor
+    assert floor(quality, dm, "train", 64) == {"n": 64, "first": held_out[0].sum().item()}
+    assert floor(quality, dm, "train", 400) == {}  # a 359-image floor is no floor for 400 samples

@@ -41,6 +41,9 @@ from genbench.files import read_regular_file, write_text_atomically
 CURVES_FILE = "curves.csv"  # quality against training compute, at log-spaced steps
 REAL_SAMPLES_PNG = "real_samples.png"  # held-out real data, the picture beside samples.png
 REAL_PREFIX = "real_"  # metrics of held-out real data scored like the samples: real_<metric>
+# The samples' metrics recomputed on as many samples as held-out real images, where those are fewer:
+# what real_<metric> is compared with (finite-sample bias depends on the sample size)
+AT_REAL_N_PREFIX = "at_real_n_"
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "interrupted")
 MAX_RECORD_BYTES = 4 << 20  # a real record is a few KB; anything this large is not one

@@ -7,7 +7,9 @@ metrics of the evaluation stage: on 2D sets :func:`~genbench.evaluation.toy.toy_
 PacGAN's modes and high-quality fraction, precision/recall), on labelled images the dataset classifier's
 Fréchet distance ``fd_<dataset>_cnn`` on ``image_samples`` samples. Each row also holds the compute spent
 so far: examples seen, FLOPs (:class:`~genbench.evaluation.compute.TrainingFlops`) and seconds of training
-(the curve's own evaluations excluded).
+(the curve's own evaluations excluded), and the curve metric's real-data floor at the curve's own sample
+size (``real_<metric>``: fresh draws on 2D sets; held-out images where a split holds enough of them),
+since these distances' bias depends on the sample size and the evaluation stage's floor uses another.
 
 The evaluation draws from a forked random state with a fixed seed, so it never changes the training
 run it observes, and every point of a curve uses the same random numbers (smoother curves).
@@ -28,14 +30,16 @@ import torch
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation.compute import TrainingFlops
 from genbench.evaluation.cost import ExampleCounter
+from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.quality import sample_features
+from genbench.evaluation.real import fresh_draws, held_out_split
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
 from genbench.files import write_text_atomically
 from genbench.randomness import kept_rng
-from genbench.results import CURVES_FILE
+from genbench.results import CURVES_FILE, REAL_PREFIX
 
 log = logging.getLogger(__name__)
 COMPUTE_COLUMNS = ["step", "train_examples", "train_flops", "train_seconds"]
@@ -138,11 +142,13 @@ class QualityCurve(pl.Callback):
         if not dm.is_image and distribution is not None:
             test = dm.split_tensor("test")[: self.vector_samples]
             n = max(self.vector_samples, self.mode_samples if distribution.modes is not None else 0)
+            real = fresh_draws(distribution, len(test), self.seed)
+            floor = {f"{REAL_PREFIX}energy_distance_test": energy_distance(real.double(), test.double())}
 
             def toy(model: pl.LightningModule) -> dict[str, float]:
                 drawn = model.sample(n)
-                return toy_metrics(drawn[: self.vector_samples], test, distribution,
-                                   drawn[: self.mode_samples])
+                return {**toy_metrics(drawn[: len(test)], test, distribution, drawn[: self.mode_samples]),
+                        **floor}
             return toy
         if dm.is_image and dm.num_classes:
             return self._classifier_scorer(dm, model)
@@ -160,11 +166,23 @@ class QualityCurve(pl.Callback):
                                            cache_dir=Path(self.cache_dir) if self.cache_dir else None,
                                            batch_size=self.batch_size)[0]
         real_stats = feature_statistics(real_features)
+        metric = f"fd_{net.name}"
+        floor = {}
+        split = held_out_split(dm, self.reference_split)
+        held_out = dm.split_tensor(split) if split else real[:0]
+        if len(held_out) >= self.image_samples:
+            features = reference_features(net, held_out[: self.image_samples], dataset=dm.name, split=split,
+                                          cache_dir=Path(self.cache_dir) if self.cache_dir else None,
+                                          batch_size=self.batch_size)[0]
+            floor[REAL_PREFIX + metric] = frechet_distance(*real_stats, *feature_statistics(features))
+        else:
+            log.info("no real-data floor on the quality curve: %s's held-out split has %d images, fewer than "
+                     "callbacks.quality_curve.image_samples=%d", dm.name, len(held_out), self.image_samples)
 
         def frechet(model: pl.LightningModule) -> dict[str, float]:
             fake = sample_features(model, [net], self.image_samples, self.batch_size, self.batch_size,
                                    keep=1)[0][net.name][0]
-            return {f"fd_{net.name}": frechet_distance(*real_stats, *feature_statistics(fake))}
+            return {metric: frechet_distance(*real_stats, *feature_statistics(fake)), **floor}
         return frechet
 
 

@@ -8,7 +8,7 @@ Quality on 2D data: the energy distance and W2 (the exact optimal matching of eq
 distance in the dataset classifier's features (``fd_<dataset>_cnn``) against the reference split, or, where
 that net is not trained, between Gaussians fitted to the pixels (``fd_data_space``). Each curve also holds
 the same metric between real data and the test or reference set (``floor``: what a perfect model scores
-at that sample size).
+at that sample size; on images none where the held-out split holds fewer images than the samples).
 
 The curve record, and what a report needs of it, are in :mod:`genbench.nfe_record`.
 """

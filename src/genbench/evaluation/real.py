@@ -8,7 +8,10 @@ model is judged by its ratio to this floor, not by the raw number.
   points;
 - image sets: the images of a split the reference does not use (test; val when the reference is the test
   split), at most as many as the generated ones, scored with every extractor against the same reference
-  features.
+  features. Where the split holds fewer images than there are samples (digits' 359 test images against
+  10,000 samples), the samples are also scored on their first that many (``at_real_n_<metric>``): the
+  value the floor is compared with. A Fréchet distance's bias falls with the sample size, so a floor of
+  359 images is no floor for 10,000 samples: a perfect model would read better than real data.
 
 Each also writes ``real_samples.png``, the held-out data drawn as the model's ``samples.png`` is.
 """
@@ -25,20 +28,24 @@ from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import QualitySettings, feature_metrics
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
+from genbench.results import AT_REAL_N_PREFIX, REAL_SAMPLES_PNG
 from genbench.results import REAL_PREFIX as PREFIX
-from genbench.results import REAL_SAMPLES_PNG
 
 
 def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
     return {PREFIX + name: value for name, value in metrics.items()}
 
 
+def fresh_draws(distribution: ToyDistribution, n: int, seed: int) -> Tensor:
+    """``n`` points of the true distribution from a stream of their own, apart from the splits' streams."""
+    state = np.random.SeedSequence([seed, 0x7EA1]).generate_state(2, dtype=np.uint32)
+    return distribution.sample(n, torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))[0]
+
+
 def real_toy_metrics(distribution: ToyDistribution, test: Tensor, n: int, mode_samples: int,
                      mode_min_count: int, seed: int, out_dir: Path) -> dict[str, float]:
     """``real_*`` toy metrics of ``n`` fresh draws (``mode_samples`` for the mode counts)."""
-    state = np.random.SeedSequence([seed, 0x7EA1]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    drawn = distribution.sample(max(n, mode_samples), generator)[0]
+    drawn = fresh_draws(distribution, max(n, mode_samples), seed)
     real = drawn[:n]
     save_samples_png(real, test, out_dir / REAL_SAMPLES_PNG, f"held-out real data: {len(real)} points")
     return _prefixed(toy_metrics(real, test[:n], distribution, drawn[:mode_samples], mode_min_count))
@@ -51,21 +58,31 @@ def held_out_split(dm: GenerativeDataModule, reference_split: str) -> str | None
 
 
 def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals: dict[str, tuple],
-                       reference_split: str, n: int, settings: QualitySettings, cache_dir: Path | None,
-                       feature_batch: int, plot_images: int, out_dir: Path) -> tuple[dict[str, float], dict]:
-    """``real_*`` feature metrics of up to ``n`` held-out images with each extractor, against the same
-    reference features ``reals`` (name -> (features, logits, provenance)); and their provenance."""
+                       fakes: dict[str, tuple], reference_split: str, settings: QualitySettings,
+                       cache_dir: Path | None, feature_batch: int, plot_images: int,
+                       out_dir: Path) -> tuple[dict[str, float], dict]:
+    """``real_*`` feature metrics of up to as many held-out images as samples (``fakes``: name ->
+    (features, logits)) with each extractor, against the same reference features ``reals`` (name ->
+    (features, logits, provenance)); ``at_real_n_*`` of the samples where the held-out images are fewer;
+    and their provenance."""
     split = held_out_split(dm, reference_split)
     if split is None:
         return {}, {}
+    n = max(len(features) for features, _ in fakes.values())
     images = reference_images(dm.split_tensor(split), n)
     save_samples_png(images[:plot_images], images, out_dir / REAL_SAMPLES_PNG,
                      f"held-out real data ({split} split)")
     metrics: dict[str, float] = {}
     for extractor, num_classes in extractors:
+        reference = reals[extractor.name][:2]
         held_out = reference_features(extractor, images, dataset=dm.name, split=split, cache_dir=cache_dir,
                                       batch_size=feature_batch)
-        metrics.update(feature_metrics(extractor.name, reals[extractor.name][:2], held_out[:2], settings,
-                                       num_classes))
-    return _prefixed(metrics), {"split": split, "n_real_held_out": len(images),
-                                "reference_split": reference_split}
+        metrics.update(_prefixed(feature_metrics(extractor.name, reference, held_out[:2], settings,
+                                                 num_classes)))
+        if len(images) < n:
+            features, logits = fakes[extractor.name]
+            first = (features[: len(images)], logits[: len(images)])
+            matched = feature_metrics(extractor.name, reference, first, settings, num_classes)
+            metrics.update({AT_REAL_N_PREFIX + name: value for name, value in matched.items()})
+    return metrics, {"split": split, "n_real_held_out": len(images), "n_generated": n,
+                     "reference_split": reference_split}

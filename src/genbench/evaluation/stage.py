@@ -163,7 +163,7 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
         }
         result.metrics.update(metrics)
     real, result.provenance["real_data"] = real_image_metrics(
-        dm, extractors, reals, cfg.reference_split, cfg.num_samples, settings,
+        dm, extractors, reals, fakes, cfg.reference_split, settings,
         Path(cfg.cache_dir) if cfg.cache_dir else None, feature_batch, cfg.plot_samples_image, out_dir)
     result.metrics.update(real)
     return shown

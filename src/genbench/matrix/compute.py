@@ -30,7 +30,7 @@ class MeanCurve:
 @dataclass
 class CurveSummary:
     metric: str | None  # None: no run of the dataset wrote a curve
-    floor: float | None = None  # held-out real data's value of the metric
+    floor: float | None = None  # held-out real data's value of the metric at the curves' sample size
     level: float | None = None  # the common quality level
     curves: dict[str, MeanCurve] = field(default_factory=dict)
     best: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (value, FLOPs)
@@ -74,7 +74,7 @@ def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> Cu
             break
     else:
         return CurveSummary(None)
-    reals = [v for r in runs if r.ok and isinstance(v := r.metrics.get(REAL + metric), (int, float))]
+    reals = [floor[-1][2] for r in runs if r.ok and (floor := r.quality_curve(REAL + metric))]
     summary = CurveSummary(metric, statistics.fmean(reals) if reals else None, curves=curves)
     for name, curve in curves.items():
         i = min(range(len(curve.mean)), key=curve.mean.__getitem__)

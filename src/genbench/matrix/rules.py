@@ -70,7 +70,9 @@ RULES = (
                     "others by name."),
     Rule("Reference", "held-out real data (real_<metric> in every record: fresh draws on 2D sets, a split "
                       "the reference does not use on images), scored by the same code against the same "
-                      "reference at the same sample size: the best value samples can reach there."),
+                      "reference at the same sample size: the best value samples can reach there. Where "
+                      "the split holds fewer images than the run's samples, ratios to it use the samples "
+                      "scored on that many (at_real_n_<metric>, named in the cell)."),
     Rule("Sample quality", "images: fid_inception when measured, else fd_<dataset>_cnn (lower is better); "
                            "2D sets: precision_data_space (higher is better). r = how many times worse "
                            "than held-out real data (value / real, or real / value when higher is better): "

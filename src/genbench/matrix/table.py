@@ -14,6 +14,7 @@ from genbench.matrix.columns import Column, build_columns
 from genbench.matrix.compute import CurveSummary, summarize_curves
 from genbench.matrix.runs import Run
 from genbench.nfe_record import nfe_to_reach
+from genbench.results import AT_REAL_N_PREFIX as AT_REAL_N
 from genbench.results import REAL_PREFIX as REAL
 
 REFERENCE = "held-out real data"
@@ -103,9 +104,13 @@ def _ratio(value: float, anchor: float, lower_is_better: bool) -> float:
     return value / anchor if lower_is_better else anchor / value
 
 
-def _numeric_row(name: str, metric: str, columns: list[Column], word: Callable[[float, list[float]], tuple],
-                 unit: str = "", shown: str | None = None) -> Row:
-    """Mean ± std of ``metric`` per column; ``word(mean, every column's mean)`` gives (label, ratio)."""
+Word = Callable[[Column, float, list[float]], tuple]
+
+
+def _numeric_row(name: str, metric: str, columns: list[Column], word: Word, unit: str = "",
+                 shown: str | None = None) -> Row:
+    """Mean ± std of ``metric`` per column; ``word(column, its mean, every column's mean)`` gives (label,
+    ratio)."""
     row = Row(name, shown or metric)
     values = {c.name: _values(c.runs, metric) for c in columns}
     means = [statistics.fmean(v) for v in values.values() if v]
@@ -115,9 +120,23 @@ def _numeric_row(name: str, metric: str, columns: list[Column], word: Callable[[
         if mean is None:
             row.cells[column.name] = Cell(_missing(column), "n/a")
             continue
-        label, ratio = word(mean, means)
+        label, ratio = word(column, mean, means)
         row.cells[column.name] = Cell(_fmt(vs, len(column.runs), unit), label, mean, std, len(vs), ratio)
     return row
+
+
+def _at_floor_size(column: Column, metric: str) -> tuple[float, bool] | None:
+    """The column's mean of ``metric`` as scored on as many samples as its real-data floor: each run's
+    ``at_real_n_<metric>`` where it recorded one (fewer held-out images than samples), else ``metric``; and
+    whether any run needed it."""
+    values, resized = [], False
+    for run in column.runs:
+        value = run.metrics.get(AT_REAL_N + metric)
+        resized |= value is not None
+        value = run.metrics.get(metric) if value is None else value
+        if run.ok and type(value) in (int, float) and math.isfinite(value):
+            values.append(float(value))
+    return (statistics.fmean(values), resized) if values else None
 
 
 def _reference(runs: list[Run], metric: str) -> Cell | None:
@@ -153,31 +172,49 @@ def loss_oscillation(run: Run) -> float | None:
 def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Cell | None) -> Row:
     anchor_name = "held-out real data" if reference else "the best column (no real-data value recorded)"
 
-    def word(mean: float, means: list[float]) -> tuple[str, float]:
-        anchor = reference.mean if reference else (min(means) if lower else max(means))
-        ratio = _ratio(mean, anchor, lower)
+    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float]:
+        if reference:
+            compared, _ = _at_floor_size(column, quality) or (mean, False)
+            ratio = _ratio(compared, reference.mean, lower)
+        else:
+            ratio = _ratio(mean, min(means) if lower else max(means), lower)
         return rules.QUALITY.word(ratio), ratio
 
     row = _numeric_row("Sample quality", quality, columns, word,
                        shown=f"{quality}, {'lower' if lower else 'higher'} is better; r to {anchor_name}")
     row.reference = reference
-    for cell in row.cells.values():
+    for column in columns:
+        cell = row.cells[column.name]
         if cell.ratio is not None:
-            cell.text += f"; r {cell.ratio:.3g}"
+            cell.text += f"; r {cell.ratio:.3g}" + _resized_note(column, quality, reference)
     return row
+
+
+def _resized_note(column: Column, metric: str, reference: Cell | None) -> str:
+    """Said where a ratio to the floor compares the samples' ``at_real_n_`` value, not the one shown."""
+    at_floor = _at_floor_size(column, metric) if reference else None
+    return f" (from {AT_REAL_N}{metric} {at_floor[0]:.3g})" if at_floor and at_floor[1] else ""
 
 
 def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None) -> Row:
     collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
 
-    def word(mean: float, means: list[float]) -> tuple[str, float]:
-        share = mean / reference.mean if reference and reference.mean else mean
+    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float]:
+        if reference and reference.mean:
+            compared, _ = _at_floor_size(column, diversity) or (mean, False)
+            share = compared / reference.mean
+        else:
+            share = mean
         label = rules.DIVERSITY.word(share)
         return label + (collapse if label == rules.DIVERSITY.last else ""), share
 
     row = _numeric_row("Diversity", diversity, columns, word,
                        shown=diversity + ("; s to held-out real data" if reference else ""))
     row.reference = reference
+    for column in columns:
+        cell = row.cells[column.name]
+        if cell.mean is not None and reference and reference.mean:
+            cell.text += _resized_note(column, diversity, reference)
     return row
 
 
@@ -215,9 +252,9 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     return Matrix(dataset, columns, rows, runs, quality, lower, curves, warnings)
 
 
-def _to_least(scale: rules.Scale) -> Callable[[float, list[float]], tuple[str, float]]:
+def _to_least(scale: rules.Scale) -> Word:
     """Words by the ratio to the least mean of the row (the fastest, the cheapest)."""
-    def word(mean: float, means: list[float]) -> tuple[str, float]:
+    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float]:
         ratio = _ratio(mean, min(means), True)
         return scale.word(ratio), ratio
     return word
@@ -282,7 +319,7 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
 
 
 def _likelihood_row(columns: list[Column]) -> Row:
-    row = _numeric_row("Likelihood", "nll_bpd", columns, lambda m, ms: ("", None), " bits/dim",
+    row = _numeric_row("Likelihood", "nll_bpd", columns, lambda c, m, ms: ("", None), " bits/dim",
                        shown="nll_bpd; SE nll_bpd_se, median nll_bpd_median")
     for column in columns:
         kinds = {r.metrics.get("likelihood_kind") for r in column.runs if r.ok} - {None}
