@@ -213,8 +213,8 @@ def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None
     row.reference = reference
     for column in columns:
         cell = row.cells[column.name]
-        if cell.mean is not None and reference and reference.mean:
-            cell.text += _resized_note(column, diversity, reference)
+        if cell.ratio is not None and reference and reference.mean:
+            cell.text += f"; s {cell.ratio:.3g}" + _resized_note(column, diversity, reference)
     return row
 
 
