@@ -55,10 +55,10 @@ def image_floor(quality: Quality, dm: GenerativeDataModule, reference_split: str
     split = held_out_split(dm, reference_split)
     held_out = dm.split_tensor(split) if split else None
     if held_out is None or len(held_out) < samples:
-        log.warning("no real-data floor: %s's held-out split has %d images, fewer than --samples %d",
-                    dm.name, 0 if held_out is None else len(held_out), samples)
+        log.warning("no real-data floor: %s holds %s held-out images, fewer than --samples %d", dm.name,
+                    "no" if held_out is None else len(held_out), samples)
         return {}
-    return quality(held_out[:samples])
+    return quality(reference_images(held_out, samples))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,11 @@ from genbench.data.toy import GaussianGrid
 from genbench.evaluation.compute import flop_counter
 from genbench.evaluation.curves import QualityCurve, log_spaced_steps
 from genbench.evaluation.distances import energy_distance
-from genbench.evaluation.feature_net import save_feature_net
+from genbench.evaluation.feature_net import load_feature_net, save_feature_net
+from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.quality import class_rows
 from genbench.evaluation.real import fresh_draws, held_out_split, real_toy_metrics
+from genbench.evaluation.reference import reference_images
 from genbench.matrix.runs import Run
 from genbench.nets.classifier import SmallCNN
 from genbench.train import run
@@ -78,7 +80,8 @@ def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path)
     net = SmallCNN(in_channels=1, image_size=8, num_classes=10)
     save_feature_net(net, tmp_path / "nets" / "digits_cnn.pt", {"dataset": "digits", "test_accuracy": 0.1})
     common = ["model=vae", "dataset=digits", "trainer.max_steps=30", "evaluate=false",
-              f"eval.feature_net_dir={tmp_path / 'nets'}"]  # 30 steps: several epochs of digits
+              f"eval.feature_net_dir={tmp_path / 'nets'}", f"eval.cache_dir={tmp_path / 'cache'}"]
+    # 30 steps: several epochs of digits
     watched = run(compose_quiet_run(tmp_path / "curve", [*common, "callbacks.sample_grids.every_n_steps=0",
                                                          "callbacks.quality_curve.first_step=10",
                                                          "callbacks.quality_curve.image_samples=50"]),
@@ -87,8 +90,14 @@ def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path)
     assert (tmp_path / "curve" / "curves.csv").read_text().count("\n") == 4  # header, steps 10, 18, 30
     assert torch.equal(_weights(watched.model), _weights(alone.model))
     curve = Run(tmp_path / "curve", "vae", "digits", 0, "ok")
-    floor = [v for _, _, v in curve.quality_curve("real_fd_digits_cnn")]  # 50 of the 359 test images
-    assert len(floor) == 3 and len(set(floor)) == 1 and floor[0] > 0
+    floor = [v for _, _, v in curve.quality_curve("real_fd_digits_cnn")]
+    net = load_feature_net(tmp_path / "nets" / "digits_cnn.pt", torch.device("cpu"))
+    reference, held_out = (net.extract(watched.dm.split_tensor(s))[0] for s in ("train", "test"))
+    fifty = net.extract(reference_images(watched.dm.split_tensor("test"), 50))[0]  # of the 359 test images
+    expected = frechet_distance(*feature_statistics(reference), *feature_statistics(fifty))
+    assert floor == [pytest.approx(expected)] * 3
+    # Measured: 6.0 times the floor of all 359 (this untrained net): the size is the point of the floor.
+    assert expected > 1.5 * frechet_distance(*feature_statistics(reference), *feature_statistics(held_out))
     # More samples than the held-out split holds: no floor at that size, so none at all.
     scorer = QualityCurve(str(tmp_path / "big"), image_samples=400, feature_net_dir=str(tmp_path / "nets"))
     scorer = scorer._make_scorer(watched.dm, watched.model)

@@ -33,13 +33,13 @@ CAPS = {
 
 def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
          losses: list[float] | None = None, config: dict | None = None, error: str | None = None,
-         dataset: str = "gaussians25") -> Path:
+         dataset: str = "gaussians25", metric_provenance: dict | None = None) -> Path:
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
     write_record(run_dir / "metrics.json", status=status, family=family, dataset=dataset, seed=seed,
                  metrics=metrics, provenance=provenance(config or {}, seed, datetime.now()),
                  error=error or ("DivergedError: loss became nan" if status != "ok" else None),
-                 capabilities=CAPS[family] if status == "ok" else None)
+                 capabilities=CAPS[family] if status == "ok" else None, metric_provenance=metric_provenance)
     if losses:
         (run_dir / "csv").mkdir()
         with (run_dir / "csv" / "metrics.csv").open("w", newline="") as f:
@@ -203,24 +203,39 @@ def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
 
 
 def test_ratios_to_a_floor_of_fewer_held_out_images_use_the_samples_scored_at_that_size(tmp_path):
-    """digits: 359 held-out images against 10,000 samples. The floor (real_) is compared with the samples'
-    at_real_n_ values, not with the 10,000-sample ones shown; a run without them compares what it shows."""
+    """digits: 359 held-out images. Each run's value at its floor's size (at_real_n_ where it recorded one)
+    is compared with its own floor; a record from before at_real_n_ whose floor had fewer images than its
+    samples is left out, and a column of only such records gets no word."""
     common = {"sample_ms_per_sample": 0.01, "nfe": 1, "train_seconds": 5.0, "likelihood_kind": "none",
-              "real_fd_digits_cnn": 4.0, "real_recall_digits_cnn": 0.8}
-    for seed in (0, 1):
-        _run(tmp_path, f"v{seed}", "vae", seed, {**common, "fd_digits_cnn": 6.0, "recall_digits_cnn": 0.6,
-                                                 "at_real_n_fd_digits_cnn": 12.0,
-                                                 "at_real_n_recall_digits_cnn": 0.4}, dataset="digits")
-    _run(tmp_path, "g", "gan", 0, {**common, "fd_digits_cnn": 6.0, "recall_digits_cnn": 0.6},
-         dataset="digits")
+              "real_fd_digits_cnn": 4.0, "real_recall_digits_cnn": 0.8, "fd_digits_cnn": 6.0,
+              "recall_digits_cnn": 0.6}
+    resized = {"at_real_n_fd_digits_cnn": 12.0, "at_real_n_recall_digits_cnn": 0.4}
+    sizes = {"equal": {"real_data": {"n_real_held_out": 359}, "digits_cnn": {"n_generated": 300}},
+             "old": {"real_data": {"n_real_held_out": 359}, "digits_cnn": {"n_generated": 10000}}}
+    for seed, (extra, size) in enumerate([(resized, "equal"), ({}, "equal"), ({}, "old")]):
+        _run(tmp_path, f"v{seed}", "vae", seed, {**common, **extra}, dataset="digits",
+             metric_provenance=sizes[size])
+    _run(tmp_path, "g", "gan", 0, common, dataset="digits", metric_provenance=sizes["equal"])
+    _run(tmp_path, "d", "diffusion", 0, common, dataset="digits", metric_provenance=sizes["old"])
     matrix = _matrix(tmp_path, "digits")
-    quality, diversity = matrix.row("Sample quality").cells, matrix.row("Diversity").cells
-    assert matrix.quality == "fd_digits_cnn" and quality["vae"].mean == 6.0
-    assert quality["vae"].ratio == pytest.approx(3.0) and quality["gan"].ratio == pytest.approx(1.5)
-    assert "r 3 (from at_real_n_fd_digits_cnn 12)" in quality["vae"].text
-    assert "at_real_n" not in quality["gan"].text
-    assert diversity["vae"].ratio == pytest.approx(0.5) and diversity["gan"].ratio == pytest.approx(0.75)
-    assert "(from at_real_n_recall_digits_cnn 0.4)" in diversity["vae"].text
+    quality, diversity = matrix.row("Sample quality"), matrix.row("Diversity")
+    vae, gan, diffusion = (quality.cells[f] for f in ("vae", "gan", "diffusion"))
+    assert matrix.quality == "fd_digits_cnn" and vae.mean == 6.0
+    assert vae.ratio == pytest.approx((12 / 4 + 6 / 4) / 2) and vae.compared == pytest.approx(9.0)
+    assert "(at the floor's sample size: at_real_n_fd_digits_cnn 12 in 1 of 2 runs)" in vae.text
+    assert "1 run without a floor at their samples' size" in vae.text
+    assert gan.ratio == pytest.approx(1.5) and gan.compared is None and "at_real_n" not in gan.text
+    assert (diffusion.label, diffusion.ratio) == ("n/a", None) and diffusion.mean == 6.0
+    assert not quality.reference_at_cells_size
+    assert [w for w in matrix.warnings if "fewer images" in w] == [
+        "2 runs scored held-out real data on fewer images than their samples and recorded no "
+        "at_real_n_<metric> (written before it existed), so their r and s are left out; evaluate their "
+        f"checkpoints again with eval.py: {tmp_path / 'd'}, {tmp_path / 'v2'}"]
+    assert diversity.cells["vae"].ratio == pytest.approx((0.4 / 0.8 + 0.6 / 0.8) / 2)
+    assert diversity.cells["gan"].ratio == pytest.approx(0.75) and diversity.cells["diffusion"].label == "n/a"
+    write_matrix([tmp_path], tmp_path / "out")  # a column without a word still renders, verdicts too
+    assert "| Sample quality" in (tmp_path / "out" / "matrix.md").read_text()
+
 
 def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
     for seed in (0, 1):

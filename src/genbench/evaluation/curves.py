@@ -8,8 +8,9 @@ PacGAN's modes and high-quality fraction, precision/recall), on labelled images 
 Fréchet distance ``fd_<dataset>_cnn`` on ``image_samples`` samples. Each row also holds the compute spent
 so far: examples seen, FLOPs (:class:`~genbench.evaluation.compute.TrainingFlops`) and seconds of training
 (the curve's own evaluations excluded), and the curve metric's real-data floor at the curve's own sample
-size (``real_<metric>``: fresh draws on 2D sets; held-out images where a split holds enough of them),
-since these distances' bias depends on the sample size and the evaluation stage's floor uses another.
+size (``real_<metric>``: fresh draws on 2D sets; held-out images where a split holds enough of them):
+these distances' bias depends on the sample size, and on images the evaluation stage's floor is at
+another (up to ``eval.num_samples``).
 
 The evaluation draws from a forked random state with a fixed seed, so it never changes the training
 run it observes, and every point of a curve uses the same random numbers (smoother curves).
@@ -142,8 +143,8 @@ class QualityCurve(pl.Callback):
         if not dm.is_image and distribution is not None:
             test = dm.split_tensor("test")[: self.vector_samples]
             n = max(self.vector_samples, self.mode_samples if distribution.modes is not None else 0)
-            real = fresh_draws(distribution, len(test), self.seed)
-            floor = {f"{REAL_PREFIX}energy_distance_test": energy_distance(real.double(), test.double())}
+            floor = {f"{REAL_PREFIX}energy_distance_test":
+                     energy_distance(fresh_draws(distribution, len(test), self.seed), test)}
 
             def toy(model: pl.LightningModule) -> dict[str, float]:
                 drawn = model.sample(n)
@@ -167,23 +168,30 @@ class QualityCurve(pl.Callback):
                                            batch_size=self.batch_size)[0]
         real_stats = feature_statistics(real_features)
         metric = f"fd_{net.name}"
-        floor = {}
-        split = held_out_split(dm, self.reference_split)
-        held_out = dm.split_tensor(split) if split else real[:0]
-        if len(held_out) >= self.image_samples:
-            features = reference_features(net, held_out[: self.image_samples], dataset=dm.name, split=split,
-                                          cache_dir=Path(self.cache_dir) if self.cache_dir else None,
-                                          batch_size=self.batch_size)[0]
-            floor[REAL_PREFIX + metric] = frechet_distance(*real_stats, *feature_statistics(features))
-        else:
-            log.info("no real-data floor on the quality curve: %s's held-out split has %d images, fewer than "
-                     "callbacks.quality_curve.image_samples=%d", dm.name, len(held_out), self.image_samples)
+        floor = self._image_floor(dm, net, real_stats)
+        floor = {} if floor is None else {REAL_PREFIX + metric: floor}
 
         def frechet(model: pl.LightningModule) -> dict[str, float]:
             fake = sample_features(model, [net], self.image_samples, self.batch_size, self.batch_size,
                                    keep=1)[0][net.name][0]
             return {metric: frechet_distance(*real_stats, *feature_statistics(fake)), **floor}
         return frechet
+
+    def _image_floor(self, dm: Any, net: Any, real_stats: tuple) -> float | None:
+        """The Fréchet distance of ``image_samples`` held-out images (the evaluation stage's fixed subset) to
+        the reference; None where the held-out split holds fewer: no floor at the curve's sample size."""
+        split = held_out_split(dm, self.reference_split)
+        held_out = dm.split_tensor(split) if split else None
+        if held_out is None or len(held_out) < self.image_samples:
+            log.info("no real-data floor on the quality curve: %s holds %s held-out images, fewer than "
+                     "callbacks.quality_curve.image_samples=%d", dm.name,
+                     "no" if held_out is None else len(held_out), self.image_samples)
+            return None
+        images = reference_images(held_out, self.image_samples)
+        features = reference_features(net, images, dataset=dm.name, split=split,
+                                      cache_dir=Path(self.cache_dir) if self.cache_dir else None,
+                                      batch_size=self.batch_size)[0]
+        return frechet_distance(*real_stats, *feature_statistics(features))
 
 
 def _find(trainer: pl.Trainer, kind: type) -> Any:

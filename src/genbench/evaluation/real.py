@@ -1,7 +1,7 @@
 """The real-data floor: held-out real data scored by the same code, against the same reference, at the
-same sample size as the model's samples, so every quality metric has beside it the value that perfect
-samples would get (``real_<metric>``). Finite samples keep distances above 0 and precision below 1: a
-model is judged by its ratio to this floor, not by the raw number.
+same sample size as the model's samples where the held-out data allow, so every quality metric has beside
+it the value that perfect samples would get (``real_<metric>``). Finite samples keep distances above 0
+and precision below 1: a model is judged by its ratio to this floor, not by the raw number.
 
 - 2D sets: fresh draws from the true distribution (a stream of their own, independent of the splits), as
   many as the model's samples, scored by :func:`~genbench.evaluation.toy.toy_metrics` against the same test
@@ -84,5 +84,6 @@ def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals:
             first = (features[: len(images)], logits[: len(images)])
             matched = feature_metrics(extractor.name, reference, first, settings, num_classes)
             metrics.update({AT_REAL_N_PREFIX + name: value for name, value in matched.items()})
+    n_reference = min(len(features) for features, _, _ in reals.values())
     return metrics, {"split": split, "n_real_held_out": len(images), "n_generated": n,
-                     "reference_split": reference_split}
+                     "reference_split": reference_split, **settings.applied(n_reference, len(images))}

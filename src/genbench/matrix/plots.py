@@ -77,7 +77,7 @@ def speed_vs_quality(m: Matrix) -> str | None:
     points = sorted((speed.cells[c].mean, quality.cells[c].mean) for c in front)
     if len(points) > 1:
         ax.plot([p[0] for p in points], [p[1] for p in points], "k--", lw=0.8, label="Pareto front")
-    if quality.reference is not None:
+    if quality.reference is not None and quality.reference_at_cells_size:  # else a floor of another size
         ax.axhline(quality.reference.mean, color="0.4", ls=":", lw=1, label="held-out real data")
     ax.set_xscale("log")
     _plain(ax.xaxis)

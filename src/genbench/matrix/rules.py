@@ -70,17 +70,19 @@ RULES = (
                     "others by name."),
     Rule("Reference", "held-out real data (real_<metric> in every record: fresh draws on 2D sets, a split "
                       "the reference does not use on images), scored by the same code against the same "
-                      "reference at the same sample size: the best value samples can reach there. Where "
-                      "the split holds fewer images than the run's samples, ratios to it use the samples "
-                      "scored on that many (at_real_n_<metric>, named in the cell)."),
+                      "reference at the same sample size: the best value samples can reach there. Each "
+                      "run is compared with its own record's value. Where the split holds fewer images "
+                      "than the run's samples, the run's samples scored on that many are compared "
+                      "(at_real_n_<metric>, named in the cell); a record without them is left out."),
     Rule("Sample quality", "images: fid_inception when measured, else fd_<dataset>_cnn (lower is better); "
                            "2D sets: precision_data_space (higher is better). r = how many times worse "
-                           "than held-out real data (value / real, or real / value when higher is better): "
-                           "{scale}. Records without a real-data value take r to the best family instead, "
-                           "and the row says so.", QUALITY),
+                           "than held-out real data (value / real, or real / value when higher is better), "
+                           "per run, averaged over the column's runs: {scale}. Records without a real-data "
+                           "value take r to the best family instead, and the row says so.", QUALITY),
     Rule("Diversity", "mode_coverage on Gaussian mixtures (PacGAN's rule), else recall_data_space (2D) or "
-                      "recall_<x> (images, the quality row's extractor); s = value / real data's value: "
-                      "{scale}; \"Low (mode collapse)\" when mode coverage is the metric.", DIVERSITY, "s"),
+                      "recall_<x> (images, the quality row's extractor); s = value / real data's value, "
+                      "per run, averaged over the column's runs: {scale}; \"Low (mode collapse)\" when "
+                      "mode coverage is the metric.", DIVERSITY, "s"),
     Rule("Training stability", f"Unstable when a run diverged or crashed in training, the quality metric's "
                                f"coefficient of variation over seeds exceeds {CV_LIMIT}, or the loss "
                                f"oscillation exceeds {OSCILLATION_LIMIT} (std of train/loss over the last "

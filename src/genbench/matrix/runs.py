@@ -34,6 +34,7 @@ class Run:
     capabilities: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # config, versions, commit, host, date
+    metric_provenance: dict[str, Any] = field(default_factory=dict)  # how each group of metrics was made
 
     @property
     def config(self) -> dict[str, Any]:
@@ -43,6 +44,15 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def floor_has_fewer_images(self) -> bool:
+        """Its held-out real images were fewer than its generated ones: a record from before the
+        ``at_real_n_`` metrics compares its floor with values at another sample size."""
+        groups = {name: g for name, g in self.metric_provenance.items() if isinstance(g, dict)}
+        held_out = groups.get("real_data", {}).get("n_real_held_out")
+        generated = [g["n_generated"] for g in groups.values() if type(g.get("n_generated")) is int]
+        return type(held_out) is int and bool(generated) and held_out < max(generated)
 
     @property
     def config_error(self) -> bool:
@@ -121,7 +131,8 @@ def _read(path: Path) -> Run:
     return Run(path=path.parent, family=record["family"], dataset=record["dataset"], seed=record["seed"],
                status=record["status"], metrics=record.get("metrics", {}),
                capabilities=record.get("capabilities", {}), error=record.get("error"),
-               provenance=record.get("provenance") if isinstance(record.get("provenance"), dict) else {})
+               provenance=record.get("provenance") if isinstance(record.get("provenance"), dict) else {},
+               metric_provenance=record.get("metric_provenance", {}))
 
 
 def _skip(skipped: list[Skipped], path: Path, reason: str) -> None:

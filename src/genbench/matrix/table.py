@@ -29,6 +29,7 @@ class Cell:
     std: float | None = None
     n: int = 0
     ratio: float | None = None  # what the word was read from, where a scale gave it
+    compared: float | None = None  # the mean value the ratio compared with the floor, where not ``mean``
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Row:
     metric: str  # which metric the row uses, named in the table
     cells: dict[str, Cell] = field(default_factory=dict)
     reference: Cell | None = None  # held-out real data scored the same way
+    reference_at_cells_size: bool = True  # False: some cell's runs scored their floor at another size
 
 
 @dataclass
@@ -125,18 +127,42 @@ def _numeric_row(name: str, metric: str, columns: list[Column], word: Word, unit
     return row
 
 
-def _at_floor_size(column: Column, metric: str) -> tuple[float, bool] | None:
-    """The column's mean of ``metric`` as scored on as many samples as its real-data floor: each run's
-    ``at_real_n_<metric>`` where it recorded one (fewer held-out images than samples), else ``metric``; and
-    whether any run needed it."""
-    values, resized = [], False
+Pair = tuple[float, float, bool]  # a run's value at its floor's sample size, the floor, whether resized
+
+
+def _finite(x: object) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
+
+
+def _against_floor(column: Column, metric: str) -> tuple[list[Pair], int]:
+    """(value, floor, resized) of each ok run whose record holds a real-data floor at its samples' size
+    (the value: its ``at_real_n_<metric>`` where it recorded one, resized, else ``metric``); and how many
+    runs were left out: records from before ``at_real_n_`` whose floor had fewer images than samples."""
+    pairs, left_out = [], 0
     for run in column.runs:
-        value = run.metrics.get(AT_REAL_N + metric)
-        resized |= value is not None
-        value = run.metrics.get(metric) if value is None else value
-        if run.ok and type(value) in (int, float) and math.isfinite(value):
-            values.append(float(value))
-    return (statistics.fmean(values), resized) if values else None
+        floor, at_n = run.metrics.get(REAL + metric), run.metrics.get(AT_REAL_N + metric)
+        value = run.metrics.get(metric) if at_n is None else at_n
+        if not (run.ok and _finite(floor) and _finite(value)):
+            continue
+        if at_n is None and run.floor_has_fewer_images:
+            left_out += 1
+            continue
+        pairs.append((float(value), float(floor), at_n is not None))
+    return pairs, left_out
+
+
+def _note_floor(row: Row, cell: Cell, metric: str, pairs: list[Pair], left_out: int) -> None:
+    """Say in ``cell`` where its ratio compared ``at_real_n_`` values with the floor, and which runs had
+    none at their samples' size; mark the row when either happened."""
+    resized = [value for value, _, was in pairs if was]
+    if resized:
+        cell.compared = statistics.fmean(value for value, _, _ in pairs)
+        which = "" if len(resized) == len(pairs) else f" in {len(resized)} of {len(pairs)} runs"
+        at_n = statistics.fmean(resized)
+        cell.text += f" (at the floor's sample size: {AT_REAL_N}{metric} {at_n:.3g}{which})"
+    if left_out:
+        cell.text += f"; {left_out} run{'s' * (left_out > 1)} without a floor at their samples' size"
+    row.reference_at_cells_size &= not resized and not left_out
 
 
 def _reference(runs: list[Run], metric: str) -> Cell | None:
@@ -170,14 +196,19 @@ def loss_oscillation(run: Run) -> float | None:
 
 
 def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Cell | None) -> Row:
-    anchor_name = "held-out real data" if reference else "the best column (no real-data value recorded)"
+    """r per run against its own record's floor, averaged over the column's runs; to the best column
+    where no run has a floor."""
+    floors = {c.name: _against_floor(c, quality) for c in columns}
+    anchored = any(pairs for pairs, _ in floors.values())
+    anchor_name = "held-out real data" if anchored else "the best column (no real-data value recorded)"
 
-    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float]:
-        if reference:
-            compared, _ = _at_floor_size(column, quality) or (mean, False)
-            ratio = _ratio(compared, reference.mean, lower)
-        else:
+    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float | None]:
+        if not anchored:
             ratio = _ratio(mean, min(means) if lower else max(means), lower)
+        elif pairs := floors[column.name][0]:
+            ratio = statistics.fmean(_ratio(value, floor, lower) for value, floor, _ in pairs)
+        else:
+            return "n/a", None
         return rules.QUALITY.word(ratio), ratio
 
     row = _numeric_row("Sample quality", quality, columns, word,
@@ -186,41 +217,58 @@ def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Ce
     for column in columns:
         cell = row.cells[column.name]
         if cell.ratio is not None:
-            cell.text += f"; r {cell.ratio:.3g}" + _resized_note(column, quality, reference)
+            cell.text += f"; r {cell.ratio:.3g}"
+        if anchored and cell.mean is not None:
+            _note_floor(row, cell, quality, *floors[column.name])
     return row
 
 
-def _resized_note(column: Column, metric: str, reference: Cell | None) -> str:
-    """Said where a ratio to the floor compares the samples' ``at_real_n_`` value, not the one shown."""
-    at_floor = _at_floor_size(column, metric) if reference else None
-    return f" (from {AT_REAL_N}{metric} {at_floor[0]:.3g})" if at_floor and at_floor[1] else ""
-
-
 def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None) -> Row:
+    """s per run against its own record's floor, averaged over the column's runs; the value itself where
+    no run has a floor."""
     collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
+    floors = {c.name: _against_floor(c, diversity) for c in columns}
+    floors = {name: ([p for p in pairs if p[1] > 0], left_out) for name, (pairs, left_out) in floors.items()}
+    anchored = any(pairs for pairs, _ in floors.values())
 
-    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float]:
-        if reference and reference.mean:
-            compared, _ = _at_floor_size(column, diversity) or (mean, False)
-            share = compared / reference.mean
-        else:
+    def word(column: Column, mean: float, means: list[float]) -> tuple[str, float | None]:
+        if not anchored:
             share = mean
+        elif pairs := floors[column.name][0]:
+            share = statistics.fmean(value / floor for value, floor, _ in pairs)
+        else:
+            return "n/a", None
         label = rules.DIVERSITY.word(share)
         return label + (collapse if label == rules.DIVERSITY.last else ""), share
 
     row = _numeric_row("Diversity", diversity, columns, word,
-                       shown=diversity + ("; s to held-out real data" if reference else ""))
+                       shown=diversity + ("; s to held-out real data" if anchored else ""))
     row.reference = reference
     for column in columns:
         cell = row.cells[column.name]
-        if cell.ratio is not None and reference and reference.mean:
-            cell.text += f"; s {cell.ratio:.3g}" + _resized_note(column, diversity, reference)
+        if anchored and cell.mean is not None:
+            cell.text += f"; s {cell.ratio:.3g}" if cell.ratio is not None else ""
+            _note_floor(row, cell, diversity, *floors[column.name])
     return row
+
+
+def _floors_of_another_size(runs: list[Run]) -> list[str]:
+    """A warning naming the records whose real-data floor had fewer images than their samples, with no
+    ``at_real_n_`` metrics to compare with it (written before those existed)."""
+    old = [r for r in runs if r.ok and r.floor_has_fewer_images and not any(k.startswith(AT_REAL_N)
+                                                                            for k in r.metrics)]
+    if not old:
+        return []
+    return [f"{len(old)} run{'s' * (len(old) > 1)} scored held-out real data on fewer images than their "
+            f"samples and recorded no {AT_REAL_N}<metric> (written before it existed), so their r and s "
+            "are left out; evaluate their checkpoints again with eval.py: "
+            + ", ".join(str(r.path) for r in old)]
 
 
 def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     """The matrix of one dataset from all its runs (ok, failed, diverged and interrupted)."""
     columns, warnings = build_columns(runs)
+    warnings += _floors_of_another_size(runs)
     for warning in warnings:
         log.warning("%s: %s", dataset, warning)
     measured = {k for r in runs if r.ok for k in r.metrics}

@@ -32,8 +32,11 @@ def _labelled(m: Matrix, row: str, labels: tuple[str, ...]) -> list[str]:
 
 
 def _quality_why(m: Matrix, column: str) -> str:
+    """The value and its word; r, and the value it was read from where that is not the one shown."""
     cell = m.row("Sample quality").cells[column]
-    return f"{m.quality} {cell.mean:.3g} ({cell.label}, r {cell.ratio:.3g})"
+    ratio = "" if cell.ratio is None else f", r {cell.ratio:.3g}"
+    compared = "" if cell.compared is None else f" from {cell.compared:.3g} at the floor's sample size"
+    return f"{m.quality} {cell.mean:.3g} ({cell.label}{ratio}{compared})"
 
 
 def bottom_line(m: Matrix) -> list[Verdict]:
