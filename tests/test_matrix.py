@@ -4,6 +4,7 @@ and labels, and a real tiny multirun that writes it through the Hydra callback."
 import csv
 import logging
 import os
+import shutil
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -223,9 +224,10 @@ def test_ratios_to_a_floor_of_fewer_held_out_images_use_the_samples_scored_at_th
     assert matrix.quality == "fd_digits_cnn" and vae.mean == 6.0
     assert vae.ratio == pytest.approx((12 / 4 + 6 / 4) / 2) and vae.compared == pytest.approx(9.0)
     assert "(at the floor's sample size: at_real_n_fd_digits_cnn 12 in 1 of 2 runs)" in vae.text
-    assert "1 run without a floor at their samples' size" in vae.text
+    assert "(r from 2 of 3 runs: the others have no real-data value at their samples' size)" in vae.text
     assert gan.ratio == pytest.approx(1.5) and gan.compared is None and "at_real_n" not in gan.text
     assert (diffusion.label, diffusion.ratio) == ("n/a", None) and diffusion.mean == 6.0
+    assert diffusion.text == "6 (n=1); no real-data value at its samples' size"
     assert not quality.reference_at_cells_size
     assert [w for w in matrix.warnings if "fewer images" in w] == [
         "2 runs scored held-out real data on fewer images than their samples and recorded no "
@@ -235,6 +237,12 @@ def test_ratios_to_a_floor_of_fewer_held_out_images_use_the_samples_scored_at_th
     assert diversity.cells["gan"].ratio == pytest.approx(0.75) and diversity.cells["diffusion"].label == "n/a"
     write_matrix([tmp_path], tmp_path / "out")  # a column without a word still renders, verdicts too
     assert "| Sample quality" in (tmp_path / "out" / "matrix.md").read_text()
+    # Only old records: still anchored to real data (not to the best column), and no word at all.
+    for run in ("v0", "v1", "g"):
+        shutil.rmtree(tmp_path / run)
+    quality = _matrix(tmp_path, "digits").row("Sample quality")
+    assert "r to held-out real data" in quality.metric and not quality.reference_at_cells_size
+    assert {cell.label for cell in quality.cells.values()} == {"n/a"}
 
 
 def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):

@@ -77,12 +77,15 @@ RULES = (
     Rule("Sample quality", "images: fid_inception when measured, else fd_<dataset>_cnn (lower is better); "
                            "2D sets: precision_data_space (higher is better). r = how many times worse "
                            "than held-out real data (value / real, or real / value when higher is better), "
-                           "per run, averaged over the column's runs: {scale}. Records without a real-data "
-                           "value take r to the best family instead, and the row says so.", QUALITY),
+                           "per run, averaged over the column's runs: {scale}. Where no record of the "
+                           "dataset holds a real-data value, r is to the best family instead, and the row "
+                           "says so; else a run without one is left out, and a column of only such runs "
+                           "reads n/a.", QUALITY),
     Rule("Diversity", "mode_coverage on Gaussian mixtures (PacGAN's rule), else recall_data_space (2D) or "
                       "recall_<x> (images, the quality row's extractor); s = value / real data's value, "
-                      "per run, averaged over the column's runs: {scale}; \"Low (mode collapse)\" when "
-                      "mode coverage is the metric.", DIVERSITY, "s"),
+                      "per run, averaged over the column's runs (the value itself where no record holds "
+                      "a real-data value): {scale}; \"Low (mode collapse)\" when mode coverage is the "
+                      "metric.", DIVERSITY, "s"),
     Rule("Training stability", f"Unstable when a run diverged or crashed in training, the quality metric's "
                                f"coefficient of variation over seeds exceeds {CV_LIMIT}, or the loss "
                                f"oscillation exceeds {OSCILLATION_LIMIT} (std of train/loss over the last "

@@ -151,17 +151,21 @@ def _against_floor(column: Column, metric: str) -> tuple[list[Pair], int]:
     return pairs, left_out
 
 
-def _note_floor(row: Row, cell: Cell, metric: str, pairs: list[Pair], left_out: int) -> None:
-    """Say in ``cell`` where its ratio compared ``at_real_n_`` values with the floor, and which runs had
-    none at their samples' size; mark the row when either happened."""
+def _note_floor(row: Row, cell: Cell, metric: str, letter: str, pairs: list[Pair], left_out: int) -> None:
+    """Say in ``cell`` where its ratio (``letter``) compared ``at_real_n_`` values with the floor, and from
+    how many of its runs (the others have no floor at their samples' size); mark the row where a floor was
+    compared with values of another size."""
     resized = [value for value, _, was in pairs if was]
     if resized:
         cell.compared = statistics.fmean(value for value, _, _ in pairs)
         which = "" if len(resized) == len(pairs) else f" in {len(resized)} of {len(pairs)} runs"
         at_n = statistics.fmean(resized)
         cell.text += f" (at the floor's sample size: {AT_REAL_N}{metric} {at_n:.3g}{which})"
-    if left_out:
-        cell.text += f"; {left_out} run{'s' * (left_out > 1)} without a floor at their samples' size"
+    if not pairs:
+        cell.text += "; no real-data value at its samples' size"
+    elif len(pairs) < cell.n:
+        cell.text += (f" ({letter} from {len(pairs)} of {cell.n} runs: the others have no real-data value "
+                      "at their samples' size)")
     row.reference_at_cells_size &= not resized and not left_out
 
 
@@ -197,9 +201,9 @@ def loss_oscillation(run: Run) -> float | None:
 
 def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Cell | None) -> Row:
     """r per run against its own record's floor, averaged over the column's runs; to the best column
-    where no run has a floor."""
+    where no run of the dataset has a floor."""
     floors = {c.name: _against_floor(c, quality) for c in columns}
-    anchored = any(pairs for pairs, _ in floors.values())
+    anchored = reference is not None
     anchor_name = "held-out real data" if anchored else "the best column (no real-data value recorded)"
 
     def word(column: Column, mean: float, means: list[float]) -> tuple[str, float | None]:
@@ -219,17 +223,17 @@ def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Ce
         if cell.ratio is not None:
             cell.text += f"; r {cell.ratio:.3g}"
         if anchored and cell.mean is not None:
-            _note_floor(row, cell, quality, *floors[column.name])
+            _note_floor(row, cell, quality, "r", *floors[column.name])
     return row
 
 
 def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None) -> Row:
     """s per run against its own record's floor, averaged over the column's runs; the value itself where
-    no run has a floor."""
+    no run of the dataset has a floor."""
     collapse = " (mode collapse)" if diversity == "mode_coverage" else ""
     floors = {c.name: _against_floor(c, diversity) for c in columns}
     floors = {name: ([p for p in pairs if p[1] > 0], left_out) for name, (pairs, left_out) in floors.items()}
-    anchored = any(pairs for pairs, _ in floors.values())
+    anchored = reference is not None and reference.mean is not None and reference.mean > 0
 
     def word(column: Column, mean: float, means: list[float]) -> tuple[str, float | None]:
         if not anchored:
@@ -248,7 +252,7 @@ def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None
         cell = row.cells[column.name]
         if anchored and cell.mean is not None:
             cell.text += f"; s {cell.ratio:.3g}" if cell.ratio is not None else ""
-            _note_floor(row, cell, diversity, *floors[column.name])
+            _note_floor(row, cell, diversity, "s", *floors[column.name])
     return row
 
 
