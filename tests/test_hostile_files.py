@@ -72,6 +72,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
     (sweep / "fifo").mkdir()
     os.mkfifo(sweep / "fifo" / "metrics.json")  # reading it would wait forever for a writer
     _record(sweep / "evil", family="$\\evil$ <script>alert(1)</script> | x")
+    _record(sweep / "link", family="![x](https://evil.example/p.png) [click](https://evil.example) **b** `c`")
     _record(sweep / "formula", family='=HYPERLINK("http://evil","click")', status="failed",
             error="<img src=x onerror=alert(1)>")
     _record(sweep / "curve")
@@ -80,7 +81,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
 
     with caplog.at_level(logging.WARNING):
         _, found, paths = _finishes_within(60, write_matrix, [sweep], tmp_path / "out")
-    assert sorted(r.path.name for r in found.runs) == ["curve", "evil", "formula"]
+    assert sorted(r.path.name for r in found.runs) == ["curve", "evil", "formula", "link"]
     assert sorted(s.path.name for s in found.skipped) == sorted([*bad, "fifo"])
     for name in [*bad, "fifo"]:
         assert f"skipping run {sweep / name}: unusable metrics.json" in caplog.text
@@ -90,7 +91,11 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
 
     md, table, page = (p.read_text() for p in paths)  # matrix.md, .csv, .html: all written
     assert "<script>" not in md and "&lt;script&gt;" in md and "<img" not in md
-    assert "$\\evil$ &lt;script&gt;alert(1)&lt;/script&gt; \\| x" in md  # a name cannot split a column
+    assert "$\\\\evil$ &lt;script&gt;alert(1)&lt;/script&gt; \\| x" in md  # a name cannot split a column
+    # No link, image, emphasis or code from a name: every bracket, star and backtick escaped
+    assert ("!\\[x\\](https://evil.example/p.png) \\[click\\](https://evil.example) \\*\\*b\\*\\* "
+            "\\`c\\`") in md
+    assert "![x](" not in md and "[click](" not in md
     assert "<script>" not in page and "<img src=x" not in page and "&lt;img src=x" in page
     cells = [cell for row in csv.reader(table.splitlines()) for cell in row]
     assert "'=HYPERLINK(\"http://evil\",\"click\")" in cells

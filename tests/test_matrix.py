@@ -344,8 +344,9 @@ def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed
     statuses = [read_record(sweep / str(i) / "metrics.json")["status"] for i in range(4)]
     assert statuses == ["failed", "ok", "failed", "ok"]  # latent_dim=0 is a config error
     md = (sweep / "matrix.md").read_text()
-    assert "## moons" in md and ("| Property (metric) | vae [model.latent_dim=0] | vae [model.latent_dim=2] "
-                                 "| gan [model.latent_dim=0] | gan [model.latent_dim=2] |") in md
+    assert "## moons" in md and ("| Property (metric) | vae \\[model.latent_dim=0\\] "  # brackets escaped
+                                 "| vae \\[model.latent_dim=2\\] | gan \\[model.latent_dim=0\\] "
+                                 "| gan \\[model.latent_dim=2\\] |") in md
     assert "Runs that did not finish" in md and "model.latent_dim" in md
     stability = next(line for line in md.splitlines() if line.startswith("| Training stability"))
     assert stability.count("**Config error** (0/0 diverged or crashed, 1 config error") == 2  # not Unstable

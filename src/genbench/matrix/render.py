@@ -5,8 +5,9 @@ Each dataset gets its context (budget, seeds, commit, dates, versions, device, t
 compute, the bottom line with the Pareto front, and the founding comparison marked cell by cell.
 
 Names come from run records anyone can write, so every one is escaped for the format it lands in:
-HTML-escaped (and ``|`` escaped) in Markdown, HTML-escaped in the page, prefixed with ``'`` in the CSV
-when a spreadsheet would read it as a formula (OWASP), and drawn without mathtext in the plots.
+HTML-escaped and backslash-escaped (links, images, code, emphasis, ``|``) in Markdown, HTML-escaped in
+the page, prefixed with ``'`` in the CSV when a spreadsheet would read it as a formula (OWASP), and drawn
+without mathtext in the plots.
 """
 
 import base64
@@ -30,9 +31,13 @@ MAX_IMAGE_BYTES = 16 << 20  # a samples.png is tens of KB
 MARKS = {"agrees": "agrees", "disagrees": "DISAGREES", "not measured": "not measured", "mixed": "mixed"}
 
 
+MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\[]`*|"})  # links, images, code, emphasis, columns
+
+
 def _md(text: object) -> str:
-    """``text`` safe inside a Markdown table or list: no HTML, no column breaks, one line."""
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+    """``text`` safe inside a Markdown table or list: no HTML, no links or images (a record's
+    ``![x](https://...)`` would fetch a remote picture), no code or emphasis, no column breaks, one line."""
+    return html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN_ESCAPES)
 
 
 def _cell(label: str, text: str) -> str:
