@@ -187,6 +187,16 @@ def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path,
     assert "gaussians25: vae: runs under 2 different configs are not pooled" in caplog.text
 
 
+def test_configs_shown_alike_still_get_columns_of_their_own(tmp_path):
+    """max_steps 200 and "200" differ in the record but read alike: numbered, not merged into one cell."""
+    for i, steps in enumerate((200, "200")):
+        _run(tmp_path, str(i), "vae", 0, _metrics(0.5 + i / 10, 1.0, 0.002, 1, 10.0, 1.2),
+             config={"trainer": {"max_steps": steps}})
+    matrix = _matrix(tmp_path)
+    assert matrix.families == ["vae [trainer.max_steps=200] #1", "vae [trainer.max_steps=200] #2"]
+    assert [c.mean for c in matrix.row("Sample quality").cells.values()] == [0.5, 0.6]
+
+
 def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
     """Every family poor: the best of them is Low, not Excellent, and real data is the reference column."""
     for i, (family, precision) in enumerate([("vae", 0.0045), ("gan", 0.004), ("diffusion", 0.0042)]):
@@ -277,6 +287,13 @@ def _curve(run_dir: Path, points: list[tuple[int, float, float]], floor: float =
     lines = ["step,train_examples,train_flops,train_seconds,energy_distance_test,real_energy_distance_test"]
     lines += [f"{step},{step * 10},{flops},1.0,{value},{floor}" for step, flops, value in points]
     (run_dir / "curves.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_seeds_whose_curves_share_no_step_have_no_mean_curve(tmp_path):
+    for seed, steps in enumerate(((10, 100), (20, 200))):
+        run = _run(tmp_path, f"v{seed}", "vae", seed, _metrics(0.5, 1.0, 0.001, 1, 10.0, 1.2))
+        _curve(run, [(step, step * 1e7, 1 / step) for step in steps])
+    assert _matrix(tmp_path).curves.metric is None  # no curve to summarize, and no crash
 
 
 def test_quality_against_compute_best_value_level_and_flattening(tmp_path):

@@ -69,9 +69,11 @@ def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
         if len(setups) > 1:
             differ = _differing_keys([c.setup for c in setups.values()])
             more = ", ..." if len(differ) > NAMED_DIFFERENCES else ""
-            for i, column in enumerate(setups.values()):
-                named = ", ".join(f"{k}={_shown(column.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
-                column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if more else "")
+            names = [", ".join(f"{k}={_shown(c.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
+                     for c in setups.values()]
+            numbered = more or len(set(names)) < len(names)  # 200 and "200" are shown alike
+            for i, (column, named) in enumerate(zip(setups.values(), names, strict=True)):
+                column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if numbered else "")
             warnings.append(f"{family}: runs under {len(setups)} different configs are not pooled; each has "
                             f"its own column (they differ in {', '.join(differ)})")
         columns += sorted(setups.values(), key=lambda c: _natural(c.name))

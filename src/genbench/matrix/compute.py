@@ -44,6 +44,8 @@ def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
     if not curves:
         return None
     common = sorted(set.intersection(*({s for s, _, _ in c} for c in curves)))
+    if not common:  # seeds whose curves share no step have no mean curve
+        return None
     points = [{s: (f, v) for s, f, v in c} for c in curves]
     flops = [statistics.fmean(p[s][0] for p in points) for s in common]
     values = [[p[s][1] for p in points] for s in common]

@@ -102,7 +102,8 @@ RULES = (
                            f"sampler reaches {NFE_FRACTION:.0%} of the curve's best quality; r = ratio to "
                            "the fastest column: {scale}.", SPEED),
     Rule("Training compute", "training FLOPs (train_flops: FlopCounterMode on one training step, per "
-                             "example, times the examples seen; train_seconds for records without it), "
+                             "example, times the examples seen; train_seconds where no record of the "
+                             "dataset has FLOPs, and a column without FLOPs then reads n/a), "
                              "with examples, wall-clock and parameters; r = ratio to the cheapest column: "
                              "{scale}.", COST),
     Rule("Latent space, Conditioning", "from the interface's capability flags (not measurements): Yes / "

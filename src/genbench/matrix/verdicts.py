@@ -66,7 +66,7 @@ def bottom_line(m: Matrix) -> list[Verdict]:
     stable = [c for c in _labelled(m, "Training stability", ("Stable",)) if stability[c].mean is not None]
     steady = min(stable, key=lambda c: stability[c].mean) if stable else None
     out.append(Verdict("Most stable", steady, f"CV of {m.quality} over seeds {stability[steady].mean:.2f}"
-                       if steady else "no column is Stable over 2 or more seeds"))
+                       if steady else "no Stable column has a CV (2 or more seeds with a quality value)"))
     return out
 
 
