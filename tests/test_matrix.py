@@ -34,11 +34,13 @@ CAPS = {
 
 def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
          losses: list[float] | None = None, config: dict | None = None, error: str | None = None,
-         dataset: str = "gaussians25", metric_provenance: dict | None = None) -> Path:
+         dataset: str = "gaussians25", metric_provenance: dict | None = None,
+         failed_in: str | None = None) -> Path:
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
     write_record(run_dir / "metrics.json", status=status, family=family, dataset=dataset, seed=seed,
-                 metrics=metrics, provenance=provenance(config or {}, seed, datetime.now()),
+                 metrics=metrics, provenance={**provenance(config or {}, seed, datetime.now()),
+                                              **({"failed_in": failed_in} if failed_in else {})},
                  error=error or ("DivergedError: loss became nan" if status != "ok" else None),
                  capabilities=CAPS[family] if status == "ok" else None, metric_provenance=metric_provenance)
     if losses:
@@ -161,10 +163,28 @@ def test_a_config_error_is_an_error_not_instability(tmp_path):
     _run(tmp_path, "3", "gan", 0, {}, status="failed", error="ConfigError: unknown config key 'model.x'")
     stability = {row.name: row for row in _matrix(tmp_path).rows}["Training stability"].cells
     assert stability["vae"].label == "Stable"
-    assert stability["vae"].text.startswith("0/2 diverged or crashed, 1 config error")
+    assert stability["vae"].text.startswith("0/2 diverged or crashed in training, 1 config error")
     assert stability["gan"].label == "Config error"
     quality = {row.name: row for row in _matrix(tmp_path).rows}["Sample quality"].cells
     assert quality["gan"].text == "n/a (1 config error)"
+
+
+def test_only_a_crash_in_training_or_a_divergence_makes_a_column_unstable(tmp_path):
+    """A failure in evaluation (a GPU out of memory) or of a dead worker says nothing of how a family
+    trains; a crash in training does, and so does a record from before failed_in (it cannot tell)."""
+    for family, failed_in in (("vae", "evaluation"), ("gan", "worker"), ("diffusion", "training")):
+        for seed in (0, 1):
+            _run(tmp_path, f"{family}{seed}", family, seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2),
+                 losses=SMOOTH)
+        _run(tmp_path, f"{family}2", family, 2, {}, status="failed", failed_in=failed_in,
+             error="OutOfMemoryError: CUDA out of memory")
+    stability = _matrix(tmp_path).row("Training stability").cells
+    assert stability["vae"].label == stability["gan"].label == "Stable"
+    assert stability["vae"].text.startswith("0/3 diverged or crashed in training, 1 failed outside training")
+    assert stability["diffusion"].label == "Unstable"
+    shutil.rmtree(tmp_path / "vae2")
+    _run(tmp_path, "vae2", "vae", 2, {}, status="failed", error="RuntimeError: written before failed_in")
+    assert _matrix(tmp_path).row("Training stability").cells["vae"].label == "Unstable"
 
 
 def test_runs_of_different_budgets_get_their_own_columns_and_a_warning(tmp_path, caplog):
@@ -366,7 +386,7 @@ def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed
                                  "| gan \\[model.latent_dim=2\\] |") in md
     assert "Runs that did not finish" in md and "model.latent_dim" in md
     stability = next(line for line in md.splitlines() if line.startswith("| Training stability"))
-    assert stability.count("**Config error** (0/0 diverged or crashed, 1 config error") == 2  # not Unstable
+    assert stability.count("**Config error** (0/0 diverged or crashed in training, 1 config error") == 2
     assert (sweep / "matrix.html").stat().st_size > 1000 and (sweep / "matrix.csv").is_file()
 
 
@@ -407,6 +427,7 @@ def test_a_killed_joblib_worker_is_a_failed_job_and_the_sweep_goes_on(tmp_path):
     killed = read_record(sweep / "0" / "metrics.json")
     assert killed["status"] == "failed" and "joblib worker running this job died" in killed["error"]
     assert "SIGKILL" in killed["error"] and "trainer.max_steps=1000000" in killed["error"]
+    assert killed["provenance"]["failed_in"] == "worker"  # not a crash in training: no instability
     assert read_record(sweep / "2" / "metrics.json")["status"] == "ok"  # launched after the death
     md = (sweep / "matrix.md").read_text()
     assert "failed: the joblib worker running this job died" in md and f"({sweep / '0'})" in md

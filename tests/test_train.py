@@ -96,6 +96,30 @@ def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path
     assert record["status"] == "failed" and "model.latent_dim" in record["error"]
 
 
+def test_a_failure_records_the_stage_it_happened_in(tmp_path, monkeypatch):
+    """The matrix counts only crashes in training against a family's stability: the record says where."""
+    from genbench.models.vae import VAE
+    from genbench.train import task
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    def failed_in(name: str, overrides: list[str]) -> str:
+        out = tmp_path / name
+        with pytest.raises((SystemExit, RuntimeError)):
+            task(compose_train(["trainer=debug", "logger=none", f"paths.output_dir={out}", *overrides]))
+        record = read_record(out / "metrics.json")
+        assert record["status"] == "failed"
+        return record["provenance"]["failed_in"]
+
+    assert failed_in("config", ["model.latent_dim=0"]) == "setup"
+    with monkeypatch.context() as patch:
+        patch.setattr("genbench.train.evaluate", boom)  # the evaluation stage, after training finished
+        assert failed_in("evaluation", []) == "evaluation"
+    monkeypatch.setattr(VAE, "training_step", boom)
+    assert failed_in("training", []) == "training"
+
+
 def test_nan_loss_is_recorded_as_diverged_with_the_fix(tmp_path, monkeypatch):
     from genbench.models.vae import VAE
     from genbench.train import task

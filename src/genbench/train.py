@@ -126,6 +126,22 @@ class RunResult:
     is_global_zero: bool = True
 
 
+STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Any:
+    """Mark an exception raised inside as raised in stage ``name`` (training, evaluation): its record says
+    where the run failed, so the matrix counts only crashes in training against a family's stability."""
+    try:
+        yield
+    except BaseException as e:
+        if not hasattr(e, STAGE_ATTRIBUTE):
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+                setattr(e, STAGE_ATTRIBUTE, name)
+        raise
+
+
 def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
     benchmark's timer, say)."""
@@ -173,7 +189,8 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
     evaluation = Evaluation()
     if cfg.train:
         start = time.perf_counter()
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+        with stage("training"):
+            trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
         # Totals over the model's whole training: a resumed run adds the time and examples of its
         # checkpoint's history (carried in the checkpoint by the counter).
         metrics["train_seconds"] = counter.previous_seconds + time.perf_counter() - start
@@ -187,28 +204,29 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_device"] = str(trainer.strategy.root_device)  # DDP: rank zero's
         metrics["train_device_name"] = device_name(trainer.strategy.root_device)
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
-    device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
-    if not cfg.train:  # the config check made sure there is a checkpoint
-        model = _load_checkpoint(model, cfg.ckpt_path, device)
-    if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
-        return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
-    # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
-    model.to(device)
-    _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
-    if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
-        tf32 = resolve(performance_cfg.tf32, device)
-        with tf32_mode(tf32):
-            evaluation = evaluate(model, dm, eval_cfg, out_dir)
-        metrics.update(evaluation.metrics)
-        metrics["eval_tf32"] = tf32
-    metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
-    for lg in trainer.loggers:
-        lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                       step=trainer.global_step)
-        if cfg.evaluate:  # each metric's provenance, and why any metric is missing
-            lg.log_hyperparams({"metric_provenance": evaluation.provenance,
-                                "unavailable_metrics": evaluation.unavailable})
-        lg.save()
+    with stage("evaluation"):  # and what comes before it: the checkpoint, the device, the weights' check
+        device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
+        if not cfg.train:  # the config check made sure there is a checkpoint
+            model = _load_checkpoint(model, cfg.ckpt_path, device)
+        if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
+            return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
+        # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
+        model.to(device)
+        _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
+        if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
+            tf32 = resolve(performance_cfg.tf32, device)
+            with tf32_mode(tf32):
+                evaluation = evaluate(model, dm, eval_cfg, out_dir)
+            metrics.update(evaluation.metrics)
+            metrics["eval_tf32"] = tf32
+        metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
+        for lg in trainer.loggers:
+            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                           step=trainer.global_step)
+            if cfg.evaluate:  # each metric's provenance, and why any metric is missing
+                lg.log_hyperparams({"metric_provenance": evaluation.provenance,
+                                    "unavailable_metrics": evaluation.unavailable})
+            lg.save()
     return RunResult(metrics, model, dm, evaluation)
 
 
@@ -318,6 +336,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
         status = "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
+    prov["failed_in"] = getattr(e, STAGE_ATTRIBUTE, "setup")  # before training, or after its checks
     error = f"{type(e).__name__}: {e}"
     if interrupted:
         error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint

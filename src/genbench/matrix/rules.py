@@ -91,7 +91,9 @@ RULES = (
                                f"oscillation exceeds {OSCILLATION_LIMIT} (std of train/loss over the last "
                                "quarter of logged steps / its range over the run); else Stable. A run that "
                                f"failed on its config ({CONFIG_ERROR}) never trained: it is a config error, "
-                               "not instability. With one finished run the spread over seeds is unknown: "
+                               "not instability; nor is a failure in evaluation or of a dead worker (the "
+                               "record's provenance.failed_in; a record without it counts as a crash in "
+                               "training). With one finished run the spread over seeds is unknown: "
                                "the word is n=1 unless the run diverged or oscillated."),
     Rule("Likelihood", "mean test bits/dim, with its Monte Carlo standard error (nll_bpd_se) and the median "
                        "per-example bits/dim (nll_bpd_median: a mean far above it is decided by a few test "

@@ -46,6 +46,13 @@ class Run:
         return self.status == "ok"
 
     @property
+    def crashed_in_training(self) -> bool:
+        """Failed while training (not on its config, not in evaluation, not by a dead worker); a record
+        that does not say where it failed (written before ``failed_in``) counts as such."""
+        return (self.status == "failed" and not self.config_error
+                and self.provenance.get("failed_in", "training") == "training")
+
+    @property
     def floor_has_fewer_images(self) -> bool:
         """Its held-out real images were fewer than its generated ones: a record from before the
         ``at_real_n_`` metrics compares its floor with values at another sample size."""

@@ -343,19 +343,22 @@ def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:
 
 
 def _stability_row(columns: list[Column], quality: str) -> Row:
-    row = Row("Training stability", f"runs that diverged or crashed; CV of {quality} over seeds; loss "
-                                    "oscillation")
+    row = Row("Training stability", f"runs that diverged or crashed in training; CV of {quality} over "
+                                    "seeds; loss oscillation")
     for column in columns:
         runs = column.runs
-        broken = sum(r.status in ("failed", "diverged") and not r.config_error for r in runs)
         errors = sum(r.config_error for r in runs)
+        crashed = sum(r.crashed_in_training for r in runs)
+        broken = crashed + sum(r.status == "diverged" for r in runs)
+        elsewhere = sum(r.status == "failed" for r in runs) - errors - crashed  # evaluation, a dead worker
         mean, std = _stats(_values(runs, quality))
         cv = std / abs(mean) if std is not None and mean else None
         oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
         osc = max(oscillations) if oscillations else None
         finished = sum(r.ok for r in runs)
-        text = (f"{broken}/{len(runs) - errors} diverged or crashed"
+        text = (f"{broken}/{len(runs) - errors} diverged or crashed in training"
                 + (f", {errors} config error{'s' * (errors > 1)}" if errors else "")
+                + (f", {elsewhere} failed outside training" if elsewhere else "")
                 + f", CV {number(cv, '.2f')}, osc {number(osc, '.2f')}")
         spread = (cv or 0.0) > rules.CV_LIMIT or (osc or 0.0) > rules.OSCILLATION_LIMIT
         if broken or spread:

@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genbench.errors import GenbenchError
 from genbench.results import provenance, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,13 @@ class SurvivingJoblibLauncher(JoblibLauncher):
             reason += f" Rerun it with: python train.py {command}"
             task_cfg = OmegaConf.to_container(cfg, resolve=False)
             task_cfg.pop("hydra", None)
+            task_cfg = _as_it_would_have_run(task_cfg)
             choices = cfg.hydra.runtime.choices
             seed = int(cfg.get("seed", 0))
+            prov = {**provenance(task_cfg, seed, datetime.now()), "failed_in": "worker"}
             write_record(record_path, status="failed", family=str(choices.get("model", "?")),
                          dataset=str(choices.get("dataset", "?")), seed=seed, metrics={},
-                         provenance=provenance(task_cfg, seed, datetime.now()), error=reason)
+                         provenance=prov, error=reason)
             log.error("job %d (%s): recorded as failed in %s", num, command, record_path)
         try:
             record = read_record(record_path)
@@ -109,3 +112,17 @@ class SurvivingJoblibLauncher(JoblibLauncher):
         return JobReturn(overrides=list(overrides), cfg=cfg, working_dir=str(job_dir),
                          status=JobStatus.COMPLETED,
                          _return_value=objective(record, cfg.get("optimized_metric")))
+
+
+def _as_it_would_have_run(task_cfg: dict) -> dict:
+    """The job's config with its family's ``budget_steps`` applied, as train.py applies it before training:
+    the record of a job whose worker died pools with its finished seeds in the matrix."""
+    from genbench.train import apply_budget  # here: Hydra imports every launcher module at start-up
+
+    job = OmegaConf.create(task_cfg)
+    try:
+        apply_budget(job)
+    except (GenbenchError, ImportError, AttributeError, ValueError) as e:  # the record is written regardless
+        log.warning("could not apply budget_steps to the record of a dead worker's job: %s", e)
+        return task_cfg
+    return OmegaConf.to_container(job, resolve=False)
