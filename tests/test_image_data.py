@@ -58,7 +58,8 @@ def test_idx_round_trips_plain_and_gzipped(tmp_path, write_idx, suffix):
 def test_truncated_idx_names_the_file_and_the_sizes(tmp_path, write_idx):
     path = write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28), dtype=np.uint8))
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte: truncated: header says 10x28x28 = 7840"):
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte: truncated: header says 10x28x28 = 7840"
+                                            r".*delete it and fetch it again"):
         read_idx(path)
 
 
@@ -146,8 +147,13 @@ def test_truncated_or_malformed_cifar_batch_is_a_dataset_error(tmp_path):
     path = write_cifar_batch(tmp_path / "test_batch", np.zeros((4, 3072), dtype=np.uint8), [0, 1, 2, 3])
     full = path.read_bytes()
     path.write_bytes(full[: len(full) // 2])
-    with pytest.raises(DatasetError, match="test_batch"):
+    with pytest.raises(DatasetError, match="test_batch.*extract the archive again"):
         load_cifar_batch(path)
+    for labels in ([3.7, 2.2, 0.0, 1.0], ["1", "2", "3", "4"], [True, False, True, False]):  # never coerced
+        path.write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), dtype=np.uint8), b"labels": labels},
+                                      protocol=2))
+        with pytest.raises(DatasetError, match="'labels' are not integers"):
+            load_cifar_batch(path)
     write_cifar_batch(path, np.zeros((4, 3072), dtype=np.uint8), [0, 1, 2])
     with pytest.raises(DatasetError, match="3 labels for 4 images"):
         load_cifar_batch(path)
@@ -268,6 +274,30 @@ def test_slice_past_the_end_names_the_key_and_the_length(fake_image_root):
     )
     with pytest.raises(ConfigError, match=r"dataset\.train_slice=\[0, 40\] reaches past the 32 rows"):
         dm.setup()
+
+
+def test_a_partly_extracted_cifar_folder_is_fetched_again_not_taken_as_whole(tmp_path, monkeypatch):
+    """Only test_batch present used to count as extracted: data_batch_3 missing then had no remedy."""
+    from genbench.data import formats
+
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in ("data_batch_1", "data_batch_2", "data_batch_4", "data_batch_5", "test_batch"):
+        write_cifar_batch(folder / name, np.zeros((2, 3072), dtype=np.uint8), [0, 1])
+    fetched = []
+
+    def offline(url, dest, **kwargs):
+        fetched.append(url)
+        raise OSError("offline")
+
+    monkeypatch.setattr(formats, "download", offline)
+    with pytest.raises(DatasetError, match="could not download CIFAR-10"):
+        formats.download_cifar10(tmp_path)
+    assert len(fetched) == 1
+    with pytest.raises(DatasetError, match="data_batch_3. Delete the folder and run again"):
+        CIFAR10DataModule(root=str(tmp_path), download=True).setup()
+    write_cifar_batch(folder / "data_batch_3", np.zeros((2, 3072), dtype=np.uint8), [0, 1])
+    formats.download_cifar10(tmp_path)  # whole: nothing to fetch
+    assert len(fetched) == 1
 
 
 def test_missing_files_and_mismatched_labels_are_dataset_errors(fake_image_root, tmp_path, write_idx):

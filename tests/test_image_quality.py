@@ -12,7 +12,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from genbench.data.images import DigitsDataModule
 from genbench.errors import FeatureExtractorUnavailable
-from genbench.evaluation import EvalConfig, evaluate
+from genbench.evaluation import EvalConfig, evaluate, inception
 from genbench.evaluation.feature_net import FeatureNet, save_feature_net
 from genbench.evaluation.inception import InceptionFeatures, find_weights, save_random_weights
 from genbench.evaluation.quality import QualitySettings, feature_metrics
@@ -70,6 +70,18 @@ def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
         find_weights(None, download=False)
     with pytest.raises(FeatureExtractorUnavailable, match="no such file"):
         find_weights(str(tmp_path / "absent.pt"), download=False)
+
+
+def test_a_file_in_the_cache_that_is_not_fids_weights_is_refused(tmp_path, monkeypatch):
+    """The cached file is named by its SHA-256: another file under that name (random weights, a truncated
+    download) would give FIDs no one can compare; a path given on purpose is taken as it is."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = inception.cached_weights_path()
+    cached.parent.mkdir(parents=True)
+    save_random_weights(cached)
+    with pytest.raises(FeatureExtractorUnavailable, match="delete it to download it again"):
+        find_weights(None, download=False)
+    assert find_weights(str(cached), download=False) == cached
 
 
 def test_a_run_without_inception_weights_completes_and_records_why(tmp_path, monkeypatch):

@@ -83,7 +83,8 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
         what = "truncated" if len(raw) < expected else "has extra bytes"
         held = str(len(raw)) if len(raw) < expected else f"more than {expected}"
         raise DatasetError(
-            f"{path}: {what}: header says {'x'.join(map(str, shape))} = {expected} bytes, file holds {held}"
+            f"{path}: {what}: header says {'x'.join(map(str, shape))} = {expected} bytes, file holds {held}; "
+            f"the file is corrupt or incomplete, delete it and fetch it again"
         )
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
 
@@ -162,7 +163,8 @@ def load_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except DatasetError:
         raise
     except Exception as e:  # a corrupt pickle can fail in many ways (EOFError, UnpicklingError, ...)
-        raise DatasetError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})") from e
+        raise DatasetError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e}); the file is "
+                           "corrupt or incomplete, delete its folder and extract the archive again") from e
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: a CIFAR batch is a dict, found {type(batch).__name__}")
     data, labels = _field(batch, "data"), _field(batch, "labels")
@@ -173,9 +175,12 @@ def load_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if labels is None:
         raise DatasetError(f"{path}: no 'labels' entry")
     try:
-        labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(labels)
     except (TypeError, ValueError) as e:
         raise DatasetError(f"{path}: 'labels' are not integers ({e})") from e
+    if labels.dtype.kind not in "iu":  # never round floats, parse strings or count booleans as classes
+        raise DatasetError(f"{path}: 'labels' are not integers (found {labels.dtype})")
+    labels = labels.astype(np.int64)
     if labels.shape != (len(data),):
         raise DatasetError(f"{path}: {labels.size} labels for {len(data)} images")
     return data.reshape(-1, 3, 32, 32), labels
@@ -210,7 +215,8 @@ def download_cifar10(root: str | Path) -> None:
     from torchvision.datasets.utils import extract_archive
 
     root = Path(root)
-    if (root / CIFAR10.base_folder / "test_batch").is_file():
+    batches = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    if all((root / CIFAR10.base_folder / name).is_file() for name in batches):  # else a partial extraction
         return
     archive = root / CIFAR10.filename
     try:

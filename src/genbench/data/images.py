@@ -182,10 +182,12 @@ class CIFAR10DataModule(FileImageDataModule):
             if not path.is_file():
                 from torchvision.datasets import CIFAR10  # where torchvision downloads it from
 
+                first = ("Delete the folder and run again (dataset.download=true fetches and extracts it)"
+                         if self.hp.download else "Set dataset.download=true on a machine with network")
                 raise DatasetError(
-                    f"missing dataset file: expected {path}. Set dataset.download=true on a machine with "
-                    f"network, or download {CIFAR10.url} and extract it into {self.root}, or point "
-                    "dataset.root=<dir> at the folder that holds cifar-10-batches-py/."
+                    f"missing dataset file: expected {path}. {first}, or download {CIFAR10.url} and extract "
+                    f"it into {self.root}, or point dataset.root=<dir> at the folder that holds "
+                    "cifar-10-batches-py/."
                 )
         batches = [load_cifar_batch(path) for path in paths]
         images = np.concatenate([b[0] for b in batches])

@@ -43,9 +43,15 @@ def find_weights(path: str | None, download: bool) -> Path:
             raise FeatureExtractorUnavailable(f"eval.inception_weights={path}: no such file")
         return given
     cached = cached_weights_path()
-    if cached.is_file():
-        return cached
     fix = f"put {WEIGHTS_FILE} ({WEIGHTS_URL}) there or pass eval.inception_weights=<path>"
+    if cached.is_file():  # named by its hash: a truncated download or another file there is not FID's
+        actual = sha256_file(cached)
+        if not actual.startswith(WEIGHTS_HASH_PREFIX):
+            raise FeatureExtractorUnavailable(
+                f"{cached} is not {WEIGHTS_FILE}: its SHA-256 starts {actual[:8]}, not {WEIGHTS_HASH_PREFIX} "
+                f"(an incomplete download, or another file under its name); delete it to download it "
+                "again, or pass eval.inception_weights=<path> for other weights")
+        return cached
     if not download:
         raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and eval.inception_download "
                                           f"is false; {fix}")
