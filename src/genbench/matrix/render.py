@@ -57,7 +57,7 @@ def compute_table(m: Matrix) -> tuple[str, list[str], list[list[str]]]:
     s = m.curves
     floor = f"; held-out real data {number(s.floor)}" if s.floor is not None else ""
     caption = (f"{s.metric} from curves.csv (lower is better{floor}); common level {number(s.level)} "
-               "(the median column's best)")
+               "(the median of the columns' best values)")
     header = ["Column", "at the budget", "best (at FLOPs)", f"FLOPs to reach {number(s.level)}", "by the end"]
     rows = []
     for name, curve in s.curves.items():

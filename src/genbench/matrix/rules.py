@@ -88,8 +88,9 @@ RULES = (
                       "metric.", DIVERSITY, "s"),
     Rule("Training stability", f"Unstable when a run diverged or crashed in training, the quality metric's "
                                f"coefficient of variation over seeds exceeds {CV_LIMIT}, or the loss "
-                               f"oscillation exceeds {OSCILLATION_LIMIT} (std of train/loss over the last "
-                               "quarter of logged steps / its range over the run); else Stable. A run that "
+                               f"oscillation exceeds {OSCILLATION_LIMIT} (population std of train/loss over "
+                               "the last quarter of logged steps / its range over the run; runs with fewer "
+                               "than 8 logged losses have none); else Stable. A run that "
                                f"failed on its config ({CONFIG_ERROR}) never trained: it is a config error, "
                                "not instability; nor is a failure in evaluation or of a dead worker (the "
                                "record's provenance.failed_in; a record without it counts as a crash in "
@@ -125,8 +126,9 @@ RULES = (
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "
                         "best quality among columns with the capability; most stable: the lowest CV of "
-                        "quality among Stable columns. Pareto front: the columns no other column beats on "
-                        "both sampling time and quality."),
+                        "quality among Stable columns; a tie goes to the first column in the table's "
+                        "order. Pareto front: the columns no other column matches or beats on both "
+                        "sampling time and quality while beating on one."),
     Rule("Founding comparison", "each cell of the founding table against the measured word of the same "
                                 "row and family: agrees when they are the same word (Approx (ELBO) counts "
                                 "as Approx (bound); Easy or Moderate conditioning as Yes, the ease is not "

@@ -71,7 +71,8 @@ def bottom_line(m: Matrix) -> list[Verdict]:
 
 
 def pareto_front(m: Matrix) -> list[str]:
-    """Columns no other beats on both sampling time and quality, fastest first."""
+    """Columns that no other matches or beats on both sampling time and quality while beating on one,
+    fastest first."""
     quality = _quality(m)
     speed = {c: cell.mean for c, cell in m.row("Sampling speed").cells.items() if cell.mean is not None}
     points = {c: (speed[c], quality[c] if m.lower_is_better else -quality[c]) for c in quality if c in speed}
