@@ -281,10 +281,12 @@ def build_matrix(dataset: str, runs: list[Run]) -> Matrix:
     curves = summarize_curves(dataset, columns, runs)
     cost = "train_flops" if "train_flops" in measured else "train_seconds"
     speed = _numeric_row("Sampling speed", "sample_ms_per_sample", columns, _to_least(rules.SPEED), " ms")
+    _show_ratios(speed)
     _append(speed, columns, "nfe", "NFE {:.0f}")
     _append_nfe_to_reach(speed, columns)
     compute = _numeric_row("Training compute", cost, columns, _to_least(rules.COST),
                            " FLOPs" if cost == "train_flops" else " s")
+    _show_ratios(compute)
     for name, fmt in (("train_examples", "{:,.0f} examples"), ("train_seconds", "{:.3g} s"),
                       ("num_parameters", "{:,.0f} params")):
         if name != cost:
@@ -310,6 +312,13 @@ def _to_least(scale: rules.Scale) -> Word:
         ratio = _ratio(mean, min(means), True)
         return scale.word(ratio), ratio
     return word
+
+
+def _show_ratios(row: Row) -> None:
+    """Each cell's ratio to the least mean of the row, the number its word was read from."""
+    for cell in row.cells.values():
+        if cell.ratio is not None:
+            cell.text += f"; r {cell.ratio:.3g}"
 
 
 def _append(row: Row, columns: list[Column], metric: str, fmt: str) -> None:
