@@ -73,6 +73,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
     os.mkfifo(sweep / "fifo" / "metrics.json")  # reading it would wait forever for a writer
     _record(sweep / "evil", family="$\\evil$ <script>alert(1)</script> | x")
     _record(sweep / "link", family="![x](https://evil.example/p.png) [click](https://evil.example) **b** `c`")
+    _record(sweep / "heading", family="# _big_ ~~gone~~", status="failed", error="boom")
     _record(sweep / "formula", family='=HYPERLINK("http://evil","click")', status="failed",
             error="<img src=x onerror=alert(1)>")
     _record(sweep / "curve")
@@ -81,7 +82,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
 
     with caplog.at_level(logging.WARNING):
         _, found, paths = _finishes_within(60, write_matrix, [sweep], tmp_path / "out")
-    assert sorted(r.path.name for r in found.runs) == ["curve", "evil", "formula", "link"]
+    assert sorted(r.path.name for r in found.runs) == ["curve", "evil", "formula", "heading", "link"]
     assert sorted(s.path.name for s in found.skipped) == sorted([*bad, "fifo"])
     for name in [*bad, "fifo"]:
         assert f"skipping run {sweep / name}: unusable metrics.json" in caplog.text
@@ -96,6 +97,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
     assert ("!\\[x\\](https://evil.example/p.png) \\[click\\](https://evil.example) \\*\\*b\\*\\* "
             "\\`c\\`") in md
     assert "![x](" not in md and "[click](" not in md
+    assert "- \\# \\_big\\_ \\~\\~gone\\~\\~ seed 0: failed: boom" in md  # no heading, no emphasis
     assert "<script>" not in page and "<img src=x" not in page and "&lt;img src=x" in page
     cells = [cell for row in csv.reader(table.splitlines()) for cell in row]
     assert "'=HYPERLINK(\"http://evil\",\"click\")" in cells

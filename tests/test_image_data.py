@@ -293,7 +293,7 @@ def test_a_partly_extracted_cifar_folder_is_fetched_again_not_taken_as_whole(tmp
     with pytest.raises(DatasetError, match="could not download CIFAR-10"):
         formats.download_cifar10(tmp_path)
     assert len(fetched) == 1
-    with pytest.raises(DatasetError, match="data_batch_3. Delete the folder and run again"):
+    with pytest.raises(DatasetError, match="data_batch_3. The folder is incomplete: delete it"):
         CIFAR10DataModule(root=str(tmp_path), download=True).setup()
     write_cifar_batch(folder / "data_batch_3", np.zeros((2, 3072), dtype=np.uint8), [0, 1])
     formats.download_cifar10(tmp_path)  # whole: nothing to fetch

@@ -113,9 +113,14 @@ def test_a_failure_records_the_stage_it_happened_in(tmp_path, monkeypatch):
         return record["provenance"]["failed_in"]
 
     assert failed_in("config", ["model.latent_dim=0"]) == "setup"
+    # Lightning reads the data inside Trainer.fit: a missing file is still setup, not the family's training
+    assert failed_in("data", ["dataset=cifar10", f"dataset.root={tmp_path / 'empty'}"]) == "setup"
     with monkeypatch.context() as patch:
         patch.setattr("genbench.train.evaluate", boom)  # the evaluation stage, after training finished
         assert failed_in("evaluation", []) == "evaluation"
+    with monkeypatch.context() as patch:
+        patch.setattr("genbench.train.training_flops", boom)  # the training's bookkeeping after fit
+        assert failed_in("bookkeeping", []) == "training"
     monkeypatch.setattr(VAE, "training_step", boom)
     assert failed_in("training", []) == "training"
 

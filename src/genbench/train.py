@@ -44,6 +44,7 @@ from genbench.performance import Performance, PerformanceConfig, resolve, tf32_m
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
+from genbench.stages import TrainingStarted, failed_in, stage
 from genbench.trained_run import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -126,22 +127,6 @@ class RunResult:
     is_global_zero: bool = True
 
 
-STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
-
-
-@contextlib.contextmanager
-def stage(name: str) -> Any:
-    """Mark an exception raised inside as raised in stage ``name`` (training, evaluation): its record says
-    where the run failed, so the matrix counts only crashes in training against a family's stability."""
-    try:
-        yield
-    except BaseException as e:
-        if not hasattr(e, STAGE_ATTRIBUTE):
-            with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-                setattr(e, STAGE_ATTRIBUTE, name)
-        raise
-
-
 def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
     benchmark's timer, say)."""
@@ -159,7 +144,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
     callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
-                 performance, *_instantiate_all(cfg.get("callbacks")), *callbacks]
+                 performance, TrainingStarted(), *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
@@ -171,29 +156,29 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        result = _train_and_evaluate(cfg, trainer, model, dm, counter, eval_cfg, checked["performance"],
-                                     out_dir)
-        if cfg.train:  # what ran: the speed switches taken and the precision
-            result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
-            result.metrics["train_precision"] = str(trainer.precision)
+        metrics = _train(cfg, trainer, model, dm, counter) if cfg.train else {}
+        with stage("evaluation"):  # and what comes before it: the checkpoint, the device
+            result = _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics)
+            if cfg.train:  # what ran: the speed switches taken and the precision
+                result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
+                result.metrics["train_precision"] = str(trainer.precision)
         return result
     finally:
         for lg in trainer.loggers:
             finish(lg)
 
 
-def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel,
-                        dm: GenerativeDataModule, counter: ExampleCounter, eval_cfg: Any,
-                        performance_cfg: PerformanceConfig, out_dir: Path) -> RunResult:
-    metrics: dict[str, Any] = {}
-    evaluation = Evaluation()
-    if cfg.train:
+def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: GenerativeDataModule,
+           counter: ExampleCounter) -> dict[str, Any]:
+    """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
+    is marked as one of training."""
+    started = next(c for c in trainer.callbacks if isinstance(c, TrainingStarted))
+    with stage("training", lambda: started.started):
         start = time.perf_counter()
-        with stage("training"):
-            trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
         # Totals over the model's whole training: a resumed run adds the time and examples of its
         # checkpoint's history (carried in the checkpoint by the counter).
-        metrics["train_seconds"] = counter.previous_seconds + time.perf_counter() - start
+        metrics: dict[str, Any] = {"train_seconds": counter.previous_seconds + time.perf_counter() - start}
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
         # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
@@ -204,29 +189,37 @@ def _train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeM
         metrics["train_device"] = str(trainer.strategy.root_device)  # DDP: rank zero's
         metrics["train_device_name"] = device_name(trainer.strategy.root_device)
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
-    with stage("evaluation"):  # and what comes before it: the checkpoint, the device, the weights' check
-        device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
-        if not cfg.train:  # the config check made sure there is a checkpoint
-            model = _load_checkpoint(model, cfg.ckpt_path, device)
-        if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
-            return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
-        # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
-        model.to(device)
-        _check_finite_weights(model, "after training" if cfg.train else f"in checkpoint {cfg.ckpt_path}")
-        if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
-            tf32 = resolve(performance_cfg.tf32, device)
-            with tf32_mode(tf32):
-                evaluation = evaluate(model, dm, eval_cfg, out_dir)
-            metrics.update(evaluation.metrics)
-            metrics["eval_tf32"] = tf32
-        metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
-        for lg in trainer.loggers:
-            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                           step=trainer.global_step)
-            if cfg.evaluate:  # each metric's provenance, and why any metric is missing
-                lg.log_hyperparams({"metric_provenance": evaluation.provenance,
-                                    "unavailable_metrics": evaluation.unavailable})
-            lg.save()
+        _check_finite_weights(model, "after training")
+    return metrics
+
+
+def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: GenerativeDataModule,
+              eval_cfg: Any, performance_cfg: PerformanceConfig, out_dir: Path,
+              metrics: dict[str, Any]) -> RunResult:
+    """Evaluate the trained model (or ``cfg.ckpt_path``'s) where it trained, on rank zero only."""
+    evaluation = Evaluation()
+    device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
+    if not cfg.train:  # the config check made sure there is a checkpoint
+        model = _load_checkpoint(model, cfg.ckpt_path, device)
+        _check_finite_weights(model, f"in checkpoint {cfg.ckpt_path}")
+    if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
+        return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
+    # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
+    model.to(device)
+    if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
+        tf32 = resolve(performance_cfg.tf32, device)
+        with tf32_mode(tf32):
+            evaluation = evaluate(model, dm, eval_cfg, out_dir)
+        metrics.update(evaluation.metrics)
+        metrics["eval_tf32"] = tf32
+    metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
+    for lg in trainer.loggers:
+        lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                       step=trainer.global_step)
+        if cfg.evaluate:  # each metric's provenance, and why any metric is missing
+            lg.log_hyperparams({"metric_provenance": evaluation.provenance,
+                                "unavailable_metrics": evaluation.unavailable})
+        lg.save()
     return RunResult(metrics, model, dm, evaluation)
 
 
@@ -283,7 +276,8 @@ def task(cfg: DictConfig) -> dict:
                 result = run(cfg, out_dir)
                 if not result.is_global_zero:
                     return {"status": "ok", "rank": rank_zero_only.rank}
-                record = _record_result(cfg, out_dir, result, common, prov)
+                with stage("evaluation"):  # its last step: the record
+                    record = _record_result(cfg, out_dir, result, common, prov)
             except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
                 return _record_failure(cfg, out_dir, e, common, prov)
     except RunDirTaken as e:  # refused: whatever record is there belongs to another run
@@ -336,7 +330,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
         status = "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
-    prov["failed_in"] = getattr(e, STAGE_ATTRIBUTE, "setup")  # before training, or after its checks
+    prov["failed_in"] = failed_in(e)
     error = f"{type(e).__name__}: {e}"
     if interrupted:
         error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint

@@ -182,8 +182,9 @@ class CIFAR10DataModule(FileImageDataModule):
             if not path.is_file():
                 from torchvision.datasets import CIFAR10  # where torchvision downloads it from
 
-                first = ("Delete the folder and run again (dataset.download=true fetches and extracts it)"
-                         if self.hp.download else "Set dataset.download=true on a machine with network")
+                first = ("The folder is incomplete: delete it, then train.py with dataset.download=true "
+                         "fetches and extracts it again" if self.hp.download
+                         else "Set dataset.download=true on a machine with network")
                 raise DatasetError(
                     f"missing dataset file: expected {path}. {first}, or download {CIFAR10.url} and extract "
                     f"it into {self.root}, or point dataset.root=<dir> at the folder that holds "

@@ -71,7 +71,7 @@ def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
             more = ", ..." if len(differ) > NAMED_DIFFERENCES else ""
             names = [", ".join(f"{k}={_shown(c.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
                      for c in setups.values()]
-            numbered = more or len(set(names)) < len(names)  # 200 and "200" are shown alike
+            numbered = bool(more) or len(set(names)) < len(names)  # 200 and "200" are shown alike
             for i, (column, named) in enumerate(zip(setups.values(), names, strict=True)):
                 column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if numbered else "")
             warnings.append(f"{family}: runs under {len(setups)} different configs are not pooled; each has "

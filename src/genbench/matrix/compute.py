@@ -3,6 +3,7 @@ reader wants from them: the value at the budget, the best value reached, the FLO
 quality level every column is judged at, and where the curve was at the end of the budget (its trend).
 """
 
+import logging
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from genbench.matrix.columns import Column
 from genbench.matrix.runs import Run
 from genbench.results import REAL_PREFIX as REAL
 
+log = logging.getLogger(__name__)
 CURVE_METRICS = ("fd_{dataset}_cnn", "energy_distance_test")  # the first any run's curve holds; lower wins
 
 
@@ -44,7 +46,9 @@ def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
     if not curves:
         return None
     common = sorted(set.intersection(*({s for s, _, _ in c} for c in curves)))
-    if not common:  # seeds whose curves share no step have no mean curve
+    if not common:
+        log.warning("%s: its runs' %s curves share no step (other callbacks.quality_curve settings?), so "
+                    "it has no mean curve", runs[0].family, metric)
         return None
     points = [{s: (f, v) for s, f, v in c} for c in curves]
     flops = [statistics.fmean(p[s][0] for p in points) for s in common]

@@ -13,6 +13,7 @@ without mathtext in the plots.
 import base64
 import csv
 import html
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -31,13 +32,17 @@ MAX_IMAGE_BYTES = 16 << 20  # a samples.png is tens of KB
 MARKS = {"agrees": "agrees", "disagrees": "DISAGREES", "not measured": "not measured", "mixed": "mixed"}
 
 
-MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\[]`*|"})  # links, images, code, emphasis, columns
+MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\[]`*~|"})  # links, images, code, emphasis, columns
+EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # _x_ is emphasis, fid_inception not
+LINE_START = re.compile(r"^([#>+-])")  # a heading, a quote or a list where a line begins
 
 
 def _md(text: object) -> str:
     """``text`` safe inside a Markdown table or list: no HTML, no links or images (a record's
-    ``![x](https://...)`` would fetch a remote picture), no code or emphasis, no column breaks, one line."""
-    return html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN_ESCAPES)
+    ``![x](https://...)`` would fetch a remote picture), no code, emphasis or heading, no column breaks,
+    one line. A bare URL stays text, which some renderers link."""
+    escaped = html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN_ESCAPES)
+    return LINE_START.sub(r"\\\1", EDGE_UNDERSCORE.sub(r"\\_", escaped))
 
 
 def _cell(label: str, text: str) -> str:
@@ -136,7 +141,7 @@ def to_markdown(matrices: list[Matrix], skipped: list[Skipped]) -> str:
         parts.append(f"## {SKIPPED_TITLE}\n")
         parts += [f"- {_md(_skipped(job))}" for job in skipped]
         parts.append("")
-    parts.append("### How the words are derived\n\n" + rules_text() + "\n")
+    parts.append("### How the words are derived\n\n" + html.escape(rules_text(), quote=False) + "\n")
     return "\n".join(parts)
 
 

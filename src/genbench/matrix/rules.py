@@ -92,10 +92,11 @@ RULES = (
                                "the last quarter of logged steps / its range over the run; runs with fewer "
                                "than 8 logged losses have none); else Stable. A run that "
                                f"failed on its config ({CONFIG_ERROR}) never trained: it is a config error, "
-                               "not instability; nor is a failure in evaluation or of a dead worker (the "
-                               "record's provenance.failed_in; a record without it counts as a crash in "
-                               "training). With one finished run the spread over seeds is unknown: "
-                               "the word is n=1 unless the run diverged or oscillated."),
+                               "not instability; nor is a failure in setup (the data, a checkpoint), in "
+                               "evaluation or of a dead worker (the record's provenance.failed_in; a record "
+                               "without it counts as a crash in training). With one finished run the "
+                               "spread over seeds is unknown: the word is n=1 unless the run diverged or "
+                               "oscillated."),
     Rule("Likelihood", "mean test bits/dim, with its Monte Carlo standard error (nll_bpd_se) and the median "
                        "per-example bits/dim (nll_bpd_median: a mean far above it is decided by a few test "
                        "points); the word is the kind: "
@@ -106,7 +107,7 @@ RULES = (
                            "the fastest column: {scale}.", SPEED),
     Rule("Training compute", "training FLOPs (train_flops: FlopCounterMode on one training step, per "
                              "example, times the examples seen; train_seconds where no record of the "
-                             "dataset has FLOPs, and a column without FLOPs then reads n/a), "
+                             "dataset has FLOPs; where some have them, a column without reads n/a), "
                              "with examples, wall-clock and parameters; r = ratio to the cheapest column: "
                              "{scale}.", COST),
     Rule("Latent space, Conditioning", "from the interface's capability flags (not measurements): Yes / "

@@ -1,0 +1,47 @@
+"""Where a run failed: setup, training or evaluation, written into its record as ``provenance.failed_in``.
+
+The matrix counts only crashes in training (and divergence) against a family's stability: a missing
+dataset, a corrupt checkpoint to resume from, or a GPU out of memory while sampling 10,000 images says
+nothing of how the family trains. Lightning prepares the data and the model inside ``Trainer.fit``, so
+training counts as started only once its sanity check or first epoch begins (:class:`TrainingStarted`).
+"""
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytorch_lightning as pl
+
+STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
+SETUP = "setup"
+
+
+@contextlib.contextmanager
+def stage(name: str, started: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """Mark an exception raised inside as raised in stage ``name``, or in setup while ``started()`` is
+    false; an exception marked by an inner stage keeps its mark."""
+    try:
+        yield
+    except BaseException as e:
+        if not hasattr(e, STAGE_ATTRIBUTE):
+            with contextlib.suppress(AttributeError):  # a type whose __setattr__ refuses: left unmarked
+                setattr(e, STAGE_ATTRIBUTE, name if started() else SETUP)
+        raise
+
+
+def failed_in(error: BaseException) -> str:
+    """The stage ``error`` was raised in; setup when no stage marked it (before training began)."""
+    return getattr(error, STAGE_ATTRIBUTE, SETUP)
+
+
+class TrainingStarted(pl.Callback):
+    """Whether Lightning got past its setup (the data, the model, the callbacks' own setup) into the
+    sanity check or the first training epoch."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
