@@ -191,3 +191,12 @@ def test_an_idx_header_declaring_more_than_the_file_holds_is_truncated(tmp_path)
         f.write(np.arange(5, dtype=np.uint8).tobytes())
     with pytest.raises(DatasetError, match="truncated: header says .* file holds 5"):
         read_idx(path)
+
+
+def test_markdown_escaping_stops_blocks_but_leaves_numbers_and_metric_names_readable():
+    from genbench.matrix.render import _md
+
+    for text, shown in [("- x", "\\- x"), ("# x", "\\# x"), ("1. x", "1\\. x"), ("2) x", "2\\) x"),
+                        ("_x_", "\\_x\\_"), ("-0.412 bits/dim", "-0.412 bits/dim"), ("+3", "+3"),
+                        ("fid_inception 1.2", "fid_inception 1.2"), ("r <= 1.1", "r &lt;= 1.1")]:
+        assert _md(text) == shown, (text, _md(text))

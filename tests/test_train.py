@@ -121,6 +121,8 @@ def test_a_failure_records_the_stage_it_happened_in(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr("genbench.train.training_flops", boom)  # the training's bookkeeping after fit
         assert failed_in("bookkeeping", []) == "training"
+        last = tmp_path / "evaluation" / "checkpoints" / "last.ckpt"  # trained to its budget already
+        assert failed_in("resumed", [f"ckpt_path={last}"]) == "training"  # fit had nothing left to do
     monkeypatch.setattr(VAE, "training_step", boom)
     assert failed_in("training", []) == "training"
 

@@ -143,8 +143,9 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
+    started = TrainingStarted()
     callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
-                 performance, TrainingStarted(), *_instantiate_all(cfg.get("callbacks")), *callbacks]
+                 performance, started, *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
@@ -156,7 +157,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        metrics = _train(cfg, trainer, model, dm, counter) if cfg.train else {}
+        metrics = _train(cfg, trainer, model, dm, counter, started) if cfg.train else {}
         with stage("evaluation"):  # and what comes before it: the checkpoint, the device
             result = _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics)
             if cfg.train:  # what ran: the speed switches taken and the precision
@@ -169,13 +170,13 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
 
 
 def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: GenerativeDataModule,
-           counter: ExampleCounter) -> dict[str, Any]:
+           counter: ExampleCounter, started: TrainingStarted) -> dict[str, Any]:
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
-    started = next(c for c in trainer.callbacks if isinstance(c, TrainingStarted))
+    start = time.perf_counter()
     with stage("training", lambda: started.started):
-        start = time.perf_counter()
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+    with stage("training"):  # also where fit had nothing left to train (a resumed run at its budget)
         # Totals over the model's whole training: a resumed run adds the time and examples of its
         # checkpoint's history (carried in the checkpoint by the counter).
         metrics: dict[str, Any] = {"train_seconds": counter.previous_seconds + time.perf_counter() - start}

@@ -40,15 +40,16 @@ class CurveSummary:
     trend: dict[str, str | None] = field(default_factory=dict)  # rules.TRENDS; None: too short to tell
 
 
-def mean_curve(runs: list[Run], metric: str) -> MeanCurve | None:
-    """The runs' curves averaged at the steps every one of them measured."""
+def mean_curve(runs: list[Run], metric: str, column: str = "") -> MeanCurve | None:
+    """The runs' curves averaged at the steps every one of them measured (``column`` names them in a
+    warning where they share none)."""
     curves = [c for r in runs if r.ok and (c := r.quality_curve(metric))]
     if not curves:
         return None
     common = sorted(set.intersection(*({s for s, _, _ in c} for c in curves)))
     if not common:
         log.warning("%s: its runs' %s curves share no step (other callbacks.quality_curve settings?), so "
-                    "it has no mean curve", runs[0].family, metric)
+                    "it has no mean curve", column or runs[0].family, metric)
         return None
     points = [{s: (f, v) for s, f, v in c} for c in curves]
     flops = [statistics.fmean(p[s][0] for p in points) for s in common]
@@ -75,7 +76,7 @@ def trend(curve: MeanCurve) -> str | None:
 def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> CurveSummary:
     for template in CURVE_METRICS:
         metric = template.format(dataset=dataset)
-        curves = {c.name: curve for c in columns if (curve := mean_curve(c.runs, metric))}
+        curves = {c.name: curve for c in columns if (curve := mean_curve(c.runs, metric, c.name))}
         if curves:
             break
     else:

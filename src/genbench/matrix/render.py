@@ -34,7 +34,8 @@ MARKS = {"agrees": "agrees", "disagrees": "DISAGREES", "not measured": "not meas
 
 MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\[]`*~|"})  # links, images, code, emphasis, columns
 EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # _x_ is emphasis, fid_inception not
-LINE_START = re.compile(r"^([#>+-])")  # a heading, a quote or a list where a line begins
+MARKER_START = re.compile(r"^([#+-])(?=[\s#+-]|$)")  # "- x", "# x", "---" start a block; -0.5 and +3 do not
+ORDERED_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")  # "1. x", "1) x": an ordered list
 
 
 def _md(text: object) -> str:
@@ -42,7 +43,8 @@ def _md(text: object) -> str:
     ``![x](https://...)`` would fetch a remote picture), no code, emphasis or heading, no column breaks,
     one line. A bare URL stays text, which some renderers link."""
     escaped = html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN_ESCAPES)
-    return LINE_START.sub(r"\\\1", EDGE_UNDERSCORE.sub(r"\\_", escaped))
+    escaped = MARKER_START.sub(r"\\\1", EDGE_UNDERSCORE.sub(r"\\_", escaped))
+    return ORDERED_START.sub(r"\1\\\2", escaped)
 
 
 def _cell(label: str, text: str) -> str:
@@ -141,7 +143,8 @@ def to_markdown(matrices: list[Matrix], skipped: list[Skipped]) -> str:
         parts.append(f"## {SKIPPED_TITLE}\n")
         parts += [f"- {_md(_skipped(job))}" for job in skipped]
         parts.append("")
-    parts.append("### How the words are derived\n\n" + html.escape(rules_text(), quote=False) + "\n")
+    prose = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", rules_text())  # only what reads as a tag: real_<metric>
+    parts.append("### How the words are derived\n\n" + prose + "\n")
     return "\n".join(parts)
 
 

@@ -121,7 +121,7 @@ def _as_it_would_have_run(task_cfg: dict) -> dict:
     job = OmegaConf.create(task_cfg)
     try:
         apply_budget(job)
-    except Exception as e:  # noqa: BLE001 - a config the job never got to check: the record is written anyway
+    except Exception as e:  # a config the job never got to check: the record is written anyway
         log.warning("could not apply budget_steps to the record of a dead worker's job: %s", e)
         return task_cfg
     return OmegaConf.to_container(job, resolve=False)
