@@ -190,6 +190,17 @@ class _CountingExtractor:
         return means, means
 
 
+def test_the_cache_key_changes_with_the_code_that_prepares_images_for_the_extractor(tmp_path):
+    """Same weights, another torch-fidelity (which resizes images for Inception): never the old entry."""
+    from genbench.evaluation.reference import cache_file
+
+    images = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    plain, old, new = _CountingExtractor(), _CountingExtractor(), _CountingExtractor()
+    old.code_version, new.code_version = "torch-fidelity 0.3.0", "torch-fidelity 0.4.0"
+    names = {cache_file(tmp_path, "digits", "train", e, images).name for e in (plain, old, new)}
+    assert len(names) == 3
+
+
 def test_a_corrupt_feature_cache_entry_is_recomputed_and_replaced(tmp_path, caplog):
     from genbench.evaluation.reference import cache_file, reference_features
 

@@ -96,6 +96,7 @@ class InceptionFeatures:
         self.net.to(device)
         self.path = weights
         self.checksum = sha256_file(weights)
+        self.code_version = f"torch-fidelity {metadata.version('torch-fidelity')}"  # resizes: a cache key
         self.name = "inception"
         self.feature_dim = int(POOL)
 

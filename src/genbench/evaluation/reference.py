@@ -2,8 +2,9 @@
 
 Real features dominate the cost of image metrics (Inception on 50,000 CIFAR-10 images), and they are the
 same for every run of a sweep. The cache key names the dataset, split, extractor with its weight checksum
-and the number of images, plus a hash of the image bytes themselves, so a changed split seed, slice or
-file can never reuse stale features. Entries are plain tensors, loaded with ``weights_only=True`` and
+(and the version of the code that resizes and normalises for it, where an extractor names one) and the
+number of images, plus a hash of the image bytes themselves, so a changed split seed, slice, file or
+library can never reuse stale features. Entries are plain tensors, loaded with ``weights_only=True`` and
 checked against the images and the extractor before use (an entry of the wrong shape is recomputed), and
 written under a unique temporary name then renamed, so concurrent runs never read half an entry.
 """
@@ -43,7 +44,10 @@ def reference_images(images: Tensor, count: int | None) -> Tensor:
 def cache_file(cache_dir: Path, dataset: str, split: str, extractor: FeatureExtractor,
                images: Tensor) -> Path:
     data_hash = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
-    name = f"{dataset}-{split}-{extractor.name}-{extractor.checksum[:12]}-n{len(images)}-data{data_hash}.pt"
+    code = getattr(extractor, "code_version", "")  # e.g. torch-fidelity's, whose code resizes for Inception
+    code = f"-code{hashlib.sha256(code.encode()).hexdigest()[:8]}" if code else ""
+    name = (f"{dataset}-{split}-{extractor.name}-{extractor.checksum[:12]}{code}-n{len(images)}"
+            f"-data{data_hash}.pt")
     return cache_dir / name
 
 
