@@ -27,7 +27,7 @@ from genbench.evaluation.nfe_curve import (
     sweep,
     vector_quality,
 )
-from genbench.evaluation.real import held_out_split
+from genbench.evaluation.real import held_out_sample
 from genbench.evaluation.reference import reference_images
 from genbench.nfe_record import Curve, markdown_table, write_curve
 from genbench.trained_run import load_trained, run_script
@@ -52,13 +52,12 @@ def image_quality(cfg: DictConfig, dm: GenerativeDataModule, device: torch.devic
 def image_floor(quality: Quality, dm: GenerativeDataModule, reference_split: str, samples: int) -> dict:
     """The metrics of as many held-out real images as samples (a Fréchet distance's bias depends on the
     sample size); none where the held-out split holds fewer."""
-    split = held_out_split(dm, reference_split)
-    held_out = dm.split_tensor(split) if split else None
-    if held_out is None or len(held_out) < samples:
-        log.warning("no real-data floor: %s holds %s held-out images, fewer than --samples %d", dm.name,
-                    "no" if held_out is None else len(held_out), samples)
+    try:
+        _, images = held_out_sample(dm, reference_split, samples)
+    except ValueError as e:
+        log.warning("no real-data floor: %s, fewer than --samples %d", e, samples)
         return {}
-    return quality(reference_images(held_out, samples))
+    return quality(images)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
 from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.quality import sample_features
-from genbench.evaluation.real import fresh_draws, held_out_split
+from genbench.evaluation.real import fresh_draws, held_out_sample
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
 from genbench.files import write_text_atomically
@@ -180,19 +180,16 @@ class QualityCurve(pl.Callback):
     def _image_floor(self, dm: Any, net: Any, real_stats: tuple) -> float | None:
         """The Fréchet distance of ``image_samples`` held-out images (the evaluation stage's fixed subset) to
         the reference; None where the held-out split holds fewer: no floor at the curve's sample size."""
-        split = held_out_split(dm, self.reference_split)
-        held_out = dm.split_tensor(split) if split else None
-        if held_out is None or len(held_out) < self.image_samples:
-            log.info("no real-data floor on the quality curve: %s holds %s held-out images, fewer than "
-                     "callbacks.quality_curve.image_samples=%d", dm.name,
-                     "no" if held_out is None else len(held_out), self.image_samples)
+        try:
+            split, images = held_out_sample(dm, self.reference_split, self.image_samples)
+        except ValueError as e:
+            log.info("no real-data floor on the quality curve: %s, fewer than "
+                     "callbacks.quality_curve.image_samples=%d", e, self.image_samples)
             return None
-        images = reference_images(held_out, self.image_samples)
         features = reference_features(net, images, dataset=dm.name, split=split,
                                       cache_dir=Path(self.cache_dir) if self.cache_dir else None,
                                       batch_size=self.batch_size)[0]
         return frechet_distance(*real_stats, *feature_statistics(features))
-
 
 def _find(trainer: pl.Trainer, kind: type) -> Any:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)

@@ -57,6 +57,17 @@ def held_out_split(dm: GenerativeDataModule, reference_split: str) -> str | None
     return next((s for s in order if s != reference_split and len(dm.split_tensor(s))), None)
 
 
+def held_out_sample(dm: GenerativeDataModule, reference_split: str, n: int) -> tuple[str, Tensor]:
+    """A floor's images at a sample size of ``n``: the evaluation stage's fixed subset of ``n`` images of a
+    split the reference does not use, and that split. ValueError saying how many the split holds where it
+    holds fewer (a floor of fewer images is no floor for ``n`` samples)."""
+    split = held_out_split(dm, reference_split)
+    held_out = dm.split_tensor(split) if split else None
+    if held_out is None or len(held_out) < n:
+        raise ValueError(f"{dm.name} holds {'no' if held_out is None else len(held_out)} held-out images")
+    return split, reference_images(held_out, n)
+
+
 def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals: dict[str, tuple],
                        fakes: dict[str, tuple], reference_split: str, settings: QualitySettings,
                        cache_dir: Path | None, feature_batch: int, plot_images: int,

@@ -218,10 +218,9 @@ def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Ce
     row = _numeric_row("Sample quality", quality, columns, word,
                        shown=f"{quality}, {'lower' if lower else 'higher'} is better; r to {anchor_name}")
     row.reference = reference
+    _show_ratios(row)
     for column in columns:
         cell = row.cells[column.name]
-        if cell.ratio is not None:
-            cell.text += f"; r {cell.ratio:.3g}"
         if anchored and cell.mean is not None:
             _note_floor(row, cell, quality, "r", *floors[column.name])
     return row
@@ -248,11 +247,12 @@ def _diversity_row(diversity: str, columns: list[Column], reference: Cell | None
     row = _numeric_row("Diversity", diversity, columns, word,
                        shown=diversity + ("; s to held-out real data" if anchored else ""))
     row.reference = reference
-    for column in columns:
-        cell = row.cells[column.name]
-        if anchored and cell.mean is not None:
-            cell.text += f"; s {cell.ratio:.3g}" if cell.ratio is not None else ""
-            _note_floor(row, cell, diversity, "s", *floors[column.name])
+    if anchored:
+        _show_ratios(row, "s")
+        for column in columns:
+            cell = row.cells[column.name]
+            if cell.mean is not None:
+                _note_floor(row, cell, diversity, "s", *floors[column.name])
     return row
 
 
@@ -314,11 +314,11 @@ def _to_least(scale: rules.Scale) -> Word:
     return word
 
 
-def _show_ratios(row: Row) -> None:
-    """Each cell's ratio to the least mean of the row, the number its word was read from."""
+def _show_ratios(row: Row, letter: str = "r") -> None:
+    """Each cell's ratio (``letter``: r, or s for diversity), the number its word was read from."""
     for cell in row.cells.values():
         if cell.ratio is not None:
-            cell.text += f"; r {cell.ratio:.3g}"
+            cell.text += f"; {letter} {cell.ratio:.3g}"
 
 
 def _append(row: Row, columns: list[Column], metric: str, fmt: str) -> None:
