@@ -275,6 +275,27 @@ def test_ratios_to_a_floor_of_fewer_held_out_images_use_the_samples_scored_at_th
     assert {cell.label for cell in quality.cells.values()} == {"n/a"}
 
 
+def test_the_bottom_line_ranks_quality_by_r_not_by_the_values_shown(tmp_path):
+    """The GAN shows the lower FD (5 < 6), but scored at its floor's sample size it is 9 against a floor of
+    4 (r 2.25) where the VAE is 6 against 4 (r 1.5): the VAE has the better quality and, as fast, is the
+    whole Pareto front."""
+    common = {"sample_ms_per_sample": 0.01, "nfe": 1, "train_seconds": 5.0, "likelihood_kind": "none",
+              "real_fd_digits_cnn": 4.0}
+    size = {"real_data": {"n_real_held_out": 359}, "digits_cnn": {"n_generated": 10000}}
+    _run(tmp_path, "v", "vae", 0, {**common, "fd_digits_cnn": 6.0, "at_real_n_fd_digits_cnn": 6.0},
+         dataset="digits", metric_provenance=size)
+    _run(tmp_path, "g", "gan", 0, {**common, "fd_digits_cnn": 5.0, "at_real_n_fd_digits_cnn": 9.0},
+         dataset="digits", metric_provenance=size)
+    matrix = _matrix(tmp_path, "digits")
+    quality = matrix.row("Sample quality").cells
+    assert (quality["vae"].ratio, quality["gan"].ratio) == (pytest.approx(1.5), pytest.approx(2.25))
+    verdicts = {v.need: v for v in bottom_line(matrix)}
+    best = verdicts["Best sample quality"]
+    assert best.choice == "vae"
+    assert best.why == "fd_digits_cnn 6 (High, r 1.5 from 6 at the floor's sample size)"
+    assert pareto_front(matrix) == ["vae"]
+
+
 def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
     for seed in (0, 1):
         _run(tmp_path, f"v{seed}", "vae", seed, _metrics(0.50 + seed / 100, 1.0, 0.001, 1, 10.0, 1.2),

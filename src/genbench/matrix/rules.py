@@ -123,13 +123,14 @@ RULES = (
                                     f"Past its best when it ended more than {FLAT_GAIN:.0%} worse than its "
                                     "best point, Flattened when its last half-decade of compute improved it "
                                     f"by less than {FLAT_GAIN:.0%}, else Still improving."),
-    Rule("Bottom line", "best quality: the best quality value; fastest sampling at good quality: the "
+    Rule("Bottom line", "quality is compared by r (the shown values of runs whose floors had different "
+                        "sizes cannot be); best quality: the lowest r; fastest sampling at good quality: the "
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "
                         "best quality among columns with the capability; most stable: the lowest CV of "
                         "quality among Stable columns; a tie goes to the first column in the table's "
                         "order. Pareto front: the columns no other column matches or beats on both "
-                        "sampling time and quality while beating on one."),
+                        "sampling time and r while beating on one."),
     Rule("Founding comparison", "each cell of the founding table against the measured word of the same "
                                 "row and family: agrees when they are the same word (Approx (ELBO) counts "
                                 "as Approx (bound); Easy or Moderate conditioning as Yes, the ease is not "

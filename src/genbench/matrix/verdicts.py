@@ -15,16 +15,15 @@ class Verdict:
 
 
 def _quality(m: Matrix) -> dict[str, float]:
-    return {c: cell.mean for c, cell in m.row("Sample quality").cells.items() if cell.mean is not None}
+    """r of each column that has one (lower is better): the value the quality word was read from, which
+    compares columns whose runs had floors of different sizes where their shown values cannot."""
+    return {c: cell.ratio for c, cell in m.row("Sample quality").cells.items() if cell.ratio is not None}
 
 
 def _best(m: Matrix, among: list[str]) -> str | None:
     quality = _quality(m)
     candidates = [c for c in among if c in quality]
-    if not candidates:
-        return None
-    pick = min if m.lower_is_better else max
-    return pick(candidates, key=quality.__getitem__)
+    return min(candidates, key=quality.__getitem__) if candidates else None
 
 
 def _labelled(m: Matrix, row: str, labels: tuple[str, ...]) -> list[str]:
@@ -71,11 +70,11 @@ def bottom_line(m: Matrix) -> list[Verdict]:
 
 
 def pareto_front(m: Matrix) -> list[str]:
-    """Columns that no other matches or beats on both sampling time and quality while beating on one,
+    """Columns that no other matches or beats on both sampling time and quality (r) while beating on one,
     fastest first."""
     quality = _quality(m)
     speed = {c: cell.mean for c, cell in m.row("Sampling speed").cells.items() if cell.mean is not None}
-    points = {c: (speed[c], quality[c] if m.lower_is_better else -quality[c]) for c in quality if c in speed}
+    points = {c: (speed[c], quality[c]) for c in quality if c in speed}
 
     def dominated(c: str) -> bool:
         s, q = points[c]
