@@ -198,5 +198,9 @@ def test_markdown_escaping_stops_blocks_but_leaves_numbers_and_metric_names_read
 
     for text, shown in [("- x", "\\- x"), ("# x", "\\# x"), ("1. x", "1\\. x"), ("2) x", "2\\) x"),
                         ("_x_", "\\_x\\_"), ("-0.412 bits/dim", "-0.412 bits/dim"), ("+3", "+3"),
-                        ("fid_inception 1.2", "fid_inception 1.2"), ("r <= 1.1", "r &lt;= 1.1")]:
+                        ("fid_inception 1.2", "fid_inception 1.2"), ("r <= 1.1", "r &lt;= 1.1"),
+                        # bare URLs, which GitHub would link: as cmark-gfm 0.29 renders them, plain text
+                        ("see https://evil.example/x", "see https\\://evil.example/x"),
+                        ("(WWW.evil.example)", "(WWW\\.evil.example)"), ("a:/b", "a:/b"),
+                        ("dataset.root=/x/www.y", "dataset.root=/x/www\\.y"), ("awww.b", "awww.b")]:
         assert _md(text) == shown, (text, _md(text))

@@ -36,13 +36,16 @@ MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\[]`*~|"})  # links, im
 EDGE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # _x_ is emphasis, fid_inception not
 MARKER_START = re.compile(r"^([#+-])(?=[\s#+-]|$)")  # "- x", "# x", "---" start a block; -0.5 and +3 do not
 ORDERED_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")  # "1. x", "1) x": an ordered list
+# GitHub links bare URLs (any "scheme://", "www."); an escaped character inside them stops it (cmark-gfm)
+BARE_URL = re.compile(r"(?<=[A-Za-z0-9])(:)(?=//)|(?<![0-9A-Za-z])(www)(\.)", re.IGNORECASE)
 
 
 def _md(text: object) -> str:
     """``text`` safe inside a Markdown table or list: no HTML, no links or images (a record's
     ``![x](https://...)`` would fetch a remote picture), no code, emphasis or heading, no column breaks,
-    one line. A bare URL stays text, which some renderers link."""
+    one line. A bare URL stays text (an e-mail address still becomes a mailto link on GitHub)."""
     escaped = html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN_ESCAPES)
+    escaped = BARE_URL.sub(lambda m: "\\:" if m[1] else m[2] + "\\.", escaped)
     escaped = MARKER_START.sub(r"\\\1", EDGE_UNDERSCORE.sub(r"\\_", escaped))
     return ORDERED_START.sub(r"\1\\\2", escaped)
 
