@@ -94,7 +94,7 @@ def test_aggregation_skips_each_bad_record_naming_it_and_escapes_every_name(tmp_
     assert "<script>" not in md and "&lt;script&gt;" in md and "<img" not in md
     assert "$\\\\evil$ &lt;script&gt;alert(1)&lt;/script&gt; \\| x" in md  # a name cannot split a column
     # No link, image, emphasis or code from a name: every bracket, star and backtick escaped
-    assert ("!\\[x\\](https://evil.example/p.png) \\[click\\](https://evil.example) \\*\\*b\\*\\* "
+    assert ("!\\[x\\](https\\://evil.example/p.png) \\[click\\](https\\://evil.example) \\*\\*b\\*\\* "
             "\\`c\\`") in md
     assert "![x](" not in md and "[click](" not in md
     assert "- \\# \\_big\\_ \\~\\~gone\\~\\~ seed 0: failed: boom" in md  # no heading, no emphasis
