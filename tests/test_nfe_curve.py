@@ -8,8 +8,9 @@ import torch
 
 from genbench.data.images import DigitsDataModule
 from genbench.errors import ConfigError
-from genbench.evaluation.nfe_curve import steps_for_budget, sweep
+from genbench.evaluation.nfe_curve import BATCH_SEEDS, steps_for_budget, sweep
 from genbench.evaluation.reference import reference_images
+from genbench.models import samplers
 from genbench.models.diffusion import Diffusion
 from genbench.models.ebm import EBM
 from genbench.models.flow_matching import FlowMatching
@@ -45,6 +46,36 @@ def test_steps_for_budget_takes_the_most_nfe_that_fit():
     assert steps_for_budget(ebm, "langevin", 7) == 7 and ebm.nfe() == 7
 
 
+def test_every_batch_of_every_sampler_and_budget_starts_from_the_same_noise(monkeypatch):
+    """A stochastic sampler (DDPM, Langevin) draws noise inside a batch; the next batch must still start
+    where the deterministic samplers' next batch does, at every budget."""
+    starts: dict[tuple[str, int], list[torch.Tensor]] = {}
+    diffusion_sample, langevin = samplers.Sampler.sample, EBM.langevin
+
+    def spy(self, predict, x):
+        starts.setdefault((self.name, self.steps), []).append(x.clone())
+        return diffusion_sample(self, predict, x)
+
+    def spy_langevin(self, z, steps):
+        starts.setdefault(("langevin", steps), []).append(z.clone())
+        return langevin(self, z, steps)
+
+    monkeypatch.setattr(samplers.Sampler, "sample", spy)
+    monkeypatch.setattr(EBM, "langevin", spy_langevin)
+    sweep(_diffusion(), lambda s: {"m": 0.0}, budgets=[3, 5], samplers=["ddpm", "ddim"], n=12, seed=3,
+          batch_size=4)
+    ebm = EBM((2,), hidden_dims=[8]).eval()
+    ebm.fit_data_stats(torch.randn(100, 2))
+    sweep(ebm, lambda s: {"m": 0.0}, budgets=[3, 5], n=12, seed=3, batch_size=4)
+    diffusion = [xs for key, xs in starts.items() if key[0] != "langevin"]
+    ebm_starts = [xs for key, xs in starts.items() if key[0] == "langevin"]
+    assert len(diffusion) == 4 and len(ebm_starts) == 2 and all(len(xs) == 3 for xs in starts.values())
+    for group in (diffusion, ebm_starts):
+        for xs in group[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(xs, group[0], strict=True))
+        assert not torch.equal(group[0][0], group[0][1])  # batches differ from each other
+
+
 def test_sweep_draws_every_sampler_from_the_same_noise_and_restores_the_model():
     model = _diffusion()
     seen: list[torch.Tensor] = []
@@ -63,7 +94,7 @@ def test_sweep_draws_every_sampler_from_the_same_noise_and_restores_the_model():
     assert all(p.nfe <= p.budget for p in points) and by_sampler["dpmpp_2m"][-1][2] < 50
     assert model.hp.sampler == "ddim" and model.hp.sampling_steps == 10
     model.use_sampler("dpmpp_2m", 5)  # the same seed gives the same starting noise: the same samples
-    torch.manual_seed(3)
+    torch.manual_seed(3 * BATCH_SEEDS)
     assert torch.equal(model.sample(16), seen[[p.sampler for p in points].index("dpmpp_2m") + 1])
     with pytest.raises(ConfigError, match="no sampler"):
         sweep(model, quality, samplers=["euler"])

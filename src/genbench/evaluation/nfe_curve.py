@@ -48,11 +48,18 @@ def steps_for_budget(model: GenerativeModel, sampler: str, budget: int) -> int |
     return None if best is None else best[1]
 
 
+BATCH_SEEDS = 1 << 20  # batch k of a draw with seed s starts from seed s * BATCH_SEEDS + k
+
+
 @torch.no_grad()
 def draw(model: GenerativeModel, n: int, seed: int, batch_size: int) -> Tensor:
-    """``n`` samples on the CPU, from the same starting noise for a given ``seed``."""
-    torch.manual_seed(seed)
-    return torch.cat([model.sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
+    """``n`` samples on the CPU, from the same starting noise for a given ``seed``: every batch is seeded
+    anew, so a stochastic sampler's noise within one batch leaves the next batch's start unchanged."""
+    batches = []
+    for k, i in enumerate(range(0, n, batch_size)):
+        torch.manual_seed(seed * BATCH_SEEDS + k)
+        batches.append(model.sample(min(batch_size, n - i)).cpu())
+    return torch.cat(batches)
 
 
 def sweep(model: GenerativeModel, quality: Quality, *, budgets: Sequence[int] = DEFAULT_BUDGETS,

@@ -99,7 +99,10 @@ class Sampler(ABC):
 
 # ---- diffusion ----------------------------------------------------------------------------------------
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
-    """``steps`` evenly spaced timesteps from 0 (Song et al.'s uniform skip); all of 0..T-1 when steps = T."""
+    """``steps`` evenly spaced timesteps from 0 (Song et al.'s uniform skip); all of 0..T-1 when steps = T.
+    One step is at T-1, where x_T was drawn: the skip's only timestep, 0, would take the noise for x_0."""
+    if steps == 1:
+        return [timesteps - 1]
     return [i * timesteps // steps for i in range(steps)]
 
 
