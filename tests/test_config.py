@@ -88,6 +88,26 @@ def test_families_without_labels_have_no_conditional_option(family):
         validate(compose_train([f"model={family}", "dataset=digits", "+model.conditional=true"]))
 
 
+@pytest.mark.parametrize("family", sorted(families()))
+def test_every_family_samples_with_the_labels_it_can_condition_on_and_refuses_others(family):
+    """sample(n, labels) asks for p(x | y): an unconditional model cannot give it and says so (it used to
+    ignore them in four families), and a conditional one needs one label per sample."""
+    def build(*overrides: str) -> GenerativeModel:
+        cfg = compose_train([f"model={family}", "dataset=digits", *overrides])
+        dm = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+        return instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes).eval()
+
+    labels = torch.tensor([3, 7])
+    with pytest.raises(ValueError, match=f"this {family} model generates without classes.*sample without"):
+        build().sample(2, labels)
+    if families()[family].supports_labels:
+        conditional = build("model.conditional=true")
+        with pytest.raises(ValueError, match="2 labels for 3 samples"):
+            conditional.sample(3, labels)
+        assert conditional.sampling_labels(2, labels).tolist() == [3, 7]
+        assert len(conditional.sampling_labels(5, None, draw=True)) == 5
+
+
 def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, script):
     """The dataclass holds each default; the YAML is a checked copy (scripts/sync_model_configs.py)."""
     sync = script("sync_model_configs")

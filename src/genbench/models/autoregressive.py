@@ -137,9 +137,7 @@ class Autoregressive(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
-        if self.is_conditional and labels is None:
-            labels = self.random_labels(n)
-        y = labels.to(self.device) if self.is_conditional else None  # an unconditional model ignores labels
+        y = self.sampling_labels(n, labels)
         if not self.is_image:
             x = torch.zeros(n, self.data_dim, device=self.device)
             for d in range(self.data_dim):

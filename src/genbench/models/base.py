@@ -80,6 +80,22 @@ class GenerativeModel(pl.LightningModule):
         assert self.num_classes is not None
         return torch.randint(self.num_classes, (n,), device=self.device)
 
+    def sampling_labels(self, n: int, labels: Tensor | None, draw: bool = True) -> Tensor | None:
+        """What ``sample(n, labels)`` conditions on: the given labels on the model's device; where none are
+        given, uniform random ones (``draw``) or None (diffusion's null label); None for an unconditional
+        model, which refuses labels: it cannot draw from p(x | y), and a caller asking for that must know."""
+        if labels is not None and not self.is_conditional:
+            why = "unconditional" if not self.supports_labels else "model.conditional=false, or no labels"
+            raise ValueError(f"this {self.family} model generates without classes ({why}); sample without "
+                             "labels")
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} samples; give one label per sample")
+        if not self.is_conditional:
+            return None
+        if labels is None:
+            return self.random_labels(n) if draw else None
+        return labels.to(self.device)
+
     @property
     def data_dim(self) -> int:
         """Number of dimensions D of one example (C*H*W for images), the divisor of bits/dim."""

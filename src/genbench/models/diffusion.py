@@ -211,10 +211,9 @@ class Diffusion(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """``n`` draws in data space from the unconditional model, or of the given ``labels`` (n,) with
         classifier-free guidance; ``noise`` fixes x_T (n, *data_shape)."""
-        if labels is not None and not self.is_conditional:
-            raise ValueError("this diffusion model was built without classes; sample without labels")
+        labels = self.sampling_labels(n, labels, draw=False)
         x = torch.randn(n, *self.data_shape, device=self.device) if noise is None else noise.to(self.device)
-        eps_fn = self.denoiser(None if labels is None else labels.to(self.device))
+        eps_fn = self.denoiser(labels)
         x = self.sampler().sample(eps_fn, x)
         return from_symmetric(x) if self.is_image else x
 

@@ -166,6 +166,7 @@ class EBM(GenerativeModel):
     # ---- interface ----------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        self.sampling_labels(n, labels)  # unconditional: refuses labels
         start = self.noise(n)
         if self.hp.sample_init == "buffer" and self.replay_buffer is not None and len(self.replay_buffer):
             buf = self.replay_buffer

@@ -195,6 +195,7 @@ class Flow(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, temperature: float | None = None) -> Tensor:
         """One inverse pass from ``z ~ N(0, T^2 I)``; ``T`` defaults to ``temperature`` in the config."""
+        self.sampling_labels(n, labels)  # unconditional: refuses labels
         t = self.hp.temperature if temperature is None else temperature
         return self.decode(t * torch.randn(n, self.data_dim, device=self.device))
 

@@ -119,8 +119,7 @@ class FlowMatching(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
         """``n`` draws in data space; ``noise`` fixes x_0 (n, *data_shape)."""
-        if labels is not None:
-            raise ValueError("flow matching is unconditional here; sample without labels")
+        self.sampling_labels(n, labels)  # unconditional: refuses labels
         x = torch.randn(n, *self.data_shape, device=self.device) if noise is None else noise.to(self.device)
         x = self.sampler().sample(self.velocity, x)
         return from_symmetric(x) if self.is_image else x

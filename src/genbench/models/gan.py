@@ -142,13 +142,6 @@ class GAN(GenerativeModel):
         return loss
 
     # ---- latent space and sampling -------------------------------------------------------------------
-    def _labels(self, n: int, labels: Tensor | None) -> Tensor | None:
-        if not self.is_conditional:
-            return None
-        if labels is None:
-            return self.random_labels(n)
-        return labels.to(self.device)
-
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
@@ -157,7 +150,7 @@ class GAN(GenerativeModel):
         """Latents (N, latent_dim) to data space, with the EMA generator when enabled; labels are random
         when the model is conditional and none are given."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator
-        x = generator(z, self._labels(len(z), labels))
+        x = generator(z, self.sampling_labels(len(z), labels))
         return from_symmetric(x) if self.is_image else x
 
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:

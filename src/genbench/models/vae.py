@@ -152,10 +152,8 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
         """``n`` samples; a conditional model draws uniform labels when none are given."""
-        if self.is_conditional and labels is None:
-            labels = self.random_labels(n)
-        z = torch.randn(n, self.hp.latent_dim, device=self.device)
-        return self.decode(z, labels.to(self.device) if self.is_conditional else None)
+        y = self.sampling_labels(n, labels)
+        return self.decode(torch.randn(n, self.hp.latent_dim, device=self.device), y)
 
     def nfe(self) -> int:
         return 1
