@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from genbench.config import validate  # noqa: E402
 from genbench.data.formats import write_cifar_batch  # noqa: E402
 from genbench.evaluation import evaluate  # noqa: E402
-from genbench.evaluation.cost import peak_memory  # noqa: E402
+from genbench.evaluation.cost import peak_memory, reset_peak_memory  # noqa: E402
 from genbench.evaluation.device import device_name  # noqa: E402
 from genbench.evaluation.inception import save_random_weights  # noqa: E402
 from genbench.evaluation.speed import sampling_speed, synchronize  # noqa: E402
@@ -265,8 +265,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         row["sample_batch"], row["sample_ms_per_sample"] = args.sample_batch, statistics.median(times)
         row["nfe"] = model.nfe()
         eval_cfg = validate(cfg)["eval"]
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        since_reset = reset_peak_memory()
         start = time.perf_counter()
         evaluation = evaluate(model, dm, eval_cfg, out_dir)
         synchronize(device)
@@ -275,7 +274,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     row["eval_test_examples"] = evaluation.metrics.get("test_examples")
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")
     row["eval_sample_device"] = evaluation.metrics.get("sample_device")
-    row.update({f"eval_{k}": v for k, v in peak_memory(device).items()})
+    row.update({f"eval_{k}": v for k, v in peak_memory(device, since_reset).items()})
     return row
 
 

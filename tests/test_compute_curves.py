@@ -2,9 +2,11 @@
 curve of a run (which must not change the run it watches), and the real-data floor of the metrics."""
 
 import math
+import time
 
 import hydra
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from genbench.data.toy import GaussianGrid
@@ -71,6 +73,56 @@ def test_a_run_records_its_flops_and_a_quality_curve_that_does_not_change_its_tr
     test = watched.dm.split_tensor("test")[:2000]
     expected = energy_distance(fresh_draws(watched.dm.distribution, len(test), 0).double(), test.double())
     assert [v for _, _, v in floor] == [pytest.approx(expected)] * 5 and 0 < expected < curve[-1][2]
+
+
+class _FlopsOfEveryBatch(pl.Callback):
+    """An independent count: FLOPs of every training batch, each under its own counter."""
+
+    def __init__(self) -> None:
+        self.flops: list[int] = []
+        self._counter = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._counter = flop_counter().__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._counter.__exit__(None, None, None)
+        self.flops.append(self._counter.get_total_flops())
+
+
+def test_a_gans_flops_average_its_critic_cycle_and_sum_to_every_batchs(tmp_path):
+    """With n_critic = 3 the generator steps on every third batch: the first batch alone (a critic step)
+    counted 0.87 of the true cost at n_critic = 5. train_flops must be the sum over all batches."""
+    every = _FlopsOfEveryBatch()
+    # max_steps counts both players: 24 optimizer steps are 18 batches, six cycles of 3 critic + 1 G step.
+    result = run(compose_quiet_run(tmp_path, ["model=gan", "dataset=moons", "model.n_critic=3",
+                                              "trainer.max_steps=24", "evaluate=false", "callbacks=none"]),
+                 tmp_path, callbacks=[every])
+    metrics = result.metrics
+    assert len(every.flops) == 18 and metrics["train_examples"] == 18 * 256
+    cycle = every.flops[:3]
+    assert cycle[2] > cycle[0] == cycle[1] and every.flops == cycle * 6  # the G step's batch costs more
+    assert metrics["train_flops"] == pytest.approx(sum(every.flops), rel=1e-12)
+    assert metrics["train_flops_per_example"] == pytest.approx(sum(cycle) / (3 * 256), rel=1e-12)
+
+
+def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkeypatch):
+    """The curve watches the training: its evaluations (here 1 s each, at steps 2, 4, 6 and 10) are not
+    training time, in the record or in the curve (it once counted them in the record only)."""
+    def slow_scorer(self, dm, model):
+        return lambda model: time.sleep(1.0) or {"energy_distance_test": 1.0}
+
+    monkeypatch.setattr(QualityCurve, "_make_scorer", slow_scorer)
+    started = time.perf_counter()
+    result = run(compose_quiet_run(tmp_path, ["model=vae", "dataset=moons", "trainer.max_steps=10",
+                                              "evaluate=false", "callbacks.sample_grids.every_n_steps=0",
+                                              "callbacks.quality_curve.first_step=2"]), tmp_path)
+    wall = time.perf_counter() - started
+    rows = Run(tmp_path, "vae", "moons", 0, "ok").quality_curve("energy_distance_test")
+    assert [step for step, _, _ in rows] == [2, 4, 6, 10]
+    seconds = [float(line.split(",")[3]) for line in (tmp_path / "curves.csv").read_text().splitlines()[1:]]
+    assert seconds == sorted(seconds) and seconds[-1] <= result.metrics["train_seconds"]
+    assert result.metrics["train_seconds"] < wall - 4.0  # the 4 s of the curve are left out
 
 
 def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path):

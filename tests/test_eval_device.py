@@ -66,7 +66,7 @@ def test_batch_sizes_fill_a_gpu_and_stay_small_on_a_cpu():
     assert batch_size_for(torch.device("cpu"), None, cpu=None, gpu=500) is None  # the loader's batches
 
 
-def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist():
+def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist(monkeypatch):
     assert evaluation_device("auto", torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert evaluation_device("cpu", torch.device("cuda", 0)) == torch.device("cpu")
     with pytest.raises(ConfigError, match="eval.device='gpu0' is not a device"):
@@ -74,6 +74,15 @@ def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist()
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             evaluation_device("cuda", torch.device("cpu"))
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="MPS is not available"):
+            evaluation_device("mps", torch.device("cpu"))
+    # A machine with two GPUs (simulated): cuda:1 exists, cuda:2 fails before training, naming both.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert evaluation_device("cuda:1", torch.device("cpu")) == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"'cuda:2' but this machine has 2 GPU\(s\), cuda:0 to cuda:1"):
+        evaluation_device("cuda:2", torch.device("cpu"))
 
 
 def test_a_device_is_named_by_its_hardware(tmp_path, monkeypatch):
@@ -110,7 +119,7 @@ def second_device(monkeypatch):
 
     monkeypatch.setattr("genbench.train.evaluate", evaluate)
     monkeypatch.setattr("genbench.train._check_finite_weights", lambda model, where: None)  # no meta values
-    monkeypatch.setattr("genbench.train.peak_memory", lambda device: {})
+    monkeypatch.setattr("genbench.train.peak_memory", lambda device, since_reset: {})
     state["flip"] = lambda: state.update(meta=True)
     return state
 

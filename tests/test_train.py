@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,7 +152,7 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     run(compose_train([*base, f"paths.output_dir={first}"]), first)  # stops after one 5-step epoch
     ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     first_seconds = ckpt["callbacks"]["ExampleCounter"]["train_seconds"]  # up to its checkpoint
-    assert first_seconds > 0 and ckpt["callbacks"]["ExampleCounter"]["examples"] == 5 * 256
+    assert first_seconds > 0 and ckpt["callbacks"]["ExampleCounter"]["examples_all_processes"] == 5 * 256
     executed = []
     original_step = VAE.training_step
     monkeypatch.setattr(VAE, "training_step", lambda self, *a: executed.append(1) or original_step(self, *a))
@@ -166,7 +167,57 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     assert metrics["train_examples"] == 12 * 256
     assert metrics["train_seconds"] > first_seconds
     assert metrics["train_examples_per_second"] == pytest.approx(12 * 256 / metrics["train_seconds"])
+    assert metrics["train_flops"] == pytest.approx(metrics["train_flops_per_example"] * 12 * 256)
     assert metrics["peak_memory_kind"] == "process_max_rss" and metrics["peak_memory_mb"] > 50
+    # Resumed at its budget (nothing left to train): the same totals, FLOPs included (from the checkpoint).
+    done = [*base, "trainer.max_epochs=null", "trainer.max_steps=12", "evaluate=false",
+            f"ckpt_path={second / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={tmp_path / 'third'}"]
+    again = run(compose_train(done), tmp_path / "third").metrics
+    assert len(executed) == 7 and again["train_examples"] == 12 * 256
+    assert again["train_flops"] == metrics["train_flops"]
+    assert again["train_seconds"] >= metrics["train_seconds"]
+    # A checkpoint from before examples were counted over all processes: read as one process's count.
+    ckpt["callbacks"]["ExampleCounter"] = {"examples": 5 * 256, "train_seconds": first_seconds}
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = [*resumed[:-2], f"ckpt_path={tmp_path / 'old.ckpt'}", "evaluate=false",
+           f"paths.output_dir={tmp_path / 'fourth'}"]
+    assert run(compose_train(old), tmp_path / "fourth").metrics["train_examples"] == 12 * 256
+
+
+def test_examples_count_every_process_and_carry_over_a_resume_with_another_number_of_them():
+    """Trained on 2 DDP processes for 10 batches of 128 each, resumed on 1 for 4: 2,560 + 512 examples
+    (the counter once stored one process's count and multiplied by the processes of the resumed run)."""
+    from types import SimpleNamespace
+
+    from genbench.evaluation.cost import ExampleCounter
+
+    batch = (torch.zeros(128, 2),)
+    ddp, counter = SimpleNamespace(world_size=2), ExampleCounter()
+    for i in range(10):
+        counter.on_train_batch_end(ddp, None, None, batch, i)
+    resumed = ExampleCounter()
+    resumed.load_state_dict(counter.state_dict())
+    single = SimpleNamespace(world_size=1)
+    resumed.on_train_start(single, None)
+    for i in range(4):
+        resumed.on_train_batch_end(single, None, None, batch, i)
+    assert counter.examples == 2560 and resumed.examples == 2560 + 512
+
+
+def test_torch_threads_apply_to_the_run_and_its_ddp_processes_and_are_put_back(tmp_path, monkeypatch):
+    """Lightning's DDP launcher sets its own thread count unless OMP_NUM_THREADS is set; a sweep's next
+    job in this process must not inherit this run's count."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr("genbench.train._run", lambda *a: seen.append(
+        (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))))
+    run(compose_train(["trainer=debug", "logger=none", f"torch_threads={before + 1}",
+                       f"paths.output_dir={tmp_path}"]), tmp_path)
+    assert seen == [(before + 1, str(before + 1))]
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
 
 
 @pytest.mark.parametrize("family, steps", [("gan", 4), ("vae", 5)])
@@ -225,3 +276,20 @@ def test_likelihood_families_log_their_training_loss_every_n_steps_with_its_bits
     assert [int(r["step"]) for r in rows] == [2, 5, 8]
     for r in rows:
         assert float(r["train/bpd"]) == pytest.approx(float(r["train/loss"]) / (64 * math.log(2)), rel=1e-6)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's /proc resets the peak")
+def test_each_run_reports_its_own_peak_memory_not_an_earlier_jobs_in_the_same_process():
+    """A sweep's jobs share a process (Hydra's basic launcher): the peak must start again at each run.
+    Measured before: a job after one with a 6.9 GB peak reported 6.9 GB; alone it peaked at 0.9 GB."""
+    from genbench.evaluation.cost import peak_memory, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    assert reset_peak_memory()
+    before = peak_memory(cpu, True)["peak_memory_mb"]
+    earlier_job = torch.ones(100 * 2**20)  # 400 MiB, touched
+    del earlier_job
+    assert peak_memory(cpu, True)["peak_memory_mb"] > before + 350
+    assert reset_peak_memory()
+    peak = peak_memory(cpu, True)
+    assert peak["peak_memory_kind"] == "process_max_rss" and peak["peak_memory_mb"] < before + 50

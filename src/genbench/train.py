@@ -9,10 +9,10 @@ raised in a multirun so one broken job never kills a sweep, and exiting non-zero
 import contextlib
 import logging
 import math
+import os
 import sys
-import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
-from genbench.evaluation.cost import ExampleCounter, peak_memory
+from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_memory
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import exit_code, ignore_signals, signals_raise
@@ -127,16 +127,42 @@ class RunResult:
     is_global_zero: bool = True
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``n`` intra-op threads for the run and its DDP processes (Lightning's launcher sets a count of its
+    own unless OMP_NUM_THREADS is set); as they were once the run ends, for a sweep's next job in this
+    process. None: torch's default."""
+    if n is None:
+        yield
+        return
+    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if variable is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = variable
+
+
 def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
     """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
     benchmark's timer, say)."""
     quiet_known_noise()
     checked = validate(cfg)
+    with torch_threads(cfg.get("torch_threads")):
+        return _run(cfg, checked, out_dir, callbacks)
+
+
+def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path,
+         callbacks: Sequence[pl.Callback]) -> RunResult:
     apply_budget(cfg)
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(cfg.torch_threads)
+    since_reset = reset_peak_memory()
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = instantiate(cfg.dataset)
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
@@ -159,7 +185,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
         metrics = _train(cfg, trainer, model, dm, counter, started) if cfg.train else {}
         with stage("evaluation"):  # and what comes before it: the checkpoint, the device
-            result = _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics)
+            result = _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics,
+                               since_reset)
             if cfg.train:  # what ran: the speed switches taken and the precision
                 result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
                 result.metrics["train_precision"] = str(trainer.precision)
@@ -173,17 +200,16 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
            counter: ExampleCounter, started: TrainingStarted) -> dict[str, Any]:
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
-    start = time.perf_counter()
+    counter.start()
     with stage("training", lambda: started.started):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     with stage("training"):  # also where fit had nothing left to train (a resumed run at its budget)
         # Totals over the model's whole training: a resumed run adds the time and examples of its
         # checkpoint's history (carried in the checkpoint by the counter).
-        metrics: dict[str, Any] = {"train_seconds": counter.previous_seconds + time.perf_counter() - start}
+        metrics: dict[str, Any] = {"train_seconds": counter.seconds}
         metrics["train_steps"] = trainer.global_step
         metrics["train_epochs"] = trainer.current_epoch
-        # Each DDP process counts its own shard; DistributedSampler gives every rank as many examples.
-        metrics["train_examples"] = counter.examples * trainer.world_size
+        metrics["train_examples"] = counter.examples
         metrics["train_examples_per_second"] = metrics["train_examples"] / metrics["train_seconds"]
         metrics.update(training_flops(trainer, metrics["train_examples"]))
         metrics["train_processes"] = trainer.world_size
@@ -195,8 +221,8 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
 
 
 def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: GenerativeDataModule,
-              eval_cfg: Any, performance_cfg: PerformanceConfig, out_dir: Path,
-              metrics: dict[str, Any]) -> RunResult:
+              eval_cfg: Any, performance_cfg: PerformanceConfig, out_dir: Path, metrics: dict[str, Any],
+              since_reset: bool) -> RunResult:
     """Evaluate the trained model (or ``cfg.ckpt_path``'s) where it trained, on rank zero only."""
     evaluation = Evaluation()
     device = evaluation_device(eval_cfg.device, trainer.strategy.root_device)
@@ -213,7 +239,7 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
             evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
         metrics["eval_tf32"] = tf32
-    metrics.update(peak_memory(model.device))  # after evaluation: its sampling counts too
+    metrics.update(peak_memory(model.device, since_reset))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
         lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                        step=trainer.global_step)

@@ -1,8 +1,9 @@
 """Training compute in a family-neutral unit: floating-point operations, counted, not estimated.
 
-:class:`TrainingFlops` runs ``torch.utils.flop_counter.FlopCounterMode`` over the first training batch
-(forward, backward and whatever else the family's ``training_step`` does: a GAN's two players, an EBM's
-Langevin chains, a diffusion model's noising), and divides by the batch's examples. The run's training
+:class:`TrainingFlops` runs ``torch.utils.flop_counter.FlopCounterMode`` over the first training cycle
+(``GenerativeModel.training_cycle``: one batch, or a GAN's ``n_critic`` critic batches with the generator's
+step on the last; forward, backward and whatever else the family's ``training_step`` does: an EBM's
+Langevin chains, a diffusion model's noising), and divides by the cycle's examples. The run's training
 FLOPs are that times the examples it saw (:func:`training_flops`), so a resumed or DDP run counts the
 same way as :class:`~genbench.evaluation.cost.ExampleCounter` counts examples. FlopCounterMode counts
 matrix products and convolutions (the operations that dominate); element-wise work is not counted.
@@ -36,24 +37,36 @@ def flop_counter() -> FlopCounterMode:
 
 
 class TrainingFlops(pl.Callback):
-    """FLOPs per training example, measured on the first batch of the run."""
+    """FLOPs per training example, measured on the first training cycle of the model's training (kept in
+    the checkpoint, so a resumed run has it even with nothing left to train)."""
 
     def __init__(self) -> None:
         self.per_example: float | None = None
         self._counter: FlopCounterMode | None = None
         self._examples = 0
+        self._batches_left = 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self.per_example is None and self._counter is None:
-            self._examples = len(batch[0])
+            self._examples, self._batches_left = 0, pl_module.training_cycle()
             self._counter = flop_counter()
             self._counter.__enter__()
+        if self._counter is not None:
+            self._examples += len(batch[0])
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         if self._counter is not None:
-            self.per_example = self._stop() / self._examples
+            self._batches_left -= 1
+            if not self._batches_left:
+                self.per_example = self._stop() / self._examples
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.per_example is None else {"per_example": self.per_example}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.per_example = state_dict.get("per_example")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:

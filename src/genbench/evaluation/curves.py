@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 
 from genbench.errors import FeatureExtractorUnavailable
-from genbench.evaluation.compute import TrainingFlops
+from genbench.evaluation.compute import training_flops
 from genbench.evaluation.cost import ExampleCounter
 from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
@@ -78,8 +78,6 @@ class QualityCurve(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self._targets: list[int] = []
         self._scorer: Scorer | None = None
-        self._started = 0.0
-        self._spent = 0.0  # seconds inside this callback: not training
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.points_per_decade or not trainer.is_global_zero:
@@ -91,7 +89,6 @@ class QualityCurve(pl.Callback):
         # draw from the training's random stream: the curve watches the training, it never changes it.
         with kept_rng(pl_module.device):
             self._scorer = self._make_scorer(trainer.datamodule, pl_module)
-        self._started, self._spent = time.perf_counter(), 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -113,19 +110,18 @@ class QualityCurve(pl.Callback):
             values = self._scorer(pl_module)
         pl_module.train(was_training)
         counter = _find(trainer, ExampleCounter)
-        flops = _find(trainer, TrainingFlops)
-        examples = counter.examples * trainer.world_size if counter else None
-        seconds = (counter.previous_seconds if counter else 0.0) + start - self._started - self._spent
-        per_example = flops.per_example if flops else None
-        row = {"step": trainer.global_step, "train_examples": examples,
-               "train_flops": per_example * examples if per_example is not None and examples else None,
-               "train_seconds": seconds, **values}
+        examples = counter.examples if counter else None
+        flops = training_flops(trainer, examples).get("train_flops") if examples else None
+        row = {"step": trainer.global_step, "train_examples": examples, "train_flops": flops,
+               "train_seconds": counter.seconds - (time.perf_counter() - start) if counter else None,
+               **values}
         self.rows.append(row)
         self._write()
         for lg in trainer.loggers:
             lg.log_metrics({f"curve/{k}": v for k, v in values.items() if math.isfinite(v)},
                            step=trainer.global_step)
-        self._spent += time.perf_counter() - start
+        if counter:  # the curve watches the training: its time is not the training's
+            counter.not_training(time.perf_counter() - start)
 
     def _write(self) -> None:
         columns = list(dict.fromkeys(k for row in self.rows for k in row))

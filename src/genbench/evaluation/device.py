@@ -24,6 +24,13 @@ def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"eval.device={setting!r} but CUDA is not available here; use eval.device=auto "
                           "or cpu")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ConfigError(f"eval.device={setting!r} but this machine has {count} GPU(s), cuda:0 to "
+                          f"cuda:{count - 1}; use eval.device=auto or one of them")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"eval.device={setting!r} but MPS is not available here; use eval.device=auto or "
+                          "cpu")
     return device
 
 

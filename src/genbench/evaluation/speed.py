@@ -13,6 +13,8 @@ def synchronize(device: torch.device) -> None:
     """Wait for ``device`` to finish its queued work (a CPU has none): a timer read after it is true."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":  # Apple's GPU, which accelerator=auto picks on a Mac
+        torch.mps.synchronize()
 
 
 @torch.no_grad()

@@ -107,6 +107,11 @@ class GenerativeModel(pl.LightningModule):
         classifier-free guidance trains), from p(x | y) per given label otherwise."""
         raise NotImplementedError
 
+    def training_cycle(self) -> int:
+        """Training batches over which the family's step repeats (a GAN's ``n_critic`` critic batches, the
+        last with the generator's step): what one training example costs is averaged over them."""
+        return 1
+
     def log_likelihood(self, x: Tensor) -> Tensor:
         """Per-example log-likelihood in nats (a bound when ``likelihood_kind == 'bound'``)."""
         raise NotImplementedError(f"{type(self).__name__} has no likelihood (kind 'none')")

@@ -159,6 +159,9 @@ class GAN(GenerativeModel):
     def nfe(self) -> int:
         return 1
 
+    def training_cycle(self) -> int:
+        return self.hp.n_critic
+
     # ---- training ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> list[Any]:
         """The configured optimizer for G (with its label embedding) and for D (with its projection
