@@ -119,11 +119,16 @@ def test_a_failure_records_the_stage_it_happened_in(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr("genbench.train.evaluate", boom)  # the evaluation stage, after training finished
         assert failed_in("evaluation", []) == "evaluation"
+        finished = read_record(tmp_path / "evaluation" / "metrics.json")["metrics"]  # kept, not lost
+        assert finished["train_steps"] == 5 and finished["train_examples"] == 5 * 256
+        assert finished["train_flops"] > 0 and "nll_bpd" not in finished
     with monkeypatch.context() as patch:
         patch.setattr("genbench.train.training_flops", boom)  # the training's bookkeeping after fit
         assert failed_in("bookkeeping", []) == "training"
         last = tmp_path / "evaluation" / "checkpoints" / "last.ckpt"  # trained to its budget already
         assert failed_in("resumed", [f"ckpt_path={last}"]) == "training"  # fit had nothing left to do
+        # It wrote no checkpoint of its own: its record names the one it resumed from, to resume again.
+        assert read_record(tmp_path / "resumed" / "metrics.json")["checkpoint"] == str(last)
     monkeypatch.setattr(VAE, "training_step", boom)
     assert failed_in("training", []) == "training"
 
@@ -142,6 +147,33 @@ def test_nan_loss_is_recorded_as_diverged_with_the_fix(tmp_path, monkeypatch):
     record = read_record(tmp_path / "metrics.json")
     assert record["status"] == "diverged"
     assert "nan" in record["error"] and "model.optimizer.lr" in record["error"]
+
+
+def test_a_nan_just_before_a_checkpoint_never_replaces_the_good_one(tmp_path, monkeypatch):
+    """The loss turns NaN on the last batch of epoch 2 (step 5), just before its checkpoint: the write
+    stops, so epoch 1's checkpoint (step 3) stays, finite, and the record names the step the log shows.
+    Measured before: both checkpoints of that epoch held NaN weights, and the good one was deleted."""
+    from genbench.models.vae import VAE
+    from genbench.train import task
+
+    elbo = VAE.elbo
+
+    def nan_at_step_5(self, x, labels=None, beta=1.0):
+        value = elbo(self, x, labels, beta)
+        return value * float("nan") if self.trainer.global_step == 5 else value
+
+    monkeypatch.setattr(VAE, "elbo", nan_at_step_5)
+    cfg = compose_train(["trainer=debug", "trainer.max_epochs=3", "trainer.limit_train_batches=3",
+                         "logger=none", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(SystemExit):
+        task(cfg)
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "diverged" and "at step 5 (epoch 1)" in record["error"]
+    kept = ["epoch=0-step=3.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == kept
+    for name in kept:
+        ckpt = torch.load(tmp_path / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert ckpt["global_step"] == 3 and all(v.isfinite().all() for v in ckpt["state_dict"].values())
 
 
 def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):

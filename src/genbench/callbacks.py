@@ -74,13 +74,18 @@ class DivergenceGuard(pl.Callback):
     """Stops training with :class:`DivergedError` once the loss is NaN or inf. A callback, not a model hook,
     so no family can lose it by overriding ``on_train_batch_end`` without calling ``super()``.
 
-    Each step's check is read one step later (and the last at the end of training): on a GPU the flag is
-    copied to the host behind that step's kernels, so the host never waits for the step it just queued. A
-    check read at once made every step wait for the GPU, which a hand-written loop does not.
+    Each step's check is read one step later (and before a checkpoint is written, and at the end of
+    training): on a GPU the flag is copied to the host behind that step's kernels, so the host never waits
+    for the step it just queued. A check read at once made every step wait for the GPU, which a
+    hand-written loop does not. Read before a save, a NaN step's weights never replace a good checkpoint.
     """
 
     def __init__(self) -> None:
         self._pending: tuple[Tensor, torch.cuda.Event | None, Tensor, int, int] | None = None
+        self._step = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._step = trainer.global_step  # the step the loss is logged at, before the optimizer steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._check(pl_module)
@@ -93,7 +98,10 @@ class DivergenceGuard(pl.Callback):
             finite = finite.to("cpu", non_blocking=True)  # lands once this step's kernels are done
             event = torch.cuda.Event()
             event.record()
-        self._pending = (finite, event, loss, trainer.global_step, trainer.current_epoch)
+        self._pending = (finite, event, loss, self._step, trainer.current_epoch)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        self._check(pl_module)  # raising here stops the write, and the previous checkpoint stays
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._check(pl_module)

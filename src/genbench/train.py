@@ -148,17 +148,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
             os.environ["OMP_NUM_THREADS"] = variable
 
 
-def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = ()) -> RunResult:
+def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = (),
+        trained: dict[str, Any] | None = None) -> RunResult:
     """Train (unless ``train=false``) and evaluate one model; ``callbacks`` join the trainer's own (a
-    benchmark's timer, say)."""
+    benchmark's timer, say). ``trained`` receives the training's metrics as soon as training ends, so a
+    failure or an interrupt in the evaluation still has them to record."""
     quiet_known_noise()
     checked = validate(cfg)
     with torch_threads(cfg.get("torch_threads")):
-        return _run(cfg, checked, out_dir, callbacks)
+        return _run(cfg, checked, out_dir, callbacks, {} if trained is None else trained)
 
 
-def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path,
-         callbacks: Sequence[pl.Callback]) -> RunResult:
+def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Sequence[pl.Callback],
+         trained: dict[str, Any]) -> RunResult:
     apply_budget(cfg)
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,13 +186,13 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path,
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
         metrics = _train(cfg, trainer, model, dm, counter, started) if cfg.train else {}
+        if cfg.train:  # what ran: the speed switches taken and the precision
+            metrics["train_speedups"] = ",".join(performance.taken()) or "none"
+            metrics["train_precision"] = str(trainer.precision)
+        trained.update(metrics)
         with stage("evaluation"):  # and what comes before it: the checkpoint, the device
-            result = _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics,
-                               since_reset)
-            if cfg.train:  # what ran: the speed switches taken and the precision
-                result.metrics["train_speedups"] = ",".join(performance.taken()) or "none"
-                result.metrics["train_precision"] = str(trainer.precision)
-        return result
+            return _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics,
+                             since_reset)
     finally:
         for lg in trainer.loggers:
             finish(lg)
@@ -281,11 +283,12 @@ def _evaluated_config(config: dict, cfg: DictConfig, model: GenerativeModel) -> 
 
 
 def _last_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
-    """The checkpoint of the model a record describes: the evaluated one, or this run's last."""
+    """The checkpoint of the model a record describes: the evaluated one, or this run's last, or (a resumed
+    run stopped before it wrote one) the one it resumed from."""
     if not cfg.get("train", True):
         return cfg.get("ckpt_path")
     last = out_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    return str(last) if last.is_file() else cfg.get("ckpt_path")
 
 
 def task(cfg: DictConfig) -> dict:
@@ -297,16 +300,17 @@ def task(cfg: DictConfig) -> dict:
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     # The directory is this run's alone (DDP's other ranks share rank zero's).
     claim = claim_run_dir(out_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
     try:
         with claim, signals_raise():
             try:
-                result = run(cfg, out_dir)
+                result = run(cfg, out_dir, trained=trained)
                 if not result.is_global_zero:
                     return {"status": "ok", "rank": rank_zero_only.rank}
                 with stage("evaluation"):  # its last step: the record
                     record = _record_result(cfg, out_dir, result, common, prov)
             except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
-                return _record_failure(cfg, out_dir, e, common, prov)
+                return _record_failure(cfg, out_dir, e, common, prov, trained)
     except RunDirTaken as e:  # refused: whatever record is there belongs to another run
         log.error("%s", e)
         if is_multirun():
@@ -346,15 +350,14 @@ def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: di
     return record
 
 
-def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: dict, prov: dict) -> dict:
-    """Record a run that raised (``failed``/``diverged``) or was interrupted, then end it as it must end:
-    interrupts exit 128 + signal; failures return their status in a multirun and exit non-zero alone."""
+def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: dict, prov: dict,
+                    trained: dict[str, Any]) -> dict:
+    """Record a run that raised (``failed``/``diverged``) or was interrupted, with the metrics of a training
+    that finished, then end it as it must end: interrupts exit 128 + signal; failures return their status
+    in a multirun and exit non-zero alone."""
+    ignore_signals()  # a signal now must not cut the record short
     interrupted = not isinstance(e, Exception)
-    if interrupted:
-        ignore_signals()
-        status = "interrupted"
-    else:
-        status = "diverged" if isinstance(e, DivergedError) else "failed"
+    status = "interrupted" if interrupted else "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
     prov["failed_in"] = failed_in(e)
@@ -364,8 +367,8 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
                   else "; no checkpoint had been written yet")
     path = out_dir / "metrics.json"
     if rank_zero_only.rank == 0:
-        write_record(path, status=status, metrics={}, provenance=prov, error=error, checkpoint=checkpoint,
-                     **common)
+        write_record(path, status=status, metrics=trained, provenance=prov, error=error,
+                     checkpoint=checkpoint, **common)
     log.error("run %s: %s (recorded in %s)", status, error, path)
     if interrupted:
         sys.exit(exit_code(e))
