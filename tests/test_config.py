@@ -48,12 +48,29 @@ def test_vae_composes_and_builds_on_every_dataset(dataset):
         ("seed=-3", "seed"),
         ("eval.speed_repeats=0", "eval.speed_repeats"),
         ("budget_steps={vae: 0}", "budget_steps"),
+        ("trainer.max_steps=0", "trainer.max_steps"),  # would record an untrained model as ok
+        ("trainer.max_steps=abc", "trainer.max_steps"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: no such file"),
     ],
 )
 def test_wrong_values_are_rejected_naming_the_key(override, key):
     cfg = compose_train([override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+trainer.max_stepz=5", "'trainer.max_stepz': pytorch_lightning.Trainer takes no max_stepz; did you "
+                             "mean trainer.max_steps?"),
+    ("+callbacks.quality_curve.first_stp=3", "'callbacks.quality_curve.first_stp'.*did you mean "
+                                             "callbacks.quality_curve.first_step?"),
+    ("+logger.csv.foo=1", "'logger.csv.foo': pytorch_lightning.loggers.CSVLogger takes no foo; valid keys"),
+])
+def test_a_key_the_trainer_a_callback_or_a_logger_does_not_take_is_named_before_anything_runs(override,
+                                                                                             message):
+    """Hydra would raise an InstantiationException with a traceback once the run had started."""
+    with pytest.raises(ConfigError, match=f"unknown config key {message}"):
+        validate(compose_train(["logger=csv", override]))
 
 
 def test_unknown_key_without_plus_fails_at_composition_naming_it():

@@ -77,6 +77,26 @@ def _edited_checkpoint(source: Path, target: Path, edit: Callable[[dict], object
     return target
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_a_checkpoint_cut_short_or_of_garbage_is_a_config_error_naming_it(gan_checkpoint, tmp_path, train):
+    """Resumed (train=true) or evaluated (train=false): torch's own error told the user to load the file
+    with weights_only=False, which would run whatever it holds."""
+    data = gan_checkpoint.read_bytes()
+    for name, content in (("cut.ckpt", data[: len(data) // 2]), ("garbage.ckpt", b"not a checkpoint" * 64)):
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        out = tmp_path / f"{name}-{train}"
+        cfg = compose_train(["model=gan", *QUICK, f"train={str(train).lower()}", f"ckpt_path={bad}",
+                             f"paths.output_dir={out}"])
+        with pytest.raises(SystemExit):
+            task(cfg)
+        record = read_record(out / "metrics.json")
+        assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+        assert f"ckpt_path={bad} cannot be read" in record["error"]
+        assert "cut short or not a checkpoint" in record["error"]
+        assert "weights_only=False" not in record["error"]
+
+
 def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, tmp_path, caplog):
     record = _evaluate(gan_checkpoint, tmp_path, "model.latent_dim=4", "model.optimizer.lr=0.5")
     assert record["status"] == "ok" and record["checkpoint"] == str(gan_checkpoint)

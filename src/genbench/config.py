@@ -2,8 +2,12 @@
 composed config goes through before anything is built (each group against its own schema, see
 :mod:`genbench.schema`)."""
 
+import difflib
+import inspect
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from genbench.errors import ConfigError
@@ -36,6 +40,9 @@ class RunSchema(Schema):
         if not self.train and not self.ckpt_path:
             raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
                               "(without one the model would be untrained)")
+        if self.ckpt_path and not Path(self.ckpt_path).expanduser().is_file():
+            raise ConfigError(f"ckpt_path={self.ckpt_path}: no such file; give a run's checkpoint (its "
+                              "metrics.json names it under checkpoint: <run>/checkpoints/last.ckpt)")
 
 
 GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",
@@ -71,4 +78,34 @@ def validate(cfg: DictConfig) -> dict[str, Schema | None]:
                                           OmegaConf.to_container(cfg.get("performance") or {}), "performance")
     checked["extras"] = check_params(ExtrasSchema, OmegaConf.to_container(cfg.get("extras") or {}), "extras")
     checked["eval"] = check_params(EvalConfig, OmegaConf.to_container(cfg.eval, resolve=True), "eval")
+    _check_targets(cfg)
     return checked
+
+
+def _check_targets(cfg: DictConfig) -> None:
+    """The trainer, callbacks and loggers are Lightning's or genbench's classes built by Hydra: a key their
+    class does not take is named here, with the nearest valid one, before anything is built; a budget of
+    0 steps (an untrained model recorded as ok) is refused."""
+    nodes = [("trainer", cfg.get("trainer"))]
+    for group in ("callbacks", "logger"):
+        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
+    for name, node in nodes:
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            target = hydra.utils.get_object(node._target_)
+        except Exception as e:  # Hydra's own message names the module or class it could not find
+            raise ConfigError(f"{name}._target_={node._target_} cannot be found: {e}") from None
+        parameters = inspect.signature(target).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue  # takes any keyword: its own checks apply
+        for key in node:
+            if not key.startswith("_") and key not in parameters:
+                near = difflib.get_close_matches(key, list(parameters), n=1)
+                hint = f"did you mean {name}.{near[0]}? " if near else ""
+                raise ConfigError(f"unknown config key '{name}.{key}': {node._target_} takes no {key}; "
+                                  f"{hint}valid keys are: {', '.join(p for p in parameters if p != 'self')}")
+    steps = cfg.trainer.get("max_steps", -1) if "trainer" in cfg else -1
+    if type(steps) is not int or (steps < 1 and steps != -1):
+        raise ConfigError(f"trainer.max_steps={steps!r}: a number of optimizer steps >= 1 (or -1: until "
+                          "trainer.max_epochs)")

@@ -45,7 +45,7 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
 from genbench.stages import TrainingStarted, failed_in, stage
-from genbench.trained_run import load_checkpoint
+from genbench.trained_run import check_readable, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     since_reset = reset_peak_memory()
+    if cfg.ckpt_path:  # to resume or to evaluate: torch's error on a bad file suggests unpickling it as code
+        check_readable(cfg.ckpt_path)
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = instantiate(cfg.dataset)
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)

@@ -23,10 +23,26 @@ from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 
 
+def check_readable(ckpt_path: str | Path) -> None:
+    """ConfigError naming a checkpoint torch cannot read as tensors (cut short, not a checkpoint, or holding
+    objects that unpickling would run as code). torch's own message suggests ``weights_only=False``, which
+    is what must never be done with a file from outside."""
+    try:
+        torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
+        why = ("it holds objects other than tensors, which genbench does not unpickle (they could run code)"
+               if "Weights only load failed" in str(e) else "it is cut short or not a checkpoint")
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot be read ({type(e).__name__}: {detail}): {why}; "
+                          "give another (a run's checkpoints/last.ckpt) or train again") from None
+
+
 def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
                     device: torch.device) -> GenerativeModel:
     """The ``cls`` model of the checkpoint, built from its own hyperparameters, on ``device``. ConfigError
-    when it does not fit this version's family (other tensors, or an option the schema no longer has)."""
+    when it cannot be read, or does not fit this version's family (other tensors, or an option the schema
+    no longer has)."""
+    check_readable(ckpt_path)
     try:
         return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
     except (RuntimeError, TypeError) as e:
@@ -58,12 +74,10 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     in eval mode; its dataset set up for testing. ConfigError names a missing or unfitting checkpoint."""
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    validate(cfg)
+    validate(cfg)  # a ckpt_path that is no file is refused there
     if not cfg.ckpt_path:
         raise ConfigError("no checkpoint: pass ckpt_path=<run>/checkpoints/last.ckpt")
     ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such file")
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
