@@ -125,6 +125,28 @@ def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkey
     assert result.metrics["train_seconds"] < wall - 4.0  # the 4 s of the curve are left out
 
 
+def test_a_resumed_runs_curve_goes_on_from_its_checkpoint_as_if_never_interrupted(tmp_path):
+    """Stopped at step 5 and resumed to 12: the resumed run's curves.csv holds the stopped run's points and
+    then the same points, with the same values, as the run that was never stopped (it once began again
+    at the resume, with every earlier target at once, and kept 2 points of 5)."""
+    common = ["model=vae", "dataset=moons", "evaluate=false", "callbacks.sample_grids.every_n_steps=0",
+              "callbacks.quality_curve.first_step=2", "+trainer.limit_train_batches=5",
+              "trainer.max_epochs=null"]
+
+    def curve(name: str, *overrides: str) -> dict[int, float]:
+        run(compose_quiet_run(tmp_path / name, [*common, *overrides]), tmp_path / name)
+        return {step: value for step, _, value in
+                Run(tmp_path / name, "vae", "moons", 0, "ok").quality_curve("energy_distance_test")}
+
+    whole = curve("whole", "trainer.max_steps=12")
+    part = curve("part", "trainer.max_steps=5")
+    resumed = curve("resumed", "trainer.max_steps=12", f"ckpt_path={tmp_path / 'part/checkpoints/last.ckpt'}")
+    assert list(whole) == [2, 4, 6, 11, 12] and list(part) == [2, 4, 5]
+    assert list(resumed) == [2, 4, 5, 6, 11, 12]  # 5: where the first run stopped
+    assert all(resumed[step] == part[step] for step in part)
+    assert all(resumed[step] == pytest.approx(whole[step], rel=1e-9) for step in (6, 11, 12))
+
+
 def test_a_quality_curve_on_images_does_not_change_the_training_either(tmp_path):
     """The image curve loads a feature net (its layers initialise from the global random stream) and
     samples: neither may move the training's random stream (the data order of later epochs)."""

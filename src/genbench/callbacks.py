@@ -13,7 +13,7 @@ from torch import Tensor
 from genbench.errors import DivergedError
 from genbench.evaluation.plots import save_samples_png
 from genbench.loggers import log_image
-from genbench.randomness import kept_rng
+from genbench.randomness import kept_rng, random_state, set_random_state
 
 
 class SampleGrids(pl.Callback):
@@ -68,6 +68,27 @@ class ValidationKeepsRandomness(pl.Callback):
         if self._kept is not None:
             self._kept.close()
             self._kept = None
+
+
+class RandomStateResumes(pl.Callback):
+    """A checkpoint carries the global random state, and a run resumed from it puts that state back as its
+    first epoch starts, before the epoch's data order is drawn: without it, Lightning's seeding and the
+    model's construction left the resumed run on another stream, and it trained other weights than the
+    run that was never interrupted (measured: 0.03 apart at most, moons, resumed at an epoch's end)."""
+
+    def __init__(self) -> None:
+        self._restored: dict | None = None
+
+    def state_dict(self) -> dict:
+        return random_state()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if self._restored is not None:
+            set_random_state(self._restored)
+            self._restored = None
 
 
 class DivergenceGuard(pl.Callback):

@@ -79,7 +79,18 @@ class QualityCurve(pl.Callback):
         self._targets: list[int] = []
         self._scorer: Scorer | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])  # a resumed run's curve goes on from its checkpoint's
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.rows and trainer.is_global_zero:  # the history up to the checkpoint, in this run's directory
+            self._write()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The points still ahead, from the step training starts at (a resumed run's, once restored)."""
         if not self.points_per_decade or not trainer.is_global_zero:
             return
         last = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else 10**12
