@@ -299,7 +299,7 @@ def test_nan_loss_still_stops_training_with_the_ema_hook(tmp_path):
     data = DataLoader(TensorDataset(torch.randn(8, 2), torch.zeros(8)), batch_size=4)
     trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          callbacks=[DivergenceGuard()], enable_model_summary=False)
-    with pytest.raises(DivergedError, match="training loss became nan at step 1"):
+    with pytest.raises(DivergedError, match="training loss became nan at step 0"):
         trainer.fit(model, data)
 
 
@@ -312,7 +312,7 @@ def test_a_nan_loss_at_the_last_step_is_caught_too(tmp_path):
     data = DataLoader(TensorDataset(torch.randn(8, 2), torch.zeros(8)), batch_size=4)
     trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          callbacks=[DivergenceGuard()], enable_model_summary=False)
-    with pytest.raises(DivergedError, match="training loss became nan at step 3"):
+    with pytest.raises(DivergedError, match="training loss became nan at step 2"):
         trainer.fit(model, data)
 
 
