@@ -73,16 +73,21 @@ def test_parallel_launchers_run_two_families_and_write_the_matrix(launcher, tmp_
     assert "| Property (metric) | vae | flow |" in (sweep / "matrix.md").read_text()
 
 
-def test_optuna_sweeper_runs_three_trials_and_reports_the_best(tmp_path):
+def test_optuna_sweeper_runs_every_trial_past_a_failed_one_and_reports_the_best(tmp_path):
+    """latent_dim 0 is a config error: those trials fail, and the search goes on (a NaN objective stopped
+    it at the first); the sweep exits 1, as any sweep with a failed job does."""
     sweep = tmp_path / "sweep"
-    proc = train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", "trainer=debug", "logger=none",
-                      f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=4", "trainer=debug", "logger=none",
+                     "model.latent_dim=choice(0,8)", f"hydra.sweep.dir={sweep}",
+                     *FAST_EVAL], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
-    assert len(records) == 3
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(records) == 4 and 0 < len(ok) < 4, [r["status"] for r in records]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(min(r["metrics"]["nll_bpd"] for r in records))
+    assert best["best_value"] == pytest.approx(min(r["metrics"]["nll_bpd"] for r in ok))
     assert set(best["best_params"]) == {"model.optimizer.lr", "model.latent_dim", "model.beta"}
+    assert best["best_params"]["model.latent_dim"] == 8 and (sweep / "matrix.md").is_file()
 
 
 def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp_path):

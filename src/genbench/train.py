@@ -383,9 +383,12 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     raise e
 
 
-def objective(record: dict, metric: str | None) -> float | dict:
-    """What the sweeper optimizes: ``record``'s ``metric`` (NaN for a failed run), or the record itself."""
+def objective(record: dict, metric: str | None) -> float | dict | None:
+    """What the sweeper optimizes: ``record``'s ``metric``, or the record itself. None where the run did not
+    finish ``ok`` with a finite value: Optuna's sweeper marks such a trial failed and goes on (a NaN made
+    the whole search stop at the first failed trial)."""
     if not metric:
         return record
     value = record.get("metrics", {}).get(metric)
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+    finite = type(value) in (int, float) and math.isfinite(value)
+    return float(value) if record.get("status") == "ok" and finite else None
