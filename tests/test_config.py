@@ -186,3 +186,22 @@ def test_a_family_whose_schema_has_no_optimizer_fails_at_once():
 
     with pytest.raises(TypeError, match=r"Bare.config_schema must extend .*OptimizationConfig"):
         Bare((2,))
+
+
+@pytest.mark.parametrize("experiment", ["landscape_toy", "landscape_digits"])
+def test_a_landscape_runs_on_any_launcher_named_on_the_command_line(experiment):
+    """Two joblib jobs by default; the README's hydra/launcher=submitit_local failed to compose when the
+    experiment set hydra.launcher.n_jobs, a key submitit's launcher does not have."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONFIG_DIR
+
+    launchers = {}
+    for choice in ([], ["hydra/launcher=submitit_local"]):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"experiment={experiment}", *choice],
+                          return_hydra_config=True)
+        launchers[tuple(choice)] = cfg.hydra.launcher
+    assert launchers[()]._target_.endswith("SurvivingJoblibLauncher") and launchers[()].n_jobs == 2
+    submitit = launchers[("hydra/launcher=submitit_local",)]
+    assert submitit._target_.endswith("LocalLauncher") and "n_jobs" not in submitit

@@ -154,6 +154,28 @@ def test_a_run_directory_holding_a_record_or_a_live_run_is_refused(tmp_path, cap
     assert not (busy / "metrics.json").exists() and "in use by another run" in caplog.text
 
 
+def test_a_run_or_sweep_into_a_directory_with_records_is_refused_before_hydra_writes_there(tmp_path):
+    """train.py: Hydra saved the new run's .hydra/ files (and the announcement its config_tree.log) beside
+    the old record before the run refused the directory; a sweep run again had each job refused, then wrote
+    a matrix of the old records and exited 0."""
+    from tests.helpers import train_py
+
+    single, sweep = tmp_path / "single", tmp_path / "sweep"
+    _existing_record(single)
+    _existing_record(sweep / "0")
+    (single / ".hydra").mkdir()
+    (single / ".hydra" / "overrides.yaml").write_text("- the earlier run's overrides\n")
+    again = {"run": (["trainer=debug", f"hydra.run.dir={single}"], single),
+             "sweep": (["-m", "model=vae,gan", "trainer=debug", f"hydra.sweep.dir={sweep}"], sweep)}
+    for what, (args, directory) in again.items():
+        proc = train_py([*args, "logger=none"], tmp_path)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert f"{what} directory {directory} already holds the record of another run" in proc.stderr
+    assert (single / ".hydra" / "overrides.yaml").read_text() == "- the earlier run's overrides\n"
+    assert sorted(p.name for p in single.iterdir()) == [".hydra", "metrics.json"]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0"] and not (sweep / "matrix.md").exists()
+
+
 def test_runs_started_in_the_same_second_get_different_directories():
     from hydra import compose, initialize_config_dir
 

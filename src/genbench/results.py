@@ -34,6 +34,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from genbench.errors import ConfigError
 from genbench.files import read_regular_file, write_text_atomically
 
@@ -176,9 +179,34 @@ def claim_run_dir(out_dir: Path) -> Iterator[None]:
             raise RunDirTaken(f"run directory {out_dir} is in use by another run that is still going; give "
                               "each run its own hydra.run.dir (or leave it unset for a fresh one)") from None
         if (out_dir / "metrics.json").exists():
-            raise RunDirTaken(f"run directory {out_dir} already holds the record of another run "
-                              "(metrics.json); give this run its own hydra.run.dir (or leave it unset for "
-                              "a fresh one), or delete that directory")
+            raise RunDirTaken(_taken(out_dir, "run", "hydra.run.dir"))
         yield
     finally:
         os.close(fd)
+
+
+def _taken(directory: Path, what: str, key: str) -> str:
+    return (f"{what} directory {directory} already holds the record of another run (metrics.json); give this "
+            f"{what} its own {key} (or leave it unset for a fresh one), or delete that directory")
+
+
+class RefuseDirsWithRecords(Callback):
+    """Hydra callback: refuse a run or sweep directory that holds a record before Hydra writes its
+    ``.hydra/`` files there (they would describe this run beside another run's record) and before any job
+    starts. A sweep run again into its directory had each job refused, then a matrix of the old records,
+    and exit 0."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        if (run_dir / "metrics.json").exists():
+            _refuse(_taken(run_dir, "run", "hydra.run.dir"))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
+            _refuse(_taken(sweep_dir, "sweep", "hydra.sweep.dir"))
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)

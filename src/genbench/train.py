@@ -298,7 +298,6 @@ def task(cfg: DictConfig) -> dict:
     """Run and always leave a true ``metrics.json``: failures and interrupts are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
-    announce(cfg, out_dir)
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     # The directory is this run's alone (DDP's other ranks share rank zero's).
@@ -306,6 +305,7 @@ def task(cfg: DictConfig) -> dict:
     trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
     try:
         with claim, signals_raise():
+            announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
             try:
                 result = run(cfg, out_dir, trained=trained)
                 if not result.is_global_zero:
