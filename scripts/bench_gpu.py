@@ -12,12 +12,15 @@ has random weights: timings are real, quality numbers are not. Results: a table 
 
 import argparse
 import contextlib
+import gc
 import json
+import logging
 import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,22 @@ def frozen_except(optimizer: torch.optim.Optimizer, optimizers: list[torch.optim
             p.requires_grad_(True)
 
 
+def optimizers_and_schedules(configured: Any) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+    """What ``configure_optimizers`` returned, unpacked as Lightning does: an optimizer, a list of them, a
+    dict with ``optimizer`` and ``lr_scheduler`` (itself a scheduler or a dict holding one), or a list of
+    such dicts (a GAN with a schedule)."""
+    items = configured if isinstance(configured, (list, tuple)) else [configured]
+    optimizers, schedulers = [], []
+    for item in items:
+        if isinstance(item, dict):
+            scheduler = item.get("lr_scheduler")
+            if scheduler is not None:
+                schedulers.append(scheduler["scheduler"] if isinstance(scheduler, dict) else scheduler)
+            item = item["optimizer"]
+        optimizers.append(item)
+    return optimizers, schedulers
+
+
 def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: int, warmup: int,
               clip: float | None, switches: dict[str, Any], precision: str,
               profiler: contextlib.AbstractContextManager | None = None) -> float:
@@ -130,17 +149,12 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
         model.to(memory_format=torch.channels_last)
     if switches.get("compile"):
         compile_for_training(model, switches.get("compile_mode", "default"))
-    configured = model.configure_optimizers()
-    schedulers = []
-    if isinstance(configured, dict):
-        scheduler = configured.get("lr_scheduler")
-        if scheduler is not None:
-            schedulers.append(scheduler["scheduler"] if isinstance(scheduler, dict) else scheduler)
-        configured = configured["optimizer"]
-    optimizers = configured if isinstance(configured, (list, tuple)) else [configured]
+    optimizers, schedulers = optimizers_and_schedules(model.configure_optimizers())
     model.log = lambda *a, **k: None
-    if not model.automatic_optimization:
+    if not model.automatic_optimization:  # the family steps its optimizers and schedules itself
         model.optimizers = lambda: optimizers
+        one_or_all = None if not schedulers else schedulers[0] if len(schedulers) == 1 else schedulers
+        model.lr_schedulers = lambda: one_or_all  # as Lightning's: None, the one, or the list
         model.manual_backward = lambda loss: loss.backward()
         model.toggled_optimizer = lambda opt: frozen_except(opt, optimizers)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning's
@@ -166,8 +180,8 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
                         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                     optimizers[0].step()
                     optimizers[0].zero_grad(set_to_none=True)
-                for scheduler in schedulers:
-                    scheduler.step()
+                    for scheduler in schedulers:
+                        scheduler.step()
                 model.on_train_batch_end(out, batch, i)
                 done += 1
                 if done == batches:
@@ -203,17 +217,38 @@ def kernel_summary(kernels: list[tuple[str, float, int]], steps: int, top: int =
                             for name, us, n in sorted(kernels, key=lambda k: -k[1])[:top]]}
 
 
+def genbench_steps_per_s(cfg, out_dir: Path, warmup: int, steps: int):
+    """Train through genbench's ``run`` (no evaluation) and time ``steps`` batches after ``warmup``."""
+    timer = BatchTimer(warmup, steps)
+    result = run(cfg, out_dir, callbacks=[timer])
+    return timer.per_second(), result
+
+
+def free_memory(device: torch.device) -> float:
+    """Free what earlier families left (a model and its trainer point at each other, so only the garbage
+    collector frees them) and start the peak here; the MB still allocated, to read the peaks against."""
+    gc.collect()
+    if device.type != "cuda":
+        return 0.0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated() / 2**20
+
+
 def bench_family(family: str, args: argparse.Namespace, data_root: Path, inception: Path,
-                 out_dir: Path) -> dict[str, Any]:
+                 out_dir: Path, row: dict[str, Any], save: Callable[[], None]) -> None:
+    """Fill ``row`` with the family's numbers, calling ``save`` after each stage (a part cut short by its
+    time limit keeps what finished)."""
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     eval_samples = args.eval_samples_for.get(family, args.eval_samples)
+    speed = [] if args.speed_of_config else ["eval.speed_repeats=1", "eval.speed_warmup=0"]
     overrides = [*family_overrides(family), f"dataset.root={data_root}", "dataset.num_workers=0",
                  "logger=none", "callbacks=none", f"trainer.accelerator={accelerator}", "trainer.devices=1",
                  "trainer.max_epochs=null", "trainer.check_val_every_n_epoch=1000", "train=true",
                  f"paths.output_dir={out_dir}", f"paths.root_dir={out_dir}", "extras.print_config=false",
                  f"eval.num_samples={eval_samples}", f"eval.num_real={eval_samples}",
                  f"eval.inception_weights={inception}", "eval.feature_net=false",
-                 f"eval.speed_batch_size={args.sample_batch}", "eval.speed_repeats=1", "eval.speed_warmup=0",
+                 f"eval.speed_batch_size={args.sample_batch}", *speed,
                  f"eval.max_test_batches={args.test_batches}", *args.override]
     if args.batch:
         overrides.append(f"dataset.batch_size={args.batch}")
@@ -222,48 +257,49 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     steps_per_batch = 2 if family == "gan" else 1  # Lightning counts a GAN's D and G steps
     cfg.trainer.max_steps = (args.warmup + args.steps) * steps_per_batch
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    timer = BatchTimer(args.warmup, args.steps)
-    result = run(cfg, out_dir, callbacks=[timer])
-    model, dm = result.model, result.dm
-    switches = applied_switches(model)
-    row: dict[str, Any] = {"family": family, "label": args.label, "device": str(device),
-                           "device_name": device_name(device), "host_threads": torch.get_num_threads(),
-                           "batch_size": cfg.dataset.batch_size, "timed_steps": args.steps,
-                           "parameters": result.metrics.get("num_parameters", model.num_parameters()),
-                           "precision": str(cfg.trainer.get("precision") or "32"),
-                           "speedups": result.metrics.get("train_speedups"),
-                           "genbench_steps_per_s": timer.per_second()}
-    if device.type == "cuda":
-        row["train_peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    clip = cfg.trainer.get("gradient_clip_val") or (family == "flow" and model.hp.grad_clip) or None
-
-    def fresh_model() -> pl.LightningModule:
-        torch.manual_seed(0)
-        hparams = {k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")}
-        fresh = type(model)(data_shape=dm.data_shape, num_classes=dm.num_classes, **hparams)
-        fresh.trainer = model.trainer  # configure_optimizers may read max_steps (a schedule's length)
-        return fresh
-
-    row["hand_loop_steps_per_s"] = hand_loop(fresh_model(), dm.train_dataloader(), device,
-                                             args.warmup + args.steps, args.warmup, clip, switches,
-                                             row["precision"])
-    row["lightning_overhead"] = row["hand_loop_steps_per_s"] / row["genbench_steps_per_s"]
+    row["allocated_at_start_mb"] = free_memory(device)
+    precision = str(cfg.trainer.get("precision") or "32")
+    genbench, hand = [], []
+    for round_ in range(args.rounds):  # alternating windows: genbench first in even rounds, hand loop in odd
+        if round_ % 2 == 0:
+            rate, trained = genbench_steps_per_s(cfg, out_dir / f"round{round_}", args.warmup, args.steps)
+            genbench.append(rate)
+            if round_ == 0:
+                result = trained  # the model sampled and evaluated below
+                if device.type == "cuda":
+                    row["train_peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        model, dm = result.model, result.dm
+        switches = applied_switches(model)
+        clip = cfg.trainer.get("gradient_clip_val") or (family == "flow" and model.hp.grad_clip) or None
+        hand.append(hand_loop(fresh_model(model, dm), dm.train_dataloader(), device, args.warmup + args.steps,
+                              args.warmup, clip, switches, precision))
+        if round_ % 2 == 1:
+            genbench.append(genbench_steps_per_s(cfg, out_dir / f"round{round_}", args.warmup, args.steps)[0])
+        row.update({"device": str(device), "device_name": device_name(device),
+                    "host_threads": torch.get_num_threads(), "batch_size": cfg.dataset.batch_size,
+                    "timed_steps": args.steps, "rounds": len(hand), "precision": precision,
+                    "parameters": result.metrics.get("num_parameters", model.num_parameters()),
+                    "speedups": result.metrics.get("train_speedups"),
+                    "genbench_steps_per_s": statistics.median(genbench), "genbench_rounds": genbench,
+                    "hand_loop_steps_per_s": statistics.median(hand), "hand_loop_rounds": hand})
+        row["lightning_overhead"] = row["hand_loop_steps_per_s"] / row["genbench_steps_per_s"]
+        save()
     if args.profile_steps and (device.type == "cuda" or args.small):  # CPU: to exercise the code
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         profile = torch.profiler.profile(activities=activities)
-        hand_loop(fresh_model(), dm.train_dataloader(), device, args.warmup + args.profile_steps, args.warmup,
-                  clip, switches, row["precision"], profiler=profile)
+        hand_loop(fresh_model(model, dm), dm.train_dataloader(), device, args.warmup + args.profile_steps,
+                  args.warmup, clip, switches, precision, profiler=profile)
         row.update(kernel_profile(profile, args.profile_steps))
+        save()
     if args.train_only:
-        return row
+        return
     with tf32_mode(switches.get("tf32", False)):  # as genbench's own evaluation
         model.to(device).eval()
         times = [sampling_speed(model, args.sample_batch, 1, 1 if i == 0 else 0)["sample_ms_per_sample"]
                  for i in range(args.sample_repeats)]
         row["sample_batch"], row["sample_ms_per_sample"] = args.sample_batch, statistics.median(times)
         row["nfe"] = model.nfe()
+        save()
         eval_cfg = validate(cfg)["eval"]
         since_reset = reset_peak_memory()
         start = time.perf_counter()
@@ -271,11 +307,22 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         synchronize(device)
     row["eval_seconds"] = time.perf_counter() - start
     row["eval_samples"] = eval_samples
+    row["eval_real_images"] = evaluation.provenance.get("inception", {}).get("n_real")
+    row["eval_speed_calls"] = eval_cfg.speed_repeats + eval_cfg.speed_warmup
     row["eval_test_examples"] = evaluation.metrics.get("test_examples")
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")
     row["eval_sample_device"] = evaluation.metrics.get("sample_device")
     row.update({f"eval_{k}": v for k, v in peak_memory(device, since_reset).items()})
-    return row
+    save()
+
+
+def fresh_model(model: pl.LightningModule, dm) -> pl.LightningModule:
+    """A new model of the same family and options, initialised from the same seed, for the hand loop."""
+    torch.manual_seed(0)
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("data_shape", "num_classes")}
+    fresh = type(model)(data_shape=dm.data_shape, num_classes=dm.num_classes, **hparams)
+    fresh.trainer = model.trainer  # configure_optimizers may read max_steps (a schedule's length)
+    return fresh
 
 
 def _cell(row: dict, key: str, spec: str = ".2f") -> str:
@@ -289,8 +336,9 @@ def markdown(rows: list[dict]) -> str:
             "eval s (samples) | peak GPU MB train / eval |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['family']} | {r.get('label', '')} | failed: {r['error']} |" + " |" * 8)
+        if "error" in r or "lightning_overhead" not in r:  # failed, or cut short in its first training
+            why = f"failed: {r['error']}" if "error" in r else "not finished"
+            lines.append(f"| {r['family']} | {r.get('label', '')} | {why} |" + " |" * 8)
             continue
         setting = " ".join(filter(None, [r.get("label"), f"{r['precision']}", f"({r.get('speedups')})"]))
         kernels = ("-" if "kernel_ms_per_step" not in r else
@@ -313,13 +361,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="all", help="comma-separated, or all (every configs/model)")
-    parser.add_argument("--steps", type=int, default=100, help="timed training batches per family")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed training batches first")
+    parser.add_argument("--steps", type=int, help="timed training batches per family and round (100)")
+    parser.add_argument("--warmup", type=int, help="untimed training batches first (10)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="timed windows of each loop, alternating which goes first; medians reported")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default: the preset's)")
-    parser.add_argument("--sample-batch", type=int, default=256)
-    parser.add_argument("--sample-repeats", type=int, default=3)
-    parser.add_argument("--eval-samples", type=int, default=10000)
-    parser.add_argument("--test-batches", type=int, default=10, help="test batches the likelihood uses")
+    parser.add_argument("--sample-batch", type=int, help="(256)")
+    parser.add_argument("--sample-repeats", type=int, help="(3)")
+    parser.add_argument("--eval-samples", type=int, help="(10,000)")
+    parser.add_argument("--test-batches", type=int, help="test batches the likelihood uses (10)")
+    parser.add_argument("--speed-of-config", action=argparse.BooleanOptionalAction, default=True,
+                        help="the evaluation times sampling as the config says (eval.speed_repeats, "
+                             "speed_warmup); --no-speed-of-config: one untimed-warm-up-free call")
     parser.add_argument("--test-images", type=int, default=64,
                         help="images in the synthetic test split (CIFAR-10's has 10,000)")
     parser.add_argument("--eval-samples-for", type=family_counts, default={},
@@ -332,26 +385,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_gpu"))
     parser.add_argument("override", nargs="*", help="extra Hydra overrides for every family")
     args = parser.parse_args(argv)
+    # Options given win; the others take the GPU sizes, or --small's CPU smoke sizes (compiling needs a
+    # few warm-up batches: the first is counted uncompiled, under the FLOP counter, the second compiles).
+    compiles = "performance.compile=true" in args.override
+    small = dict(steps=2, warmup=3 if compiles else 1, sample_batch=2, sample_repeats=1, eval_samples=8,
+                 test_batches=1)
+    gpu = dict(steps=100, warmup=10, sample_batch=256, sample_repeats=3, eval_samples=10000, test_batches=10)
+    sizes = small if args.small else gpu
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.small:
-        args.steps, args.warmup, args.batch = 2, 1, args.batch or 4
-        args.sample_batch, args.sample_repeats, args.eval_samples, args.test_batches = 2, 1, 8, 1
+        args.batch = args.batch or 4
+        args.speed_of_config = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # genbench's phases
     names = families() if args.families == "all" else args.families.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every stage: a part cut short by its time limit keeps what finished
+        (args.out / "bench_gpu.json").write_text(json.dumps(rows, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         data = write_cifar(Path(tmp) / "data", train_per_batch=64 if args.small else 2000,
                            test=args.test_images)
         inception = save_random_weights(Path(tmp) / "inception.pt")
         for family in names:
+            rows.append({"family": family, "label": args.label})
             try:
-                rows.append(bench_family(family, args, data, inception, Path(tmp) / family))
+                bench_family(family, args, data, inception, Path(tmp) / family, rows[-1], save)
             except Exception as error:  # one family's failure must not lose the others' numbers
                 if args.small:
                     raise
-                failure = f"{type(error).__name__}: {error}"
-                rows.append({"family": family, "label": args.label, "error": failure})
+                rows[-1]["error"] = f"{type(error).__name__}: {error}"
+            save()
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-            (args.out / "bench_gpu.json").write_text(json.dumps(rows, indent=2))  # kept if a later one hangs
     print(markdown(rows))
     return rows
 

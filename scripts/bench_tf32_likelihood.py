@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             rows.append(measure(dataset, args.steps, args.emulate, Path(tmp) / dataset))
-    (args.out / "bench_tf32_likelihood.json").write_text(json.dumps(rows, indent=2))
+            (args.out / "bench_tf32_likelihood.json").write_text(json.dumps(rows, indent=2))  # kept if cut
     print("| dataset | device | TF32 | test examples | float32 bpd | TF32 bpd | change of the mean | "
           "its standard error | per-example change: median, max |")
     print("|" + " --- |" * 9)

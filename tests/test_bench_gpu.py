@@ -79,3 +79,48 @@ def test_the_hand_loop_freezes_the_critic_in_a_gan_step_in_the_runs_tf32_setting
     bench_gpu.main(["--small", "--families", "gan", "--train-only", "--out", str(tmp_path),
                     "performance.tf32=true"])
     assert len(seen) == 3 and set(seen) == {(True, True)}  # G's step of each of the 3 hand-loop batches
+
+
+def test_rounds_alternate_which_loop_goes_first_and_report_medians(bench_gpu, tmp_path, monkeypatch):
+    """One genbench window, then one hand-loop window, always in that order, could not separate a 5%
+    overhead from drift between the two: the 2nd round runs the hand loop first."""
+    order, genbench, hand = [], bench_gpu.genbench_steps_per_s, bench_gpu.hand_loop
+    monkeypatch.setattr(bench_gpu, "genbench_steps_per_s",
+                        lambda *a: order.append("genbench") or genbench(*a))
+    monkeypatch.setattr(bench_gpu, "hand_loop", lambda *a, **k: order.append("hand") or hand(*a, **k))
+    (row,) = bench_gpu.main(["--small", "--families", "vae", "--train-only", "--rounds", "3", "--steps", "3",
+                             "--out", str(tmp_path)])
+    assert order == ["genbench", "hand", "hand", "genbench", "genbench", "hand"]
+    assert row["rounds"] == 3 and row["timed_steps"] == 3  # an option given wins over --small's sizes
+    assert row["genbench_steps_per_s"] == sorted(row["genbench_rounds"])[1]
+    assert row["hand_loop_steps_per_s"] == sorted(row["hand_loop_rounds"])[1]
+
+
+def test_a_family_cut_short_keeps_the_stages_that_finished(bench_gpu, tmp_path, monkeypatch):
+    """The row is saved after training and after sampling: a part stopped by its time limit in the
+    evaluation (ar10k, fulltest) still has its steps/s and ms/sample."""
+    def stuck(*args, **kwargs):
+        raise TimeoutError("the part's time limit")
+
+    monkeypatch.setattr(bench_gpu, "evaluate", stuck)
+    with pytest.raises(TimeoutError):
+        bench_gpu.main(["--small", "--families", "vae", "--out", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert row["genbench_steps_per_s"] > 0 and row["sample_ms_per_sample"] > 0 and "eval_seconds" not in row
+
+
+def test_the_hand_loop_runs_a_gan_with_a_schedule_stepping_each_players_own(bench_gpu, tmp_path):
+    """configure_optimizers then returns a dict per player (the loop took them for optimizers), and the
+    GAN steps its schedules itself through lr_schedulers()."""
+    (row,) = bench_gpu.main(["--small", "--families", "gan", "--train-only", "--out", str(tmp_path),
+                             "+model.scheduler._target_=genbench.models.schedule.warmup_cosine",
+                             "+model.scheduler._partial_=true", "+model.scheduler.warmup_steps=1"])
+    assert row["hand_loop_steps_per_s"] > 0
+    scheduled = {"scheduler": {"_target_": "genbench.models.schedule.warmup_cosine", "_partial_": True}}
+    from genbench.models.gan import GAN
+
+    model = GAN((2,), **scheduled)
+    model.trainer = types.SimpleNamespace(max_steps=8)
+    optimizers, schedulers = bench_gpu.optimizers_and_schedules(model.configure_optimizers())
+    assert len(optimizers) == 2 and len(schedulers) == 2
+    assert all(isinstance(o, torch.optim.Optimizer) for o in optimizers)
