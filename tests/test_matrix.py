@@ -80,13 +80,19 @@ def sweep(tmp_path) -> Path:
 
 
 def test_runs_are_found_and_broken_ones_named(sweep, caplog):
+    feature_net = sweep / "feature_net" / ".hydra"  # train_feature_net.py's job: no record, and none due
+    feature_net.mkdir(parents=True)
+    (feature_net / "config.yaml").write_text("task_name: feature_net\ndataset: {}\n")
+    killed = sweep / "7" / ".hydra"  # a training job killed before its record
+    killed.mkdir(parents=True)
+    (killed / "config.yaml").write_text("model: {}\ndataset: {}\n")
     with caplog.at_level(logging.WARNING):
         found = find_runs([sweep])
     assert sorted((r.family, r.seed, r.status) for r in found.runs) == [
         ("diffusion", 0, "ok"), ("gan", 0, "ok"), ("gan", 1, "diverged"), ("vae", 0, "ok"), ("vae", 1, "ok")]
     assert str(sweep / "5") in caplog.text and "unusable metrics.json" in caplog.text
     assert str(sweep / "6") in caplog.text and "no metrics.json" in caplog.text
-    assert [s.path for s in found.skipped] == [sweep / "5", sweep / "6"]
+    assert [s.path for s in found.skipped] == [sweep / "5", sweep / "6", sweep / "7"]
 
 
 def test_cells_and_labels_follow_the_rules(sweep):

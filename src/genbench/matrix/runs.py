@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from genbench.files import read_regular_file
 from genbench.matrix.rules import CONFIG_ERROR
 from genbench.nfe_record import Curve, read_curve
@@ -21,6 +23,7 @@ from genbench.results import CURVES_FILE, REAL_SAMPLES_PNG, read_record
 
 log = logging.getLogger(__name__)
 MAX_CURVE_BYTES = 64 << 20  # a CSV log of a long run is a few MB
+MAX_CONFIG_BYTES = 1 << 20  # a run's composed config is a few KB
 
 
 @dataclass
@@ -147,6 +150,16 @@ def _skip(skipped: list[Skipped], path: Path, reason: str) -> None:
     skipped.append(Skipped(path, reason))
 
 
+def _trains_a_model(hydra_dir: Path) -> bool:
+    """Whether a Hydra job was a run of train.py or eval.py (its config has a ``model``), not another
+    script's (``train_feature_net.py`` writes no record); an unreadable config counts as a run."""
+    try:
+        config = yaml.safe_load(read_regular_file(hydra_dir / "config.yaml", MAX_CONFIG_BYTES))
+    except (OSError, ValueError, yaml.YAMLError):
+        return True
+    return not isinstance(config, dict) or "model" in config
+
+
 def find_runs(dirs: list[Path]) -> Found:
     """All valid runs under ``dirs``, and the job directories skipped (bad record, or none)."""
     runs: list[Run] = []
@@ -161,6 +174,6 @@ def find_runs(dirs: list[Path]) -> Found:
             except (OSError, ValueError) as e:
                 _skip(skipped, path.parent, f"unusable metrics.json ({e})")
         for job in sorted(Path(root).rglob(".hydra")):  # a Hydra job that never wrote its record
-            if not (job.parent / "metrics.json").exists():
+            if not (job.parent / "metrics.json").exists() and _trains_a_model(job):
                 _skip(skipped, job.parent, "no metrics.json (killed before it finished?)")
     return Found(runs, skipped)
