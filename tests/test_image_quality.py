@@ -201,6 +201,28 @@ def test_the_cache_key_changes_with_the_code_that_prepares_images_for_the_extrac
     assert len(names) == 3
 
 
+def test_the_cache_key_says_tf32_where_a_gpu_extractor_ran_with_it(tmp_path):
+    """A TF32 GPU run's real features (about 1e-3 of an FD from float32's) are never a float32 run's."""
+    import types
+
+    from genbench.evaluation.reference import cache_file
+    from genbench.performance import tf32_mode
+
+    def on(device: str) -> types.SimpleNamespace:
+        weight = types.SimpleNamespace(device=torch.device(device))
+        return types.SimpleNamespace(net=types.SimpleNamespace(parameters=lambda: iter([weight])),
+                                     name="digits_cnn", checksum="0" * 64)
+
+    images = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    names = {}
+    for device in ("cpu", "cuda"):
+        for tf32 in (False, True):
+            with tf32_mode(tf32):
+                names[device, tf32] = cache_file(tmp_path, "digits", "train", on(device), images).name
+    assert names["cpu", False] == names["cpu", True] == names["cuda", False]  # a CPU has no TF32
+    assert names["cuda", True] != names["cuda", False] and "-tf32-" in names["cuda", True]
+
+
 def test_a_corrupt_feature_cache_entry_is_recomputed_and_replaced(tmp_path, caplog):
     from genbench.evaluation.reference import cache_file, reference_features
 

@@ -2,11 +2,12 @@
 
 Real features dominate the cost of image metrics (Inception on 50,000 CIFAR-10 images), and they are the
 same for every run of a sweep. The cache key names the dataset, split, extractor with its weight checksum
-(and the version of the code that resizes and normalises for it, where an extractor names one) and the
-number of images, plus a hash of the image bytes themselves, so a changed split seed, slice, file or
-library can never reuse stale features. Entries are plain tensors, loaded with ``weights_only=True`` and
-checked against the images and the extractor before use (an entry of the wrong shape is recomputed), and
-written under a unique temporary name then renamed, so concurrent runs never read half an entry.
+(and the version of the code that resizes and normalises for it, where an extractor names one, and TF32
+where it runs on a GPU with TF32) and the number of images, plus a hash of the image bytes themselves, so
+a changed split seed, slice, file or library can never reuse stale features. Entries are plain tensors,
+loaded with ``weights_only=True`` and checked against the images and the extractor before use (an entry
+of the wrong shape is recomputed), and written under a unique temporary name then renamed, so concurrent
+runs never read half an entry.
 """
 
 import hashlib
@@ -46,9 +47,19 @@ def cache_file(cache_dir: Path, dataset: str, split: str, extractor: FeatureExtr
     data_hash = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
     code = getattr(extractor, "code_version", "")  # e.g. torch-fidelity's, whose code resizes for Inception
     code = f"-code{hashlib.sha256(code.encode()).hexdigest()[:8]}" if code else ""
-    name = (f"{dataset}-{split}-{extractor.name}-{extractor.checksum[:12]}{code}-n{len(images)}"
-            f"-data{data_hash}.pt")
+    name = (f"{dataset}-{split}-{extractor.name}-{extractor.checksum[:12]}{code}{_numerics(extractor)}"
+            f"-n{len(images)}-data{data_hash}.pt")
     return cache_dir / name
+
+
+def _numerics(extractor: FeatureExtractor) -> str:
+    """``-tf32`` where the extractor's network (``.net``) runs on a GPU with TF32 on: its features differ
+    from float32's (about 1e-3 of an FD), so a float32 run must not compare against them."""
+    net = getattr(extractor, "net", None)
+    weight = next(iter(net.parameters()), None) if net is not None else None
+    on_gpu = weight is not None and weight.device.type == "cuda"
+    tf32 = torch.get_float32_matmul_precision() != "highest" or torch.backends.cudnn.allow_tf32
+    return "-tf32" if on_gpu and tf32 else ""
 
 
 def _check_entry(entry: object, extractor: FeatureExtractor, n: int) -> tuple[Tensor, Tensor]:

@@ -108,6 +108,7 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     else:
         mixture = distribution is not None and distribution.modes is not None
         n = max(cfg.plot_samples_vector, cfg.mode_samples if mixture else 0)
+        torch.manual_seed(cfg.seed)  # the samples of the seed alone, whatever the timing and likelihood drew
         with torch.no_grad(), phase(f"evaluation: sampling {n} points"):
             drawn = model.sample(n)  # mixtures: one draw serves the other metrics and PacGAN's mode counts
         samples = drawn[: cfg.plot_samples_vector]
