@@ -120,7 +120,7 @@ def test_the_hand_loop_runs_a_gan_with_a_schedule_stepping_each_players_own(benc
     from genbench.models.gan import GAN
 
     model = GAN((2,), **scheduled)
-    model.trainer = types.SimpleNamespace(max_steps=8)
+    model.trainer = types.SimpleNamespace(max_steps=8, estimated_stepping_batches=8)
     optimizers, schedulers = bench_gpu.optimizers_and_schedules(model.configure_optimizers())
     assert len(optimizers) == 2 and len(schedulers) == 2
     assert all(isinstance(o, torch.optim.Optimizer) for o in optimizers)

@@ -142,6 +142,23 @@ def test_a_schedule_runs_over_each_players_own_steps():
     assert opt_d.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
 
 
+def test_the_critic_cycle_runs_on_across_epochs_and_a_schedule_spans_epochs_too():
+    """n_critic=3 over epochs of 8 batches, which 3 does not divide: a G step after every 3 D steps, 32
+    optimizer steps in all (the cycle restarted each epoch: 26 D to 6 G steps, G's schedule unfinished).
+    Bounded by epochs alone (max_steps=-1), both schedules still end at 0 (they spanned -1 steps)."""
+    pl.seed_everything(0)
+    for max_steps, max_epochs, d_steps, g_steps in ((32, None, 24, 8), (-1, 3, 24, 8)):
+        model = GAN((2,), n_critic=3, scheduler=warmup_cosine_node(warmup_steps=2))
+        trainer = pl.Trainer(max_steps=max_steps, max_epochs=max_epochs, limit_train_batches=8,
+                             limit_val_batches=0, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, datamodule=_toy())
+        (opt_g, opt_d), (sched_g, sched_d) = model.optimizers(), model.lr_schedulers()
+        assert (sched_d.last_epoch, sched_g.last_epoch) == (d_steps, g_steps), max_steps
+        assert opt_g.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+        assert opt_d.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
 def test_ema_moves_towards_trained_weights_and_is_what_sample_uses(tmp_path):
     pl.seed_everything(0)
     model = GAN((2,), ema_decay=0.9, hidden_dims=[16, 16], spectral_norm=True)

@@ -165,6 +165,7 @@ class Autoregressive(GenerativeModel):
         return self.data_dim
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         if not self.is_image and not self.standardize.fitted:  # not again on resume
             self.standardize.fit(training_tensor(self.trainer))
 

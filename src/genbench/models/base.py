@@ -23,7 +23,7 @@ from torch import Tensor
 
 from genbench.data.pixels import bits_per_dim
 from genbench.errors import ConfigError
-from genbench.models.ema import is_ema_copy
+from genbench.models.ema import ema_update, is_ema_copy, warmup_decay
 from genbench.models.optim import OptimizationConfig, build_optimizer, build_scheduler
 from genbench.progress import logs_this_step
 from genbench.schema import Schema
@@ -156,13 +156,40 @@ class GenerativeModel(pl.LightningModule):
         """What the optimizer trains: every parameter (a family with an EMA copy leaves it out)."""
         return self.parameters()
 
+    def averaged_weights(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        """(EMA copy, trained network) pairs averaged after every optimizer step, with ``hp.ema_decay`` and
+        its warm-up; none by default (the GAN averages inside its manual generator step)."""
+        return []
+
+    def on_train_start(self) -> None:
+        self._averaged_at = self.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Average once per optimizer step: with gradient accumulation a batch may step nothing, and
+        averaging the same weights again would shorten the average's memory."""
+        if self.global_step == getattr(self, "_averaged_at", -1):
+            return
+        self._averaged_at = self.global_step
+        for ema, source in self.averaged_weights():
+            ema_update(ema, source, warmup_decay(self.hp.ema_decay, self.global_step))
+
+    def scheduled_steps(self) -> int:
+        """Optimizer steps the run will take, which a schedule spans: ``trainer.max_steps`` or, bounded by
+        epochs (``max_steps=-1``, or epochs that end first), the epochs' steps (Lightning's estimate, with
+        gradient accumulation)."""
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ConfigError("model.scheduler needs a run of known length: set trainer.max_steps or "
+                              "trainer.max_epochs")
+        return int(steps)
+
     def configure_optimizers(self) -> Any:
         """The configured optimizer, with the configured schedule (``model.scheduler``, stepped once per
-        optimizer step) where there is one."""
+        optimizer step, over the run's steps) where there is one."""
         optimizer = self.make_optimizer(self.optimized_parameters())
         if self.hp.scheduler is None:
             return optimizer
-        schedule = build_scheduler(self.hp.scheduler, optimizer, self.trainer.max_steps)
+        schedule = build_scheduler(self.hp.scheduler, optimizer, self.scheduled_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def log_training(self, values: dict[str, Tensor], batch_size: int) -> None:

@@ -41,7 +41,7 @@ from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 from genbench.models.diffusion_schedule import NoiseSchedule
-from genbench.models.ema import ema_copy, ema_update, warmup_decay
+from genbench.models.ema import ema_copy
 from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
@@ -141,8 +141,8 @@ class Diffusion(GenerativeModel):
     def optimized_parameters(self) -> Any:
         return self.net.parameters()  # not the EMA copy
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))
+    def averaged_weights(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return [(self.ema, self.net)]
 
     # ---- likelihood bound ---------------------------------------------------------------------------
     def _bound_term(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:

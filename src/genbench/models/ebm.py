@@ -116,6 +116,7 @@ class EBM(GenerativeModel):
         self.box_hi.copy_(hi + self.hp.box_margin * (hi - lo))
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         if not self.is_image and not self.standardize.fitted:  # not again on resume: the box came with it
             self.fit_data_stats(training_tensor(self.trainer))
 

@@ -36,7 +36,7 @@ from torch import Tensor
 from genbench.data.pixels import dequantize, from_symmetric, log_density_rescale, to_symmetric
 from genbench.matching import optimal_matching
 from genbench.models.base import GenerativeModel
-from genbench.models.ema import ema_copy, ema_update, warmup_decay
+from genbench.models.ema import ema_copy
 from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
@@ -106,8 +106,8 @@ class FlowMatching(GenerativeModel):
     def optimized_parameters(self) -> Any:
         return self.net.parameters()  # not the EMA copy
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        ema_update(self.ema, self.net, warmup_decay(self.hp.ema_decay, self.global_step))
+    def averaged_weights(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return [(self.ema, self.net)]
 
     # ---- sampling -----------------------------------------------------------------------------------
     def sampler(self) -> FlowSampler:

@@ -173,13 +173,18 @@ class GAN(GenerativeModel):
         opt_d = self.make_optimizer(d_params, **({"lr": hp.lr_d} if hp.lr_d else {}))
         if hp.scheduler is None:
             return [opt_g, opt_d]
-        batches = self.trainer.max_steps * hp.n_critic // (hp.n_critic + 1)  # max_steps counts both players
+        batches = self.scheduled_steps()
+        if self.trainer.max_steps > 0:  # it counts both players' steps: its batches end the run first
+            batches = min(batches, self.trainer.max_steps * hp.n_critic // (hp.n_critic + 1))
         return [{"optimizer": opt, "lr_scheduler": build_scheduler(hp.scheduler, opt, steps)}
                 for opt, steps in ((opt_g, batches // hp.n_critic), (opt_d, batches))]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """One D step on this batch; every ``n_critic``-th batch also one G step (fresh z, same labels)."""
         opt_g, opt_d = self.optimizers()
+        # The critic's n_critic-th step in a row is followed by G's: counted in optimizer steps, so the
+        # cycle runs on across epochs (an epoch of batches that n_critic does not divide) and resumes.
+        generator_turn = self.global_step % (self.hp.n_critic + 1) == self.hp.n_critic - 1
         sched_g, sched_d = self.lr_schedulers() or (None, None)  # manual optimization steps them here
         x, y = batch
         real = to_symmetric(x) if self.is_image else x.float()
@@ -194,7 +199,7 @@ class GAN(GenerativeModel):
             sched_d.step()
         logged = {"train/d_loss": d_loss}
         loss = d_loss.detach()
-        if (batch_idx + 1) % self.hp.n_critic == 0:
+        if generator_turn:
             with self.toggled_optimizer(opt_g):  # D's weights get no gradients from G's step
                 fake = self.generator(self._noise(len(x)), labels)
                 g_loss = generator_loss(self.critic(fake, labels), self.hp.loss)
