@@ -100,7 +100,10 @@ def applied_switches(model: pl.LightningModule) -> dict[str, Any]:
     """The speed switches genbench's Performance callback took for this run, with the compile mode (empty:
     none ran)."""
     performance = next((cb for cb in model.trainer.callbacks if isinstance(cb, Performance)), None)
-    return {**performance.applied, "compile_mode": performance.cfg.compile_mode} if performance else {}
+    if performance is None:
+        return {}
+    return {**performance.applied, "tf32": performance.tf32_flags,  # set even where they do nothing
+            "compile_mode": performance.cfg.compile_mode}
 
 
 @contextlib.contextmanager
@@ -135,6 +138,28 @@ def optimizers_and_schedules(configured: Any) -> tuple[list[torch.optim.Optimize
     return optimizers, schedulers
 
 
+class StepCounter:
+    """The hand loop's stand-in for a trainer: ``global_step`` advances with every optimizer step, as
+    Lightning's does, because the families read it (the EMA averages once per step, a GAN's critic cycle
+    counts steps); the run's length for a schedule comes from genbench's trainer."""
+
+    def __init__(self, trainer: pl.Trainer) -> None:
+        self.global_step, self.training = 0, False  # training=False: log_training hands nothing on
+        self.max_steps = trainer.max_steps
+        self.estimated_stepping_batches = trainer.estimated_stepping_batches
+
+    def counting(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        step = optimizer.step
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            result = step(*args, **kwargs)
+            self.global_step += 1
+            return result
+
+        optimizer.step = counted
+        return optimizer
+
+
 def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: int, warmup: int,
               clip: float | None, switches: dict[str, Any], precision: str,
               profiler: contextlib.AbstractContextManager | None = None) -> float:
@@ -150,6 +175,10 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
     if switches.get("compile"):
         compile_for_training(model, switches.get("compile_mode", "default"))
     optimizers, schedulers = optimizers_and_schedules(model.configure_optimizers())
+    counter = StepCounter(model.trainer)
+    optimizers = [counter.counting(opt) for opt in optimizers]
+    model.trainer = counter
+    model.on_train_start()
     model.log = lambda *a, **k: None
     if not model.automatic_optimization:  # the family steps its optimizers and schedules itself
         model.optimizers = lambda: optimizers
@@ -370,9 +399,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sample-repeats", type=int, help="(3)")
     parser.add_argument("--eval-samples", type=int, help="(10,000)")
     parser.add_argument("--test-batches", type=int, help="test batches the likelihood uses (10)")
-    parser.add_argument("--speed-of-config", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--speed-of-config", action=argparse.BooleanOptionalAction, default=None,
                         help="the evaluation times sampling as the config says (eval.speed_repeats, "
-                             "speed_warmup); --no-speed-of-config: one untimed-warm-up-free call")
+                             "speed_warmup; the default but with --small); --no-speed-of-config: one call")
     parser.add_argument("--test-images", type=int, default=64,
                         help="images in the synthetic test split (CIFAR-10's has 10,000)")
     parser.add_argument("--eval-samples-for", type=family_counts, default={},
@@ -397,7 +426,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             setattr(args, name, value)
     if args.small:
         args.batch = args.batch or 4
-        args.speed_of_config = False
+    if args.speed_of_config is None:
+        args.speed_of_config = not args.small
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # genbench's phases
     names = families() if args.families == "all" else args.families.split(",")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -124,3 +124,15 @@ def test_the_hand_loop_runs_a_gan_with_a_schedule_stepping_each_players_own(benc
     optimizers, schedulers = bench_gpu.optimizers_and_schedules(model.configure_optimizers())
     assert len(optimizers) == 2 and len(schedulers) == 2
     assert all(isinstance(o, torch.optim.Optimizer) for o in optimizers)
+
+
+def test_the_hand_loop_averages_once_per_step_as_genbench_does(bench_gpu, tmp_path, monkeypatch):
+    """The families read the trainer's step (the EMA averages once per optimizer step): on genbench's
+    finished trainer the hand loop averaged once in 6 batches, and a GAN at n_critic=2 never stepped G."""
+    import genbench.models.base as base
+
+    calls, real = [], base.ema_update
+    monkeypatch.setattr(base, "ema_update", lambda *a: calls.append(1) or real(*a))
+    bench_gpu.main(["--small", "--families", "flow_matching", "--train-only", "--steps", "5", "--out",
+                    str(tmp_path)])
+    assert len(calls) == 2 * 6  # 1 warm-up + 5 timed batches, in genbench's run and in the hand loop

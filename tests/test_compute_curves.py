@@ -104,6 +104,14 @@ def test_a_gans_flops_average_its_critic_cycle_and_sum_to_every_batchs(tmp_path)
     assert cycle[2] > cycle[0] == cycle[1] and every.flops == cycle * 6  # the G step's batch costs more
     assert metrics["train_flops"] == pytest.approx(sum(every.flops), rel=1e-12)
     assert metrics["train_flops_per_example"] == pytest.approx(sum(cycle) / (3 * 256), rel=1e-12)
+    # Training that ends inside the first cycle leaves no FLOP counter on (it stayed on, into the evaluation
+    # and a sweep's next jobs in this process).
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    short = run(compose_quiet_run(tmp_path / "short", ["model=gan", "dataset=moons", "model.n_critic=3",
+                                                       "trainer.max_steps=2", "evaluate=false",
+                                                       "callbacks=none"]), tmp_path / "short")
+    assert not _get_current_dispatch_mode_stack() and "train_flops" not in short.metrics
 
 
 def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkeypatch):

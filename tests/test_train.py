@@ -222,6 +222,9 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     old = [*resumed[:-2], f"ckpt_path={tmp_path / 'old.ckpt'}", "evaluate=false",
            f"paths.output_dir={tmp_path / 'fourth'}"]
     assert run(compose_train(old), tmp_path / "fourth").metrics["train_examples"] == 12 * 256
+    at_its_end = [*base, f"ckpt_path={tmp_path / 'old.ckpt'}", "evaluate=false",
+                  f"paths.output_dir={tmp_path / 'fifth'}"]  # nothing left to train: it said 0 examples
+    assert run(compose_train(at_its_end), tmp_path / "fifth").metrics["train_examples"] == 5 * 256
 
 
 def test_examples_count_every_process_and_carry_over_a_resume_with_another_number_of_them():

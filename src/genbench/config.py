@@ -40,10 +40,12 @@ class RunSchema(Schema):
         if not self.train and not self.ckpt_path:
             raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
                               "(without one the model would be untrained)")
-        if self.ckpt_path and not Path(self.ckpt_path).expanduser().is_file():
+        if self.ckpt_path and not Path(self.ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={self.ckpt_path}: no such file; give a run's checkpoint (its "
                               "metrics.json names it under checkpoint: <run>/checkpoints/last.ckpt)")
 
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")  # bf16-true and 16-true fail at the first step
 
 GROUPS = ("dataset", "model", "trainer", "logger", "callbacks", "eval", "paths", "hydra", "experiment",
           "hparams_search", "extras", "debug", "performance")
@@ -105,6 +107,10 @@ def _check_targets(cfg: DictConfig) -> None:
                 hint = f"did you mean {name}.{near[0]}? " if near else ""
                 raise ConfigError(f"unknown config key '{name}.{key}': {node._target_} takes no {key}; "
                                   f"{hint}valid keys are: {', '.join(p for p in parameters if p != 'self')}")
+    precision = str(cfg.trainer.get("precision", "32-true")) if "trainer" in cfg else "32-true"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision}: genbench's data and models are float32, trained "
+                          f"in full or mixed precision; use one of {', '.join(PRECISIONS)}")
     steps = cfg.trainer.get("max_steps", -1) if "trainer" in cfg else -1
     if type(steps) is not int or (steps < 1 and steps != -1):
         raise ConfigError(f"trainer.max_steps={steps!r}: a number of optimizer steps >= 1 (or -1: until "

@@ -70,10 +70,12 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = conv
 
 
-def fused_can_clip(trainer: pl.Trainer) -> bool:
-    """False where Lightning would refuse a fused Adam: mixed precision with gradient clipping (its
-    mixed-precision plugin clips only gradients it unscaled itself)."""
-    return not (str(trainer.precision).endswith("-mixed") and trainer.gradient_clip_val)
+def fused_can_clip(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """False where Lightning would refuse a fused Adam: mixed precision with gradient clipping, the
+    trainer's or the model's own (the flow's ``grad_clip``): its mixed-precision plugin clips only
+    gradients it unscaled itself."""
+    clips = trainer.gradient_clip_val or getattr(pl_module, "clips_gradients", lambda: False)()
+    return not (str(trainer.precision).endswith("-mixed") and clips)
 
 
 class Performance(pl.Callback):
@@ -82,25 +84,29 @@ class Performance(pl.Callback):
     def __init__(self, cfg: PerformanceConfig) -> None:
         self.cfg = cfg
         self.applied: dict[str, bool] = {}
+        self.tf32_flags = False
         self._flags = ExitStack()  # torch's global TF32 settings, restored at teardown or on an error
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device
         cfg = self.cfg
-        fused_auto = None if fused_can_clip(trainer) else False  # None: the device decides
-        self.applied = {
-            "tf32": resolve(cfg.tf32, device),
-            "channels_last": resolve(cfg.channels_last, device) and getattr(pl_module, "is_image", False),
+        fused_auto = None if fused_can_clip(trainer, pl_module) else False  # None: the device decides
+        convolutional = any(p.dim() == 4 for p in pl_module.parameters())  # else NHWC changes nothing
+        self.applied = {  # what the run takes; a switch that cannot act on this device or model is off
+            "tf32": resolve(cfg.tf32, device) and device.type == "cuda",
+            "channels_last": resolve(cfg.channels_last, device) and convolutional,
             "fused_optimizer": resolve(cfg.fused_optimizer, device, auto=fused_auto),
             "compile": resolve(cfg.compile, device, auto=False),
         }
-        if self.applied["fused_optimizer"] and not fused_can_clip(trainer):
+        if self.applied["fused_optimizer"] and not fused_can_clip(trainer, pl_module):
             raise ConfigError(
                 f"performance.fused_optimizer=true cannot train with trainer.precision={trainer.precision}"
-                f" and trainer.gradient_clip_val={trainer.gradient_clip_val}: Lightning clips only gradients "
-                "it unscaled, and the fused Adam unscales its own. Use performance.fused_optimizer=auto (the "
-                "foreach Adam here) or trainer.gradient_clip_val=null.")
-        self._flags.enter_context(tf32_mode(self.applied["tf32"]))
+                f" and gradient clipping (trainer.gradient_clip_val={trainer.gradient_clip_val}, or the "
+                "model's own: model.grad_clip): Lightning clips only gradients it unscaled, and the fused "
+                "Adam unscales its own. Use performance.fused_optimizer=auto (the foreach Adam here), or no "
+                "clipping (trainer.gradient_clip_val=null, model.grad_clip=0).")
+        self.tf32_flags = resolve(cfg.tf32, device)  # torch's flags as configured; recorded only on CUDA
+        self._flags.enter_context(tf32_mode(self.tf32_flags))
         if self.applied["channels_last"]:
             pl_module.to(memory_format=torch.channels_last)
         pl_module.fused_optimizer = self.applied["fused_optimizer"]

@@ -243,7 +243,7 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
         with tf32_mode(tf32):
             evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
-        metrics["eval_tf32"] = tf32
+        metrics["eval_tf32"] = tf32 and device.type == "cuda"  # a CPU has no TF32
     metrics.update(peak_memory(model.device, since_reset))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
         lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},

@@ -29,6 +29,9 @@ def check_readable(ckpt_path: str | Path) -> None:
     is what must never be done with a file from outside."""
     try:
         torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except OSError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot be opened ({e}); give a run's checkpoint "
+                          "(<run>/checkpoints/last.ckpt)") from None
     except Exception as e:
         detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
         why = ("it holds objects other than tensors, which genbench does not unpickle (they could run code)"

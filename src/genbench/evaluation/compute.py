@@ -43,24 +43,31 @@ class TrainingFlops(pl.Callback):
     def __init__(self) -> None:
         self.per_example: float | None = None
         self._counter: FlopCounterMode | None = None
-        self._examples = 0
-        self._batches_left = 0
+        self._flops = self._examples = 0
+        self._batches_left: int | None = None  # of the cycle being counted; None: not started
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.per_example is None and self._counter is None:
-            self._examples, self._batches_left = 0, pl_module.training_cycle()
-            self._counter = flop_counter()
-            self._counter.__enter__()
-        if self._counter is not None:
-            self._examples += len(batch[0])
+        if self.per_example is not None:
+            return
+        if self._batches_left is None:
+            self._flops, self._examples, self._batches_left = 0, 0, pl_module.training_cycle()
+        self._examples += len(batch[0])
+        self._counter = flop_counter()  # around this batch alone: the hooks between batches are not training
+        self._counter.__enter__()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        if self._counter is not None:
-            self._batches_left -= 1
-            if not self._batches_left:
-                self.per_example = self._stop() / self._examples
+        if self._counter is None:
+            return
+        self._flops += self._stop()
+        self._batches_left -= 1
+        if not self._batches_left:
+            self.per_example = self._flops / self._examples
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._counter is not None:  # never leave the dispatch mode on (training ended inside a batch)
+            self._stop()
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.per_example is None else {"per_example": self.per_example}

@@ -37,7 +37,7 @@ class ExampleCounter(pl.Callback):
         """Seconds of training so far, including the runs this one resumed."""
         return self.previous_seconds + time.perf_counter() - self._started - self._watching
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._per_process is not None:  # as the old counter read it: as many processes as now
             self.examples, self._per_process = self._per_process * trainer.world_size, None
 

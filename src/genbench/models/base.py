@@ -156,6 +156,11 @@ class GenerativeModel(pl.LightningModule):
         """What the optimizer trains: every parameter (a family with an EMA copy leaves it out)."""
         return self.parameters()
 
+    def clips_gradients(self) -> bool:
+        """Whether the family clips its gradients itself (``configure_gradient_clipping``), beside any
+        ``trainer.gradient_clip_val``."""
+        return False
+
     def averaged_weights(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
         """(EMA copy, trained network) pairs averaged after every optimizer step, with ``hp.ema_decay`` and
         its warm-up; none by default (the GAN averages inside its manual generator step)."""

@@ -208,6 +208,9 @@ class Flow(GenerativeModel):
         self.log_training_nll(loss, batch_size=len(x))
         return loss
 
+    def clips_gradients(self) -> bool:
+        return bool(self.hp.grad_clip)
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip the gradient norm at ``grad_clip``: maximum likelihood on sharp data (std-0.01 modes) has
         rare huge gradients that otherwise undo the fit."""

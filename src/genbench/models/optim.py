@@ -94,9 +94,12 @@ def check_scheduler(node: Any) -> str | None:
 def build_optimizer(node: Mapping[str, Any], params: Iterable[Any], fused: bool = False,
                     **overrides: Any) -> torch.optim.Optimizer:
     """The optimizer of ``node`` over ``params``: ``overrides`` replace its options (the GAN's ``lr_d``);
-    ``fused`` asks for the one-kernel CUDA implementation where the class has one."""
+    ``fused`` asks for the one-kernel CUDA implementation where the class has one and the node chose no
+    implementation of its own (``fused``, ``foreach`` or ``differentiable``, which wins)."""
     factory = _factory(node)
-    if fused and _accepts(factory.func, "fused"):
+    given = {k for k, v in factory.keywords.items() if v is not None}
+    chosen = {"fused", "foreach", "differentiable"} & given
+    if fused and _accepts(factory.func, "fused") and not chosen:
         overrides["fused"] = True
     return factory(params, **overrides)
 
