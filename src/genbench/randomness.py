@@ -18,6 +18,18 @@ def kept_rng(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
+def normal_like(x: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) noise of ``x``'s shape, dtype and device, drawn in the shape's order: ``torch.randn_like``
+    of a channels_last tensor draws other numbers from the same seed, so a run with that switch on was
+    another random run, and its evaluation's samples differed from ``eval.py``'s of the same weights."""
+    return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+
+
+def uniform_like(x: torch.Tensor) -> torch.Tensor:
+    """U[0, 1) noise of ``x``'s shape, dtype and device, in the shape's order (:func:`normal_like`)."""
+    return torch.rand(x.shape, dtype=x.dtype, device=x.device)
+
+
 def random_state() -> dict[str, Any]:
     """The global random states (torch's CPU and CUDA generators, NumPy's, Python's) as tensors, lists and
     ints: what a checkpoint loaded with ``weights_only=True`` can hold."""

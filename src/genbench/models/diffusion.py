@@ -45,6 +45,7 @@ from genbench.models.ema import ema_copy
 from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import DIFFUSION_SAMPLERS, DiffusionSampler, Predict, diffusion_sampler
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
+from genbench.randomness import normal_like
 from genbench.schema import param
 
 
@@ -129,7 +130,7 @@ class Diffusion(GenerativeModel):
         x, y = batch
         x0 = self._model_space(x)
         t = torch.randint(0, self.hp.timesteps, (len(x),), device=x.device)
-        noise = torch.randn_like(x0)
+        noise = normal_like(x0)
         labels = None
         if self.is_conditional:
             drop = torch.rand(len(x), device=x.device) < self.hp.p_uncond

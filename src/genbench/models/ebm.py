@@ -40,6 +40,7 @@ from genbench.models.base import GenerativeModel
 from genbench.models.optim import OptimizationConfig, optimizer_param
 from genbench.models.standardize import Standardizer, training_tensor
 from genbench.nets import MLP, ConvEncoder
+from genbench.randomness import normal_like
 from genbench.schema import param
 
 
@@ -143,7 +144,7 @@ class EBM(GenerativeModel):
                     grad = torch.autograd.grad(self.energy(z).sum(), z)[0]
                     if hp.langevin_grad_clip is not None:
                         grad = grad.clamp(-hp.langevin_grad_clip, hp.langevin_grad_clip)
-                    z = z - hp.step_size * grad + hp.noise_scale * torch.randn_like(z)
+                    z = z - hp.step_size * grad + hp.noise_scale * normal_like(z)
                     z = torch.maximum(torch.minimum(z, self.box_hi), self.box_lo)
         finally:
             for p in frozen:

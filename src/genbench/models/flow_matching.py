@@ -40,6 +40,7 @@ from genbench.models.ema import ema_copy
 from genbench.models.optim import OptimizationConfig
 from genbench.models.samplers import FLOW_SAMPLERS, FlowSampler, integrate
 from genbench.models.time_backbone import TimeBackboneConfig, time_backbone
+from genbench.randomness import normal_like
 from genbench.schema import param
 
 TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1000, like diffusion timesteps
@@ -85,7 +86,7 @@ class FlowMatching(GenerativeModel):
     # ---- training -----------------------------------------------------------------------------------
     def _loss(self, x: Tensor) -> Tensor:
         x1 = self._model_space(x)
-        x0 = torch.randn_like(x1)
+        x0 = normal_like(x1)
         if self.hp.minibatch_ot:
             x0 = x0[optimal_matching(x1, x0)]
         t = torch.rand(len(x1), device=x1.device)

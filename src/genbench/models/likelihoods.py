@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genbench.randomness import uniform_like
+
 _HALF_BIN = 1.0 / 255.0  # pixels mapped to [-1, 1]: bins of width 2/255 around each of 256 centres
 
 
@@ -55,5 +57,5 @@ def discretized_logistic_mean(mean: Tensor, log_scale: Tensor) -> Tensor:
 
 def sample_discretized_logistic(mean: Tensor, log_scale: Tensor) -> Tensor:
     """A draw in [-1, 1] (continuous; quantize with :func:`genbench.data.pixels.from_symmetric`)."""
-    u = torch.rand_like(mean).clamp(1e-5, 1 - 1e-5)
+    u = uniform_like(mean).clamp(1e-5, 1 - 1e-5)
     return (mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))).clamp(-1, 1)

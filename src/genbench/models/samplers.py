@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from genbench.models.diffusion_schedule import NoiseSchedule
+from genbench.randomness import normal_like
 
 Predict = Callable[[Tensor, Tensor], Tensor]  # (state (B, ...), time (B,)) -> the network's prediction
 Derivative = Callable[[Tensor, float], Tensor]  # (state, time) -> d state / d time
@@ -145,7 +146,7 @@ class DDPM(DiffusionSampler):
         spaced = self.schedule.respaced(seq)
         for k in reversed(range(len(seq))):
             mean = spaced.reverse_mean(x, self._t(x, k), predict(x, self._t(x, seq[k])), self.clip)
-            x = mean + spaced.reverse_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
+            x = mean + spaced.reverse_variance[k].sqrt() * normal_like(x) if k > 0 else mean
         return x
 
 
@@ -169,7 +170,7 @@ class DDIM(DiffusionSampler):
             sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
             if self.eta > 0 and i > 0:
-                x = x + sigma * torch.randn_like(x)
+                x = x + sigma * normal_like(x)
         return x
 
 

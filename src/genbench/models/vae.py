@@ -27,6 +27,7 @@ from genbench.models.likelihoods import (
 )
 from genbench.models.optim import OptimizationConfig
 from genbench.nets import MLP, ConvDecoder, ConvEncoder
+from genbench.randomness import normal_like
 from genbench.schema import param
 
 
@@ -100,7 +101,7 @@ class VAE(GenerativeModel):
         mode = mode or self.hp.sample_mode
         random = mode == "random" or (mode == "auto" and not self.is_image)
         if not self.is_image:
-            return mean + torch.randn_like(mean) * log_scale.exp() if random else mean
+            return mean + normal_like(mean) * log_scale.exp() if random else mean
         if random:
             return from_symmetric(sample_discretized_logistic(mean, log_scale))
         return from_symmetric(discretized_logistic_mean(mean, log_scale))
@@ -115,7 +116,7 @@ class VAE(GenerativeModel):
     def elbo(self, x: Tensor, labels: Tensor | None = None, beta: float = 1.0) -> Tensor:
         """Single-sample reparameterized ELBO per example, with an analytic KL term weighted by ``beta``."""
         mu, log_std = self.encode(x, labels)
-        z = mu + torch.randn_like(mu) * log_std.exp()
+        z = mu + normal_like(mu) * log_std.exp()
         kl = 0.5 * (mu.pow(2) + (2 * log_std).exp() - 1 - 2 * log_std).sum(1)
         return self._log_px_given_z(x, z, labels) - beta * kl
 
