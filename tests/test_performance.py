@@ -428,3 +428,28 @@ def test_a_channels_last_batch_draws_the_same_noise_as_a_contiguous_one():
             torch.manual_seed(1)
             losses.append(model.training_step((batch, torch.zeros(4, dtype=torch.long)), 0).item())
         assert losses[0] == pytest.approx(losses[1], rel=1e-6), (model.family, losses)
+
+
+def test_the_evaluation_runs_in_the_switchs_layout_after_training_and_from_a_checkpoint(tmp_path,
+                                                                                         monkeypatch):
+    """A model that trained in NHWC was evaluated in NHWC, and eval.py's model of the same weights in NCHW:
+    other kernels, other rounding. Both now take the layout the switch gives on the device."""
+    layouts, real_evaluate = [], genbench_train.evaluate
+
+    def evaluate(model, *args, **kwargs):
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        layouts.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return real_evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(genbench_train, "evaluate", evaluate)
+    common = ["model=diffusion", "dataset=digits", "debug=default", "trainer.accelerator=cpu",
+              "model.sampling_steps=2", "model.bound_timesteps=2", "eval.num_samples=16", "eval.num_real=16",
+              "eval.inception=false"]
+    for channels_last in (True, False):
+        out = tmp_path / str(channels_last)
+        switch = f"performance.channels_last={str(channels_last).lower()}"
+        trained = run(compose_train([*common, switch, f"paths.output_dir={out}"]), out)
+        again = run(compose_train([*common, switch, "train=false", f"ckpt_path={out}/checkpoints/last.ckpt",
+                                   f"paths.output_dir={out}/eval"]), out / "eval")
+        assert trained.metrics["eval_channels_last"] is again.metrics["eval_channels_last"] is channels_last
+    assert layouts == [True, True, False, False]

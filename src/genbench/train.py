@@ -237,13 +237,18 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
     if not trainer.is_global_zero:  # DDP: the other processes only train; rank zero evaluates once
         return RunResult(metrics, model, dm, evaluation, is_global_zero=False)
     # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
-    model.to(device)
+    # In the layout the switch gives on that device, whichever script evaluates: a model that trained in
+    # NHWC and the same weights loaded by eval.py then sample with the same kernels.
+    channels_last = resolve(performance_cfg.channels_last, device) and any(p.dim() == 4 for p in
+                                                                            model.parameters())
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
         tf32 = resolve(performance_cfg.tf32, device)
         with tf32_mode(tf32):
             evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
         metrics["eval_tf32"] = tf32 and device.type == "cuda"  # a CPU has no TF32
+        metrics["eval_channels_last"] = channels_last
     metrics.update(peak_memory(model.device, since_reset))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
         lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
