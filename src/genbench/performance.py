@@ -55,6 +55,18 @@ def resolve(setting: str, device: torch.device, auto: bool | None = None) -> boo
     return setting == "true"
 
 
+def tf32_acts(setting: str, device: torch.device) -> bool:
+    """Whether TF32 is on and does something: only a CUDA device has TF32 (elsewhere the flags change nothing,
+    and a record must not say it ran)."""
+    return resolve(setting, device) and device.type == "cuda"
+
+
+def channels_last_acts(setting: str, device: torch.device, model: torch.nn.Module) -> bool:
+    """Whether NHWC is on and does something: only a model with convolutions (4-D weights) has a layout to
+    change."""
+    return resolve(setting, device) and any(p.dim() == 4 for p in model.parameters())
+
+
 @contextmanager
 def tf32_mode(enabled: bool) -> Iterator[None]:
     """TF32 for float32 matmuls and cuDNN convolutions on or off inside, torch's settings as they were after.
@@ -91,10 +103,9 @@ class Performance(pl.Callback):
         device = trainer.strategy.root_device
         cfg = self.cfg
         fused_auto = None if fused_can_clip(trainer, pl_module) else False  # None: the device decides
-        convolutional = any(p.dim() == 4 for p in pl_module.parameters())  # else NHWC changes nothing
         self.applied = {  # what the run takes; a switch that cannot act on this device or model is off
-            "tf32": resolve(cfg.tf32, device) and device.type == "cuda",
-            "channels_last": resolve(cfg.channels_last, device) and convolutional,
+            "tf32": tf32_acts(cfg.tf32, device),
+            "channels_last": channels_last_acts(cfg.channels_last, device, pl_module),
             "fused_optimizer": resolve(cfg.fused_optimizer, device, auto=fused_auto),
             "compile": resolve(cfg.compile, device, auto=False),
         }

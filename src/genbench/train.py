@@ -40,7 +40,14 @@ from genbench.interrupts import exit_code, ignore_signals, signals_raise
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
-from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
+from genbench.performance import (
+    Performance,
+    PerformanceConfig,
+    channels_last_acts,
+    resolve,
+    tf32_acts,
+    tf32_mode,
+)
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
@@ -239,15 +246,14 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
     # Where the model trained (DDP: rank zero's own device): Lightning's teardown has moved it to the CPU.
     # In the layout the switch gives on that device, whichever script evaluates: a model that trained in
     # NHWC and the same weights loaded by eval.py then sample with the same kernels.
-    channels_last = resolve(performance_cfg.channels_last, device) and any(p.dim() == 4 for p in
-                                                                            model.parameters())
+    channels_last = channels_last_acts(performance_cfg.channels_last, device, model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if cfg.evaluate:  # in the run's float32 numerics, whichever script evaluates
         tf32 = resolve(performance_cfg.tf32, device)
         with tf32_mode(tf32):
             evaluation = evaluate(model, dm, eval_cfg, out_dir)
         metrics.update(evaluation.metrics)
-        metrics["eval_tf32"] = tf32 and device.type == "cuda"  # a CPU has no TF32
+        metrics["eval_tf32"] = tf32_acts(performance_cfg.tf32, device)
         metrics["eval_channels_last"] = channels_last
     metrics.update(peak_memory(model.device, since_reset))  # after evaluation: its sampling counts too
     for lg in trainer.loggers:
