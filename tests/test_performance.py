@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 import genbench.train as genbench_train
 from genbench.errors import ConfigError
@@ -174,6 +175,28 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
     eager = _digits_run(tmp_path / "eager", *TINY_UNET, *steps)
     for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
+    """The first training batch runs under FlopCounterMode (TrainingFlops). A compiled call there made torch
+    2.11's dynamo mark ``nn.Module._call_impl`` as never to be compiled (pytorch/pytorch#190286), so every
+    network of the run trained eager; the batch must call its networks eager, and the later ones compiled."""
+    under_a_mode: list[bool] = []
+    real = torch.compile
+    torch._dynamo.reset()
+
+    def compile_watched(fn, mode, dynamic):
+        compiled = real(fn, backend="eager", dynamic=dynamic)
+
+        def call(*args, **kwargs):
+            under_a_mode.append(is_in_torch_dispatch_mode(include_infra_modes=False))
+            return compiled(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(torch, "compile", compile_watched)
+    result = _digits_run(tmp_path, *TINY_UNET, "trainer.max_steps=3", "performance.compile=true")
+    assert result.metrics["train_flops_per_example"] > 0  # the first batch was counted
+    assert under_a_mode == [False, False]  # the two batches after it, compiled; none under the counter
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

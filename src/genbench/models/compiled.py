@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 _EAGER: ContextVar[bool] = ContextVar("genbench_eager_networks", default=False)
 
@@ -45,14 +46,21 @@ class CompiledForTraining:
     any batch size (generic kernels); measured on the CPU, a diffusion run compiled its U-Net 5 times before
     its second training step. Here shapes are static (``dynamic=False``): an epoch's last, smaller batch gets
     its own graph. Set as the module's ``_compiled_call_impl``, where ``nn.Module.compile`` puts its own, so
-    parameter names, EMA copies and checkpoints stay as they are."""
+    parameter names, EMA copies and checkpoints stay as they are.
+
+    A call under a torch dispatch mode (the FLOP counter of the first training batch,
+    :class:`~genbench.evaluation.compute.TrainingFlops`) runs eager too: dynamo does not compile under one,
+    and torch before the fix of pytorch/pytorch#190286 then marked the code it skipped, ``nn.Module._call_impl``
+    that every network runs, as never to be compiled: the likely reason why a compiled run on the H100
+    (torch 2.11) trained at eager speed with no pause to compile, while its record said compile."""
 
     def __init__(self, module: nn.Module, mode: str) -> None:
         self.module = module
         self.compiled = torch.compile(module._call_impl, mode=mode, dynamic=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.module.training and torch.is_grad_enabled() and not _EAGER.get():
+        if (self.module.training and torch.is_grad_enabled() and not _EAGER.get()
+                and not is_in_torch_dispatch_mode(include_infra_modes=False)):
             return self.compiled(*args, **kwargs)
         return self.module._call_impl(*args, **kwargs)
 
