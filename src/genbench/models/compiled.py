@@ -49,10 +49,11 @@ class CompiledForTraining:
     parameter names, EMA copies and checkpoints stay as they are.
 
     A call under a torch dispatch mode (the FLOP counter of the first training batch,
-    :class:`~genbench.evaluation.compute.TrainingFlops`) runs eager too: dynamo does not compile under one,
-    and torch before the fix of pytorch/pytorch#190286 then marked the code it skipped, ``nn.Module._call_impl``
-    that every network runs, as never to be compiled: the likely reason why a compiled run on the H100
-    (torch 2.11) trained at eager speed with no pause to compile, while its record said compile."""
+    :class:`~genbench.evaluation.compute.TrainingFlops`) runs eager too: dynamo does not compile under
+    one, and torch before the fix of pytorch/pytorch#190286 then marked the code it skipped,
+    ``nn.Module._call_impl`` that every network runs, as never to be compiled: the likely reason why a
+    compiled run on the H100 (torch 2.11) trained at eager speed with no pause to compile, while its
+    record said compile."""
 
     def __init__(self, module: nn.Module, mode: str) -> None:
         self.module = module
