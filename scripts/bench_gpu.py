@@ -278,7 +278,8 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
                  f"eval.num_samples={eval_samples}", f"eval.num_real={eval_samples}",
                  f"eval.inception_weights={inception}", "eval.feature_net=false",
                  f"eval.speed_batch_size={args.sample_batch}", *speed,
-                 f"eval.max_test_batches={args.test_batches}", *args.override]
+                 *([] if args.test_batches is None else [f"eval.max_test_batches={args.test_batches}"]),
+                 *args.override]
     if args.batch:
         overrides.append(f"dataset.batch_size={args.batch}")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sample-batch", type=int, help="(256)")
     parser.add_argument("--sample-repeats", type=int, help="(3)")
     parser.add_argument("--eval-samples", type=int, help="(10,000)")
-    parser.add_argument("--test-batches", type=int, help="test batches the likelihood uses (10)")
+    parser.add_argument("--test-batches", type=int,
+                        help="test batches the likelihood uses (default: the config's eval.max_test_batches)")
     parser.add_argument("--speed-of-config", action=argparse.BooleanOptionalAction, default=None,
                         help="the evaluation times sampling as the config says (eval.speed_repeats, "
                              "speed_warmup; the default but with --small); --no-speed-of-config: one call")
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     compiles = "performance.compile=true" in args.override
     small = dict(steps=2, warmup=3 if compiles else 1, sample_batch=2, sample_repeats=1, eval_samples=8,
                  test_batches=1)
-    gpu = dict(steps=100, warmup=10, sample_batch=256, sample_repeats=3, eval_samples=10000, test_batches=10)
+    gpu = dict(steps=100, warmup=10, sample_batch=256, sample_repeats=3, eval_samples=10000)
     sizes = small if args.small else gpu
     for name, value in sizes.items():
         if getattr(args, name) is None:

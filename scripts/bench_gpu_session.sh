@@ -87,7 +87,7 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
         --sample-repeats 2 --eval-samples-for autoregressive=1000 --no-speed-of-config ;;
     ratios)  # genbench against the hand loop, training only (1.05x is the target): 2 rounds of 75 batches,
              # the 2nd with the hand loop first; autoregressive last, so a cut loses only it
-      bench ratios 220 --families vae,gan,flow,ebm,diffusion,flow_matching,autoregressive --train-only \
+      bench ratios 260 --families vae,gan,flow,ebm,diffusion,flow_matching,autoregressive --train-only \
         --steps 75 --rounds 2 ;;
     variants)  # the diffusion config's training under each speed switch, with a kernel profile
       bench diffusion_plain_fp32 45 "${profiled[@]}" --label fp32 "${off[@]}"
@@ -107,10 +107,11 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_default_nchw 45 "${profiled[@]}" --label default-nchw performance.channels_last=false ;;
     ar10k)  # the autoregressive evaluation at the full 10,000 samples, timing sampling as its config does
       bench autoregressive_10k 360 --families autoregressive --steps 20 --eval-samples 10000 ;;
-    fulltest)  # the two costly likelihoods on a 10,000-image test split (the other parts: 64 test images)
-      full=(--steps 20 --test-images 10000 --test-batches 100000)
+    fulltest)  # the two costly evaluations as configured (eval/many_network_calls: the likelihood of 1,024
+               # test images) with a 10,000-image test split (the other parts: 64 test images)
+      full=(--steps 20 --test-images 10000)
       bench diffusion_full_test 200 --families diffusion "${full[@]}"
-      bench flow_matching_full_test 380 --families flow_matching "${full[@]}" ;;
+      bench flow_matching_full_test 200 --families flow_matching "${full[@]}" ;;
     tf32nll)  # how far TF32 moves a flow's exact likelihood (the evaluation runs in the run's TF32 setting)
       part tf32nll 120 $PY scripts/bench_tf32_likelihood.py --out "$WORK/tf32nll"
       [ -f "$WORK/tf32nll/bench_tf32_likelihood.json" ] && cp "$WORK/tf32nll/bench_tf32_likelihood.json" \
