@@ -92,19 +92,18 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     variants)  # the diffusion config's training under each speed switch, with a kernel profile
       bench diffusion_plain_fp32 45 "${profiled[@]}" --label fp32 "${off[@]}"
       bench diffusion_default 45 "${profiled[@]}" --label default
+      bench diffusion_default_nchw 45 "${profiled[@]}" --label default-nchw performance.channels_last=false
       bench diffusion_bf16 45 "${profiled[@]}" --label bf16 trainer.precision=bf16-mixed
       bench diffusion_plain_bf16 45 "${profiled[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}"
       bench diffusion_cudnn_benchmark 45 "${profiled[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
-    compile)  # the 2x candidate first, bf16 with CUDA graphs (the default's eager kernels take 27.6 ms a step:
-              # 1.77x at most without inductor's fusion), against the issue's baseline in the same call; minutes
-              # of compilation. Also the default against the default without channels_last: CUDA's GroupNorm
-              # runs NCHW only, so the U-Net converts around its 46 GroupNorms (the profile counts the copies)
+    compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 27.6 to 29.9 ms a
+              # step: 1.7x at most without inductor's fusion), against the issue's baseline in the same call;
+              # minutes of compilation. (default-nchw, in variants: CUDA's GroupNorm runs NCHW only, so the
+              # U-Net converts around its 46 GroupNorms; the profile counts the copies)
       bench diffusion_baseline 45 "${profiled[@]}" --label baseline "${baseline[@]}"
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead trainer.precision=bf16-mixed performance.compile=true \
-        performance.compile_mode=reduce-overhead
-      bench diffusion_default 45 "${profiled[@]}" --label default
-      bench diffusion_default_nchw 45 "${profiled[@]}" --label default-nchw performance.channels_last=false ;;
+        performance.compile_mode=reduce-overhead ;;
     ar10k)  # the autoregressive evaluation at the full 10,000 samples, timing sampling as its config does
       bench autoregressive_10k 360 --families autoregressive --steps 20 --eval-samples 10000 ;;
     fulltest)  # the two costly evaluations as configured (eval/many_network_calls: the likelihood of 1,024
