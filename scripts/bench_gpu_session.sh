@@ -96,9 +96,9 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_bf16 45 "${profiled[@]}" --label bf16 trainer.precision=bf16-mixed
       bench diffusion_plain_bf16 45 "${profiled[@]}" --label bf16-switches-off trainer.precision=bf16-mixed "${off[@]}"
       bench diffusion_cudnn_benchmark 45 "${profiled[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
-    compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 27.6 to 29.9 ms a
-              # step: 1.7x at most without inductor's fusion), against the issue's baseline in the same call;
-              # minutes of compilation. (default-nchw, in variants: CUDA's GroupNorm runs NCHW only, so the
+    compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 29.9 ms a step on
+              # the H100: 33 steps/s with every launch hidden, 2.1x that baseline's 15.66 through genbench),
+              # against the issue's baseline in the same call; minutes of compilation. (default-nchw, in variants: CUDA's GroupNorm runs NCHW only, so the
               # U-Net converts around its 46 GroupNorms; the profile counts the copies)
       bench diffusion_baseline 45 "${profiled[@]}" --label baseline "${baseline[@]}"
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \

@@ -205,3 +205,18 @@ def test_a_landscape_runs_on_any_launcher_named_on_the_command_line(experiment):
     assert launchers[()]._target_.endswith("SurvivingJoblibLauncher") and launchers[()].n_jobs == 2
     submitit = launchers[("hydra/launcher=submitit_local",)]
     assert submitit._target_.endswith("LocalLauncher") and "n_jobs" not in submitit
+
+
+@pytest.mark.parametrize("experiment", ["diffusion_cifar10", "flow_matching_cifar10"])
+def test_the_costly_cifar10_evaluations_score_1024_test_images_unless_a_debug_run_limits_them(experiment):
+    """eval=many_network_calls: 8 test batches of 128 and 1 + 3 timed calls; a debug run's
+    trainer.limit_test_batches still wins, as it does in eval/default.yaml; null scores the whole split."""
+    cfg = compose_train([f"experiment={experiment}"])
+    validate(cfg)
+    ev = cfg.eval
+    assert (ev.max_test_batches * cfg.dataset.batch_size, ev.speed_warmup, ev.speed_repeats) == (1024, 1, 3)
+    debug = compose_train([f"experiment={experiment}", "debug=default"])
+    assert debug.eval.max_test_batches == debug.trainer.limit_test_batches == 2
+    whole = compose_train([f"experiment={experiment}", "eval.max_test_batches=null"])
+    assert whole.eval.max_test_batches is None
+    assert compose_train(["experiment=gan_cifar10"]).eval.max_test_batches is None

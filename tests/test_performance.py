@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import genbench.train as genbench_train
 from genbench.errors import ConfigError
@@ -189,14 +189,16 @@ def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
         compiled = real(fn, backend="eager", dynamic=dynamic)
 
         def call(*args, **kwargs):
-            under_a_mode.append(is_in_torch_dispatch_mode(include_infra_modes=False))
+            under_a_mode.append(_get_current_dispatch_mode() is not None)
             return compiled(*args, **kwargs)
         return call
 
     monkeypatch.setattr(torch, "compile", compile_watched)
+    graphs = counters["stats"]["unique_graphs"]
     result = _digits_run(tmp_path, *TINY_UNET, "trainer.max_steps=3", "performance.compile=true")
     assert result.metrics["train_flops_per_example"] > 0  # the first batch was counted
     assert under_a_mode == [False, False]  # the two batches after it, compiled; none under the counter
+    assert counters["stats"]["unique_graphs"] > graphs  # and dynamo did compile them
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

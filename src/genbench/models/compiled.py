@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+from torch.utils._python_dispatch import _get_current_dispatch_mode  # in every torch pyproject allows
 
 _EAGER: ContextVar[bool] = ContextVar("genbench_eager_networks", default=False)
 
@@ -61,7 +61,7 @@ class CompiledForTraining:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if (self.module.training and torch.is_grad_enabled() and not _EAGER.get()
-                and not is_in_torch_dispatch_mode(include_infra_modes=False)):
+                and _get_current_dispatch_mode() is None):
             return self.compiled(*args, **kwargs)
         return self.module._call_impl(*args, **kwargs)
 
