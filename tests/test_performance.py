@@ -201,6 +201,16 @@ def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
     assert counters["stats"]["unique_graphs"] > graphs  # and dynamo did compile them
 
 
+def test_a_run_that_compiled_no_graph_does_not_record_compile(tmp_path, monkeypatch, caplog):
+    """Where torch.compile runs its function eager (as torch 2.11 did after a call under the FLOP counter),
+    the record leaves compile out and the log says why."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", lambda fn, mode, dynamic: fn)  # "compiled", yet never traced
+    result = _digits_run(tmp_path, *TINY_UNET, "trainer.max_steps=2", "performance.compile=true")
+    assert "compile" not in result.metrics["train_speedups"]
+    assert "compiled no graph" in caplog.text
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_path):
     """The real path of the CPU test above: inductor and CUDA graphs (reduce-overhead) in the training steps,

@@ -18,6 +18,7 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
 Mixed precision is the trainer's own option: ``trainer.precision=bf16-mixed``.
 """
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
@@ -27,8 +28,10 @@ import pytorch_lightning as pl
 import torch
 
 from genbench.errors import ConfigError
-from genbench.models.compiled import compile_for_training
+from genbench.models.compiled import compile_for_training, graphs_compiled
 from genbench.schema import Schema, param
+
+log = logging.getLogger(__name__)
 
 SWITCH = ["auto", "true", "false"]
 
@@ -97,6 +100,7 @@ class Performance(pl.Callback):
         self.cfg = cfg
         self.applied: dict[str, bool] = {}
         self.tf32_flags = False
+        self._graphs_at_setup = 0  # dynamo's count of compiled graphs when the networks were wrapped
         self._flags = ExitStack()  # torch's global TF32 settings, restored at teardown or on an error
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -123,6 +127,7 @@ class Performance(pl.Callback):
         pl_module.fused_optimizer = self.applied["fused_optimizer"]
         if self.applied["compile"]:
             compile_for_training(pl_module, cfg.compile_mode)
+            self._graphs_at_setup = graphs_compiled()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._flags.close()
@@ -136,6 +141,14 @@ class Performance(pl.Callback):
         built without one, and the record must not say otherwise."""
         if self.applied.get("fused_optimizer"):
             self.applied["fused_optimizer"] = all(opt.defaults.get("fused") for opt in trainer.optimizers)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run whose training compiled no graph ran eager (torch 2.11 did so after a call under the FLOP
+        counter: :class:`~genbench.models.compiled.CompiledForTraining`): its record must not say compile."""
+        if self.applied.get("compile") and graphs_compiled() == self._graphs_at_setup:
+            log.warning("performance.compile=true: torch.compile compiled no graph of the training steps, "
+                        "so they ran eager; the record's train_speedups leaves compile out")
+            self.applied["compile"] = False
 
     def taken(self) -> list[str]:
         """The switches this run took, for the record (``compile`` with its mode where not the default)."""

@@ -82,3 +82,10 @@ def compile_for_training(model: nn.Module, mode: str) -> list[nn.Module]:
     for network in networks:
         network._compiled_call_impl = CompiledForTraining(network, mode)
     return networks
+
+
+def graphs_compiled() -> int:
+    """How many graphs dynamo has compiled in this process: a run that compiled none trained eager."""
+    from torch._dynamo.utils import counters  # dynamo only where compile is on: its import is slow
+
+    return counters["stats"]["unique_graphs"]
