@@ -82,7 +82,7 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       done
       collect ;;
     bench)  # every family at its CIFAR-10 config; the autoregressive evaluation on 1,000 samples (see ar10k);
-            # the evaluation times sampling once (the config's 12 calls: ar10k, fulltest)
+            # the evaluation times sampling once (the config's calls: ar10k, fulltest)
       bench families 330 --families vae,gan,flow,ebm,diffusion,flow_matching,autoregressive --steps 50 \
         --sample-repeats 2 --eval-samples-for autoregressive=1000 --no-speed-of-config ;;
     ratios)  # genbench against the hand loop, training only (1.05x is the target): 2 rounds of 75 batches,
@@ -98,8 +98,9 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       bench diffusion_cudnn_benchmark 45 "${profiled[@]}" --label default+cudnn-benchmark +trainer.benchmark=true ;;
     compile)  # the 2x candidate, bf16 with CUDA graphs (the default's eager kernels take 29.9 ms a step on
               # the H100: 33 steps/s with every launch hidden, 2.1x that baseline's 15.66 through genbench),
-              # against the issue's baseline in the same call; minutes of compilation. (default-nchw, in variants: CUDA's GroupNorm runs NCHW only, so the
-              # U-Net converts around its 46 GroupNorms; the profile counts the copies)
+              # against the issue's baseline in the same call; minutes of compilation. (default-nchw, in
+              # variants: CUDA's GroupNorm runs NCHW only, so the U-Net converts around its 46 GroupNorms;
+              # the profile counts the copies)
       bench diffusion_baseline 45 "${profiled[@]}" --label baseline "${baseline[@]}"
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead trainer.precision=bf16-mixed performance.compile=true \

@@ -9,13 +9,12 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import genbench.train as genbench_train
 from genbench.errors import ConfigError
-from genbench.models.compiled import compile_for_training, trained_networks
+from genbench.models.compiled import compile_for_training, graphs_compiled, trained_networks
 from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
 from genbench.progress import logs_this_step
 from genbench.train import instantiate, run
@@ -194,11 +193,11 @@ def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", compile_watched)
-    graphs = counters["stats"]["unique_graphs"]
+    graphs = graphs_compiled()
     result = _digits_run(tmp_path, *TINY_UNET, "trainer.max_steps=3", "performance.compile=true")
     assert result.metrics["train_flops_per_example"] > 0  # the first batch was counted
     assert under_a_mode == [False, False]  # the two batches after it, compiled; none under the counter
-    assert counters["stats"]["unique_graphs"] > graphs  # and dynamo did compile them
+    assert graphs_compiled() > graphs  # and dynamo did compile them
 
 
 def test_a_run_that_compiled_no_graph_does_not_record_compile(tmp_path, monkeypatch, caplog):
@@ -216,18 +215,18 @@ def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_p
     """The real path of the CPU test above: inductor and CUDA graphs (reduce-overhead) in the training steps,
     one graph per training batch size, then eager sampling from the trained weights."""
     torch._dynamo.reset()
-    before = counters["stats"]["unique_graphs"]
+    before = graphs_compiled()
     cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.accelerator=gpu",
                          "trainer.max_epochs=null", "trainer.limit_train_batches=1.0", "trainer.max_steps=13",
                          *TINY_UNET, "performance.compile=true", "performance.compile_mode=reduce-overhead",
                          f"paths.output_dir={tmp_path}"])
     result = run(cfg, tmp_path)
-    assert counters["stats"]["unique_graphs"] - before == 2
+    assert graphs_compiled() - before == 2
     assert result.metrics["train_speedups"] == "tf32,channels_last,fused_optimizer,compile(reduce-overhead)"
     assert all(bool(p.isfinite().all()) for p in result.model.parameters())
     with torch.no_grad():
         assert result.model.eval().sample(5).shape == (5, *result.dm.data_shape)
-    assert counters["stats"]["unique_graphs"] - before == 2
+    assert graphs_compiled() - before == 2
 
 
 def test_a_gradient_penalty_trains_under_compile(tmp_path, monkeypatch):

@@ -198,5 +198,6 @@ class QualityCurve(pl.Callback):
                                       batch_size=self.batch_size)[0]
         return frechet_distance(*real_stats, *feature_statistics(features))
 
+
 def _find(trainer: pl.Trainer, kind: type) -> Any:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
