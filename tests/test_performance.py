@@ -301,6 +301,30 @@ def test_a_fused_adam_asked_for_where_it_cannot_clip_is_a_config_error(tmp_path)
                     "trainer.gradient_clip_val=1.0")
 
 
+GPU = pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", GPU])
+@pytest.mark.parametrize("saved, resumed", [("false", "true"), ("true", "false")])
+def test_a_resumed_run_steps_with_its_own_optimizer_implementation(tmp_path, accelerator, saved, resumed):
+    """Adam's load_state_dict put the checkpoint's ``fused`` back: a run resumed with fused_optimizer=true
+    from a run without it stepped with the loop Adam while its record said fused_optimizer, and the
+    converse. On a GPU the step counts also move: a fused Adam keeps them on the device, the others on
+    the CPU (there a count on the device would be read back in every step)."""
+    switches = ("trainer.accelerator=" + accelerator, "performance.channels_last=false")
+    _digits_run(tmp_path / "first", *switches, f"performance.fused_optimizer={saved}", "trainer.max_steps=3")
+    again = _digits_run(tmp_path / "again", *switches, f"performance.fused_optimizer={resumed}",
+                        f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+    fused = resumed == "true"
+    assert ("fused_optimizer" in again.metrics["train_speedups"]) is fused
+    optimizer = again.model.trainer.optimizers[0]
+    assert [bool(group["fused"]) for group in optimizer.param_groups] == [fused] * len(optimizer.param_groups)
+    steps = [state["step"] for state in optimizer.state.values()]
+    assert steps and all(step.item() == 6 for step in steps)  # 3 restored, 3 taken after the resume
+    device = optimizer.param_groups[0]["params"][0].device if fused else torch.device("cpu")
+    assert all(step.device == device for step in steps)
+
+
 def test_a_fused_optimizer_is_recorded_only_where_the_class_has_one(tmp_path):
     """performance.fused_optimizer=true asks; Adam has a fused kernel, RMSprop none: its run says so."""
     adam = _digits_run(tmp_path / "adam", "performance.fused_optimizer=true")

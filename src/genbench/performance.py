@@ -10,7 +10,8 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
   (without it every convolution pays an NCHW<->NHWC conversion);
 - ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
   with mixed precision and ``trainer.gradient_clip_val`` together (Lightning cannot clip the gradients of an
-  optimizer that unscales them itself): ``auto`` then falls back to torch's foreach Adam;
+  optimizer that unscales them itself): ``auto`` then falls back to torch's foreach Adam. A resumed run
+  steps with the implementation it chose, not its checkpoint's;
 - ``compile``: ``torch.compile`` of the networks the training steps run, for those steps only (off under
   ``auto``: compilation costs minutes), in ``compile_mode``: ``default``, or ``reduce-overhead`` (CUDA
   graphs: a host-bound step, as the diffusion U-Net's on an H200, launches its kernels in one graph) or
@@ -29,6 +30,7 @@ import torch
 
 from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, graphs_compiled
+from genbench.models.optim import restore_implementation
 from genbench.schema import Schema, param
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,16 @@ class Performance(pl.Callback):
         built without one, and the record must not say otherwise."""
         if self.applied.get("fused_optimizer"):
             self.applied["fused_optimizer"] = all(opt.defaults.get("fused") for opt in trainer.optimizers)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A resumed run's optimizers have the checkpoint's state now, and with it the implementation of the
+        run that saved it (a fused Adam where this one chose foreach, or the converse): this run's choice,
+        which its record states, is put back."""
+        for optimizer in trainer.optimizers:
+            if restore_implementation(optimizer):
+                log.info("resumed %s with this run's implementation (%s), not its checkpoint's",
+                         type(optimizer).__name__,
+                         ", ".join(f"{k}={optimizer.defaults.get(k)}" for k in ("fused", "foreach")))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A run whose training compiled no graph ran eager (torch 2.11 did so after a call under the FLOP

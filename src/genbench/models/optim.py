@@ -104,6 +104,32 @@ def build_optimizer(node: Mapping[str, Any], params: Iterable[Any], fused: bool 
     return factory(params, **overrides)
 
 
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # the options that choose how a torch optimizer steps
+
+
+def restore_implementation(optimizer: torch.optim.Optimizer) -> bool:
+    """Give ``optimizer``'s groups back the implementation it was built with. ``load_state_dict`` replaces
+    every group option with the checkpoint's, ``fused`` and ``foreach`` included, so a resumed run stepped
+    as the run that saved it did, whatever ``performance.fused_optimizer`` or device it resumed with. Step
+    counts go where that implementation keeps them, as torch's own loading does: a float32 tensor on the
+    parameter's device when fused or capturable, else on the CPU (a step count left on a GPU makes the
+    foreach Adam read it back, a wait for the device, in every step). True where anything changed."""
+    built = {k: optimizer.defaults[k] for k in IMPLEMENTATION if k in optimizer.defaults}
+    changed = False
+    for group in optimizer.param_groups:
+        if all(group.get(k) == v for k, v in built.items()):
+            continue
+        group.update(built)
+        changed = True
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                device = p.device if on_device else torch.device("cpu")
+                optimizer.state[p]["step"] = step.to(device, torch.float32 if on_device else step.dtype)
+    return changed
+
+
 def build_scheduler(node: Mapping[str, Any], optimizer: torch.optim.Optimizer,
                     max_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     factory = _factory(node)
