@@ -119,7 +119,8 @@ def second_device(monkeypatch):
 
     monkeypatch.setattr("genbench.train.evaluate", evaluate)
     monkeypatch.setattr("genbench.train._check_finite_weights", lambda model, where: None)  # no meta values
-    monkeypatch.setattr("genbench.train.peak_memory", lambda device, since_reset: {})
+    monkeypatch.setattr("genbench.train.peak_memory",
+                        lambda device, since_reset: {"peak_memory_kind": f"read on {device.type}"})
     state["flip"] = lambda: state.update(meta=True)
     return state
 
@@ -138,6 +139,16 @@ def test_evaluation_runs_on_the_trainers_root_device_after_training(tmp_path, se
     # Lightning's teardown put the model back on the CPU after fit; the evaluation moved it to the device
     # the trainer ran on.
     assert second_device["evaluated_on"] == torch.device("meta") == result.model.device
+
+
+def test_each_peak_is_read_on_its_own_device_where_eval_device_evaluates_elsewhere(tmp_path, second_device):
+    """The record had one peak, the evaluation device's: with eval.device another device than the one
+    that trained, the training's peak was lost. The training device's is now read when training ends."""
+    metrics = run(compose_train(["debug=default", "eval.device=meta", f"paths.output_dir={tmp_path}"]),
+                  tmp_path).metrics
+    assert second_device["evaluated_on"] == torch.device("meta")
+    assert metrics["train_peak_memory_kind"] == "read on cpu"
+    assert metrics["peak_memory_kind"] == "read on meta"
 
 
 def test_train_false_loads_the_checkpoint_onto_the_trainers_device(tmp_path, second_device, monkeypatch):
@@ -172,5 +183,7 @@ def test_a_gpu_run_is_evaluated_on_its_gpu(tmp_path, train):
     assert result.metrics["sample_device_name"] == torch.cuda.get_device_name(0)
     assert result.metrics["peak_memory_kind"] == "cuda_max_allocated"
     if train:
+        assert result.metrics["train_peak_memory_kind"] == "cuda_max_allocated"
+        assert 0 < result.metrics["train_peak_memory_mb"] <= result.metrics["peak_memory_mb"]
         assert result.metrics["train_device"] == "cuda:0"
         assert result.metrics["train_device_name"] == torch.cuda.get_device_name(0)

@@ -208,6 +208,8 @@ def test_a_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
                                                            whole.model.state_dict().values(), strict=True))
     assert apart < 1e-6, apart
     assert metrics["peak_memory_kind"] == "process_max_rss" and metrics["peak_memory_mb"] > 50
+    assert metrics["train_peak_memory_kind"] == "process_max_rss"
+    assert 50 < metrics["train_peak_memory_mb"] <= metrics["peak_memory_mb"]  # evaluation came after
     # Resumed at its budget (nothing left to train): the same totals, FLOPs included (from the checkpoint).
     done = [*base, "trainer.max_epochs=null", "trainer.max_steps=12", "evaluate=false",
             f"ckpt_path={second / 'checkpoints' / 'last.ckpt'}", f"paths.output_dir={tmp_path / 'third'}"]

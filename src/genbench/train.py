@@ -195,7 +195,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        metrics = _train(cfg, trainer, model, dm, counter, started) if cfg.train else {}
+        metrics = _train(cfg, trainer, model, dm, counter, started, since_reset) if cfg.train else {}
         if cfg.train:  # what ran: the speed switches taken and the precision
             metrics["train_speedups"] = ",".join(performance.taken()) or "none"
             metrics["train_precision"] = str(trainer.precision)
@@ -209,7 +209,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
 
 
 def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: GenerativeDataModule,
-           counter: ExampleCounter, started: TrainingStarted) -> dict[str, Any]:
+           counter: ExampleCounter, started: TrainingStarted, since_reset: bool) -> dict[str, Any]:
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
     counter.start()
@@ -228,6 +228,10 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
         metrics["train_device"] = str(trainer.strategy.root_device)  # DDP: rank zero's
         metrics["train_device_name"] = device_name(trainer.strategy.root_device)
         metrics["train_torch_threads"] = torch.get_num_threads()  # per process: they matter on a CPU
+        # The training device's own peak: the record's peak_memory_mb is the evaluation device's, another
+        # one where eval.device says so.
+        peak = peak_memory(trainer.strategy.root_device, since_reset)
+        metrics.update({f"train_{key}": value for key, value in peak.items()})
         _check_finite_weights(model, "after training")
     return metrics
 
