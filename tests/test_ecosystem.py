@@ -90,6 +90,21 @@ def test_optuna_sweeper_runs_every_trial_past_a_failed_one_and_reports_the_best(
     assert best["best_params"]["model.latent_dim"] == 8 and (sweep / "matrix.md").is_file()
 
 
+def test_an_optuna_search_whose_every_trial_fails_still_writes_its_matrix(tmp_path):
+    """Optuna's "No trials are completed yet" stopped the search before Hydra's end-of-sweep callbacks: no
+    matrix, and a traceback for an exit. It now ends as a sweep with failed jobs: matrix, exit 1."""
+    sweep = tmp_path / "sweep"
+    proc = train_py(["hparams_search=vae_optuna", "hydra.sweeper.n_trials=2", "trainer=debug", "logger=none",
+                     "model.latent_dim=0", f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "every trial of the search failed" in output and "Traceback" not in output
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert "latent_dim" in records[0]["error"]
+    assert (sweep / "matrix.md").is_file() and not (sweep / "optimization_results.yaml").exists()
+
+
 def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp_path):
     ddp_dir, eval_dir = tmp_path / "ddp", tmp_path / "eval"
     proc = train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20", "logger=csv",

@@ -1,0 +1,1 @@
+"""genbench's Hydra sweeper plugin (Hydra loads sweepers only from the ``hydra_plugins`` package)."""
