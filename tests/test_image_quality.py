@@ -319,3 +319,34 @@ def test_samples_are_compared_with_a_smaller_held_out_floor_at_its_own_size(tmp_
     (tmp_path / "small").mkdir()
     small = evaluate(model, dm, EvalConfig(num_samples=300, **settings), tmp_path / "small").metrics
     assert "real_fd_pixels" in small and not any(k.startswith("at_real_n_") for k in small)
+
+
+def test_train_full_references_the_training_images_before_the_validation_hold_out(tmp_path, monkeypatch):
+    """FID papers take CIFAR-10's 50,000 training images as the reference; genbench's train split holds
+    45,000 (val_fraction 0.1). eval.reference_split=train_full is train and val together; its floor comes
+    from the test split, which it leaves out."""
+    from genbench.evaluation.feature_networks import FEATURE_NETWORKS, FeatureNetwork
+    from genbench.evaluation.frechet import feature_statistics, frechet_distance
+    from genbench.evaluation.real import held_out_split
+
+    monkeypatch.setitem(FEATURE_NETWORKS, "pixels", FeatureNetwork(
+        name=lambda dm: "pixels", wanted=lambda cfg, dm: True, load=lambda cfg, dm, device: _PixelFeatures(),
+        classifier=False))
+    dm = DigitsDataModule()
+    dm.setup()
+    train, val, test = (dm.split_tensor(s) for s in ("train", "val", "test"))
+    full = dm.split_tensor("train_full")
+    assert torch.equal(full, torch.cat([train, val])) and len(val) > 0
+    assert held_out_split(dm, "train_full") == "test" and held_out_split(dm, "train") == "test"
+    assert held_out_split(dm, "test") == "val"
+    samples = test[:300]
+    model = VAE(data_shape=dm.data_shape)
+    monkeypatch.setattr(model, "sample", lambda n, labels=None: samples[:n])
+    cfg = EvalConfig(num_samples=300, reference_split="train_full", inception=False, feature_net=False,
+                     speed_repeats=1, speed_batch_size=4, kid_subset_size=50, kid_subsets=5, score_splits=2,
+                     max_test_batches=1)
+    metrics = evaluate(model, dm, cfg, tmp_path).metrics
+    stats = [feature_statistics(x.flatten(1).double()) for x in (full, samples)]
+    assert metrics["fd_pixels"] == pytest.approx(frechet_distance(*stats[0], *stats[1]), rel=1e-9)
+    assert metrics["fd_pixels"] != pytest.approx(frechet_distance(
+        *feature_statistics(train.flatten(1).double()), *stats[1]), rel=1e-6)

@@ -17,6 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from genbench.schema import Schema, check_params
 
 SPLITS = ("train", "val", "test")
+# A split's parts: train_full is the training images before the validation hold-out (CIFAR-10's 50,000, the
+# reference papers' FIDs use, against the 45,000 of train at val_fraction 0.1).
+SPLIT_PARTS = {**{s: (s,) for s in SPLITS}, "train_full": ("train", "val")}
 
 
 def split_generator(split_seed: int, split: str) -> torch.Generator:
@@ -58,13 +61,15 @@ class GenerativeDataModule(pl.LightningDataModule):
             self.train_set, self.val_set, self.test_set = self.build_splits()
 
     def split_tensor(self, split: str) -> Tensor:
-        """The examples (x) of ``split`` ('train', 'val' or 'test'), for plots and metrics."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-        dataset = getattr(self, f"{split}_set")
-        if dataset is None:
+        """The examples (x) of ``split`` ('train', 'val', 'test', or 'train_full': train then val), for
+        plots and metrics."""
+        if split not in SPLIT_PARTS:
+            raise ValueError(f"unknown split {split!r}; use one of {tuple(SPLIT_PARTS)}")
+        datasets = [getattr(self, f"{part}_set") for part in SPLIT_PARTS[split]]
+        if any(dataset is None for dataset in datasets):
             raise RuntimeError(f"{type(self).__name__}.split_tensor called before setup()")
-        return dataset.tensors[0]
+        tensors = [dataset.tensors[0] for dataset in datasets]
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
         """The training loader shuffles from the global random stream (the seed); the others keep in

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genbench.data.base import SPLITS, GenerativeDataModule
+from genbench.data.base import SPLIT_PARTS, SPLITS, GenerativeDataModule
 from genbench.data.toy import ToyDistribution
 from genbench.evaluation.plots import save_samples_png
 from genbench.evaluation.quality import QualitySettings, feature_metrics
@@ -52,9 +52,10 @@ def real_toy_metrics(distribution: ToyDistribution, test: Tensor, n: int, mode_s
 
 
 def held_out_split(dm: GenerativeDataModule, reference_split: str) -> str | None:
-    """The first split, test before val before train, that is not the reference and holds images."""
+    """The first split, test before val before train, that is no part of the reference and holds images."""
     order = sorted(SPLITS, key=lambda s: ("test", "val", "train").index(s))
-    return next((s for s in order if s != reference_split and len(dm.split_tensor(s))), None)
+    used = SPLIT_PARTS[reference_split]
+    return next((s for s in order if s not in used and len(dm.split_tensor(s))), None)
 
 
 def held_out_sample(dm: GenerativeDataModule, reference_split: str, n: int) -> tuple[str, Tensor]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from genbench.data.base import GenerativeDataModule
+from genbench.data.base import SPLIT_PARTS, GenerativeDataModule
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation.feature_networks import FEATURE_NETWORKS
 from genbench.evaluation.likelihood import test_likelihood
@@ -52,9 +52,9 @@ class EvalConfig(Schema):
     mode_samples: int = param(2500, ge=1)  # 2D mixtures: samples PacGAN's mode coverage counts over
     mode_min_count: int = param(20, ge=1)  # 2D mixtures: samples a mode needs in modes_covered_thresholded
     # Image sample quality
-    num_samples: int = param(10000, ge=2)  # generated images; 50000 for numbers comparable with papers
+    num_samples: int = param(10000, ge=2)  # generated images; 50000 (and train_full) to compare with papers
     num_real: int | None = param(None, ge=2)  # real reference images; None: the whole reference split
-    reference_split: str = param("train", choices=["train", "val", "test"])
+    reference_split: str = param("train", choices=list(SPLIT_PARTS))  # train_full: train and val
     sample_batch_size: int | None = param(None, ge=1)  # None: 500 on a CPU, 2000 on a GPU
     feature_batch_size: int | None = param(None, ge=1)  # None: 64 on a CPU, 500 on a GPU
     inception: bool = True  # FID/KID/IS with the standard Inception network
