@@ -132,6 +132,39 @@ def test_loss_oscillation_separates_settled_from_swinging_curves(sweep):
     assert loss_oscillation(runs["gan", 0]) > 0.4
 
 
+def test_a_resumed_runs_curves_cover_the_whole_training_back_through_its_checkpoints(tmp_path):
+    """A resumed run logs only the steps after its checkpoint: its loss oscillation was the spread of that
+    part over its own range, the early high losses missing (here 0.47 from the runs after the first, over
+    the 0.25 limit). Read back through each checkpoint's run, the same training oscillates 0.024."""
+    first = _run(tmp_path, "first", "vae", 0, {}, losses=SMOOTH[:10])  # steps 0 to 90, then checkpointed
+
+    def resumed(name: str, earlier: Path, steps: range, losses: list[float]) -> Path:
+        checkpoint = earlier / "checkpoints" / "last.ckpt"
+        run_dir = _run(tmp_path, name, "vae", 0, {}, config={"ckpt_path": str(checkpoint)})
+        (run_dir / "csv").mkdir()
+        with (run_dir / "csv" / "metrics.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([["step", "train/loss"], *zip(steps, losses, strict=True)])
+        return run_dir
+
+    swing = [1.0 + (0.05 if i % 2 else -0.05) for i in range(10)]
+    second = resumed("second", first, range(100, 200, 10), swing)
+    # The first run logged past its checkpoint (killed before its next one): those steps are not the
+    # resumed model's, and the second run's own rows replace them.
+    with (first / "csv" / "metrics.csv").open("a", newline="") as f:
+        csv.writer(f).writerow([0, 100, 9.0, ""])
+    resumed("third", second, range(200, 250, 10), swing[:5])
+    runs = {r.path.name: r for r in find_runs([tmp_path]).runs}
+    assert [step for step, _ in runs["second"].loss_curve()] == list(range(0, 200, 10))
+    assert [step for step, _ in runs["third"].loss_curve()] == list(range(0, 250, 10))
+    assert runs["second"].loss_curve()[10] == (100, 0.95)
+    assert loss_oscillation(runs["third"]) < 0.05
+    shutil.rmtree(first)  # moved away: the history ends at the second run
+    assert [step for step, _ in runs["third"].loss_curve()] == list(range(100, 250, 10))
+    assert loss_oscillation(runs["third"]) > rules.OSCILLATION_LIMIT
+    loop = resumed("loop", tmp_path / "loop", range(0, 30, 10), [1.0, 2.0, 3.0])  # resumed into its own dir
+    assert [loss for _, loss in find_runs([loop]).runs[0].loss_curve()] == [1.0, 2.0, 3.0]
+
+
 def test_matrix_files_name_the_metric_of_each_row(sweep, tmp_path):
     write_matrix([sweep], tmp_path / "out")
     md = (tmp_path / "out" / "matrix.md").read_text()

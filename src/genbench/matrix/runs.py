@@ -89,8 +89,8 @@ class Run:
             return []
 
     def quality_curve(self, metric: str) -> list[tuple[int, float, float]]:
-        """(step, train_flops, value of ``metric``) from ``curves.csv``; rows that do not parse are
-        skipped."""
+        """(step, train_flops, value of ``metric``) from ``curves.csv`` (a resumed run's holds its
+        checkpoint's points too); rows that do not parse are skipped."""
         curve = []
         for row in self._csv_rows(self.path / CURVES_FILE):
             try:
@@ -101,10 +101,26 @@ class Run:
                 curve.append(point)
         return curve
 
+    def _history(self, name: str) -> list[dict[str, str]]:
+        """The rows of this run's CSV log ``name`` (with a ``step`` column). A run resumed from a
+        checkpoint logs only the steps after it: its rows are preceded by those of the run whose
+        checkpoint it took (``<that run>/checkpoints/``, from its config's ``ckpt_path``) with earlier steps,
+        and so back, so a curve covers the model's whole training. A run that is not found (moved, a
+        relative ``ckpt_path`` read from another directory) ends the history there."""
+        rows = self._csv_rows(self.path / name)
+        directory, config, seen = self.path, self.config, {self.path.resolve()}
+        while (directory := _resumed_from(config)) is not None and directory.resolve() not in seen:
+            seen.add(directory.resolve())
+            first = min((_step(row) for row in rows), default=math.inf)
+            rows = [row for row in self._csv_rows(directory / name) if _step(row) < first] + rows
+            config = _config_of(directory)
+        return rows
+
     def loss_curve(self) -> list[tuple[int, float]]:
-        """(step, train/loss) pairs from the CSV logger; rows whose step or loss do not parse are skipped,
-        and an unreadable log gives an empty curve."""
-        rows = self._csv_rows(self.path / "csv" / "metrics.csv")
+        """(step, train/loss) pairs from the CSV logger, over the whole training of a resumed run too
+        (:meth:`_history`); rows whose step or loss do not parse are skipped, and an unreadable log gives
+        an empty curve."""
+        rows = self._history("csv/metrics.csv")
         curve = []
         for row in rows:
             try:
@@ -120,6 +136,37 @@ class Run:
     def real_samples_png(self) -> Path | None:
         path = self.path / REAL_SAMPLES_PNG
         return path if path.is_file() else None
+
+
+def _step(row: dict[str, str]) -> float:
+    """A CSV row's step; infinity where it does not parse (so no earlier run's row of that kind is kept)."""
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def _resumed_from(config: dict[str, Any]) -> Path | None:
+    """The directory of the run whose checkpoint a training run with ``config`` resumed from: train.py
+    keeps a run's checkpoints in ``<run dir>/checkpoints/``. None for a fresh run or an evaluation."""
+    ckpt = config.get("ckpt_path")
+    if not isinstance(ckpt, str) or not ckpt or config.get("train") is False:
+        return None
+    checkpoints = Path(ckpt).parent
+    return checkpoints.parent if checkpoints.name == "checkpoints" and checkpoints.parent.is_dir() else None
+
+
+def _config_of(directory: Path) -> dict[str, Any]:
+    """The config a run directory's record says it ran with, else Hydra's copy of it (a killed run has no
+    record); {} where neither can be read."""
+    try:
+        config = read_record(directory / "metrics.json").get("provenance", {}).get("config")
+    except (OSError, ValueError, AttributeError):
+        try:
+            config = yaml.safe_load(read_regular_file(directory / ".hydra" / "config.yaml", MAX_CONFIG_BYTES))
+        except (OSError, ValueError, yaml.YAMLError):
+            return {}
+    return config if isinstance(config, dict) else {}
 
 
 @dataclass
