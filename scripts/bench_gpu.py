@@ -164,9 +164,9 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
               clip: float | None, switches: dict[str, Any], precision: str,
               profiler: contextlib.AbstractContextManager | None = None) -> float:
     """The same model, batches and speed switches without Lightning: (autocast) training_step, backward,
-    (clipping,) step, the per-step learning-rate schedule and the family's end-of-batch hook (its EMA
-    update). Manual-optimization families (GAN, EBM) get plain stand-ins for
-    ``optimizers``/``manual_backward``/``toggled_optimizer``. ``profiler`` wraps the timed batches."""
+    (clipping,) step, the weight averages' update (EMA) and the per-step learning-rate schedule.
+    Manual-optimization families (GAN, EBM) get plain stand-ins for ``optimizers``/``manual_backward``/
+    ``toggled_optimizer``. ``profiler`` wraps the timed batches."""
     model.to(device).train()
     model.fused_optimizer = switches.get("fused_optimizer", False)
     channels_last = switches.get("channels_last", False)
@@ -208,10 +208,10 @@ def hand_loop(model: pl.LightningModule, loader, device: torch.device, batches: 
                     if clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                     optimizers[0].step()
+                    model.update_averages(counter.global_step)
                     optimizers[0].zero_grad(set_to_none=True)
                     for scheduler in schedulers:
                         scheduler.step()
-                model.on_train_batch_end(out, batch, i)
                 done += 1
                 if done == batches:
                     break

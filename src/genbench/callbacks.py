@@ -72,9 +72,11 @@ class ValidationKeepsRandomness(pl.Callback):
 
 class RandomStateResumes(pl.Callback):
     """A checkpoint carries the global random state, and a run resumed from it puts that state back as its
-    first epoch starts, before the epoch's data order is drawn: without it, Lightning's seeding and the
-    model's construction left the resumed run on another stream, and it trained other weights than the
-    run that was never interrupted (measured: 0.03 apart at most, moons, resumed at an epoch's end)."""
+    first epoch starts or, resumed inside an epoch (which Lightning does not start again), before its first
+    batch: without it, Lightning's seeding and the model's construction left the resumed run on another
+    stream, and it trained other weights than the run that was never interrupted (measured: 0.03 apart at
+    most, moons, resumed at an epoch's end). The data order is the loader's
+    (:class:`~genbench.data.resumable.ResumableLoader`)."""
 
     def __init__(self) -> None:
         self._restored: dict | None = None
@@ -86,6 +88,12 @@ class RandomStateResumes(pl.Callback):
         self._restored = state_dict
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._put_back()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._put_back()  # resumed inside an epoch: Lightning does not start that epoch again
+
+    def _put_back(self) -> None:
         if self._restored is not None:
             set_random_state(self._restored)
             self._restored = None

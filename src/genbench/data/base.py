@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from genbench.data.resumable import ResumableLoader
 from genbench.schema import Schema, check_params
 
 SPLITS = ("train", "val", "test")
@@ -72,9 +73,9 @@ class GenerativeDataModule(pl.LightningDataModule):
         return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
-        """The training loader shuffles from the global random stream (the seed); the others keep in
-        order and draw their iterators' worker seeds from a generator of their own, so validating during
-        training takes nothing from that stream."""
+        """Under DDP the training loader shuffles from the global random stream (the seed); the others
+        keep in order and draw their iterators' worker seeds from a generator of their own, so validating
+        during training takes nothing from that stream."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
         workers = self.hp.num_workers
@@ -89,7 +90,22 @@ class GenerativeDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        """Shuffled; on one process a loader a checkpoint inside an epoch resumes exactly
+        (:class:`~genbench.data.resumable.ResumableLoader`). Under DDP Lightning gives it a distributed
+        sampler, and such a resume takes other examples than the run that was never stopped."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size > 1:
+            return self._loader(self.train_set, shuffle=True)
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
+        workers = self.hp.num_workers
+
+        def progress() -> tuple[int, bool]:  # the epoch's batches as Lightning counts them, and if it is over
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            return done, done >= trainer.num_training_batches
+
+        return ResumableLoader(self.train_set, progress, batch_size=self.hp.batch_size, drop_last=False,
+                               num_workers=workers, persistent_workers=workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -166,17 +166,19 @@ class GenerativeModel(pl.LightningModule):
         its warm-up; none by default (the GAN averages inside its manual generator step)."""
         return []
 
-    def on_train_start(self) -> None:
-        self._averaged_at = self.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer's step, then the averages': once per step (with gradient accumulation a batch may
+        step nothing), and before any callback's end-of-batch hook, so a checkpoint written there holds
+        the average of the weights it holds (written from the model's own end-of-batch hook, it lacked
+        that step's update: a run resumed from it ended 1.7e-4 apart)."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_averages(self.global_step + 1)  # Lightning counts the step once this hook returns
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Average once per optimizer step: with gradient accumulation a batch may step nothing, and
-        averaging the same weights again would shorten the average's memory."""
-        if self.global_step == getattr(self, "_averaged_at", -1):
-            return
-        self._averaged_at = self.global_step
+    def update_averages(self, steps: int) -> None:
+        """One update of each :meth:`averaged_weights` pair, after ``steps`` optimizer steps in all (the
+        warm-up of the decay counts them)."""
         for ema, source in self.averaged_weights():
-            ema_update(ema, source, warmup_decay(self.hp.ema_decay, self.global_step))
+            ema_update(ema, source, warmup_decay(self.hp.ema_decay, steps))
 
     def scheduled_steps(self) -> int:
         """Optimizer steps the run will take, which a schedule spans: ``trainer.max_steps`` or, bounded by
