@@ -124,3 +124,20 @@ def test_cifar10_experiment_composes():
     checked = validate(cfg)
     assert checked["model"].spectral_norm and checked["model"].langevin_steps == 60
     assert cfg.dataset._target_.endswith("CIFAR10DataModule")
+
+
+def test_a_checkpoint_keeps_the_replay_buffer_for_an_evaluation_that_samples_from_it(tmp_path):
+    """With sample_init=buffer, sample() continues the replay buffer's chains; the checkpoint had no buffer,
+    so train=false sampled fresh noise chains: another sampler than the evaluation after training."""
+    from genbench.trained_run import load_checkpoint
+
+    cfg = compose_quiet_run(tmp_path, ["model=ebm", "dataset=gaussians8", "trainer=debug", "evaluate=false",
+                                       "model.sample_init=buffer"])
+    trained = run(cfg, tmp_path).model
+    loaded = load_checkpoint(EBM, tmp_path / "checkpoints" / "last.ckpt", torch.device("cpu"))
+    assert len(trained.replay_buffer) == 5 * 256  # trainer=debug: 5 batches of 256 chains
+    assert torch.equal(loaded.replay_buffer, trained.replay_buffer)
+    torch.manual_seed(0)
+    again = loaded.sample(64)
+    torch.manual_seed(0)
+    assert torch.equal(again, trained.sample(64))
