@@ -3,6 +3,8 @@ written: inside an epoch (by a callback after a step, or where max_steps ended t
 epoch's end of a run bounded by epochs. The loader's order, the random state, the weight average and the
 EBM's replay buffer all go on from the checkpoint."""
 
+import json
+import logging
 import shutil
 
 import pytest
@@ -11,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from genbench.data.resumable import EpochOrder, ResumableLoader
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_train, train_py
 
 BASE = ["trainer=debug", "logger=none", "evaluate=false", "trainer.max_epochs=null"]  # epochs of 5 batches
 
@@ -77,8 +79,23 @@ def test_an_epoch_order_resumes_with_the_rest_of_its_epoch_and_then_counts_on():
     assert list(fresh) == epochs[2]
 
 
-def test_a_loader_rebuilt_with_another_sampler_has_no_state_to_resume():
-    """Lightning rebuilds a training loader with a SequentialSampler to overfit a few batches."""
+def test_a_single_process_checkpoint_resumes_under_ddp(tmp_path):
+    """Lightning refused it: the checkpoint holds the loader's place, and DDP's loader was a plain one ("The
+    CombinedLoader has 0 stateful loaders, but found 1 states"). DDP's loader keeps no place: it warns."""
+    _run(tmp_path / "first", "trainer.max_steps=3")
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=6", "logger=none", "evaluate=false",
+            f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'ddp'}"]
+    proc = train_py(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "place in the training data is not kept with a DistributedSampler" in proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert record["status"] == "ok" and record["metrics"]["train_steps"] == 6
+
+
+def test_a_loader_with_another_sampler_keeps_no_place(caplog):
+    """Lightning rebuilds a training loader with a SequentialSampler to overfit a few batches, and with a
+    DistributedSampler under DDP."""
     data = torch.utils.data.TensorDataset(torch.arange(10))
     loader = ResumableLoader(data, lambda: (2, False), batch_size=3)
     state = loader.state_dict()
@@ -86,5 +103,7 @@ def test_a_loader_rebuilt_with_another_sampler_has_no_state_to_resume():
                      "epoch_over": False}
     sequential = ResumableLoader(data, lambda: (2, False), sampler=torch.utils.data.SequentialSampler(data),
                                  batch_size=3)
-    sequential.load_state_dict(state)
+    with caplog.at_level(logging.WARNING):
+        sequential.load_state_dict(state)
+    assert "not kept with a SequentialSampler" in caplog.text
     assert sequential.state_dict() == {} and [b[0].tolist() for b in sequential][0] == [0, 1, 2]

@@ -12,7 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from genbench.data.resumable import ResumableLoader
 from genbench.schema import Schema, check_params
@@ -90,11 +90,12 @@ class GenerativeDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled; on one process a loader a checkpoint inside an epoch resumes exactly
-        (:class:`~genbench.data.resumable.ResumableLoader`). Under DDP Lightning gives it a distributed
-        sampler, and such a resume takes other examples than the run that was never stopped."""
+        """Shuffled, by a loader whose place a checkpoint keeps (:class:`~genbench.data.resumable.
+        ResumableLoader`). Under DDP its sampler is a ``RandomSampler``, which Lightning replaces by a
+        shuffling ``DistributedSampler``; such a loader keeps no place (a checkpoint's is ignored, with a
+        warning), so a run resumed inside an epoch trains the rest of it on other examples."""
         trainer = self.trainer
-        if trainer is None or trainer.world_size > 1:
+        if trainer is None:  # outside a Trainer: no training progress to keep
             return self._loader(self.train_set, shuffle=True)
         if self.train_set is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
@@ -104,8 +105,9 @@ class GenerativeDataModule(pl.LightningDataModule):
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return done, done >= trainer.num_training_batches
 
-        return ResumableLoader(self.train_set, progress, batch_size=self.hp.batch_size, drop_last=False,
-                               num_workers=workers, persistent_workers=workers > 0)
+        sampler = RandomSampler(self.train_set) if trainer.world_size > 1 else None
+        return ResumableLoader(self.train_set, progress, sampler=sampler, batch_size=self.hp.batch_size,
+                               drop_last=False, num_workers=workers, persistent_workers=workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

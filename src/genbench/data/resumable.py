@@ -11,11 +11,14 @@ an epoch's end, in a run bounded by ``max_epochs``). Here each epoch's order com
 how many of its batches training took.
 """
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 
 class EpochOrder(Sampler[int]):
@@ -56,8 +59,9 @@ class ResumableLoader(DataLoader):
     batches of the current epoch training has taken (the loader cannot tell them from the ones Lightning
     fetched ahead), and whether that epoch is over (it may end before the data do:
     ``trainer.limit_train_batches``). Its worker seeds come from a generator of its own, so no iterator
-    takes anything from the global stream. Built with another ``sampler`` (Lightning rebuilds a loader to
-    overfit a few batches), it is a plain loader with an empty state."""
+    takes anything from the global stream. With another ``sampler`` (DDP's; Lightning also rebuilds a
+    loader to overfit a few batches) its state is empty and a checkpoint's is ignored, with a warning:
+    still a stateful loader, so a checkpoint of either kind loads into a run of the other."""
 
     def __init__(self, dataset: Dataset, progress: Callable[[], tuple[int, bool]],
                  sampler: Sampler | None = None, **kwargs: Any) -> None:
@@ -74,6 +78,12 @@ class ResumableLoader(DataLoader):
                 "epoch_over": over}
 
     def load_state_dict(self, state: dict[str, int | bool]) -> None:
-        if state and isinstance(self.sampler, EpochOrder):
-            skip = None if state["epoch_over"] else int(state["batches_done"]) * (self.batch_size or 1)
-            self.sampler.resume(int(state["base_seed"]), int(state["epoch"]), skip)
+        if not state:
+            return
+        if not isinstance(self.sampler, EpochOrder):
+            log.warning("the checkpoint's place in the training data is not kept with a %s (DDP, or "
+                        "overfit_batches): this run's data order differs from the run that was not stopped",
+                        type(self.sampler).__name__)
+            return
+        skip = None if state["epoch_over"] else int(state["batches_done"]) * (self.batch_size or 1)
+        self.sampler.resume(int(state["base_seed"]), int(state["epoch"]), skip)
