@@ -297,7 +297,7 @@ def test_with_gradient_accumulation_the_ema_averages_once_per_optimizer_step():
     model = _small()
     changed: list[tuple[bool, bool]] = []
 
-    class Watch(pl.Callback):  # the model's own hook runs after the callbacks': compare at the next batch
+    class Watch(pl.Callback):  # compare at each batch's start: both change in the optimizer's step
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self._compare(pl_module)
 
@@ -319,7 +319,8 @@ def test_with_gradient_accumulation_the_ema_averages_once_per_optimizer_step():
 
 
 def test_nan_loss_still_stops_training_with_the_ema_hook(tmp_path):
-    """The family's own on_train_batch_end (its EMA update) cannot bypass the run's divergence guard."""
+    """The family's own hook (its EMA update after each optimizer step, once in on_train_batch_end) cannot
+    bypass the run's divergence guard."""
     model = _small()
     training_step = model.training_step
     model.training_step = lambda batch, batch_idx: training_step(batch, batch_idx) * float("nan")

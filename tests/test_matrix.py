@@ -161,6 +161,9 @@ def test_a_resumed_runs_curves_cover_the_whole_training_back_through_its_checkpo
     shutil.rmtree(first)  # moved away: the history ends at the second run
     assert [step for step, _ in runs["third"].loss_curve()] == list(range(100, 250, 10))
     assert loss_oscillation(runs["third"]) > rules.OSCILLATION_LIMIT
+    silent = _run(tmp_path, "silent", "vae", 0, {},
+                  config={"ckpt_path": str(second / "checkpoints" / "last.ckpt")})
+    assert find_runs([silent]).runs[0].loss_curve() == []  # no first step: not the second run's whole log
     loop = resumed("loop", tmp_path / "loop", range(0, 30, 10), [1.0, 2.0, 3.0])  # resumed into its own dir
     assert [loss for _, loss in find_runs([loop]).runs[0].loss_curve()] == [1.0, 2.0, 3.0]
 

@@ -70,6 +70,12 @@ class ResumableLoader(DataLoader):
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.progress = progress
 
+    def __iter__(self) -> Iterator[Any]:
+        """Torch's iterator, made at its first batch: with workers it draws the sampler's indices as soon as
+        it exists, and Lightning makes one that it never uses when a run resumes at an epoch's end, which
+        would count as an epoch."""
+        return _MadeAtFirstBatch(super().__iter__)
+
     def state_dict(self) -> dict[str, int | bool]:
         if not isinstance(self.sampler, EpochOrder):
             return {}
@@ -79,6 +85,9 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int | bool]) -> None:
         if not state:
+            log.warning("the checkpoint holds no place in the training data (written under DDP or with "
+                        "overfit_batches): resumed inside an epoch, this run trains the rest of it on other "
+                        "examples than the run that was not stopped")
             return
         if not isinstance(self.sampler, EpochOrder):
             log.warning("the checkpoint's place in the training data is not kept with a %s (DDP, or "
@@ -87,3 +96,18 @@ class ResumableLoader(DataLoader):
             return
         skip = None if state["epoch_over"] else int(state["batches_done"]) * (self.batch_size or 1)
         self.sampler.resume(int(state["base_seed"]), int(state["epoch"]), skip)
+
+
+class _MadeAtFirstBatch:
+    """An iterator that makes the one it stands for, with ``make``, when its first item is asked for."""
+
+    def __init__(self, make: Callable[[], Iterator[Any]]) -> None:
+        self._make, self._iterator = make, None
+
+    def __iter__(self) -> "_MadeAtFirstBatch":
+        return self
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._make()
+        return next(self._iterator)

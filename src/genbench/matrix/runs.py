@@ -109,9 +109,11 @@ class Run:
         relative ``ckpt_path`` read from another directory) ends the history there."""
         rows = self._csv_rows(self.path / name)
         directory, config, seen = self.path, self.config, {self.path.resolve()}
-        while (directory := _resumed_from(config)) is not None and directory.resolve() not in seen:
+        # A run without rows has no first step to cut the earlier run's at (it may have logged past the
+        # checkpoint, on a trajectory the resumed run left): the history stops there.
+        while rows and (directory := _resumed_from(config)) is not None and directory.resolve() not in seen:
             seen.add(directory.resolve())
-            first = min((_step(row) for row in rows), default=math.inf)
+            first = min(_step(row) for row in rows)
             rows = [row for row in self._csv_rows(directory / name) if _step(row) < first] + rows
             config = _config_of(directory)
         return rows

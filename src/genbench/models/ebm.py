@@ -97,10 +97,10 @@ class EBM(GenerativeModel):
         self.standardize = None if self.is_image else Standardizer(self.data_dim)
         self.register_buffer("box_lo", lo)
         self.register_buffer("box_hi", hi)
-        # Model-space chains: a buffer so it moves with the model, kept in checkpoints by the hooks below
-        # (not in the state dict, whose keys older checkpoints must still match).
-        self.replay_buffer: Tensor | None
-        self.register_buffer("replay_buffer", None, persistent=False)
+        # Model-space chains, kept in checkpoints by the hooks below. Not a registered buffer: DDP would
+        # broadcast rank zero's (123 MB on CIFAR-10) before every forward, and older checkpoints' state
+        # dicts lack it. Moved to the model's device where it is used.
+        self.replay_buffer: Tensor | None = None
         self._val_log_z: Tensor | None = None
         self.likelihood_kind = "quadrature" if self.data_shape == (2,) else "none"
 
@@ -132,7 +132,7 @@ class EBM(GenerativeModel):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         buffer = checkpoint.get(REPLAY_BUFFER)
-        self.replay_buffer = buffer.to(self.device) if isinstance(buffer, Tensor) else None
+        self.replay_buffer = buffer if isinstance(buffer, Tensor) else None
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -169,10 +169,16 @@ class EBM(GenerativeModel):
                 p.requires_grad_(True)
         return z.detach()
 
+    def _buffer(self) -> Tensor | None:
+        """The replay buffer on the model's device (a checkpoint's comes on the CPU)."""
+        if self.replay_buffer is not None and self.replay_buffer.device != self.device:
+            self.replay_buffer = self.replay_buffer.to(self.device)
+        return self.replay_buffer
+
     def _chain_starts(self, n: int) -> Tensor:
         """Starts from the replay buffer; a ``reinit_prob`` fraction (all while it is short) from noise."""
         fresh = self.noise(n)
-        buf = self.replay_buffer
+        buf = self._buffer()
         if buf is None or len(buf) < n:
             return fresh
         old = buf[torch.randint(len(buf), (n,), device=buf.device)]
@@ -180,7 +186,7 @@ class EBM(GenerativeModel):
         return torch.where(restart.view(-1, *[1] * len(self.data_shape)), fresh, old)
 
     def _push(self, z: Tensor) -> None:
-        buf = z if self.replay_buffer is None else torch.cat([z, self.replay_buffer])
+        buf = z if self._buffer() is None else torch.cat([z, self.replay_buffer])
         self.replay_buffer = buf[: self.hp.buffer_size]
 
     # ---- interface ----------------------------------------------------------------------------------
@@ -188,8 +194,8 @@ class EBM(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
         self.sampling_labels(n, labels)  # unconditional: refuses labels
         start = self.noise(n)
-        if self.hp.sample_init == "buffer" and self.replay_buffer is not None and len(self.replay_buffer):
-            buf = self.replay_buffer
+        buf = self._buffer()
+        if self.hp.sample_init == "buffer" and buf is not None and len(buf):
             start = buf[torch.randint(len(buf), (n,), device=buf.device)]
         return self.to_data(self.langevin(start, self.hp.sample_steps))
 

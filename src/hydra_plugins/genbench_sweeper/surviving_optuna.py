@@ -1,5 +1,5 @@
 """hydra-optuna-sweeper, made to end a search whose every trial failed as any other sweep ends
-(``hydra/sweeper=optuna``, which ``hparams_search`` configs take).
+(``hydra/sweeper=surviving_optuna``, which ``hparams_search`` configs take).
 
 After its last trial the plugin asks Optuna for the best one; where none completed, Optuna raises "No
 trials are completed yet", Hydra stops before its end-of-sweep callbacks, and the matrix is not written.
