@@ -14,7 +14,7 @@ from genbench.data.images import DigitsDataModule
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation import EvalConfig, evaluate, inception
 from genbench.evaluation.feature_net import FeatureNet, save_feature_net
-from genbench.evaluation.inception import InceptionFeatures, find_weights, save_random_weights
+from genbench.evaluation.inception import InceptionFeatures, find_weights, load_inception, save_random_weights
 from genbench.evaluation.quality import QualitySettings, feature_metrics
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
@@ -80,8 +80,9 @@ def test_a_file_in_the_cache_that_is_not_fids_weights_is_refused(tmp_path, monke
     cached.parent.mkdir(parents=True)
     save_random_weights(cached)
     with pytest.raises(FeatureExtractorUnavailable, match="delete it to download it again"):
-        find_weights(None, download=False)
-    assert find_weights(str(cached), download=False) == cached
+        load_inception(None, download=False, device=torch.device("cpu"))
+    given = load_inception(str(cached), download=False, device=torch.device("cpu"))
+    assert given.checksum == hashlib.sha256(cached.read_bytes()).hexdigest()  # the bytes it loaded
 
 
 def test_a_run_without_inception_weights_completes_and_records_why(tmp_path, monkeypatch):

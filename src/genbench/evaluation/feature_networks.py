@@ -11,7 +11,7 @@ import torch
 
 from genbench.data.base import GenerativeDataModule
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
-from genbench.evaluation.inception import InceptionFeatures, find_weights
+from genbench.evaluation.inception import load_inception
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ FEATURE_NETWORKS: dict[str, FeatureNetwork] = {
     "inception": FeatureNetwork(
         name=lambda dm: "inception",
         wanted=lambda cfg, dm: cfg.inception,
-        load=lambda cfg, dm, device: InceptionFeatures(find_weights(cfg.inception_weights,
-                                                                    cfg.inception_download), device),
+        load=lambda cfg, dm, device: load_inception(cfg.inception_weights, cfg.inception_download, device),
         classifier=False),
     "dataset_classifier": FeatureNetwork(  # scripts/train_feature_net.py trains it
         name=lambda dm: f"{dm.name}_cnn",

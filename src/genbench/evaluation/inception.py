@@ -11,6 +11,8 @@ Inception metrics unavailable instead of hanging the run). Offline, :class:`Feat
 says where to put the file.
 """
 
+import hashlib
+import io
 from importlib import metadata
 from pathlib import Path
 from unittest import mock
@@ -19,7 +21,6 @@ import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch import Tensor
 
-from genbench.checksums import sha256_file
 from genbench.download import download as fetch
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.progress import progress
@@ -36,7 +37,8 @@ def cached_weights_path() -> Path:
 
 
 def find_weights(path: str | None, download: bool) -> Path:
-    """The weights file to use: ``path`` if given, else the cache, downloading into it if allowed."""
+    """The weights file to use: ``path`` if given, else the cache, downloading into it if allowed (the
+    cached file's hash is checked where it is read: :func:`load_inception`)."""
     if path:
         given = Path(path).expanduser()
         if not given.is_file():
@@ -44,13 +46,7 @@ def find_weights(path: str | None, download: bool) -> Path:
         return given
     cached = cached_weights_path()
     fix = f"put {WEIGHTS_FILE} ({WEIGHTS_URL}) there or pass eval.inception_weights=<path>"
-    if cached.is_file():  # named by its hash: a truncated download or another file there is not FID's
-        actual = sha256_file(cached)
-        if not actual.startswith(WEIGHTS_HASH_PREFIX):
-            raise FeatureExtractorUnavailable(
-                f"{cached} is not {WEIGHTS_FILE}: its SHA-256 starts {actual[:8]}, not {WEIGHTS_HASH_PREFIX} "
-                f"(an incomplete download, or another file under its name); delete it to download it "
-                "again, or pass eval.inception_weights=<path> for other weights")
+    if cached.is_file():
         return cached
     if not download:
         raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and eval.inception_download "
@@ -61,6 +57,13 @@ def find_weights(path: str | None, download: bool) -> Path:
         raise FeatureExtractorUnavailable(f"no Inception weights at {cached} and the download failed "
                                           f"({e}); {fix}") from e
     return cached
+
+
+def load_inception(path: str | None, download: bool, device: torch.device) -> "InceptionFeatures":
+    """The network with the weights of ``eval.inception_weights`` (``path``), taken as they are, or the
+    cache's, which must be FID's: the cache names the file by its hash (a truncated download or another
+    file there would give FIDs no one can compare)."""
+    return InceptionFeatures(find_weights(path, download), device, None if path else WEIGHTS_HASH_PREFIX)
 
 
 def save_random_weights(path: Path, seed: int = 0) -> Path:
@@ -79,11 +82,20 @@ def save_random_weights(path: Path, seed: int = 0) -> Path:
 
 
 class InceptionFeatures:
-    """Pool features and logits of uint8 images; grey images are repeated to three channels."""
+    """Pool features and logits of uint8 images; grey images are repeated to three channels. ``hash_prefix``:
+    how the weights file's SHA-256 must begin."""
 
-    def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, weights: Path, device: torch.device | str = "cpu",
+                 hash_prefix: str | None = None) -> None:
+        data = Path(weights).read_bytes()  # read once: the hash recorded is of the bytes loaded
+        self.checksum = hashlib.sha256(data).hexdigest()
+        if hash_prefix and not self.checksum.startswith(hash_prefix):
+            raise FeatureExtractorUnavailable(
+                f"{weights} is not {WEIGHTS_FILE}: its SHA-256 starts {self.checksum[:8]}, not {hash_prefix} "
+                "(an incomplete download, or another file under its name); delete it to download it again, "
+                "or pass eval.inception_weights=<path> for other weights")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # not a tensor-only file: never unpickle it as code
             raise FeatureExtractorUnavailable(f"{weights} is not a plain state dict of tensors ({e})") from e
         # torch-fidelity loads the state dict inside its constructor; hand it ours instead of its loader's.
@@ -95,7 +107,6 @@ class InceptionFeatures:
                                                   f"weights: {e}") from e
         self.net.to(device)
         self.path = weights
-        self.checksum = sha256_file(weights)
         self.code_version = f"torch-fidelity {metadata.version('torch-fidelity')}"  # resizes: a cache key
         self.name = "inception"
         self.feature_dim = int(POOL)
