@@ -70,6 +70,8 @@ def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
         find_weights(None, download=False)
     with pytest.raises(FeatureExtractorUnavailable, match="no such file"):
         find_weights(str(tmp_path / "absent.pt"), download=False)
+    with pytest.raises(FeatureExtractorUnavailable, match="cannot be read"):  # the run records why, goes on
+        InceptionFeatures(tmp_path)  # a directory: reading it fails as an unreadable file's read does
 
 
 def test_a_file_in_the_cache_that_is_not_fids_weights_is_refused(tmp_path, monkeypatch):

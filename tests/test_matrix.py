@@ -164,6 +164,8 @@ def test_a_resumed_runs_curves_cover_the_whole_training_back_through_its_checkpo
     silent = _run(tmp_path, "silent", "vae", 0, {},
                   config={"ckpt_path": str(second / "checkpoints" / "last.ckpt")})
     assert find_runs([silent]).runs[0].loss_curve() == []  # no first step: not the second run's whole log
+    after = resumed("after_silent", silent, range(300, 320, 10), [1.0, 1.0])  # the history stops at silent
+    assert [step for step, _ in find_runs([after]).runs[0].loss_curve()] == [300, 310]
     loop = resumed("loop", tmp_path / "loop", range(0, 30, 10), [1.0, 2.0, 3.0])  # resumed into its own dir
     assert [loss for _, loss in find_runs([loop]).runs[0].loss_curve()] == [1.0, 2.0, 3.0]
 

@@ -87,7 +87,10 @@ class InceptionFeatures:
 
     def __init__(self, weights: Path, device: torch.device | str = "cpu",
                  hash_prefix: str | None = None) -> None:
-        data = Path(weights).read_bytes()  # read once: the hash recorded is of the bytes loaded
+        try:
+            data = Path(weights).read_bytes()  # read once: the hash recorded is of the bytes loaded
+        except OSError as e:
+            raise FeatureExtractorUnavailable(f"{weights} cannot be read ({e})") from e
         self.checksum = hashlib.sha256(data).hexdigest()
         if hash_prefix and not self.checksum.startswith(hash_prefix):
             raise FeatureExtractorUnavailable(

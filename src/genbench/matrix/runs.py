@@ -107,14 +107,16 @@ class Run:
         checkpoint it took (``<that run>/checkpoints/``, from its config's ``ckpt_path``) with earlier steps,
         and so back, so a curve covers the model's whole training. A run that is not found (moved, a
         relative ``ckpt_path`` read from another directory) ends the history there."""
-        rows = self._csv_rows(self.path / name)
+        rows = own = self._csv_rows(self.path / name)
         directory, config, seen = self.path, self.config, {self.path.resolve()}
-        # A run without rows has no first step to cut the earlier run's at (it may have logged past the
-        # checkpoint, on a trajectory the resumed run left): the history stops there.
-        while rows and (directory := _resumed_from(config)) is not None and directory.resolve() not in seen:
+        # Each earlier run is cut at the first step of the run that resumed from it. A run without a step
+        # gives no cut (the earlier one may have logged past the checkpoint, on a trajectory the resumed
+        # run left): the history stops there.
+        while ((first := min(map(_step, own), default=math.inf)) < math.inf
+               and (directory := _resumed_from(config)) is not None and directory.resolve() not in seen):
             seen.add(directory.resolve())
-            first = min(_step(row) for row in rows)
-            rows = [row for row in self._csv_rows(directory / name) if _step(row) < first] + rows
+            own = self._csv_rows(directory / name)
+            rows = [row for row in own if _step(row) < first] + rows
             config = _config_of(directory)
         return rows
 
