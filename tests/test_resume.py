@@ -3,6 +3,7 @@ written: inside an epoch (by a callback after a step, or where max_steps ended t
 epoch's end of a run bounded by epochs. The loader's order, the random state, the weight average and the
 EBM's replay buffer all go on from the checkpoint."""
 
+import csv
 import json
 import logging
 import shutil
@@ -71,6 +72,26 @@ def test_runs_resumed_where_max_steps_or_max_epochs_stopped_them_train_the_same_
     resumed = _run(tmp_path / "resumed", data, *total, f"ckpt_path={checkpoint}")
     assert resumed.metrics["train_steps"] == whole.metrics["train_steps"]
     assert _apart(resumed, whole) == 0.0
+
+
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_a_resumed_run_logs_the_steps_and_losses_the_run_never_stopped_logged(tmp_path, family):
+    """Resumed from the end of the first epoch, the run logged steps 6 to 12 where the run never stopped
+    logged 5 to 11 (Lightning counts its loggers' step once more on restore). The GAN's steps count
+    batches, not its two players' optimizer steps."""
+    def losses(out) -> list[tuple[int, float]]:
+        with (out / "csv" / "metrics.csv").open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+        return [(int(r["step"]), float(r["train/loss"])) for r in rows]
+
+    logged = ["logger=csv", "trainer.log_every_n_steps=1", f"model={family}"]
+    _run(tmp_path / "whole", *logged, "trainer.max_steps=12")
+    _run(tmp_path / "first", *logged, "trainer.max_steps=-1", "trainer.max_epochs=1")
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    _run(tmp_path / "resumed", *logged, "trainer.max_steps=12", f"ckpt_path={checkpoint}")
+    whole, first, resumed = (losses(tmp_path / name) for name in ("whole", "first", "resumed"))
+    assert [step for step, _ in first] == [0, 1, 2, 3, 4]
+    assert first + resumed == whole
 
 
 def test_an_epoch_order_resumes_with_the_rest_of_its_epoch_and_then_counts_on():

@@ -27,7 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from genbench.callbacks import DivergenceGuard, RandomStateResumes, ValidationKeepsRandomness
+from genbench.callbacks import (
+    DivergenceGuard,
+    LoggedStepResumes,
+    RandomStateResumes,
+    ValidationKeepsRandomness,
+)
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, DivergedError, GenbenchError
@@ -182,8 +187,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     performance = Performance(checked["performance"])
     started = TrainingStarted()
     callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
-                 RandomStateResumes(), performance, started, *_instantiate_all(cfg.get("callbacks")),
-                 *callbacks]
+                 RandomStateResumes(), LoggedStepResumes(), performance, started,
+                 *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
