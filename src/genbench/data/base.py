@@ -73,21 +73,19 @@ class GenerativeDataModule(pl.LightningDataModule):
         return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
-        """Under DDP the training loader shuffles from the global random stream (the seed); the others
-        keep in order and draw their iterators' worker seeds from a generator of their own, so validating
-        during training takes nothing from that stream."""
+        """A shuffling loader (for training, outside a Trainer) draws its order from the global random stream
+        (the seed); the others keep in order and draw their iterators' worker seeds from a generator of
+        their own, so validating during training takes nothing from that stream."""
+        generator = None if shuffle else torch.Generator().manual_seed(0)
+        return DataLoader(dataset, shuffle=shuffle, generator=generator, **self._loader_options(dataset))
+
+    def _loader_options(self, dataset: TensorDataset | None) -> dict[str, Any]:
+        """What every loader of the data module takes from its config: batches and worker processes."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
         workers = self.hp.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hp.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            generator=None if shuffle else torch.Generator().manual_seed(0),
-        )
+        return {"batch_size": self.hp.batch_size, "drop_last": False, "num_workers": workers,
+                "persistent_workers": workers > 0}
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, by a loader whose place a checkpoint keeps (:class:`~genbench.data.resumable.
@@ -97,17 +95,14 @@ class GenerativeDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: no training progress to keep
             return self._loader(self.train_set, shuffle=True)
-        if self.train_set is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
-        workers = self.hp.num_workers
+        options = self._loader_options(self.train_set)
 
         def progress() -> tuple[int, bool]:  # the epoch's batches as Lightning counts them, and if it is over
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return done, done >= trainer.num_training_batches
 
         sampler = RandomSampler(self.train_set) if trainer.world_size > 1 else None
-        return ResumableLoader(self.train_set, progress, sampler=sampler, batch_size=self.hp.batch_size,
-                               drop_last=False, num_workers=workers, persistent_workers=workers > 0)
+        return ResumableLoader(self.train_set, progress, sampler=sampler, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

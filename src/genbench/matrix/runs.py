@@ -166,10 +166,7 @@ def _config_of(directory: Path) -> dict[str, Any]:
     try:
         config = read_record(directory / "metrics.json").get("provenance", {}).get("config")
     except (OSError, ValueError, AttributeError):
-        try:
-            config = yaml.safe_load(read_regular_file(directory / ".hydra" / "config.yaml", MAX_CONFIG_BYTES))
-        except (OSError, ValueError, yaml.YAMLError):
-            return {}
+        config = _hydra_config(directory)
     return config if isinstance(config, dict) else {}
 
 
@@ -201,13 +198,18 @@ def _skip(skipped: list[Skipped], path: Path, reason: str) -> None:
     skipped.append(Skipped(path, reason))
 
 
-def _trains_a_model(hydra_dir: Path) -> bool:
+def _hydra_config(job: Path) -> Any:
+    """A Hydra job's composed config (``<job>/.hydra/config.yaml``); None where it cannot be read."""
+    try:
+        return yaml.safe_load(read_regular_file(job / ".hydra" / "config.yaml", MAX_CONFIG_BYTES))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _trains_a_model(job: Path) -> bool:
     """Whether a Hydra job was a run of train.py or eval.py (its config has a ``model``), not another
     script's (``train_feature_net.py`` writes no record); an unreadable config counts as a run."""
-    try:
-        config = yaml.safe_load(read_regular_file(hydra_dir / "config.yaml", MAX_CONFIG_BYTES))
-    except (OSError, ValueError, yaml.YAMLError):
-        return True
+    config = _hydra_config(job)
     return not isinstance(config, dict) or "model" in config
 
 
@@ -225,6 +227,6 @@ def find_runs(dirs: list[Path]) -> Found:
             except (OSError, ValueError) as e:
                 _skip(skipped, path.parent, f"unusable metrics.json ({e})")
         for job in sorted(Path(root).rglob(".hydra")):  # a Hydra job that never wrote its record
-            if not (job.parent / "metrics.json").exists() and _trains_a_model(job):
+            if not (job.parent / "metrics.json").exists() and _trains_a_model(job.parent):
                 _skip(skipped, job.parent, "no metrics.json (killed before it finished?)")
     return Found(runs, skipped)
