@@ -12,9 +12,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from genbench.data.resumable import ResumableLoader
+from genbench.data.resumable import EpochOrder, ResumableLoader
 from genbench.schema import Schema, check_params
 
 SPLITS = ("train", "val", "test")
@@ -89,9 +89,8 @@ class GenerativeDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, by a loader whose place a checkpoint keeps (:class:`~genbench.data.resumable.
-        ResumableLoader`). Under DDP its sampler is a ``RandomSampler``, which Lightning replaces by a
-        shuffling ``DistributedSampler``; such a loader keeps no place (a checkpoint's is ignored, with a
-        warning), so a run resumed inside an epoch trains the rest of it on other examples."""
+        ResumableLoader`); under DDP each process takes its shard of rank zero's order, as Lightning's
+        ``DistributedSampler`` would."""
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: no training progress to keep
             return self._loader(self.train_set, shuffle=True)
@@ -101,8 +100,9 @@ class GenerativeDataModule(pl.LightningDataModule):
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return done, done >= trainer.num_training_batches
 
-        sampler = RandomSampler(self.train_set) if trainer.world_size > 1 else None
-        return ResumableLoader(self.train_set, progress, sampler=sampler, **options)
+        order = EpochOrder(self.train_set, replicas=trainer.world_size, rank=trainer.global_rank)
+        order.seed = trainer.strategy.broadcast(order.seed, src=0)
+        return ResumableLoader(self.train_set, progress, sampler=order, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
