@@ -337,7 +337,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
         synchronize(device)
     row["eval_seconds"] = time.perf_counter() - start
     row["eval_samples"] = eval_samples
-    row["eval_real_images"] = evaluation.provenance.get("inception", {}).get("n_real")
+    row["eval_real_images"] = evaluation.provenance.get("inception", {}).get("reference", {}).get("n_real")
     row["eval_speed_calls"] = eval_cfg.speed_repeats + eval_cfg.speed_warmup
     row["eval_test_examples"] = evaluation.metrics.get("test_examples")
     row["eval_sample_batch"] = evaluation.provenance.get("inception", {}).get("sample_batch_size")
@@ -363,7 +363,7 @@ def _cell(row: dict, key: str, spec: str = ".2f") -> str:
 def markdown(rows: list[dict]) -> str:
     head = ("| family | setting | device (host threads) | batch | genbench steps/s | hand loop steps/s | "
             "overhead | GPU kernels ms/step (launches); of them copies | ms/sample (batch, NFE) | "
-            "eval s (samples) | peak GPU MB train / eval |")
+            "eval s (samples) | peak MB train / eval (GPU: allocated; CPU: eval's process RSS) |")
     lines = [head, "|" + " --- |" * 11]
     for r in rows:
         if "error" in r or "lightning_overhead" not in r:  # failed, or cut short in its first training

@@ -21,6 +21,7 @@ def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(bench_gpu,
     assert row["device"] == "cpu" and row["eval_sample_device"] == "cpu" and row["host_threads"] >= 1
     assert row["genbench_steps_per_s"] > 0 and row["hand_loop_steps_per_s"] > 0
     assert row["sample_ms_per_sample"] > 0 and row["eval_seconds"] > 0 and row["eval_samples"] == 8
+    assert row["eval_real_images"] == 8  # eval.num_real: as many as generated
 
 
 def test_the_kernel_profile_counts_layout_copies_per_step(bench_gpu):

@@ -1,18 +1,22 @@
 """Config composition for every dataset, and wrong values rejected with the key named."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import hydra
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra.errors import ConfigCompositionException
 
-from genbench.config import validate
+from genbench.config import ExtrasSchema, validate
 from genbench.errors import ConfigError
+from genbench.evaluation.stage import EvalConfig
 from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
-from genbench.schema import Schema
+from genbench.performance import PerformanceConfig
+from genbench.schema import Schema, check_params
 from genbench.train import instantiate
 from tests.helpers import DATASETS, ROOT, compose_train
 
@@ -140,6 +144,19 @@ def test_every_model_yaml_lists_its_schema_at_its_defaults(tmp_path, script):
     repaired = broken.read_text()
     assert "latent_dim: 8" in repaired and "iwae_k: 64" in repaired and "extra" not in repaired
     assert repaired.splitlines()[:2] == text.splitlines()[:2]  # the header and _target_ kept
+
+
+@pytest.mark.parametrize(("group", "schema"), [("eval", EvalConfig), ("performance", PerformanceConfig),
+                                             ("extras", ExtrasSchema)])
+def test_a_groups_default_yaml_lists_its_schema_at_its_defaults(group, schema):
+    """The dataclass holds each default; ``configs/<group>/default.yaml`` lists the same options at the same
+    values (an interpolation, such as ``${seed}``, stands for a value that lives elsewhere)."""
+    listed = yaml.safe_load((ROOT / "configs" / group / "default.yaml").read_text())
+    assert set(listed) == {f.name for f in dataclasses.fields(schema)}
+    default = schema()
+    for key, value in listed.items():
+        if not (isinstance(value, str) and value.startswith("${")):
+            assert getattr(check_params(schema, {key: value}, group), key) == getattr(default, key), key
 
 
 @pytest.mark.parametrize("family", families())

@@ -161,8 +161,8 @@ def test_conditional_accuracy_tells_a_model_that_obeys_its_labels_from_one_that_
     classifier = FeatureNet(net=net.eval(), path=Path("not-saved.pt"), name="digits_cnn", dataset="digits",
                             checksum="", test_accuracy=test_accuracy, config={})
     images, labels = dm.test_set.tensors
-    obeys = conditional_accuracy(_LabelledImages(images, labels, True), classifier, 10, 200, 64)
-    ignores = conditional_accuracy(_LabelledImages(images, labels, False), classifier, 10, 200, 64)
+    obeys = conditional_accuracy(_LabelledImages(images, labels, True), classifier, 10, 200, 64, 50)
+    ignores = conditional_accuracy(_LabelledImages(images, labels, False), classifier, 10, 200, 64, 50)
     assert obeys > 0.9 and ignores < 0.1
 
 

@@ -323,6 +323,20 @@ def test_likelihood_families_log_their_training_loss_every_n_steps_with_its_bits
         assert float(r["train/bpd"]) == pytest.approx(float(r["train/loss"]) / (64 * math.log(2)), rel=1e-6)
 
 
+def test_the_peak_memory_of_every_visible_gpu_starts_again_at_each_run(monkeypatch):
+    """torch resets the current GPU's peak when given no device: a run that trains or evaluates on
+    another (eval.device=cuda:1) reported the largest peak of the sweep's jobs before it there. Two GPUs
+    are simulated: torch's functions are replaced, so what is checked is which devices are reset."""
+    from genbench.evaluation.cost import reset_peak_memory
+
+    reset = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: reset.append(device))
+    reset_peak_memory()
+    assert reset == [0, 1]
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's /proc resets the peak")
 def test_each_run_reports_its_own_peak_memory_not_an_earlier_jobs_in_the_same_process():
     """A sweep's jobs share a process (Hydra's basic launcher): the peak must start again at each run.

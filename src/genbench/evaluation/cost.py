@@ -63,9 +63,11 @@ CLEAR_REFS = Path("/proc/self/clear_refs")  # Linux: writing "5" resets the proc
 def reset_peak_memory() -> bool:
     """Start every peak at this run: a sweep's jobs share one process (Hydra's basic launcher, joblib's
     workers), and each would report the largest peak of the jobs before it. False where the process's
-    peak resident set size cannot be reset (not Linux): it is then the process's lifetime peak."""
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    peak resident set size cannot be reset (not Linux): it is then the process's lifetime peak. Every
+    visible GPU's peak is reset, not only the current one: a run may train or evaluate on another
+    (``eval.device=cuda:1``)."""
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        torch.cuda.reset_peak_memory_stats(index)
     try:
         CLEAR_REFS.write_text("5")
     except OSError:

@@ -80,16 +80,17 @@ def _subset(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def conditional_accuracy(model, classifier, num_classes: int, n: int, batch_size: int) -> float:
+def conditional_accuracy(model, classifier, num_classes: int, n: int, batch_size: int,
+                         feature_batch_size: int) -> float:
     """Share of samples generated for label y (labels cycling through all classes) that the dataset
     ``classifier`` (its ``extract`` gives features and logits) assigns to y: how well a conditional model
-    obeys its labels."""
+    obeys its labels. The images stay on the model's device, as for the other feature metrics."""
     labels = torch.arange(n) % num_classes
     hits = 0
     for chunk in progress(labels.split(batch_size), f"conditional sampling of {n} images",
                           total=-(-n // batch_size)):
-        images = model.sample(len(chunk), labels=chunk.to(model.device)).cpu()
-        hits += (classifier.extract(images)[1].argmax(1) == chunk).sum().item()
+        images = model.sample(len(chunk), labels=chunk.to(model.device))
+        hits += (classifier.extract(images, feature_batch_size)[1].argmax(1) == chunk).sum().item()
     return hits / n
 
 

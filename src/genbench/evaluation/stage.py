@@ -155,7 +155,8 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
         if num_classes is not None and model.is_conditional:
             conditional["conditional_samples"] = min(cfg.conditional_samples, cfg.num_samples)
             metrics[f"conditional_accuracy_{extractor.name}"] = conditional_accuracy(
-                model, extractor, num_classes, conditional["conditional_samples"], sample_batch)
+                model, extractor, num_classes, conditional["conditional_samples"], sample_batch,
+                feature_batch)
         result.provenance[extractor.name] = {
             "metrics": sorted(metrics), **extractor.provenance(), "reference": real[2],
             "n_generated": n_fake, "seed": cfg.seed, **settings.applied(n_real, n_fake),
