@@ -30,6 +30,11 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """log P(x) for x in [-1, 1] at the 256 pixel centres; the edge bins reach to -inf and +inf."""
+    return discretized_logistic_log_mass(x, mean, log_scale).flatten(1).sum(1)
+
+
+def discretized_logistic_log_mass(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """:func:`discretized_logistic_log_prob` of each element (broadcast), not summed."""
     centred = x - mean
     inv_scale = torch.exp(-log_scale)
     plus = inv_scale * (centred + _HALF_BIN)
@@ -41,8 +46,7 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
     # When the bin mass underflows, use density x bin width at the centre instead.
     log_mass_mid = mid - log_scale - 2.0 * F.softplus(mid) + math.log(2 * _HALF_BIN)
     inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_mass_mid)
-    per_dim = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_survival_minus, inner))
-    return per_dim.flatten(1).sum(1)
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_survival_minus, inner))
 
 
 def discretized_logistic_mean(mean: Tensor, log_scale: Tensor) -> Tensor:
