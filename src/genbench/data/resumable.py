@@ -27,14 +27,15 @@ class EpochOrder(DistributedSampler):
     """``DistributedSampler``'s shuffled shard of the data per epoch, ``replicas`` processes' ``rank``-th,
     that goes on inside an epoch. The base seed is drawn from torch's global stream when the sampler is
     made, so the run's seed decides it (under DDP every process must take the same: the data module takes
-rank zero's). Each
-    iteration is the next epoch. The first comes from a resumed state (:meth:`resume`), else from the epoch
-    Lightning gives (``set_epoch``); the sampler counts on by itself, as Lightning's count runs one ahead
-    after a resume inside an epoch. A ``DistributedSampler``, so Lightning keeps it under DDP."""
+    rank zero's, and makes the sampler once). Each iteration is the next epoch. The first comes from a
+    resumed state (:meth:`resume`), else from the epoch Lightning gives (``set_epoch``); the sampler
+    counts on by itself, as Lightning's count runs one ahead after a resume inside an epoch. A
+    ``DistributedSampler``, so Lightning keeps it under DDP."""
 
     def __init__(self, data: Sized, replicas: int = 1, rank: int = 0) -> None:
         seed = int(torch.empty((), dtype=torch.int64).random_().item())
-        super().__init__(data, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
+        super().__init__(data, num_replicas=replicas, rank=rank, shuffle=True,  # type: ignore[arg-type]
+                         seed=seed)
         self.epoch = -1  # of the iteration under way
         self._next: tuple[int, int] | None = None  # the next iteration's epoch and examples to skip
 
