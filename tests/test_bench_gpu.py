@@ -3,10 +3,16 @@ code on a GPU machine)."""
 
 import contextlib
 import json
+import os
+import re
+import subprocess
+import sys
 import types
 
 import pytest
 import torch
+
+from tests.helpers import ROOT
 
 
 @pytest.fixture
@@ -137,3 +143,22 @@ def test_the_hand_loop_averages_once_per_step_as_genbench_does(bench_gpu, tmp_pa
     bench_gpu.main(["--small", "--families", "flow_matching", "--train-only", "--steps", "5", "--out",
                     str(tmp_path)])
     assert len(calls) == 2 * 6  # 1 warm-up + 5 timed batches, in genbench's run and in the hand loop
+
+
+def test_the_gpu_session_script_starts_and_lists_the_parts_it_has(tmp_path):
+    """scripts/bench_gpu_session.sh runs on a lent GPU, where a mistake costs minutes of a 15-minute loan:
+    on a CPU it starts (its checks of the machine, its results file) and refuses an unknown part, and its
+    usage line and its refusal name exactly the parts it has."""
+    script = ROOT / "scripts" / "bench_gpu_session.sh"
+    text = script.read_text()
+    parts = re.findall(r"^    (\w+)\)", text, flags=re.MULTILINE)
+    usage = re.search(r"# parts: ([\w ]+)\n", text).group(1).split()
+    refusal = re.search(r"unknown part \$name \(([\w ]+)\)", text).group(1).split()
+    assert sorted(parts) == sorted(usage) == sorted(refusal) and len(parts) == 9
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PY": sys.executable,
+           "TRAINER": "cpu"}
+    done = subprocess.run(["bash", str(script), "no_such_part"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "unknown part no_such_part" in done.stdout, done.stdout + done.stderr
+    assert "torch" in (tmp_path / "work" / "machine.log").read_text()
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == {}
