@@ -20,10 +20,11 @@ def bench_gpu(script):
     return script("bench_gpu")
 
 
-def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(bench_gpu, tmp_path):
-    rows = bench_gpu.main(["--small", "--families", "vae", "--out", str(tmp_path)])
+@pytest.mark.parametrize("family", ["vae", "autoregressive"])  # autoregressive: the ar10k part's path
+def test_bench_gpu_times_training_sampling_and_evaluation_of_a_family(bench_gpu, tmp_path, family):
+    rows = bench_gpu.main(["--small", "--families", family, "--test-batches", "1", "--out", str(tmp_path)])
     (row,) = json.loads((tmp_path / "bench_gpu.json").read_text())
-    assert row == json.loads(json.dumps(rows[0])) and row["family"] == "vae"
+    assert row == json.loads(json.dumps(rows[0])) and row["family"] == family
     assert row["device"] == "cpu" and row["eval_sample_device"] == "cpu" and row["host_threads"] >= 1
     assert row["genbench_steps_per_s"] > 0 and row["hand_loop_steps_per_s"] > 0
     assert row["sample_ms_per_sample"] > 0 and row["eval_seconds"] > 0 and row["eval_samples"] == 8
