@@ -16,7 +16,7 @@ from genbench.config import validate
 from genbench.errors import ConfigError
 from genbench.results import provenance, read_record, write_record
 from genbench.train import run, task
-from tests.helpers import compose_train, start_train_py, wait_for
+from tests.helpers import compose_train, start_train_py, train_py, wait_for
 
 QUICK = ["trainer=debug", "logger=none", "eval.speed_repeats=1", "eval.speed_batch_size=8",
          "eval.plot_samples_vector=200"]
@@ -44,6 +44,21 @@ def test_sigint_and_sigterm_record_an_interrupted_run_naming_its_checkpoint(tmp_
         for proc, _ in runs.values():
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path):
+    """Rank 1 exits with code 3 while rank zero works on its own (as drawing sample pictures). Lightning's
+    watcher of the processes SIGKILLed rank zero: exit 137, no metrics.json. Now rank zero records the
+    failure, naming the process and its exit code, and exits 1."""
+    run_dir = tmp_path / "run"
+    done = train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=40", "logger=none",
+                     "evaluate=false", "+callbacks.rank_dies._target_=tests.faults.RankDies",
+                     f"hydra.run.dir={run_dir}"], tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    record = read_record(run_dir / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "training"
+    assert "RankFailed: the training process of local rank 1" in record["error"]
+    assert "exited with code 3" in record["error"]
 
 
 def test_train_false_without_a_checkpoint_is_a_config_error():

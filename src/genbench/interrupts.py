@@ -5,15 +5,30 @@ end of the batch, and outside ``Trainer.fit`` SIGTERM kills the process outright
 either way. Inside :func:`signals_raise` both raise :class:`Interrupted` wherever the run is (Lightning
 passes it through its own handlers), so the run can write an ``interrupted`` record naming its last
 checkpoint and exit with the conventional status 128 + signal number (130, 143).
+
+A DDP run whose other training process dies ends with a record naming that process too. Lightning's
+launcher watches the processes it started (ranks 1..n-1 of the node) from a thread of rank zero's process;
+when one has exited with an error it SIGKILLed the others and rank zero itself, so nothing wrote
+``metrics.json``. :func:`watch_training_processes` makes that watcher SIGKILL the others as before, then
+signal rank zero (:data:`RANK_FAILED`, which :func:`signals_raise` turns into :class:`RankFailed`), and
+kill it only if it has not recorded the failure within :data:`GRACE_SECONDS` (stuck in a collective, where
+no Python runs).
 """
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from genbench.errors import GenbenchError
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RANK_FAILED = signal.SIGUSR2  # SLURM's --signal and Lightning's requeue use SIGUSR1
+GRACE_SECONDS = 60.0
+
+_rank_failure: tuple[str, threading.Event] | None = None  # what died; set once rank zero recorded it
 
 
 class Interrupted(BaseException):
@@ -33,6 +48,47 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+class RankFailed(GenbenchError):
+    """Another training process of this DDP run died."""
+
+
+def _raise_rank_failed(signum: int, frame: FrameType | None) -> None:
+    raise RankFailed(_rank_failure[0] if _rank_failure else "another training process of this run died")
+
+
+def rank_failure_recorded() -> None:
+    """Rank zero has written the record: the watcher need not kill it."""
+    if _rank_failure is not None:
+        _rank_failure[1].set()
+
+
+def watch_training_processes() -> None:
+    """Make Lightning's watcher of a DDP run's processes (``lightning_fabric``'s ``_ChildProcessObserver``)
+    let rank zero record their failure before it ends the run. Idempotent."""
+    from lightning_fabric.strategies.launchers import subprocess_script
+
+    watcher = subprocess_script._ChildProcessObserver
+    if getattr(watcher, "lets_rank_zero_record", False):
+        return
+
+    class RecordingWatcher(watcher):  # type: ignore[misc, valid-type]
+        lets_rank_zero_record = True
+
+        def _terminate_all(self) -> None:
+            global _rank_failure
+            dead = [f"the training process of local rank {rank} (pid {p.pid}) exited with code {p.returncode}"
+                    for rank, p in enumerate(self._child_processes, start=1) if p.returncode]
+            for p in self._child_processes:  # as Lightning: a process hung in a collective ignores SIGTERM
+                p.send_signal(signal.SIGKILL)
+            _rank_failure = ("; ".join(dead) + " (its own output names the cause); the other processes were "
+                             "stopped", threading.Event())
+            os.kill(self._main_pid, RANK_FAILED)
+            if not _rank_failure[1].wait(GRACE_SECONDS):
+                os.kill(self._main_pid, signal.SIGKILL)  # stuck where no Python runs: as Lightning did
+
+    subprocess_script._ChildProcessObserver = RecordingWatcher
+
+
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block SIGINT and SIGTERM raise :class:`Interrupted`; the previous handlers come back
@@ -41,6 +97,7 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     previous = {s: signal.signal(s, _raise) for s in SIGNALS}
+    previous[RANK_FAILED] = signal.signal(RANK_FAILED, _raise_rank_failed)
     try:
         yield
     finally:
@@ -49,10 +106,11 @@ def signals_raise() -> Iterator[None]:
 
 
 def ignore_signals() -> None:
-    """Ignore further SIGINT/SIGTERM while the record of an interrupted run is written (a second Ctrl-C
-    must not cut it short); :func:`signals_raise` restores the previous handlers when its block ends."""
+    """Ignore further SIGINT/SIGTERM (and a dead rank's signal) while the record of an interrupted run is
+    written (a second Ctrl-C must not cut it short); :func:`signals_raise` restores the previous handlers
+    when its block ends."""
     if threading.current_thread() is threading.main_thread():
-        for s in SIGNALS:
+        for s in (*SIGNALS, RANK_FAILED):
             signal.signal(s, signal.SIG_IGN)
 
 

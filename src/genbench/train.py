@@ -41,7 +41,13 @@ from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_memory
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.extras import announce, quiet_known_noise
-from genbench.interrupts import exit_code, ignore_signals, signals_raise
+from genbench.interrupts import (
+    exit_code,
+    ignore_signals,
+    rank_failure_recorded,
+    signals_raise,
+    watch_training_processes,
+)
 from genbench.loggers import finish
 from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
@@ -218,6 +224,7 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
     counter.start()
+    watch_training_processes()  # DDP: a dead rank ends the run with a record
     with stage("training", lambda: started.started):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     with stage("training"):  # also where fit had nothing left to train (a resumed run at its budget)
@@ -392,7 +399,11 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     if rank_zero_only.rank == 0:
         write_record(path, status=status, metrics=trained, provenance=prov, error=error,
                      checkpoint=checkpoint, **common)
-    log.error("run %s: %s (recorded in %s)", status, error, path)
+        rank_failure_recorded()
+        log.error("run %s: %s (recorded in %s)", status, error, path)
+    else:
+        log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
+                  error, path)
     if interrupted:
         sys.exit(exit_code(e))
     if is_multirun():

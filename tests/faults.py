@@ -1,0 +1,23 @@
+"""Faults a test injects into a run of train.py through its config
+(``+callbacks.<name>._target_=tests.faults.<Fault>``): train.py's directory is on its processes' path."""
+
+import os
+import time
+
+import pytorch_lightning as pl
+
+
+class RankDies(pl.Callback):
+    """At ``step``, the process of ``rank`` exits with ``code`` while rank zero is busy for ``busy_seconds``
+    on work of its own (as drawing sample pictures), away from any collective."""
+
+    def __init__(self, step: int = 5, rank: int = 1, code: int = 3, busy_seconds: float = 20.0) -> None:
+        self.step, self.rank, self.code, self.busy_seconds = step, rank, code, busy_seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step != self.step:
+            return
+        if trainer.global_rank == self.rank:
+            os._exit(self.code)
+        if trainer.global_rank == 0:
+            time.sleep(self.busy_seconds)
