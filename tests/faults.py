@@ -8,16 +8,21 @@ import pytorch_lightning as pl
 
 
 class RankDies(pl.Callback):
-    """At ``step``, the process of ``rank`` exits with ``code`` while rank zero is busy for ``busy_seconds``
-    on work of its own (as drawing sample pictures), away from any collective."""
+    """At ``step``, the process of ``rank`` exits with ``code`` (or, with ``raises``, raises an error) while
+    rank zero is busy for ``busy_seconds`` on work of its own (as drawing sample pictures), away from any
+    collective."""
 
-    def __init__(self, step: int = 5, rank: int = 1, code: int = 3, busy_seconds: float = 20.0) -> None:
-        self.step, self.rank, self.code, self.busy_seconds = step, rank, code, busy_seconds
+    def __init__(self, step: int = 5, rank: int = 1, code: int = 3, raises: bool = False,
+                 busy_seconds: float = 20.0) -> None:
+        self.step, self.rank, self.code, self.raises = step, rank, code, raises
+        self.busy_seconds = busy_seconds
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step != self.step:
             return
         if trainer.global_rank == self.rank:
+            if self.raises:
+                raise RuntimeError(f"injected failure of rank {self.rank}")
             os._exit(self.code)
         if trainer.global_rank == 0:
             time.sleep(self.busy_seconds)

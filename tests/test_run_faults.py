@@ -46,19 +46,24 @@ def test_sigint_and_sigterm_record_an_interrupted_run_naming_its_checkpoint(tmp_
                 proc.kill()
 
 
-def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path):
-    """Rank 1 exits with code 3 while rank zero works on its own (as drawing sample pictures). Lightning's
-    watcher of the processes SIGKILLed rank zero: exit 137, no metrics.json. Now rank zero records the
-    failure, naming the process and its exit code, and exits 1."""
+@pytest.mark.parametrize(("fault", "named"), [
+    ([], "RankFailed: the training process of local rank 1 (pid"),
+    (["+callbacks.rank_dies.raises=true", "+callbacks.rank_dies.busy_seconds=0"],
+     "local rank 1's log says: RuntimeError: injected failure of rank 1")], ids=["exits", "raises"])
+def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path, fault, named):
+    """Rank 1 exits with code 3 while rank zero works on its own (as drawing sample pictures): Lightning's
+    watcher of the processes SIGKILLed rank zero, exit 137 and no metrics.json. Or rank 1 raises while
+    rank zero waits for it in a collective: the record named only rank zero's closed connection. Now rank
+    zero records the failure naming the process, its exit code and what its log says; it exits 1."""
     run_dir = tmp_path / "run"
     done = train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=40", "logger=none",
-                     "evaluate=false", "+callbacks.rank_dies._target_=tests.faults.RankDies",
+                     "evaluate=false", "+callbacks.rank_dies._target_=tests.faults.RankDies", *fault,
                      f"hydra.run.dir={run_dir}"], tmp_path)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     record = read_record(run_dir / "metrics.json")
     assert record["status"] == "failed" and record["provenance"]["failed_in"] == "training"
-    assert "RankFailed: the training process of local rank 1" in record["error"]
-    assert "exited with code 3" in record["error"]
+    assert named in record["error"] and "the training process of local rank 1" in record["error"]
+    assert "exited with code" in record["error"], record["error"]
 
 
 def test_train_false_without_a_checkpoint_is_a_config_error():

@@ -18,6 +18,7 @@ no Python runs).
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -29,6 +30,7 @@ RANK_FAILED = signal.SIGUSR2  # SLURM's --signal and Lightning's requeue use SIG
 GRACE_SECONDS = 60.0
 
 _rank_failure: tuple[str, threading.Event] | None = None  # what died; set once rank zero recorded it
+_watched: list = []  # the training processes of other ranks that rank zero's process started (Popen)
 
 
 class Interrupted(BaseException):
@@ -62,11 +64,32 @@ def rank_failure_recorded() -> None:
         _rank_failure[1].set()
 
 
+def dead_training_processes(wait: float) -> list[tuple[int, int, int]]:
+    """(local rank, pid, exit code) of the run's other training processes that exited with an error, after
+    waiting up to ``wait`` seconds for one to (a process that raised takes a moment to exit); none outside
+    a DDP run started from this process."""
+    deadline = time.monotonic() + wait
+    while True:
+        codes = [p.poll() for p in _watched]
+        dead = [(rank, p.pid, code)
+                for rank, (p, code) in enumerate(zip(_watched, codes, strict=True), start=1) if code]
+        if dead or None not in codes or time.monotonic() >= deadline:  # none left running: none will die
+            return dead
+        time.sleep(0.1)
+
+
+def describe(dead: list[tuple[int, int, int]]) -> str:
+    return "; ".join(f"the training process of local rank {rank} (pid {pid}) exited with code {code}"
+                     for rank, pid, code in dead)
+
+
 def watch_training_processes() -> None:
     """Make Lightning's watcher of a DDP run's processes (``lightning_fabric``'s ``_ChildProcessObserver``)
-    let rank zero record their failure before it ends the run. Idempotent."""
+    let rank zero record their failure before it ends the run, and keep the processes it watches for
+    :func:`dead_training_processes`. Idempotent; forgets the processes of an earlier run."""
     from lightning_fabric.strategies.launchers import subprocess_script
 
+    _watched.clear()
     watcher = subprocess_script._ChildProcessObserver
     if getattr(watcher, "lets_rank_zero_record", False):
         return
@@ -74,14 +97,17 @@ def watch_training_processes() -> None:
     class RecordingWatcher(watcher):  # type: ignore[misc, valid-type]
         lets_rank_zero_record = True
 
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            _watched[:] = self._child_processes
+
         def _terminate_all(self) -> None:
             global _rank_failure
-            dead = [f"the training process of local rank {rank} (pid {p.pid}) exited with code {p.returncode}"
-                    for rank, p in enumerate(self._child_processes, start=1) if p.returncode]
+            dead = [(rank, p.pid, p.returncode) for rank, p in enumerate(self._child_processes, start=1)
+                    if p.returncode]
             for p in self._child_processes:  # as Lightning: a process hung in a collective ignores SIGTERM
                 p.send_signal(signal.SIGKILL)
-            _rank_failure = ("; ".join(dead) + " (its own output names the cause); the other processes were "
-                             "stopped", threading.Event())
+            _rank_failure = (describe(dead) + "; the other processes were stopped", threading.Event())
             os.kill(self._main_pid, RANK_FAILED)
             if not _rank_failure[1].wait(GRACE_SECONDS):
                 os.kill(self._main_pid, signal.SIGKILL)  # stuck where no Python runs: as Lightning did

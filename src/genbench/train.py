@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,9 @@ from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_mem
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import (
+    RankFailed,
+    dead_training_processes,
+    describe,
     exit_code,
     ignore_signals,
     rank_failure_recorded,
@@ -66,6 +70,8 @@ from genbench.stages import TrainingStarted, failed_in, stage
 from genbench.trained_run import check_readable, load_checkpoint
 
 log = logging.getLogger(__name__)
+# How another DDP rank's log says its run failed (_record_failure), for rank zero's record
+RANK_ERROR = re.compile(r"run \w+ on rank \d+: (.*) \(rank zero records the run in ")
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -392,6 +398,8 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
     prov["failed_in"] = failed_in(e)
     error = f"{type(e).__name__}: {e}"
+    if rank_zero_only.rank == 0 and not interrupted:  # DDP: a rank that died is the cause, not the socket
+        error += _dead_ranks_note(out_dir, e)
     if interrupted:
         error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
                   else "; no checkpoint had been written yet")
@@ -403,7 +411,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
         log.error("run %s: %s (recorded in %s)", status, error, path)
     else:
         log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
-                  error, path)
+                  error, path)  # read back by RANK_ERROR
     if interrupted:
         sys.exit(exit_code(e))
     if is_multirun():
@@ -412,6 +420,20 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     if isinstance(e, GenbenchError):
         sys.exit(1)
     raise e
+
+
+def _dead_ranks_note(out_dir: Path, e: BaseException) -> str:
+    """Under DDP, the other ranks' processes that exited with an error, each with the error its own log
+    (Hydra's ``train_ddp_process_<rank>.log``) says it failed with: rank zero itself only saw a closed
+    connection. Empty for a single process."""
+    dead = dead_training_processes(wait=0.0 if isinstance(e, RankFailed) else 5.0)
+    notes = [] if isinstance(e, RankFailed) else [describe(dead)] if dead else []
+    for rank, _, _ in dead:
+        log_file = out_dir / f"train_ddp_process_{rank}.log"
+        said = RANK_ERROR.findall(log_file.read_text(errors="replace")) if log_file.is_file() else []
+        if said:
+            notes.append(f"local rank {rank}'s log says: {said[-1]}")
+    return "".join(f"; {note}" for note in notes)
 
 
 def objective(record: dict, metric: str | None) -> float | dict | None:
