@@ -5,6 +5,9 @@ import fcntl
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +52,7 @@ def test_sigint_and_sigterm_record_an_interrupted_run_naming_its_checkpoint(tmp_
 @pytest.mark.parametrize(("fault", "named"), [
     ([], "RankFailed: the training process of local rank 1 (pid"),
     (["+callbacks.rank_dies.raises=true", "+callbacks.rank_dies.busy_seconds=0"],
-     "local rank 1's log says: RuntimeError: injected failure of rank 1")], ids=["exits", "raises"])
+     "local rank 1's log says: failed: RuntimeError: injected failure of rank 1")], ids=["exits", "raises"])
 def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path, fault, named):
     """Rank 1 exits with code 3 while rank zero works on its own (as drawing sample pictures): Lightning's
     watcher of the processes SIGKILLed rank zero, exit 137 and no metrics.json. Or rank 1 raises while
@@ -64,6 +67,49 @@ def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path, fault, named):
     assert record["status"] == "failed" and record["provenance"]["failed_in"] == "training"
     assert named in record["error"] and "the training process of local rank 1" in record["error"]
     assert "exited with code" in record["error"], record["error"]
+
+
+@pytest.mark.parametrize(("rank_exit", "recorded", "rank_zero_ends"), [
+    (3, False, -signal.SIGUSR2),  # signalled: RankFailed where signals_raise handles it
+    (128 + signal.SIGTERM, False, -signal.SIGKILL),  # rank zero had the signal too: not signalled again
+    (3, True, None)])  # the run is recorded: left alone
+def test_the_watcher_of_ddp_processes_signals_rank_zero_only_for_a_failure_it_has_not_recorded(
+        monkeypatch, rank_exit, recorded, rank_zero_ends):
+    """Lightning's watcher (lightning_fabric's _ChildProcessObserver) as genbench makes it, on real
+    processes: a stand-in for rank zero (sleep) and one for rank 1 that exits with ``rank_exit``. A signal
+    after the run's record killed rank zero (SIGUSR2's default) or replaced its interrupt by a failure."""
+    from lightning_fabric.strategies.launchers import subprocess_script
+
+    from genbench import interrupts
+
+    monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
+    interrupts.watch_training_processes()
+    if recorded:
+        interrupts.run_recorded()
+    rank_zero = subprocess.Popen(["sleep", "30"])
+    rank_one = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rank_exit})"])
+    rank_one.wait()
+    try:
+        watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
+        assert watcher._run() is True  # found the dead process and acted
+        time.sleep(1.5)
+        assert rank_zero.poll() == rank_zero_ends
+        if rank_zero_ends == -signal.SIGUSR2:
+            assert "local rank 1" in interrupts._watch.failure and "code 3" in interrupts._watch.failure
+    finally:
+        rank_zero.kill()
+        rank_zero.wait()
+
+
+def test_a_dead_ranks_signal_after_the_run_is_ignored():
+    """By default SIGUSR2 ends a process (exit 140): after signals_raise's block (the run has recorded and
+    ends, or the next job of a sweep starts) a watcher's late signal must not."""
+    from genbench.interrupts import RANK_FAILED, signals_raise
+
+    with signals_raise():
+        pass
+    os.kill(os.getpid(), RANK_FAILED)
+    time.sleep(0.05)  # still here
 
 
 def test_train_false_without_a_checkpoint_is_a_config_error():

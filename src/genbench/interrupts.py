@@ -23,14 +23,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from genbench.errors import GenbenchError
-
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RANK_FAILED = signal.SIGUSR2  # SLURM's --signal and Lightning's requeue use SIGUSR1
 GRACE_SECONDS = 60.0
 
-_rank_failure: tuple[str, threading.Event] | None = None  # what died; set once rank zero recorded it
-_watched: list = []  # the training processes of other ranks that rank zero's process started (Popen)
+# An interrupt's exit status in a process of another rank that had the signal too (its process group's)
+INTERRUPTED_CODES = {128 + s for s in SIGNALS} | {-s for s in SIGNALS}
+
+
+class _Watch:
+    """One run's DDP processes, as Lightning's watcher sees them, and whether rank zero has recorded the
+    run (then the watcher neither signals nor kills it)."""
+
+    def __init__(self) -> None:
+        self.processes: list = []  # subprocess.Popen of ranks 1..n-1 on this node
+        self.failure = "another training process of this run died"
+        self.recorded = threading.Event()
+
+
+_watch = _Watch()
 
 
 class Interrupted(BaseException):
@@ -50,18 +61,18 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-class RankFailed(GenbenchError):
-    """Another training process of this DDP run died."""
+class RankFailed(BaseException):
+    """Another training process of this DDP run died. A BaseException, as :class:`Interrupted`: no ``except
+    Exception`` on the way (a cache read, a metric) swallows it; the run records it as failed."""
 
 
 def _raise_rank_failed(signum: int, frame: FrameType | None) -> None:
-    raise RankFailed(_rank_failure[0] if _rank_failure else "another training process of this run died")
+    raise RankFailed(_watch.failure)
 
 
-def rank_failure_recorded() -> None:
-    """Rank zero has written the record: the watcher need not kill it."""
-    if _rank_failure is not None:
-        _rank_failure[1].set()
+def run_recorded() -> None:
+    """Rank zero has written the run's record: the watcher must not signal or kill it any more."""
+    _watch.recorded.set()
 
 
 def dead_training_processes(wait: float) -> list[tuple[int, int, int]]:
@@ -70,9 +81,9 @@ def dead_training_processes(wait: float) -> list[tuple[int, int, int]]:
     a DDP run started from this process."""
     deadline = time.monotonic() + wait
     while True:
-        codes = [p.poll() for p in _watched]
+        codes = [p.poll() for p in _watch.processes]
         dead = [(rank, p.pid, code)
-                for rank, (p, code) in enumerate(zip(_watched, codes, strict=True), start=1) if code]
+                for rank, (p, code) in enumerate(zip(_watch.processes, codes, strict=True), start=1) if code]
         if dead or None not in codes or time.monotonic() >= deadline:  # none left running: none will die
             return dead
         time.sleep(0.1)
@@ -84,12 +95,13 @@ def describe(dead: list[tuple[int, int, int]]) -> str:
 
 
 def watch_training_processes() -> None:
-    """Make Lightning's watcher of a DDP run's processes (``lightning_fabric``'s ``_ChildProcessObserver``)
-    let rank zero record their failure before it ends the run, and keep the processes it watches for
-    :func:`dead_training_processes`. Idempotent; forgets the processes of an earlier run."""
+    """Start a run's watch: make Lightning's watcher of a DDP run's processes (``lightning_fabric``'s
+    ``_ChildProcessObserver``) let rank zero record their failure before it ends the run, and keep the
+    processes for :func:`dead_training_processes`. An earlier run's watch is left behind."""
     from lightning_fabric.strategies.launchers import subprocess_script
 
-    _watched.clear()
+    global _watch
+    _watch = _Watch()
     watcher = subprocess_script._ChildProcessObserver
     if getattr(watcher, "lets_rank_zero_record", False):
         return
@@ -99,17 +111,19 @@ def watch_training_processes() -> None:
 
         def __init__(self, **kwargs) -> None:
             super().__init__(**kwargs)
-            _watched[:] = self._child_processes
+            self._watch = _watch
+            self._watch.processes = self._child_processes
 
         def _terminate_all(self) -> None:
-            global _rank_failure
             dead = [(rank, p.pid, p.returncode) for rank, p in enumerate(self._child_processes, start=1)
                     if p.returncode]
             for p in self._child_processes:  # as Lightning: a process hung in a collective ignores SIGTERM
                 p.send_signal(signal.SIGKILL)
-            _rank_failure = (describe(dead) + "; the other processes were stopped", threading.Event())
-            os.kill(self._main_pid, RANK_FAILED)
-            if not _rank_failure[1].wait(GRACE_SECONDS):
+            interrupted = all(code in INTERRUPTED_CODES for _, _, code in dead)  # rank zero had it too
+            if not (self._watch.recorded.is_set() or interrupted):
+                self._watch.failure = describe(dead) + "; the other processes were stopped"
+                os.kill(self._main_pid, RANK_FAILED)
+            if not self._watch.recorded.wait(GRACE_SECONDS):
                 os.kill(self._main_pid, signal.SIGKILL)  # stuck where no Python runs: as Lightning did
 
     subprocess_script._ChildProcessObserver = RecordingWatcher
@@ -117,18 +131,21 @@ def watch_training_processes() -> None:
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
-    """Within the block SIGINT and SIGTERM raise :class:`Interrupted`; the previous handlers come back
-    after it. Signal handlers belong to the main thread: elsewhere this does nothing."""
+    """Within the block SIGINT and SIGTERM raise :class:`Interrupted` and a dead rank's signal
+    :class:`RankFailed`; the previous handlers come back after it, but a dead rank's signal is ignored
+    from then on (its run has ended; by default the signal would kill the process). Signal handlers
+    belong to the main thread: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.signal(s, _raise) for s in SIGNALS}
-    previous[RANK_FAILED] = signal.signal(RANK_FAILED, _raise_rank_failed)
+    signal.signal(RANK_FAILED, _raise_rank_failed)
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        signal.signal(RANK_FAILED, signal.SIG_IGN)
 
 
 def ignore_signals() -> None:

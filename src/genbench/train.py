@@ -48,7 +48,7 @@ from genbench.interrupts import (
     describe,
     exit_code,
     ignore_signals,
-    rank_failure_recorded,
+    run_recorded,
     signals_raise,
     watch_training_processes,
 )
@@ -71,7 +71,7 @@ from genbench.trained_run import check_readable, load_checkpoint
 
 log = logging.getLogger(__name__)
 # How another DDP rank's log says its run failed (_record_failure), for rank zero's record
-RANK_ERROR = re.compile(r"run \w+ on rank \d+: (.*) \(rank zero records the run in ")
+RANK_ERROR = re.compile(r"run (\w+) on rank \d+: (.*?) \(rank zero records the run in ", re.DOTALL)
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -230,7 +230,6 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
     counter.start()
-    watch_training_processes()  # DDP: a dead rank ends the run with a record
     with stage("training", lambda: started.started):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     with stage("training"):  # also where fit had nothing left to train (a resumed run at its budget)
@@ -336,6 +335,7 @@ def task(cfg: DictConfig) -> dict:
     # The directory is this run's alone (DDP's other ranks share rank zero's).
     claim = claim_run_dir(out_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
+    watch_training_processes()  # DDP: a rank that dies ends the run with a record
     try:
         with claim, signals_raise():
             announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
@@ -377,6 +377,7 @@ def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: di
                           metric_provenance=result.evaluation.provenance, error=error,
                           capabilities=result.model.capabilities(), checkpoint=_last_checkpoint(cfg, out_dir),
                           **common)
+    run_recorded()
     if error:
         log.error("run diverged: %s (recorded in %s)", error, path)
         return record
@@ -392,7 +393,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     that finished, then end it as it must end: interrupts exit 128 + signal; failures return their status
     in a multirun and exit non-zero alone."""
     ignore_signals()  # a signal now must not cut the record short
-    interrupted = not isinstance(e, Exception)
+    interrupted = not isinstance(e, Exception | RankFailed)
     status = "interrupted" if interrupted else "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
@@ -407,7 +408,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     if rank_zero_only.rank == 0:
         write_record(path, status=status, metrics=trained, provenance=prov, error=error,
                      checkpoint=checkpoint, **common)
-        rank_failure_recorded()
+        run_recorded()
         log.error("run %s: %s (recorded in %s)", status, error, path)
     else:
         log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
@@ -417,7 +418,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     if is_multirun():
         log.debug(traceback.format_exc())
         return {"status": status}
-    if isinstance(e, GenbenchError):
+    if isinstance(e, GenbenchError | RankFailed):
         sys.exit(1)
     raise e
 
@@ -429,10 +430,12 @@ def _dead_ranks_note(out_dir: Path, e: BaseException) -> str:
     dead = dead_training_processes(wait=0.0 if isinstance(e, RankFailed) else 5.0)
     notes = [] if isinstance(e, RankFailed) else [describe(dead)] if dead else []
     for rank, _, _ in dead:
-        log_file = out_dir / f"train_ddp_process_{rank}.log"
-        said = RANK_ERROR.findall(log_file.read_text(errors="replace")) if log_file.is_file() else []
+        try:
+            said = RANK_ERROR.findall((out_dir / f"train_ddp_process_{rank}.log").read_text(errors="replace"))
+        except OSError:  # no log (Hydra's logging off), or unreadable: the exit code says what is known
+            said = []
         if said:
-            notes.append(f"local rank {rank}'s log says: {said[-1]}")
+            notes.append(f"local rank {rank}'s log says: {said[-1][0]}: {said[-1][1]}")
     return "".join(f"; {note}" for note in notes)
 
 
