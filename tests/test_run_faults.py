@@ -101,15 +101,19 @@ def test_the_watcher_of_ddp_processes_signals_rank_zero_only_for_a_failure_it_ha
         rank_zero.wait()
 
 
-def test_a_dead_ranks_signal_after_the_run_is_ignored():
+def test_a_dead_ranks_signal_after_the_run_does_nothing_and_processes_started_later_keep_its_default():
     """By default SIGUSR2 ends a process (exit 140): after signals_raise's block (the run has recorded and
-    ends, or the next job of a sweep starts) a watcher's late signal must not."""
+    ends, or the next job of a sweep starts) a watcher's late signal must not. Ignoring it (SIG_IGN) would
+    pass on to every process started later, whose SIGUSR2 then did nothing."""
     from genbench.interrupts import RANK_FAILED, signals_raise
 
     with signals_raise():
         pass
     os.kill(os.getpid(), RANK_FAILED)
     time.sleep(0.05)  # still here
+    later = subprocess.Popen(["sleep", "30"])
+    later.send_signal(RANK_FAILED)
+    assert later.wait(timeout=10) == -RANK_FAILED
 
 
 def test_train_false_without_a_checkpoint_is_a_config_error():

@@ -70,6 +70,10 @@ def _raise_rank_failed(signum: int, frame: FrameType | None) -> None:
     raise RankFailed(_watch.failure)
 
 
+def _late_rank_failure(signum: int, frame: FrameType | None) -> None:
+    """A dead rank's signal after its run was recorded: nothing to do."""
+
+
 def run_recorded() -> None:
     """Rank zero has written the run's record: the watcher must not signal or kill it any more."""
     _watch.recorded.set()
@@ -132,9 +136,10 @@ def watch_training_processes() -> None:
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block SIGINT and SIGTERM raise :class:`Interrupted` and a dead rank's signal
-    :class:`RankFailed`; the previous handlers come back after it, but a dead rank's signal is ignored
-    from then on (its run has ended; by default the signal would kill the process). Signal handlers
-    belong to the main thread: elsewhere this does nothing."""
+    :class:`RankFailed`; the previous handlers come back after it, but a dead rank's signal does nothing
+    from then on (its run has ended; by default the signal would kill the process). A handler that does
+    nothing, not SIG_IGN, which the processes started later would inherit. Signal handlers belong to the
+    main thread: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -145,7 +150,7 @@ def signals_raise() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.signal(RANK_FAILED, signal.SIG_IGN)
+        signal.signal(RANK_FAILED, _late_rank_failure)
 
 
 def ignore_signals() -> None:
@@ -153,8 +158,9 @@ def ignore_signals() -> None:
     written (a second Ctrl-C must not cut it short); :func:`signals_raise` restores the previous handlers
     when its block ends."""
     if threading.current_thread() is threading.main_thread():
-        for s in (*SIGNALS, RANK_FAILED):
+        for s in SIGNALS:
             signal.signal(s, signal.SIG_IGN)
+        signal.signal(RANK_FAILED, _late_rank_failure)
 
 
 def exit_code(error: BaseException) -> int:
