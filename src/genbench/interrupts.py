@@ -85,12 +85,16 @@ def dead_training_processes(wait: float) -> list[tuple[int, int, int]]:
     a DDP run started from this process."""
     deadline = time.monotonic() + wait
     while True:
-        codes = [p.poll() for p in _watch.processes]
-        dead = [(rank, p.pid, code)
-                for rank, (p, code) in enumerate(zip(_watch.processes, codes, strict=True), start=1) if code]
-        if dead or None not in codes or time.monotonic() >= deadline:  # none left running: none will die
+        dead = _exited_with_error(_watch.processes)
+        running = any(p.poll() is None for p in _watch.processes)
+        if dead or not running or time.monotonic() >= deadline:  # none left running: none will die
             return dead
         time.sleep(0.1)
+
+
+def _exited_with_error(processes: list) -> list[tuple[int, int, int]]:
+    """(local rank, pid, exit code) of the processes (ranks 1..n-1, in order) that exited with an error."""
+    return [(rank, p.pid, p.poll()) for rank, p in enumerate(processes, start=1) if p.poll()]
 
 
 def describe(dead: list[tuple[int, int, int]]) -> str:
@@ -113,14 +117,13 @@ def watch_training_processes() -> None:
     class RecordingWatcher(watcher):  # type: ignore[misc, valid-type]
         lets_rank_zero_record = True
 
-        def __init__(self, **kwargs) -> None:
-            super().__init__(**kwargs)
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
             self._watch = _watch
             self._watch.processes = self._child_processes
 
         def _terminate_all(self) -> None:
-            dead = [(rank, p.pid, p.returncode) for rank, p in enumerate(self._child_processes, start=1)
-                    if p.returncode]
+            dead = _exited_with_error(self._child_processes)
             for p in self._child_processes:  # as Lightning: a process hung in a collective ignores SIGTERM
                 p.send_signal(signal.SIGKILL)
             interrupted = all(code in INTERRUPTED_CODES for _, _, code in dead)  # rank zero had it too

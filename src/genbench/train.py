@@ -427,8 +427,9 @@ def _dead_ranks_note(out_dir: Path, e: BaseException) -> str:
     """Under DDP, the other ranks' processes that exited with an error, each with the error its own log
     (Hydra's ``train_ddp_process_<rank>.log``) says it failed with: rank zero itself only saw a closed
     connection. Empty for a single process."""
-    dead = dead_training_processes(wait=0.0 if isinstance(e, RankFailed) else 5.0)
-    notes = [] if isinstance(e, RankFailed) else [describe(dead)] if dead else []
+    rank_failed = isinstance(e, RankFailed)  # its message already names the dead processes
+    dead = dead_training_processes(wait=0.0 if rank_failed else 5.0)
+    notes = [describe(dead)] if dead and not rank_failed else []
     for rank, _, _ in dead:
         try:
             said = RANK_ERROR.findall((out_dir / f"train_ddp_process_{rank}.log").read_text(errors="replace"))
