@@ -98,7 +98,9 @@ def test_a_device_is_named_by_its_hardware(tmp_path, monkeypatch):
 
 
 def test_the_record_names_the_hardware_that_trained_and_sampled(tmp_path):
-    result = run(compose_train(["debug=default", f"paths.output_dir={tmp_path}"]), tmp_path)
+    # debug's trainer takes whatever accelerator there is: on a GPU machine this ran on cuda:0 and failed
+    result = run(compose_train(["debug=default", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"]),
+                 tmp_path)
     m = result.metrics
     assert m["train_device"] == m["sample_device"] == "cpu"
     assert m["train_device_name"] == m["sample_device_name"] == device_name(torch.device("cpu")) != ""
@@ -144,8 +146,8 @@ def test_evaluation_runs_on_the_trainers_root_device_after_training(tmp_path, se
 def test_each_peak_is_read_on_its_own_device_where_eval_device_evaluates_elsewhere(tmp_path, second_device):
     """The record had one peak, the evaluation device's: with eval.device another device than the one
     that trained, the training's peak was lost. The training device's is now read when training ends."""
-    metrics = run(compose_train(["debug=default", "eval.device=meta", f"paths.output_dir={tmp_path}"]),
-                  tmp_path).metrics
+    metrics = run(compose_train(["debug=default", "trainer.accelerator=cpu", "eval.device=meta",
+                                 f"paths.output_dir={tmp_path}"]), tmp_path).metrics
     assert second_device["evaluated_on"] == torch.device("meta")
     assert metrics["train_peak_memory_kind"] == "read on cpu"
     assert metrics["peak_memory_kind"] == "read on meta"

@@ -326,13 +326,25 @@ def test_likelihood_families_log_their_training_loss_every_n_steps_with_its_bits
 def test_the_peak_memory_of_every_visible_gpu_starts_again_at_each_run(monkeypatch):
     """torch resets the current GPU's peak when given no device: a run that trains or evaluates on
     another (eval.device=cuda:1) reported the largest peak of the sweep's jobs before it there. Two GPUs
-    are simulated: torch's functions are replaced, so what is checked is which devices are reset."""
+    are simulated: torch's functions are replaced, so what is checked is which devices are reset, and that
+    nothing is reset before CUDA has started. torch refuses that ("Invalid device argument"): on the H100
+    every GPU run failed there, before training (BENCHMARKS.md)."""
     from genbench.evaluation.cost import reset_peak_memory
 
-    reset = []
+    reset, started = [], {"cuda": False}
+
+    def reset_like_torch(device=None):
+        if not started["cuda"]:
+            raise RuntimeError("Invalid device argument : did you call init?")
+        reset.append(device)
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started["cuda"])
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: reset.append(device))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset_like_torch)
+    reset_peak_memory()  # a run's start, before CUDA's first use: nothing allocated, nothing to reset
+    assert reset == []
+    started["cuda"] = True  # a later job of the same sweep
     reset_peak_memory()
     assert reset == [0, 1]
 

@@ -65,8 +65,9 @@ def reset_peak_memory() -> bool:
     workers), and each would report the largest peak of the jobs before it. False where the process's
     peak resident set size cannot be reset (not Linux): it is then the process's lifetime peak. Every
     visible GPU's peak is reset, not only the current one: a run may train or evaluate on another
-    (``eval.device=cuda:1``)."""
-    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+    (``eval.device=cuda:1``). Nothing is reset before CUDA's first use in this process: nothing was
+    allocated, and torch refuses ("Invalid device argument")."""
+    for index in range(torch.cuda.device_count() if torch.cuda.is_initialized() else 0):
         torch.cuda.reset_peak_memory_stats(index)
     try:
         CLEAR_REFS.write_text("5")
