@@ -64,10 +64,10 @@ collect
 
 for name in ${*:-tests run bench variants}; do
   case $name in
-    tests)  # the GPU-only tests (they skip without CUDA) and the device logic's CPU tests; the whole log
-            # comes back, each failure's reason in it (logs.txt keeps only the last lines)
-      part tests 200 $PY -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_eval_device.py \
-        tests/test_performance.py
+    tests)  # the GPU-only tests (they skip without CUDA or GENBENCH_TEST_GPU=1) and the device logic's CPU
+            # tests; the whole log comes back, each failure's reason in it (logs.txt keeps the last lines only)
+      part tests 200 env GENBENCH_TEST_GPU=1 $PY -m pytest -q -p no:cacheprovider -rf --tb=short \
+        tests/test_eval_device.py tests/test_performance.py
       cp "$WORK/tests.log" "$OUT/tests.log" ;;
     run)  # a real run with trainer=gpu, then eval.py on its checkpoint: what do their records say?
       data=$WORK/data

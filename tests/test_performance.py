@@ -210,7 +210,7 @@ def test_a_run_that_compiled_no_graph_does_not_record_compile(tmp_path, monkeypa
     assert "compiled no graph" in caplog.text
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and GENBENCH_TEST_GPU=1")
 def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_path):
     """The real path of the CPU test above: inductor and CUDA graphs (reduce-overhead) in the training steps,
     one graph per training batch size, then eager sampling from the trained weights."""
@@ -310,7 +310,8 @@ def test_a_fused_adam_asked_for_where_it_cannot_clip_is_a_config_error(tmp_path)
                     "trainer.gradient_clip_val=1.0")
 
 
-GPU = pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+GPU = pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                   reason="needs a CUDA GPU and GENBENCH_TEST_GPU=1"))
 
 
 @pytest.mark.parametrize("accelerator", ["cpu", GPU])
