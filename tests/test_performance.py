@@ -20,7 +20,8 @@ from genbench.progress import logs_this_step
 from genbench.train import instantiate, run
 from tests.helpers import FAMILIES, compose_train
 
-SWITCHES_ON = ["performance.tf32=true", "performance.channels_last=true", "performance.fused_optimizer=true"]
+SWITCHES_ON = ["performance.tf32=true", "performance.channels_last=true", "performance.fused_optimizer=true",
+               "performance.pin_memory=true"]
 
 
 def test_auto_turns_a_switch_on_for_cuda_only_and_compile_stays_off():
@@ -40,7 +41,8 @@ def test_speed_switches_train_the_same_model_and_are_recorded(tmp_path):
     plain = _digits_run(tmp_path / "plain")
     fast = _digits_run(tmp_path / "fast", *SWITCHES_ON)
     assert plain.metrics["train_speedups"] == "none" and plain.metrics["train_precision"] == "32-true"
-    assert fast.metrics["train_speedups"] == "channels_last,fused_optimizer"  # a CPU has no TF32 to take
+    # a CPU has no TF32 to take, and no copy to a GPU that pinned batches would speed up
+    assert fast.metrics["train_speedups"] == "channels_last,fused_optimizer" and not fast.dm.pin_memory
     conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # NHWC kernels and one fused Adam step per group instead of a loop: the same updates up to rounding,
@@ -222,7 +224,9 @@ def test_compile_with_cuda_graphs_trains_and_then_samples_eagerly_on_a_gpu(tmp_p
                          f"paths.output_dir={tmp_path}"])
     result = run(cfg, tmp_path)
     assert graphs_compiled() - before == 2
-    assert result.metrics["train_speedups"] == "tf32,channels_last,fused_optimizer,compile(reduce-overhead)"
+    assert (result.metrics["train_speedups"]
+            == "tf32,channels_last,fused_optimizer,pin_memory,compile(reduce-overhead)")
+    assert result.model.trainer.train_dataloader.pin_memory
     assert all(bool(p.isfinite().all()) for p in result.model.parameters())
     with torch.no_grad():
         assert result.model.eval().sample(5).shape == (5, *result.dm.data_shape)
@@ -291,6 +295,43 @@ def test_compile_reaches_the_layers_of_a_flow(tmp_path, monkeypatch):
     assert counter.dynamic
 
 
+def test_auto_pins_the_training_batches_of_a_gpu_run_and_never_of_a_cpu_run():
+    """A batch's copy from pageable memory to the GPU may first wait for every queued kernel (CUDA's
+    documented behaviour), and the GPU then idles while the host prepares the next step. ``auto`` pins the
+    data module's training batches for a CUDA device (the trainer is a stand-in: this machine may have no
+    GPU), and not on a CPU, even when asked: nothing copies them there, and the record must not say it.
+    Nor under ``auto`` where persistent workers meet reloaded loaders (Lightning: unstable). Validation and
+    test batches stay unpinned, as ``eval.py`` has them."""
+    plain = instantiate(compose_train(["dataset=digits"]).dataset)
+    workers = instantiate(compose_train(["dataset=digits", "dataset.num_workers=2"]).dataset)
+    cases = [("cuda", "auto", plain, 0, True), ("cpu", "auto", plain, 0, False),
+             ("cpu", "true", plain, 0, False), ("cuda", "false", plain, 0, False),
+             ("cuda", "auto", workers, 0, True), ("cuda", "auto", workers, 1, False),
+             ("cuda", "true", workers, 1, True), ("cuda", "auto", plain, 1, True)]
+    for device, setting, dm, reloads, pinned in cases:
+        dm.setup()
+        trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
+                                  precision="32-true", gradient_clip_val=None, datamodule=dm,
+                                  reload_dataloaders_every_n_epochs=reloads)
+        model = torch.nn.Linear(2, 2)
+        callback = Performance(PerformanceConfig(tf32="false", channels_last="false", pin_memory=setting))
+        callback.setup(trainer, model, "fit")
+        callback.teardown(trainer, model, "fit")  # torch's TF32 flags as they were
+        case = (device, setting, dm.hp.num_workers, reloads)
+        assert callback.applied["pin_memory"] is pinned and dm.pin_memory is pinned, case
+        assert dm.train_dataloader().pin_memory is pinned, case
+        assert not dm.val_dataloader().pin_memory and not dm.test_dataloader().pin_memory, case
+
+
+def test_the_training_loader_lightning_makes_takes_the_switch(tmp_path, monkeypatch):
+    """The switch acts in the callbacks' setup, which must come before Lightning asks for the loader: the
+    loader the run trained from is pinned (forced on here: this machine may have no GPU)."""
+    monkeypatch.setattr("genbench.performance.pin_memory_acts", lambda setting, device, trainer: True)
+    result = _digits_run(tmp_path)
+    assert result.model.trainer.train_dataloader.pin_memory
+    assert "pin_memory" in result.metrics["train_speedups"]
+
+
 @pytest.mark.parametrize("precision, clip, fused", [("bf16-mixed", 1.0, False), ("bf16-mixed", None, True),
                                                     ("32-true", 1.0, True)])
 def test_auto_leaves_the_fused_adam_out_where_lightning_cannot_clip_its_gradients(precision, clip, fused):
@@ -301,6 +342,7 @@ def test_auto_leaves_the_fused_adam_out_where_lightning_cannot_clip_its_gradient
     model = torch.nn.Linear(2, 2)
     callback = Performance(PerformanceConfig(tf32="false", channels_last="false"))
     callback.setup(trainer, model, "fit")
+    callback.teardown(trainer, model, "fit")  # torch's TF32 flags as they were
     assert callback.applied["fused_optimizer"] is fused and model.fused_optimizer is fused
 
 

@@ -8,6 +8,11 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
   torch's flags are restored after each;
 - ``channels_last``: image networks' weights and inputs in NHWC, the layout cuDNN's convolutions run in
   (without it every convolution pays an NCHW<->NHWC conversion);
+- ``pin_memory``: the training batches in page-locked host memory, so their copy to the GPU can run behind
+  the queued kernels; a copy from pageable memory may wait for the GPU to finish them first (CUDA's
+  documented behaviour), which leaves the GPU idle while the host prepares the next step. ``auto`` leaves
+  it off where workers persist across reloaded loaders (``trainer.reload_dataloaders_every_n_epochs``),
+  which Lightning warns is unstable (pytorch/pytorch#91252);
 - ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
   with mixed precision and ``trainer.gradient_clip_val`` together (Lightning cannot clip the gradients of an
   optimizer that unscales them itself): ``auto`` then falls back to torch's foreach Adam. A resumed run
@@ -28,6 +33,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, graphs_compiled
 from genbench.models.optim import restore_implementation
@@ -43,6 +49,7 @@ class PerformanceConfig(Schema):
     tf32: str = param("auto", choices=SWITCH)
     channels_last: str = param("auto", choices=SWITCH)
     fused_optimizer: str = param("auto", choices=SWITCH)
+    pin_memory: str = param("auto", choices=SWITCH)
     compile: str = param("false", choices=SWITCH)
     compile_mode: str = param("default", choices=["default", "reduce-overhead", "max-autotune"])
 
@@ -70,6 +77,17 @@ def channels_last_acts(setting: str, device: torch.device, model: torch.nn.Modul
     """Whether NHWC is on and does something: only a model with convolutions (4-D weights) has a layout to
     change."""
     return resolve(setting, device) and any(p.dim() == 4 for p in model.parameters())
+
+
+def pin_memory_acts(setting: str, device: torch.device, trainer: pl.Trainer) -> bool:
+    """Whether pinned batches are on and do something: only a copy to a CUDA device reads them, from the
+    training loader of genbench's data module."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if device.type != "cuda" or not isinstance(datamodule, GenerativeDataModule):
+        return False
+    reloads = getattr(trainer, "reload_dataloaders_every_n_epochs", 0) or 0
+    persisting_workers_reloaded = datamodule.hp.num_workers > 0 and reloads > 0
+    return resolve(setting, device, auto=False if persisting_workers_reloaded else None)
 
 
 @contextmanager
@@ -106,13 +124,14 @@ class Performance(pl.Callback):
         self._flags = ExitStack()  # torch's global TF32 settings, restored at teardown or on an error
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        device = trainer.strategy.root_device
+        device, datamodule = trainer.strategy.root_device, getattr(trainer, "datamodule", None)
         cfg = self.cfg
         fused_auto = None if fused_can_clip(trainer, pl_module) else False  # None: the device decides
         self.applied = {  # what the run takes; a switch that cannot act on this device or model is off
             "tf32": tf32_acts(cfg.tf32, device),
             "channels_last": channels_last_acts(cfg.channels_last, device, pl_module),
             "fused_optimizer": resolve(cfg.fused_optimizer, device, auto=fused_auto),
+            "pin_memory": pin_memory_acts(cfg.pin_memory, device, trainer),
             "compile": resolve(cfg.compile, device, auto=False),
         }
         if self.applied["fused_optimizer"] and not fused_can_clip(trainer, pl_module):
@@ -127,6 +146,8 @@ class Performance(pl.Callback):
         if self.applied["channels_last"]:
             pl_module.to(memory_format=torch.channels_last)
         pl_module.fused_optimizer = self.applied["fused_optimizer"]
+        if isinstance(datamodule, GenerativeDataModule):  # before Lightning asks it for the loader
+            datamodule.pin_memory = self.applied["pin_memory"]
         if self.applied["compile"]:
             compile_for_training(pl_module, cfg.compile_mode)
             self._graphs_at_setup = graphs_compiled()

@@ -49,6 +49,7 @@ class GenerativeDataModule(pl.LightningDataModule):
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
         self._order: EpochOrder | None = None  # the training loader's, once made
+        self.pin_memory = False  # training batches in page-locked memory: the performance switch, for a GPU
 
     @property
     def is_image(self) -> bool:
@@ -73,12 +74,13 @@ class GenerativeDataModule(pl.LightningDataModule):
         tensors = [dataset.tensors[0] for dataset in datasets]
         return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: TensorDataset | None, shuffle: bool, pin_memory: bool = False) -> DataLoader:
         """A shuffling loader (for training, outside a Trainer) draws its order from the global random stream
         (the seed); the others keep in order and draw their iterators' worker seeds from a generator of
         their own, so validating during training takes nothing from that stream."""
         generator = None if shuffle else torch.Generator().manual_seed(0)
-        return DataLoader(dataset, shuffle=shuffle, generator=generator, **self._loader_options(dataset))
+        return DataLoader(dataset, shuffle=shuffle, generator=generator, pin_memory=pin_memory,
+                          **self._loader_options(dataset))
 
     def _loader_options(self, dataset: TensorDataset | None) -> dict[str, Any]:
         """What every loader of the data module takes from its config: batches and worker processes."""
@@ -94,14 +96,15 @@ class GenerativeDataModule(pl.LightningDataModule):
         ``DistributedSampler`` would."""
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: no training progress to keep
-            return self._loader(self.train_set, shuffle=True)
+            return self._loader(self.train_set, shuffle=True, pin_memory=self.pin_memory)
         options = self._loader_options(self.train_set)
 
         def progress() -> tuple[int, bool]:  # the epoch's batches as Lightning counts them, and if it is over
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return done, done >= trainer.num_training_batches
 
-        return ResumableLoader(self.train_set, progress, sampler=self._train_order(trainer), **options)
+        return ResumableLoader(self.train_set, progress, sampler=self._train_order(trainer),
+                               pin_memory=self.pin_memory, **options)
 
     def _train_order(self, trainer: pl.Trainer) -> EpochOrder:
         """The training order, made once: a loader made again (``reload_dataloaders_every_n_epochs``) goes
