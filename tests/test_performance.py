@@ -178,6 +178,34 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
         assert torch.allclose(p, q, atol=1e-6), name
 
 
+def test_a_compiled_run_resumed_from_its_checkpoint_trains_the_weights_of_the_run_never_stopped(tmp_path,
+                                                                                             monkeypatch):
+    """A whole compiled run: validation each epoch (eager), checkpoints written by a callback inside an
+    epoch, and a run resumed from one that compiles again and goes on to the uninterrupted run's weights.
+    Its checkpoint holds the eager model's keys: the compiled calls sit beside the modules, not in them."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    counter = _counting_compiles(monkeypatch)
+    common = [*TINY_UNET, "trainer.max_steps=12", "trainer.limit_train_batches=5",
+              "trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", "performance.compile=true"]
+    every = ModelCheckpoint(dirpath=tmp_path / "every", every_n_train_steps=3, save_top_k=-1)
+    cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.max_epochs=null",
+                         "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'whole'}", *common])
+    whole = run(cfg, tmp_path / "whole", callbacks=[every])
+    assert whole.metrics["train_speedups"] == "compile" and counter.dynamic == [False]
+    (checkpoint,) = (tmp_path / "every").glob("*-step=6.ckpt")
+    plain = checkpoint.rename(tmp_path / "step6.ckpt")  # Hydra's override grammar: no "=" in the path
+    weights = torch.load(plain, map_location="cpu", weights_only=True)["state_dict"]
+    assert list(weights) == list(whole.model.state_dict())
+    resumed = _digits_run(tmp_path / "resumed", *common, f"ckpt_path={plain}")
+    # the second run compiled its own graph: reusing the first's, it recorded that it had trained eager
+    assert resumed.metrics["train_steps"] == 12 and resumed.metrics["train_speedups"] == "compile"
+    assert counter.dynamic == [False, False]
+    resumed_weights, whole_weights = resumed.model.state_dict(), whole.model.state_dict()
+    for name, value in whole_weights.items():
+        assert torch.equal(resumed_weights[name], value), name
+
+
 def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
     """The first training batch runs under FlopCounterMode (TrainingFlops). A compiled call there made torch
     2.11's dynamo mark ``nn.Module._call_impl`` as never to be compiled (pytorch/pytorch#190286), so every

@@ -74,7 +74,13 @@ def compile_for_training(model: nn.Module, mode: str) -> list[nn.Module]:
 
     Every network compiles the same code (``nn.Module._call_impl``), and dynamo keeps at most
     ``recompile_limit`` (8) graphs of one code, then runs the rest eager with a log line: a flow's layers of
-    many shapes ran partly eager while the record said compile. The limit grows with the networks."""
+    many shapes ran partly eager while the record said compile. The limit grows with the networks.
+
+    Dynamo's caches start empty, as in a new process: a run after another in the same process (a sweep's
+    jobs under Hydra's basic launcher) reused the earlier run's graphs, compiled none of its own, and its
+    record then said it trained eager (:func:`graphs_compiled`); a code torch had marked never to compile
+    stayed marked, too."""
+    torch._dynamo.reset()
     networks = list(trained_networks(model))
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
