@@ -26,3 +26,12 @@ class RankDies(pl.Callback):
             os._exit(self.code)
         if trainer.global_rank == 0:
             time.sleep(self.busy_seconds)
+
+
+class DiesBeforeRendezvous(pl.Callback):
+    """The process of local rank ``rank`` exits with ``code`` as its callbacks are made, before the
+    processes' rendezvous, where rank zero then waits for it."""
+
+    def __init__(self, rank: int = 1, code: int = 3) -> None:
+        if int(os.environ.get("LOCAL_RANK", "0")) == rank:
+            os._exit(code)

@@ -69,6 +69,53 @@ def test_a_ddp_run_whose_other_process_dies_records_it(tmp_path, fault, named):
     assert "exited with code" in record["error"], record["error"]
 
 
+def test_a_ddp_run_whose_rank_dies_before_the_rendezvous_is_recorded_by_the_watcher(tmp_path, monkeypatch):
+    """Rank 1 exits before the processes' rendezvous, where rank zero waits for it and runs no Python: it
+    never raised RankFailed, the watcher killed it after GRACE_SECONDS (60 s: exit 137 after 69 s), and
+    there was no metrics.json. Now the watcher writes the record first (a grace of 3 s here)."""
+    monkeypatch.setenv("GENBENCH_RANK_GRACE_SECONDS", "3")
+    run_dir = tmp_path / "run"
+    done = train_py(["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=10", "logger=none",
+                     "evaluate=false", "+callbacks.early._target_=tests.faults.DiesBeforeRendezvous",
+                     f"hydra.run.dir={run_dir}"], tmp_path)
+    assert done.returncode == -signal.SIGKILL, done.stdout[-2000:] + done.stderr[-2000:]  # 137 in a shell
+    record = read_record(run_dir / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert "RankFailed: the training process of local rank 1" in record["error"]
+    assert "exited with code 3" in record["error"] and "did not answer within 3 s" in record["error"]
+
+
+def test_the_watcher_records_the_run_where_rank_zero_does_not_answer(monkeypatch):
+    """On real processes: a stand-in for rank zero that the dead rank's signal does not stop (no Python
+    runs where it waits) gets its run recorded by the watcher, then is killed; once only."""
+    from lightning_fabric.strategies.launchers import subprocess_script
+
+    from genbench import interrupts
+
+    monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
+    interrupts.watch_training_processes()
+    written = []
+    interrupts.record_if_stuck(lambda status, error: written.append((status, error)))
+    stuck = ("import signal, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN); print(1, flush=True); "
+             "time.sleep(30)")
+    rank_zero = subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE)
+    assert rank_zero.stdout.readline().strip() == b"1"  # its handler is in place
+    rank_one = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    rank_one.wait()
+    try:
+        watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
+        assert watcher._run() is True
+        assert rank_zero.wait(timeout=10) == -signal.SIGKILL
+        ((status, error),) = written
+        assert status == "failed" and "local rank 1" in error and "code 3" in error
+        assert "did not answer within 1 s" in error
+        watcher._terminate_all()  # the run is recorded now: another look writes nothing more
+        assert len(written) == 1
+    finally:
+        rank_zero.kill()
+        rank_zero.wait()
+
+
 @pytest.mark.parametrize(("rank_exit", "recorded", "rank_zero_ends"), [
     (3, False, -signal.SIGUSR2),  # signalled: RankFailed where signals_raise handles it
     (128 + signal.SIGTERM, False, -signal.SIGKILL),  # rank zero had the signal too: not signalled again

@@ -11,21 +11,26 @@ launcher watches the processes it started (ranks 1..n-1 of the node) from a thre
 when one has exited with an error it SIGKILLed the others and rank zero itself, so nothing wrote
 ``metrics.json``. :func:`watch_training_processes` makes that watcher SIGKILL the others as before, then
 signal rank zero (:data:`RANK_FAILED`, which :func:`signals_raise` turns into :class:`RankFailed`), and
-kill it only if it has not recorded the failure within :data:`GRACE_SECONDS` (stuck in a collective, where
-no Python runs).
+kill it only if it has not recorded the failure within :data:`GRACE_SECONDS`: stuck where no Python runs
+(the processes' rendezvous, which waits for a rank that died before it; a collective). The watcher then
+writes the record itself first (:func:`record_if_stuck`), from its own thread.
 """
 
+import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+log = logging.getLogger(__name__)
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RANK_FAILED = signal.SIGUSR2  # SLURM's --signal and Lightning's requeue use SIGUSR1
-GRACE_SECONDS = 60.0
+# How long rank zero has to record a dead rank before the watcher records the run and stops it
+GRACE_SECONDS = float(os.environ.get("GENBENCH_RANK_GRACE_SECONDS", "60"))
 
 # An interrupt's exit status in a process of another rank that had the signal too (its process group's)
 INTERRUPTED_CODES = {128 + s for s in SIGNALS} | {-s for s in SIGNALS}
@@ -39,6 +44,7 @@ class _Watch:
         self.processes: list = []  # subprocess.Popen of ranks 1..n-1 on this node
         self.failure = "another training process of this run died"
         self.recorded = threading.Event()
+        self.record_stuck: Callable[[str, str], None] | None = None  # (status, error) -> the run's record
 
 
 _watch = _Watch()
@@ -72,6 +78,12 @@ def _raise_rank_failed(signum: int, frame: FrameType | None) -> None:
 
 def _late_rank_failure(signum: int, frame: FrameType | None) -> None:
     """A dead rank's signal after its run was recorded: nothing to do."""
+
+
+def record_if_stuck(write: Callable[[str, str], None]) -> None:
+    """How the watcher records the run, ``write(status, error)``, where rank zero has not recorded a dead
+    rank within :data:`GRACE_SECONDS`; it then kills rank zero."""
+    _watch.record_stuck = write
 
 
 def run_recorded() -> None:
@@ -130,8 +142,24 @@ def watch_training_processes() -> None:
             if not (self._watch.recorded.is_set() or interrupted):
                 self._watch.failure = describe(dead) + "; the other processes were stopped"
                 os.kill(self._main_pid, RANK_FAILED)
-            if not self._watch.recorded.wait(GRACE_SECONDS):
-                os.kill(self._main_pid, signal.SIGKILL)  # stuck where no Python runs: as Lightning did
+            if not self._watch.recorded.wait(GRACE_SECONDS):  # stuck where no Python runs
+                self._record_stuck(dead, interrupted)
+                os.kill(self._main_pid, signal.SIGKILL)  # as Lightning did
+
+        def _record_stuck(self, dead: list[tuple[int, int, int]], interrupted: bool) -> None:
+            write = self._watch.record_stuck
+            if write is None or self._watch.recorded.is_set():
+                return
+            status = "interrupted" if interrupted else "failed"
+            cause = "Interrupted: a signal stopped the run; " if interrupted else "RankFailed: "
+            error = (f"{cause}{describe(dead)}; rank zero did not answer within {GRACE_SECONDS:.0f} s "
+                     "(waiting where no Python runs: the processes' rendezvous or a collective), so the "
+                     "watcher of the processes wrote this record and stopped it")
+            try:
+                write(status, error)
+            except Exception:  # the kill must come all the same
+                log.exception("could not record the run before stopping rank zero")
+            run_recorded()
 
     subprocess_script._ChildProcessObserver = RecordingWatcher
 

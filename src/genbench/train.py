@@ -48,6 +48,7 @@ from genbench.interrupts import (
     describe,
     exit_code,
     ignore_signals,
+    record_if_stuck,
     run_recorded,
     signals_raise,
     watch_training_processes,
@@ -66,7 +67,7 @@ from genbench.performance import (
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
-from genbench.stages import TrainingStarted, failed_in, stage
+from genbench.stages import SETUP, TrainingStarted, failed_in, stage
 from genbench.trained_run import check_readable, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,7 @@ def task(cfg: DictConfig) -> dict:
     claim = claim_run_dir(out_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
     watch_training_processes()  # DDP: a rank that dies ends the run with a record
+    record_if_stuck(lambda status, error: _record_stuck(cfg, out_dir, status, error, common, prov, trained))
     try:
         with claim, signals_raise():
             announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
@@ -421,6 +423,26 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     if isinstance(e, GenbenchError | RankFailed):
         sys.exit(1)
     raise e
+
+
+def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, common: dict, prov: dict,
+                  trained: dict[str, Any]) -> None:
+    """The record of a DDP run whose rank zero did not answer when another rank died (stuck in the
+    processes' rendezvous, in setup, or in a collective, in training), written from the watcher's thread
+    before it kills rank zero; with what the dead ranks' logs say and the training that finished, as
+    :func:`_record_failure`."""
+    error += _dead_ranks_note(out_dir, RankFailed(error))
+    checkpoint = _last_checkpoint(cfg, out_dir)
+    if status == "interrupted":
+        error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
+                  else "; no checkpoint had been written yet")
+    rendezvous_done = torch.distributed.is_available() and torch.distributed.is_initialized()
+    provenance = {**prov, "config": OmegaConf.to_container(cfg, resolve=False),
+                  "failed_in": "training" if rendezvous_done else SETUP}
+    path = out_dir / "metrics.json"
+    write_record(path, status=status, metrics=trained, provenance=provenance, error=error,
+                 checkpoint=checkpoint, **common)
+    log.error("run %s: %s (recorded in %s)", status, error, path)
 
 
 def _dead_ranks_note(out_dir: Path, e: BaseException) -> str:
