@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -85,32 +86,66 @@ def test_a_ddp_run_whose_rank_dies_before_the_rendezvous_is_recorded_by_the_watc
     assert "exited with code 3" in record["error"] and "did not answer within 3 s" in record["error"]
 
 
-def test_the_watcher_records_the_run_where_rank_zero_does_not_answer(monkeypatch):
-    """On real processes: a stand-in for rank zero that the dead rank's signal does not stop (no Python
-    runs where it waits) gets its run recorded by the watcher, then is killed; once only."""
-    from lightning_fabric.strategies.launchers import subprocess_script
-
-    from genbench import interrupts
-
-    monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
-    interrupts.watch_training_processes()
-    written = []
-    interrupts.record_if_stuck(lambda status, error: written.append((status, error)))
+def _stuck_rank_zero() -> subprocess.Popen:
+    """A stand-in for rank zero waiting where no Python runs: the dead rank's signal does not stop it."""
     stuck = ("import signal, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN); print(1, flush=True); "
              "time.sleep(30)")
     rank_zero = subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE)
     assert rank_zero.stdout.readline().strip() == b"1"  # its handler is in place
-    rank_one = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    return rank_zero
+
+
+def _watching(monkeypatch, grace: float, rank_exit: int, written: list):
+    """genbench's watcher of a dead rank 1 (exited with ``rank_exit``) and a stuck rank zero, recording
+    into ``written``."""
+    from lightning_fabric.strategies.launchers import subprocess_script
+
+    from genbench import interrupts
+
+    monkeypatch.setattr(interrupts, "GRACE_SECONDS", grace)
+    interrupts.watch_training_processes()
+    interrupts.record_if_stuck(lambda status, error: written.append((status, error)))
+    rank_zero = _stuck_rank_zero()
+    rank_one = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rank_exit})"])
     rank_one.wait()
+    watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
+    return watcher, rank_zero
+
+
+@pytest.mark.parametrize(("rank_exit", "status"), [(3, "failed"), (128 + signal.SIGTERM, "interrupted")])
+def test_the_watcher_records_the_run_where_rank_zero_does_not_answer(monkeypatch, rank_exit, status):
+    """On real processes: rank zero does not answer the dead rank's signal, or had SIGTERM itself and does
+    not end; the watcher records the run, then kills it; once only."""
+    written: list = []
+    watcher, rank_zero = _watching(monkeypatch, 1.0, rank_exit, written)
     try:
-        watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
         assert watcher._run() is True
         assert rank_zero.wait(timeout=10) == -signal.SIGKILL
-        ((status, error),) = written
-        assert status == "failed" and "local rank 1" in error and "code 3" in error
+        ((recorded_status, error),) = written
+        assert recorded_status == status and "local rank 1" in error and f"code {rank_exit}" in error
         assert "did not answer within 1 s" in error
         watcher._terminate_all()  # the run is recorded now: another look writes nothing more
         assert len(written) == 1
+    finally:
+        rank_zero.kill()
+        rank_zero.wait()
+
+
+def test_the_watcher_waits_for_rank_zeros_own_record_and_then_leaves_it(monkeypatch):
+    """Rank zero writing its record past the grace: the watcher neither writes over it nor kills rank zero
+    mid-write (a partial temporary file left behind), and once it is written leaves rank zero alone."""
+    from genbench import interrupts
+
+    written: list = []
+    watcher, rank_zero = _watching(monkeypatch, 0.5, 3, written)
+    try:
+        with interrupts.recording():  # rank zero's record, taking longer than the grace
+            looking = threading.Thread(target=watcher._run)
+            looking.start()
+            time.sleep(1.5)
+            assert not written and rank_zero.poll() is None
+        looking.join(timeout=10)
+        assert not looking.is_alive() and not written and rank_zero.poll() is None
     finally:
         rank_zero.kill()
         rank_zero.wait()
@@ -132,7 +167,8 @@ def test_the_watcher_of_ddp_processes_signals_rank_zero_only_for_a_failure_it_ha
     monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
     interrupts.watch_training_processes()
     if recorded:
-        interrupts.run_recorded()
+        with interrupts.recording():
+            pass
     rank_zero = subprocess.Popen(["sleep", "30"])
     rank_one = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rank_exit})"])
     rank_one.wait()
@@ -347,3 +383,18 @@ def test_an_option_newer_than_a_checkpoint_takes_its_default_without_a_warning(g
     record = _evaluate(old, tmp_path / "eval")
     assert record["status"] == "ok" and record["provenance"]["config"]["model"]["loss"] == "ns"
     assert "model.loss" not in caplog.text
+
+
+def test_the_grace_a_stuck_rank_zero_gets_must_be_a_finite_number_of_seconds(monkeypatch):
+    """``inf`` made the watcher's wait raise in its thread (no record, no kill); a word failed at import
+    with a bare ValueError; a negative number killed rank zero at once."""
+    from genbench.interrupts import _grace_seconds
+
+    monkeypatch.setenv("GENBENCH_RANK_GRACE_SECONDS", "2.5")
+    assert _grace_seconds() == 2.5
+    for bad in ("abc", "inf", "nan", "-1"):
+        monkeypatch.setenv("GENBENCH_RANK_GRACE_SECONDS", bad)
+        with pytest.raises(ValueError, match=f"GENBENCH_RANK_GRACE_SECONDS='{bad}' .* finite number >= 0"):
+            _grace_seconds()
+    monkeypatch.delenv("GENBENCH_RANK_GRACE_SECONDS")
+    assert _grace_seconds() == 60.0

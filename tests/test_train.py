@@ -364,3 +364,20 @@ def test_each_run_reports_its_own_peak_memory_not_an_earlier_jobs_in_the_same_pr
     assert reset_peak_memory()
     peak = peak_memory(cpu, True)
     assert peak["peak_memory_kind"] == "process_max_rss" and peak["peak_memory_mb"] < before + 50
+
+
+def test_the_stage_a_run_is_in_is_known_outside_its_thread():
+    """The watcher of a DDP run's processes records a run whose main thread is stuck: it names the stage
+    the run was in as a failure there would be named (training only once it started)."""
+    from genbench.stages import current_stage, stage
+
+    started = {"yet": False}
+    assert current_stage() == "setup"
+    with stage("training", lambda: started["yet"]):
+        assert current_stage() == "setup"  # Lightning still prepares the data and the model
+        started["yet"] = True
+        assert current_stage() == "training"
+        with stage("evaluation"):
+            assert current_stage() == "evaluation"
+        assert current_stage() == "training"
+    assert current_stage() == "setup"

@@ -29,8 +29,23 @@ log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RANK_FAILED = signal.SIGUSR2  # SLURM's --signal and Lightning's requeue use SIGUSR1
-# How long rank zero has to record a dead rank before the watcher records the run and stops it
-GRACE_SECONDS = float(os.environ.get("GENBENCH_RANK_GRACE_SECONDS", "60"))
+
+
+def _grace_seconds() -> float:
+    """How long rank zero has to record a dead rank before the watcher records the run and stops it:
+    ``GENBENCH_RANK_GRACE_SECONDS``, 60 by default."""
+    text = os.environ.get("GENBENCH_RANK_GRACE_SECONDS", "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (0 <= seconds < float("inf")):
+        raise ValueError(f"GENBENCH_RANK_GRACE_SECONDS={text!r} is not a number of seconds: set it to a "
+                         "finite number >= 0 (60 if unset)")
+    return seconds
+
+
+GRACE_SECONDS = _grace_seconds()
 
 # An interrupt's exit status in a process of another rank that had the signal too (its process group's)
 INTERRUPTED_CODES = {128 + s for s in SIGNALS} | {-s for s in SIGNALS}
@@ -44,6 +59,7 @@ class _Watch:
         self.processes: list = []  # subprocess.Popen of ranks 1..n-1 on this node
         self.failure = "another training process of this run died"
         self.recorded = threading.Event()
+        self.writing = threading.Lock()  # held while the run's record is written, by rank zero or the watcher
         self.record_stuck: Callable[[str, str], None] | None = None  # (status, error) -> the run's record
 
 
@@ -80,15 +96,19 @@ def _late_rank_failure(signum: int, frame: FrameType | None) -> None:
     """A dead rank's signal after its run was recorded: nothing to do."""
 
 
-def record_if_stuck(write: Callable[[str, str], None]) -> None:
+def record_if_stuck(write: Callable[[str, str], None] | None) -> None:
     """How the watcher records the run, ``write(status, error)``, where rank zero has not recorded a dead
-    rank within :data:`GRACE_SECONDS`; it then kills rank zero."""
+    rank within :data:`GRACE_SECONDS`; it then kills rank zero. None: it does not."""
     _watch.record_stuck = write
 
 
-def run_recorded() -> None:
-    """Rank zero has written the run's record: the watcher must not signal or kill it any more."""
-    _watch.recorded.set()
+@contextmanager
+def recording() -> Iterator[None]:
+    """Rank zero writes the run's record inside: the watcher neither writes its own nor kills rank zero
+    meanwhile, and once the block is done the run counts as recorded (the watcher leaves it alone)."""
+    with _watch.writing:
+        yield
+        _watch.recorded.set()
 
 
 def dead_training_processes(wait: float) -> list[tuple[int, int, int]]:
@@ -142,24 +162,28 @@ def watch_training_processes() -> None:
             if not (self._watch.recorded.is_set() or interrupted):
                 self._watch.failure = describe(dead) + "; the other processes were stopped"
                 os.kill(self._main_pid, RANK_FAILED)
-            if not self._watch.recorded.wait(GRACE_SECONDS):  # stuck where no Python runs
-                self._record_stuck(dead, interrupted)
-                os.kill(self._main_pid, signal.SIGKILL)  # as Lightning did
+            if self._watch.recorded.wait(GRACE_SECONDS):
+                return
+            with self._watch.writing:  # rank zero may be writing its record right now: let it finish
+                if self._watch.recorded.is_set():
+                    return
+                self._record_stuck(dead, interrupted)  # stuck where no Python runs
+                self._watch.recorded.set()
+                os.kill(self._main_pid, signal.SIGKILL)  # as Lightning did; before it starts a record
 
         def _record_stuck(self, dead: list[tuple[int, int, int]], interrupted: bool) -> None:
             write = self._watch.record_stuck
-            if write is None or self._watch.recorded.is_set():
+            if write is None:
                 return
             status = "interrupted" if interrupted else "failed"
             cause = "Interrupted: a signal stopped the run; " if interrupted else "RankFailed: "
-            error = (f"{cause}{describe(dead)}; rank zero did not answer within {GRACE_SECONDS:.0f} s "
+            error = (f"{cause}{describe(dead)}; rank zero did not answer within {GRACE_SECONDS:g} s "
                      "(waiting where no Python runs: the processes' rendezvous or a collective), so the "
                      "watcher of the processes wrote this record and stopped it")
             try:
                 write(status, error)
             except Exception:  # the kill must come all the same
                 log.exception("could not record the run before stopping rank zero")
-            run_recorded()
 
     subprocess_script._ChildProcessObserver = RecordingWatcher
 

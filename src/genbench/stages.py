@@ -13,12 +13,14 @@ import pytorch_lightning as pl
 
 STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
 SETUP = "setup"
+_ACTIVE: list[tuple[str, Callable[[], bool]]] = []  # the stages the run is in, innermost last
 
 
 @contextlib.contextmanager
 def stage(name: str, started: Callable[[], bool] = lambda: True) -> Iterator[None]:
     """Mark an exception raised inside as raised in stage ``name``, or in setup while ``started()`` is
     false; an exception marked by an inner stage keeps its mark."""
+    _ACTIVE.append((name, started))
     try:
         yield
     except BaseException as e:
@@ -26,6 +28,17 @@ def stage(name: str, started: Callable[[], bool] = lambda: True) -> Iterator[Non
             with contextlib.suppress(AttributeError):  # a type whose __setattr__ refuses: left unmarked
                 setattr(e, STAGE_ATTRIBUTE, name if started() else SETUP)
         raise
+    finally:
+        _ACTIVE.pop()
+
+
+def current_stage() -> str:
+    """The stage the run is in now, as :func:`failed_in` would name an error raised there: for another
+    thread that records a run whose main thread cannot (the watcher of a DDP run's processes)."""
+    if not _ACTIVE:
+        return SETUP
+    name, started = _ACTIVE[-1]
+    return name if started() else SETUP
 
 
 def failed_in(error: BaseException) -> str:

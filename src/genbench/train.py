@@ -49,7 +49,7 @@ from genbench.interrupts import (
     exit_code,
     ignore_signals,
     record_if_stuck,
-    run_recorded,
+    recording,
     signals_raise,
     watch_training_processes,
 )
@@ -67,7 +67,7 @@ from genbench.performance import (
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
-from genbench.stages import SETUP, TrainingStarted, failed_in, stage
+from genbench.stages import TrainingStarted, current_stage, failed_in, stage
 from genbench.trained_run import check_readable, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -338,25 +338,28 @@ def task(cfg: DictConfig) -> dict:
     trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
     watch_training_processes()  # DDP: a rank that dies ends the run with a record
     record_if_stuck(lambda status, error: _record_stuck(cfg, out_dir, status, error, common, prov, trained))
-    try:
-        with claim, signals_raise():
-            announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
-            try:
-                result = run(cfg, out_dir, trained=trained)
-                if not result.is_global_zero:
-                    return {"status": "ok", "rank": rank_zero_only.rank}
-                with stage("evaluation"):  # its last step: the record
-                    record = _record_result(cfg, out_dir, result, common, prov)
-            except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
-                return _record_failure(cfg, out_dir, e, common, prov, trained)
-    except RunDirTaken as e:  # refused: whatever record is there belongs to another run
-        log.error("%s", e)
-        if is_multirun():
-            return {"status": "failed"}
-        sys.exit(1)
-    if record["status"] != "ok" and not is_multirun():
-        sys.exit(1)
-    return record
+    try:  # the watcher's way to record belongs to this run only
+        try:
+            with claim, signals_raise():
+                announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
+                try:
+                    result = run(cfg, out_dir, trained=trained)
+                    if not result.is_global_zero:
+                        return {"status": "ok", "rank": rank_zero_only.rank}
+                    with stage("evaluation"):  # its last step: the record
+                        record = _record_result(cfg, out_dir, result, common, prov)
+                except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
+                    return _record_failure(cfg, out_dir, e, common, prov, trained)
+        except RunDirTaken as e:  # refused: whatever record is there belongs to another run
+            log.error("%s", e)
+            if is_multirun():
+                return {"status": "failed"}
+            sys.exit(1)
+        if record["status"] != "ok" and not is_multirun():
+            sys.exit(1)
+        return record
+    finally:
+        record_if_stuck(None)
 
 
 def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: dict, prov: dict) -> dict:
@@ -374,12 +377,12 @@ def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: di
         error = (f"DivergedError: metrics {non_finite} are not finite: the model's samples or likelihoods "
                  "are NaN or inf")
     path = out_dir / "metrics.json"
-    record = write_record(path, status="diverged" if error else "ok", metrics=result.metrics,
-                          provenance=prov, unavailable=result.evaluation.unavailable,
-                          metric_provenance=result.evaluation.provenance, error=error,
-                          capabilities=result.model.capabilities(), checkpoint=_last_checkpoint(cfg, out_dir),
-                          **common)
-    run_recorded()
+    with recording():
+        record = write_record(path, status="diverged" if error else "ok", metrics=result.metrics,
+                              provenance=prov, unavailable=result.evaluation.unavailable,
+                              metric_provenance=result.evaluation.provenance, error=error,
+                              capabilities=result.model.capabilities(),
+                              checkpoint=_last_checkpoint(cfg, out_dir), **common)
     if error:
         log.error("run diverged: %s (recorded in %s)", error, path)
         return record
@@ -408,9 +411,9 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
                   else "; no checkpoint had been written yet")
     path = out_dir / "metrics.json"
     if rank_zero_only.rank == 0:
-        write_record(path, status=status, metrics=trained, provenance=prov, error=error,
-                     checkpoint=checkpoint, **common)
-        run_recorded()
+        with recording():
+            write_record(path, status=status, metrics=trained, provenance=prov, error=error,
+                         checkpoint=checkpoint, **common)
         log.error("run %s: %s (recorded in %s)", status, error, path)
     else:
         log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
@@ -428,19 +431,19 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
 def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, common: dict, prov: dict,
                   trained: dict[str, Any]) -> None:
     """The record of a DDP run whose rank zero did not answer when another rank died (stuck in the
-    processes' rendezvous, in setup, or in a collective, in training), written from the watcher's thread
-    before it kills rank zero; with what the dead ranks' logs say and the training that finished, as
-    :func:`_record_failure`."""
+    processes' rendezvous or a collective), written from the watcher's thread before it kills rank zero;
+    with what the dead ranks' logs say, the stage the run was in and the training that finished, as
+    :func:`_record_failure`. Only the run's rank zero records (each node's first process has a watcher)."""
+    if rank_zero_only.rank != 0:
+        return
     error += _dead_ranks_note(out_dir, RankFailed(error))
     checkpoint = _last_checkpoint(cfg, out_dir)
     if status == "interrupted":
         error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
                   else "; no checkpoint had been written yet")
-    rendezvous_done = torch.distributed.is_available() and torch.distributed.is_initialized()
-    provenance = {**prov, "config": OmegaConf.to_container(cfg, resolve=False),
-                  "failed_in": "training" if rendezvous_done else SETUP}
+    provenance = {**prov, "config": OmegaConf.to_container(cfg, resolve=False), "failed_in": current_stage()}
     path = out_dir / "metrics.json"
-    write_record(path, status=status, metrics=trained, provenance=provenance, error=error,
+    write_record(path, status=status, metrics=dict(trained), provenance=provenance, error=error,
                  checkpoint=checkpoint, **common)
     log.error("run %s: %s (recorded in %s)", status, error, path)
 
