@@ -36,18 +36,16 @@ def one_thread():
 
 @pytest.fixture
 def script(monkeypatch) -> Callable[[str], ModuleType]:
-    """Imports scripts/<name>.py as a module; each one imported is dropped from sys.modules afterwards
-    (whether or not the test passed), so no test sees another's copy."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    imported: list[str] = []
-
-    def load(name: str) -> ModuleType:
-        imported.append(name)
-        return importlib.import_module(name)
-
-    yield load
-    for name in imported:
-        sys.modules.pop(name, None)
+    """Imports scripts/<name>.py as a module; each script module imported meanwhile (the ones asked for and
+    those they import, as bench_host_step imports bench_gpu) is dropped from sys.modules afterwards (whether
+    or not the test passed), so no test sees another's copy."""
+    scripts = ROOT / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name in set(sys.modules) - before:
+        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == scripts:
+            del sys.modules[name]
 
 
 MNIST_ROWS = {"train": 64, "t10k": 32}
