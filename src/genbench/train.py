@@ -401,23 +401,17 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     interrupted = not isinstance(e, Exception | RankFailed)
     status = "interrupted" if interrupted else "diverged" if isinstance(e, DivergedError) else "failed"
     checkpoint = _last_checkpoint(cfg, out_dir)
-    prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
-    prov["failed_in"] = failed_in(e)
     error = f"{type(e).__name__}: {e}"
     if rank_zero_only.rank == 0 and not interrupted:  # DDP: a rank that died is the cause, not the socket
         error += _dead_ranks_note(out_dir, e)
     if interrupted:
-        error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
-                  else "; no checkpoint had been written yet")
-    path = out_dir / "metrics.json"
+        error += _resume_note(checkpoint)
     if rank_zero_only.rank == 0:
         with recording():
-            write_record(path, status=status, metrics=trained, provenance=prov, error=error,
-                         checkpoint=checkpoint, **common)
-        log.error("run %s: %s (recorded in %s)", status, error, path)
+            _write_unfinished(cfg, out_dir, status, error, failed_in(e), checkpoint, common, prov, trained)
     else:
         log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
-                  error, path)  # read back by RANK_ERROR
+                  error, out_dir / "metrics.json")  # read back by RANK_ERROR
     if interrupted:
         sys.exit(exit_code(e))
     if is_multirun():
@@ -436,12 +430,25 @@ def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, commo
     :func:`_record_failure`. Only the run's rank zero records (each node's first process has a watcher)."""
     if rank_zero_only.rank != 0:
         return
-    error += _dead_ranks_note(out_dir, RankFailed(error))
     checkpoint = _last_checkpoint(cfg, out_dir)
+    error += _dead_ranks_note(out_dir, RankFailed(error))
     if status == "interrupted":
-        error += (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
-                  else "; no checkpoint had been written yet")
-    provenance = {**prov, "config": OmegaConf.to_container(cfg, resolve=False), "failed_in": current_stage()}
+        error += _resume_note(checkpoint)
+    _write_unfinished(cfg, out_dir, status, error, current_stage(), checkpoint, common, prov, trained)
+
+
+def _resume_note(checkpoint: str | None) -> str:
+    """What an interrupted run's error adds: the checkpoint to resume from, or that there is none."""
+    return (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
+            else "; no checkpoint had been written yet")
+
+
+def _write_unfinished(cfg: DictConfig, out_dir: Path, status: str, error: str, failed_stage: str,
+                      checkpoint: str | None, common: dict, prov: dict, trained: dict[str, Any]) -> None:
+    """Write the record of a run that did not finish (``failed``, ``diverged``, ``interrupted``): the
+    config as it ran (with its family's budget), the stage it failed in, the metrics of a training that
+    finished and its last checkpoint."""
+    provenance = {**prov, "config": OmegaConf.to_container(cfg, resolve=False), "failed_in": failed_stage}
     path = out_dir / "metrics.json"
     write_record(path, status=status, metrics=dict(trained), provenance=provenance, error=error,
                  checkpoint=checkpoint, **common)
