@@ -50,6 +50,15 @@ def family_overrides(family: str) -> list[str]:
     return EXPERIMENTS.get(family, [f"experiment={family}_cifar10"])
 
 
+def training_overrides(family: str, data_root: Path, out_dir: Path, accelerator: str) -> list[str]:
+    """A family's CIFAR-10 config trained on synthetic data in ``data_root`` as the benchmarks time it: one
+    device, no logger, training callbacks or validation, data in the main process, outputs in ``out_dir``."""
+    return [*family_overrides(family), f"dataset.root={data_root}", "dataset.num_workers=0", "logger=none",
+            "callbacks=none", f"trainer.accelerator={accelerator}", "trainer.devices=1",
+            "trainer.max_epochs=null", "trainer.check_val_every_n_epoch=1000", f"paths.output_dir={out_dir}",
+            f"paths.root_dir={out_dir}", "extras.print_config=false"]
+
+
 def families() -> list[str]:
     return sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 
@@ -271,10 +280,7 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     eval_samples = args.eval_samples_for.get(family, args.eval_samples)
     speed = [] if args.speed_of_config else ["eval.speed_repeats=1", "eval.speed_warmup=0"]
-    overrides = [*family_overrides(family), f"dataset.root={data_root}", "dataset.num_workers=0",
-                 "logger=none", "callbacks=none", f"trainer.accelerator={accelerator}", "trainer.devices=1",
-                 "trainer.max_epochs=null", "trainer.check_val_every_n_epoch=1000", "train=true",
-                 f"paths.output_dir={out_dir}", f"paths.root_dir={out_dir}", "extras.print_config=false",
+    overrides = [*training_overrides(family, data_root, out_dir, accelerator), "train=true",
                  f"eval.num_samples={eval_samples}", f"eval.num_real={eval_samples}",
                  f"eval.inception_weights={inception}", "eval.feature_net=false",
                  f"eval.speed_batch_size={args.sample_batch}", *speed,

@@ -52,11 +52,7 @@ def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         data = bench_gpu.write_cifar(out / "data", 200, 64)
-        overrides = [*bench_gpu.family_overrides(args.family), f"dataset.root={data}",
-                     "dataset.num_workers=0", "logger=none", "callbacks=none",
-                     f"trainer.accelerator={'gpu' if args.gpu else 'cpu'}",
-                     "trainer.devices=1", "trainer.max_epochs=null", "trainer.check_val_every_n_epoch=1000",
-                     f"paths.output_dir={out}", f"paths.root_dir={out}", "extras.print_config=false",
+        overrides = [*bench_gpu.training_overrides(args.family, data, out, "gpu" if args.gpu else "cpu"),
                      "evaluate=false", f"dataset.batch_size={args.batch}", f"trainer.max_steps={args.steps}",
                      *args.override]
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
