@@ -6,10 +6,13 @@ EBM's replay buffer all go on from the checkpoint."""
 import csv
 import json
 import logging
+import math
 import shutil
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from genbench.data.resumable import EpochOrder, ResumableLoader
@@ -132,6 +135,23 @@ def test_an_epoch_order_of_several_processes_is_distributed_samplers_and_resumes
         resumed = EpochOrder(range(11), replicas=3, rank=shard.rank)
         resumed.resume(shard.seed, epoch=4, skip=2)
         assert list(resumed) == list(reference)[2:]
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_the_training_data_are_sharded_over_ddp_processes_only_where_lightning_would(sharded):
+    """``trainer.use_distributed_sampler=false`` tells Lightning to leave every loader as it is, so each
+    process takes the whole training set (in rank zero's order). The data module sharded it regardless.
+    A two-process DDP trainer on the CPU, made but not started: its sharding is known before it runs."""
+    dm = instantiate(compose_train(["dataset=digits"]).dataset)
+    dm.setup()
+    dm.trainer = pl.Trainer(strategy="ddp", devices=2, accelerator="cpu", use_distributed_sampler=sharded,
+                            logger=False, enable_progress_bar=False)
+    order = list(dm.train_dataloader().sampler)
+    examples = len(dm.train_set)
+    if sharded:
+        assert len(order) == math.ceil(examples / 2) and len(set(order)) == len(order)
+    else:
+        assert sorted(order) == list(range(examples))
 
 
 def _weights(checkpoint) -> dict[str, torch.Tensor]:

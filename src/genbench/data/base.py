@@ -110,8 +110,10 @@ class GenerativeDataModule(pl.LightningDataModule):
         """The training order, made once: a loader made again (``reload_dataloaders_every_n_epochs``) goes
         on with it. A new order there drew a new seed from the global random stream, where a run resumed
         at that epoch, which does not make its loader again, did not: 0.009 apart after 3 epochs. Sharded
-        as Lightning shards data (``distributed_sampler_kwargs``), from rank zero's seed."""
-        shard = trainer.distributed_sampler_kwargs or {}
+        as Lightning shards data (``distributed_sampler_kwargs``), from rank zero's seed; with
+        ``trainer.use_distributed_sampler=false`` Lightning leaves loaders whole, and so does this one."""
+        sharded = trainer._accelerator_connector.use_distributed_sampler  # Lightning's own check reads it there
+        shard = (trainer.distributed_sampler_kwargs or {}) if sharded else {}
         replicas, rank = shard.get("num_replicas", 1), shard.get("rank", 0)
         order = self._order
         if order is None or (order.num_replicas, order.rank, len(order.dataset)) != (  # type: ignore[arg-type]
