@@ -112,7 +112,7 @@ class GenerativeDataModule(pl.LightningDataModule):
         at that epoch, which does not make its loader again, did not: 0.009 apart after 3 epochs. Sharded
         as Lightning shards data (``distributed_sampler_kwargs``), from rank zero's seed; with
         ``trainer.use_distributed_sampler=false`` Lightning leaves loaders whole, and so does this one."""
-        sharded = trainer._accelerator_connector.use_distributed_sampler  # Lightning's own check reads it there
+        sharded = trainer._accelerator_connector.use_distributed_sampler  # where Lightning reads it
         shard = (trainer.distributed_sampler_kwargs or {}) if sharded else {}
         replicas, rank = shard.get("num_replicas", 1), shard.get("rank", 0)
         order = self._order
