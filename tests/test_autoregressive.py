@@ -134,10 +134,12 @@ def test_sampling_evaluators_give_the_full_pass_parameters(colors, height, width
 @pytest.mark.parametrize("pixel_output", ["categorical", "logistic_mixture"])
 def test_cached_sampler_draws_the_crop_samplers_images(colors, height, width, layers, kernel, classes,
                                                         pixel_output):
-    """Same seed, same images, bit for bit, for these nets and seed. The two compute the parameters in
-    another float summation order (equal to about 1e-6, the test above), so a draw within rounding of a
-    level's boundary can differ: these seeds and nets were checked to draw the same (as were seeds 0..19
-    of each). How often it happens: BENCHMARKS.md (11 of 5,120 images with the logistic mixture)."""
+    """Same seed, same images, bit for bit, except for an image whose draw fell within float rounding of a
+    level's boundary: the two compute the parameters in another float summation order (equal to about
+    1e-6, the test above). These nets and seeds drew all images the same here (as did seeds 0..19 of
+    each), but another torch or CPU may sum in another order; at BENCHMARKS.md's rate (11 of 5,120 images
+    with the logistic mixture, 0 with the categorical) two of four images differ about 3 times in 10^5 cases.
+    A sampler that drew other random numbers, or read a stale cache, changes every image."""
     torch.manual_seed(0)
     model = Autoregressive((colors, height, width), num_classes=classes, channels=12, layers=layers,
                            kernel_size=kernel, head_channels=12, pixel_output=pixel_output,
@@ -150,7 +152,8 @@ def test_cached_sampler_draws_the_crop_samplers_images(colors, height, width, la
         model.hp.sampler = sampler
         torch.manual_seed(1)  # conditional: the same random labels too
         images[sampler] = model.sample(4)
-    assert torch.equal(images["cached"], images["crop"])
+    same = (images["cached"] == images["crop"]).flatten(1).all(1)
+    assert same.sum() >= 3, same
     assert len(images["crop"].unique()) > 4  # not a degenerate net drawing one level
 
 
@@ -254,5 +257,6 @@ def test_the_sampler_benchmark_runs_and_both_samplers_draw_the_same_images(tmp_p
     assert [row.split(" | ")[3] for row in rows] == ["crop", "cached"]
     assert all(row.endswith("| yes |") for row in rows)
     agreement = [row.split(" | ") for row in done.stdout.splitlines() if row.startswith(("| cat", "| log"))]
-    assert [(row[1], row[2]) for row in agreement] == [("2 (1 x 2)", "0")] * 2  # seed 0: the same images
-    assert [row[3] for row in agreement] == ["0 of 384 |"] * 2
+    # seed 0 draws the same images here; elsewhere one of the two may fall within rounding of a boundary
+    assert [row[1] for row in agreement] == ["2 (1 x 2)"] * 2
+    assert all(int(row[2]) <= 1 and row[3].endswith(" of 384 |") for row in agreement), agreement
