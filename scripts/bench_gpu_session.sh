@@ -66,7 +66,7 @@ for name in ${*:-tests run bench variants}; do
   case $name in
     tests)  # the GPU-only tests (they skip without CUDA or GENBENCH_TEST_GPU=1) and the device logic's CPU
             # tests; the whole log comes back, each failure's reason in it (logs.txt keeps the last lines only)
-      part tests 240 env GENBENCH_TEST_GPU=1 $PY -m pytest -q -p no:cacheprovider -rf --tb=short \
+      part tests 300 env GENBENCH_TEST_GPU=1 $PY -m pytest -q -p no:cacheprovider -rf --tb=short \
         tests/test_eval_device.py tests/test_performance.py
       # the limit's SIGTERM inside a training run becomes Lightning's exception: a failed test, not a bug
       grep -q "Received SIGTERM" "$WORK/tests.log" && echo "part tests: cut inside a test by its limit" \

@@ -17,7 +17,7 @@ from genbench.errors import ConfigError
 from genbench.models.compiled import compile_for_training, graphs_compiled, trained_networks
 from genbench.performance import Performance, PerformanceConfig, resolve, tf32_mode
 from genbench.progress import logs_this_step
-from genbench.train import instantiate, run
+from genbench.train import RunResult, instantiate, run
 from tests.helpers import FAMILIES, compose_train
 
 SWITCHES_ON = ["performance.tf32=true", "performance.channels_last=true", "performance.fused_optimizer=true",
@@ -178,32 +178,64 @@ def test_compile_runs_the_training_steps_only_in_static_shapes(mode, recorded, t
         assert torch.allclose(p, q, atol=1e-6), name
 
 
-def test_a_compiled_run_resumed_from_its_checkpoint_trains_the_weights_of_the_run_never_stopped(tmp_path,
-                                                                                             monkeypatch):
-    """A whole compiled run: validation each epoch (eager), checkpoints written by a callback inside an
-    epoch, and a run resumed from one that compiles again and goes on to the uninterrupted run's weights.
-    Its checkpoint holds the eager model's keys: the compiled calls sit beside the modules, not in them."""
+def _whole_and_resumed(tmp_path: Path, *overrides: str) -> tuple[RunResult, RunResult, Path]:
+    """A whole compiled run of the tiny U-Net on digits, 12 steps in 5-batch epochs with validation after
+    each, checkpoints every 3 steps by a callback; then a run resumed from the step-6 checkpoint to 12."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    counter = _counting_compiles(monkeypatch)
-    common = [*TINY_UNET, "trainer.max_steps=12", "trainer.limit_train_batches=5",
-              "trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", "performance.compile=true"]
+    common = ["dataset=digits", "debug=default", "trainer.max_epochs=null", *TINY_UNET,
+              "trainer.max_steps=12", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1",
+              "trainer.check_val_every_n_epoch=1", "trainer.gradient_clip_val=1.0",
+              "performance.compile=true", *overrides]
     every = ModelCheckpoint(dirpath=tmp_path / "every", every_n_train_steps=3, save_top_k=-1)
-    cfg = compose_train(["dataset=digits", "debug=default", "evaluate=false", "trainer.max_epochs=null",
-                         "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'whole'}", *common])
-    whole = run(cfg, tmp_path / "whole", callbacks=[every])
-    assert whole.metrics["train_speedups"] == "compile" and counter.dynamic == [False]
+    whole = run(compose_train([*common, f"paths.output_dir={tmp_path / 'whole'}"]), tmp_path / "whole",
+                callbacks=[every])
     (checkpoint,) = (tmp_path / "every").glob("*-step=6.ckpt")
     plain = checkpoint.rename(tmp_path / "step6.ckpt")  # Hydra's override grammar: no "=" in the path
-    weights = torch.load(plain, map_location="cpu", weights_only=True)["state_dict"]
+    resumed = run(compose_train([*common, f"ckpt_path={plain}", f"paths.output_dir={tmp_path / 'resumed'}"]),
+                  tmp_path / "resumed")
+    return whole, resumed, plain
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_compiled_run_resumed_from_its_checkpoint_trains_the_weights_of_the_run_never_stopped(
+        precision, tmp_path, monkeypatch):
+    """A whole compiled run: validation each epoch (eager), checkpoints written by a callback inside an
+    epoch, and a run resumed from one that compiles again and goes on to the uninterrupted run's weights.
+    Its checkpoint holds the eager model's keys: the compiled calls sit beside the modules, not in them.
+    bf16-mixed too: with compile, the setting that doubles diffusion's GPU step (BENCHMARKS.md)."""
+    counter = _counting_compiles(monkeypatch)
+    whole, resumed, checkpoint = _whole_and_resumed(tmp_path, "trainer.accelerator=cpu", "evaluate=false",
+                                                    f"trainer.precision={precision}")
+    assert whole.metrics["train_speedups"] == "compile" and whole.metrics["train_precision"] == precision
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert list(weights) == list(whole.model.state_dict())
-    resumed = _digits_run(tmp_path / "resumed", *common, f"ckpt_path={plain}")
     # the second run compiled its own graph: reusing the first's, it recorded that it had trained eager
     assert resumed.metrics["train_steps"] == 12 and resumed.metrics["train_speedups"] == "compile"
     assert counter.dynamic == [False, False]
     resumed_weights, whole_weights = resumed.model.state_dict(), whole.model.state_dict()
     for name, value in whole_weights.items():
         assert torch.equal(resumed_weights[name], value), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and GENBENCH_TEST_GPU=1")
+def test_a_whole_bf16_run_with_cuda_graphs_validates_resumes_and_evaluates_on_a_gpu(tmp_path):
+    """The test above on the GPU, in the setting that doubled diffusion's step (BENCHMARKS.md): inductor's
+    kernels in CUDA graphs under bf16 autocast, eager validation between the compiled steps, a resumed run
+    that compiles again, then the evaluation stage on the GPU. The weights are not compared: cuDNN's
+    convolution backward is not deterministic."""
+    torch._dynamo.reset()
+    before = graphs_compiled()
+    runs = _whole_and_resumed(tmp_path, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
+                              "performance.compile_mode=reduce-overhead")[:2]
+    assert graphs_compiled() - before == 2  # one graph of the 128-image batch, in each run
+    for result in runs:
+        metrics = result.metrics
+        assert metrics["train_steps"] == 12
+        assert metrics["train_precision"] == "bf16-mixed"
+        assert metrics["train_speedups"].endswith("compile(reduce-overhead)")
+        assert metrics["sample_device"] == "cuda:0" and math.isfinite(metrics["nll_bpd"])
+        assert all(bool(p.isfinite().all()) for p in result.model.parameters())
 
 
 def test_no_compiled_call_is_made_under_the_flop_counter(tmp_path, monkeypatch):
