@@ -92,8 +92,8 @@ class GenerativeDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, by a loader whose place a checkpoint keeps (:class:`~genbench.data.resumable.
-        ResumableLoader`); under DDP each process takes its shard of rank zero's order, as Lightning's
-        ``DistributedSampler`` would."""
+        ResumableLoader`); under DDP each process takes its shard of rank zero's order where Lightning's
+        ``DistributedSampler`` would shard it (:meth:`_train_order`)."""
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: no training progress to keep
             return self._loader(self.train_set, shuffle=True, pin_memory=self.pin_memory)
