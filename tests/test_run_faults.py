@@ -95,9 +95,9 @@ def _stuck_rank_zero() -> subprocess.Popen:
     return rank_zero
 
 
-def _watching(monkeypatch, grace: float, rank_exit: int, written: list):
-    """genbench's watcher of a dead rank 1 (exited with ``rank_exit``) and a stuck rank zero, recording
-    into ``written``."""
+def _watching(monkeypatch, grace: float, rank_exit: int, written: list, stuck: bool = True):
+    """genbench's watcher of a dead rank 1 (exited with ``rank_exit``) and a rank zero that is stuck (or
+    a plain ``sleep``, which the dead rank's signal ends), recording into ``written``."""
     from lightning_fabric.strategies.launchers import subprocess_script
 
     from genbench import interrupts
@@ -105,7 +105,7 @@ def _watching(monkeypatch, grace: float, rank_exit: int, written: list):
     monkeypatch.setattr(interrupts, "GRACE_SECONDS", grace)
     interrupts.watch_training_processes()
     interrupts.record_if_stuck(lambda status, error: written.append((status, error)))
-    rank_zero = _stuck_rank_zero()
+    rank_zero = _stuck_rank_zero() if stuck else subprocess.Popen(["sleep", "30"])
     rank_one = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rank_exit})"])
     rank_one.wait()
     watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
@@ -160,20 +160,13 @@ def test_the_watcher_of_ddp_processes_signals_rank_zero_only_for_a_failure_it_ha
     """Lightning's watcher (lightning_fabric's _ChildProcessObserver) as genbench makes it, on real
     processes: a stand-in for rank zero (sleep) and one for rank 1 that exits with ``rank_exit``. A signal
     after the run's record killed rank zero (SIGUSR2's default) or replaced its interrupt by a failure."""
-    from lightning_fabric.strategies.launchers import subprocess_script
-
     from genbench import interrupts
 
-    monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
-    interrupts.watch_training_processes()
+    watcher, rank_zero = _watching(monkeypatch, 1.0, rank_exit, [], stuck=False)
     if recorded:
         with interrupts.recording():
             pass
-    rank_zero = subprocess.Popen(["sleep", "30"])
-    rank_one = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rank_exit})"])
-    rank_one.wait()
     try:
-        watcher = subprocess_script._ChildProcessObserver(main_pid=rank_zero.pid, child_processes=[rank_one])
         assert watcher._run() is True  # found the dead process and acted
         time.sleep(1.5)
         assert rank_zero.poll() == rank_zero_ends
