@@ -4,12 +4,15 @@ and the model, from a cProfile of a whole run at a CIFAR-10 config on synthetic 
 
     python scripts/bench_host_step.py --family vae --steps 1000 --batch 4
 
-Prints, per training step, the cumulative and own milliseconds of every Lightning and genbench function
-called at least once a step (cProfile's overhead included: compare rows, not absolute times).
+Prints, per training batch, the cumulative and own milliseconds of every Lightning and genbench function
+called at least once a batch (cProfile's overhead included: compare rows, not absolute times). A batch is
+one call of the family's ``training_step``: a GAN's batch makes one or two optimizer steps (``--steps``
+counts those, as ``trainer.max_steps`` does).
 """
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -28,14 +31,21 @@ from genbench.train import run  # noqa: E402
 WATCHED = ("pytorch_lightning", "lightning_fabric", "genbench")
 
 
-def per_step_rows(stats: pstats.Stats, steps: int) -> list[tuple[float, float, int, str]]:
-    """(cumulative ms, own ms, calls, where) per training step of every watched function called at least
-    ``steps`` times, by cumulative time."""
+def training_batches(stats: pstats.Stats) -> int:
+    """How many times a genbench family's ``training_step`` ran: the batches trained on."""
+    return sum(calls for (file, _, name), (_, calls, *_) in stats.stats.items()  # type: ignore[attr-defined]
+               if name == "training_step" and f"genbench{os.sep}models" in file)
+
+
+def per_batch_rows(stats: pstats.Stats) -> list[tuple[float, float, int, str]]:
+    """(cumulative ms, own ms, calls, where) per training batch of every watched function called at least
+    once a batch, by cumulative time."""
+    batches = training_batches(stats)
     rows = []
     for (file, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        if calls >= steps and any(part in file for part in WATCHED):
+        if calls >= batches and any(part in file for part in WATCHED):
             where = f"{Path(file).parent.name}/{Path(file).name}:{line} {name}"
-            rows.append((cumulative / steps * 1e3, own / steps * 1e3, calls, where))
+            rows.append((cumulative / batches * 1e3, own / batches * 1e3, calls, where))
     return sorted(rows, reverse=True)
 
 
@@ -61,9 +71,10 @@ def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
         profile.enable()
         run(cfg, out)
         profile.disable()
-    rows = per_step_rows(pstats.Stats(profile), args.steps)
-    print(f"{args.family}, batch {args.batch}, {args.steps} steps, {torch.get_num_threads()} torch threads; "
-          "ms per step:")
+    stats = pstats.Stats(profile)
+    rows = per_batch_rows(stats)
+    print(f"{args.family}, batch {args.batch}, {args.steps} optimizer steps in {training_batches(stats)} "
+          f"batches, {torch.get_num_threads()} torch threads; ms per batch:")
     for cumulative, own, calls, where in rows[:args.top]:
         print(f"{cumulative:8.3f} cumulative {own:7.3f} own {calls:8d} calls  {where}")
     return rows

@@ -165,13 +165,16 @@ def test_the_gpu_session_script_starts_and_lists_the_parts_it_has(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == {}
 
 
-def test_the_host_step_profile_finds_the_loop_and_genbenchs_callbacks_once_a_step(script):
-    rows = script("bench_host_step").main(["--family", "vae", "--steps", "6", "--batch", "2", "--top", "0"])
+@pytest.mark.parametrize(("family", "batches"), [("vae", 6), ("gan", 3)])
+def test_the_host_step_profile_finds_the_loop_and_genbenchs_callbacks_once_a_batch(script, family, batches):
+    """6 optimizer steps: the VAE's 6 batches, the GAN's 3 (each a critic's and a generator's step). Before,
+    rows were per optimizer step and left out what ran once a GAN batch, genbench's callbacks among them."""
+    rows = script("bench_host_step").main(["--family", family, "--steps", "6", "--batch", "2", "--top", "0"])
 
     def row(file: str, name: str) -> tuple[float, float, int, str]:
         return next(r for r in rows if file in r[3] and r[3].endswith(f" {name}"))
 
     step, guard = row("training_epoch_loop.py", "advance"), row("genbench/callbacks.py", "on_train_batch_end")
-    assert step[2] == 6 and guard[2] == 6  # Lightning's step and genbench's divergence guard, once a step
+    assert step[2] == batches and guard[2] == batches  # Lightning's batch, genbench's divergence guard
     assert 0 < guard[0] < step[0]  # the guard's time is part of the step's
     assert all(0 <= own <= cumulative + 1e-9 for cumulative, own, _, _ in rows)
