@@ -319,6 +319,8 @@ def bench_family(family: str, args: argparse.Namespace, data_root: Path, incepti
                     "genbench_steps_per_s": statistics.median(genbench), "genbench_rounds": genbench,
                     "hand_loop_steps_per_s": statistics.median(hand), "hand_loop_rounds": hand})
         row["lightning_overhead"] = row["hand_loop_steps_per_s"] / row["genbench_steps_per_s"]
+        # each round's own ratio: its two windows ran back to back, so drift between rounds cancels
+        row["round_ratios"] = [h / g for g, h in zip(genbench, hand, strict=True)]
         save()
     if args.profile_steps and (device.type == "cuda" or args.small):  # CPU: to exercise the code
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]

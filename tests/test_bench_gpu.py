@@ -102,6 +102,8 @@ def test_rounds_alternate_which_loop_goes_first_and_report_medians(bench_gpu, tm
     assert row["rounds"] == 3 and row["timed_steps"] == 3  # an option given wins over --small's sizes
     assert row["genbench_steps_per_s"] == sorted(row["genbench_rounds"])[1]
     assert row["hand_loop_steps_per_s"] == sorted(row["hand_loop_rounds"])[1]
+    pairs = zip(row["genbench_rounds"], row["hand_loop_rounds"], strict=True)
+    assert row["round_ratios"] == [h / g for g, h in pairs]
 
 
 def test_a_family_cut_short_keeps_the_stages_that_finished(bench_gpu, tmp_path, monkeypatch):
