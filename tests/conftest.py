@@ -34,6 +34,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_genbench_root(tmp_path_factory):
+    """In-process runs read and write under a root of their own, as on a fresh clone (scripts the tests start
+    get one each). With the repository's (``paths.root_dir``: ``.``) they took a user's trained dataset
+    classifiers in feature_nets/, so the quality curve evaluated inside the training steps that some tests
+    watch (12 failed), and wrote real features into the user's cache/."""
+    before = os.environ.get("GENBENCH_ROOT")
+    os.environ["GENBENCH_ROOT"] = str(tmp_path_factory.mktemp("genbench_root"))
+    yield Path(os.environ["GENBENCH_ROOT"])
+    if before is None:
+        del os.environ["GENBENCH_ROOT"]
+    else:
+        os.environ["GENBENCH_ROOT"] = before
+
+
 @pytest.fixture
 def script(monkeypatch) -> Callable[[str], ModuleType]:
     """Imports scripts/<name>.py as a module; each script module imported meanwhile (the ones asked for and

@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
 import pytest
@@ -19,6 +20,14 @@ from genbench.performance import PerformanceConfig
 from genbench.schema import Schema, check_params
 from genbench.train import instantiate
 from tests.helpers import DATASETS, ROOT, compose_train
+
+
+def test_the_suites_runs_never_use_the_repositorys_own_data_outputs_cache_or_dataset_classifiers():
+    """A user's feature_nets/ (``scripts/train_feature_net.py dataset=digits``) made 12 tests fail and the
+    suite wrote into their cache/: runs in the test processes compose under a fresh root (conftest)."""
+    paths = compose_train([]).paths
+    for key in ("data_dir", "log_dir", "cache_dir", "feature_net_dir"):
+        assert ROOT.resolve() not in Path(paths[key]).resolve().parents, (key, paths[key])
 
 
 def test_every_dataset_config_is_present():
