@@ -403,7 +403,7 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     checkpoint = _last_checkpoint(cfg, out_dir)
     error = f"{type(e).__name__}: {e}"
     if rank_zero_only.rank == 0 and not interrupted:  # DDP: a rank that died is the cause, not the socket
-        error += _dead_ranks_note(out_dir, e)
+        error += _dead_ranks_note(out_dir, named=isinstance(e, RankFailed))  # RankFailed names them
     if interrupted:
         error += _resume_note(checkpoint)
     if rank_zero_only.rank == 0:
@@ -431,7 +431,7 @@ def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, commo
     if rank_zero_only.rank != 0:
         return
     checkpoint = _last_checkpoint(cfg, out_dir)
-    error += _dead_ranks_note(out_dir, RankFailed(error))
+    error += _dead_ranks_note(out_dir, named=True)
     if status == "interrupted":
         error += _resume_note(checkpoint)
     _write_unfinished(cfg, out_dir, status, error, current_stage(), checkpoint, common, prov, trained)
@@ -455,13 +455,13 @@ def _write_unfinished(cfg: DictConfig, out_dir: Path, status: str, error: str, f
     log.error("run %s: %s (recorded in %s)", status, error, path)
 
 
-def _dead_ranks_note(out_dir: Path, e: BaseException) -> str:
-    """Under DDP, the other ranks' processes that exited with an error, each with the error its own log
-    (Hydra's ``train_ddp_process_<rank>.log``) says it failed with: rank zero itself only saw a closed
-    connection. Empty for a single process."""
-    rank_failed = isinstance(e, RankFailed)  # its message already names the dead processes
-    dead = dead_training_processes(wait=0.0 if rank_failed else 5.0)
-    notes = [describe(dead)] if dead and not rank_failed else []
+def _dead_ranks_note(out_dir: Path, named: bool) -> str:
+    """Under DDP, the other ranks' processes that exited with an error (not listed again where the error has
+    ``named`` them, as the watcher's RankFailed does), each with the error its own log (Hydra's
+    ``train_ddp_process_<rank>.log``) says it failed with: rank zero itself only saw a closed connection.
+    Empty for a single process."""
+    dead = dead_training_processes(wait=0.0 if named else 5.0)
+    notes = [describe(dead)] if dead and not named else []
     for rank, _, _ in dead:
         try:
             said = RANK_ERROR.findall((out_dir / f"train_ddp_process_{rank}.log").read_text(errors="replace"))
