@@ -155,6 +155,10 @@ def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, script,
     assert metric in record["floor"]
     with pytest.raises(ConfigError, match="ckpt_path"):
         nfe_sweep.main([f"model={family}", f"dataset={dataset}"])
+    other = "vae" if family != "vae" else "gan"  # a checkpoint of another family is refused by name
+    with pytest.raises(ConfigError, match=f"holds a {family} trained on {dataset}, and this run asks for "
+                                          f"model={other}"):
+        nfe_sweep.main([f"ckpt_path={ckpt}", f"model={other}", f"dataset={dataset}"])
 
 
 def test_the_image_floor_scores_as_many_held_out_images_as_samples_or_none(script):

@@ -20,6 +20,7 @@ from genbench.config import validate
 from genbench.errors import ConfigError
 from genbench.results import provenance, read_record, write_record
 from genbench.train import run, task
+from genbench.trained_run import TRAINED_AS, TrainedAs, read_trained_as
 from tests.helpers import compose_train, start_train_py, train_py, wait_for
 
 QUICK = ["trainer=debug", "logger=none", "eval.speed_repeats=1", "eval.speed_batch_size=8",
@@ -365,6 +366,45 @@ def test_a_checkpoint_with_an_option_renamed_since_is_a_recorded_config_error(ga
     record = _evaluate(old, tmp_path / "eval")  # a failed single run exits 1
     assert record["status"] == "failed"
     assert "does not fit this version's gan (its option 'lr' is not one of this version's)" in record["error"]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_checkpoint_resumed_or_evaluated_as_another_family_or_dataset_names_the_training_runs(
+        gan_checkpoint, tmp_path, train):
+    """Evaluating a moons GAN with model=vae told the user that another genbench had saved it; with
+    dataset=digits it failed on a matrix product's shapes; and with dataset=gaussians8 (the same shape) it
+    was resumed or evaluated and recorded as a gaussians8 run."""
+    assert read_trained_as(gan_checkpoint) == TrainedAs("gan", "moons", (2,), None)
+    holds = "holds a gan trained on moons, and this run asks for"
+    for wrong, expected in (
+            ("model=vae", f"{holds} model=vae: pass the training run's model=gan dataset=moons"),
+            ("dataset=gaussians8", f"{holds} dataset=gaussians8 (its record would name a dataset the model "
+                                   "never trained on): pass the training run's dataset=moons"),
+            ("dataset=digits", f"{holds} dataset=digits")):
+        out = tmp_path / wrong.replace("=", "_")
+        with pytest.raises(SystemExit):
+            task(compose_train(["model=gan", *QUICK, f"train={str(train).lower()}",
+                                f"ckpt_path={gan_checkpoint}", f"paths.output_dir={out}", wrong]))
+        record = read_record(out / "metrics.json")
+        assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+        assert expected in record["error"] and ".hydra/overrides.yaml" in record["error"], record["error"]
+        assert "train_steps" not in record["metrics"] and "sample_ms_per_sample" not in record["metrics"]
+
+
+def test_a_checkpoint_from_before_checkpoints_named_their_training_is_still_checked_by_its_data(
+        gan_checkpoint, tmp_path):
+    """Without the family and dataset: another data shape is named as such, and a state dict that does not fit
+    says it may be another family's."""
+    old = _edited_checkpoint(gan_checkpoint, tmp_path / "old.ckpt", lambda ckpt: ckpt.pop(TRAINED_AS))
+    assert read_trained_as(old) == TrainedAs(None, None, (2,), None)
+    record = _evaluate(old, tmp_path / "digits", "dataset=digits")
+    assert record["status"] == "failed"
+    assert ("holds a model of data shape [2] (classes: None), and dataset=digits has [1, 8, 8] (classes: 10)"
+            in record["error"])
+    record = _evaluate(old, tmp_path / "vae", "model=vae")
+    assert record["status"] == "failed"
+    assert "does not fit this version's vae" in record["error"] and "another family" in record["error"]
+    assert _evaluate(old, tmp_path / "same")["status"] == "ok"
 
 
 def test_an_option_newer_than_a_checkpoint_takes_its_default_without_a_warning(gan_checkpoint, tmp_path,

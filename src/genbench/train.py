@@ -68,7 +68,7 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
 from genbench.stages import TrainingStarted, current_stage, failed_in, stage
-from genbench.trained_run import check_readable, load_checkpoint
+from genbench.trained_run import NamesTraining, load_checkpoint, read_trained_as
 
 log = logging.getLogger(__name__)
 # How another DDP rank's log says its run failed (_record_failure), for rank zero's record
@@ -190,17 +190,19 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     since_reset = reset_peak_memory()
-    if cfg.ckpt_path:  # to resume or to evaluate: torch's error on a bad file suggests unpickling it as code
-        check_readable(cfg.ckpt_path)
+    # to resume or to evaluate: torch's error on a bad file suggests unpickling it as code
+    trained_as = read_trained_as(cfg.ckpt_path) if cfg.ckpt_path else None
     pl.seed_everything(cfg.seed, workers=True)
     dm: GenerativeDataModule = instantiate(cfg.dataset)
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
+    if trained_as is not None:
+        trained_as.check(cfg.ckpt_path, model.family, dm)
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
     started = TrainingStarted()
     callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
-                 RandomStateResumes(), LoggedStepResumes(), performance, started,
+                 RandomStateResumes(), LoggedStepResumes(), NamesTraining(), performance, started,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))

@@ -1,5 +1,7 @@
 """Loading a trained checkpoint, the one way train.py's ``train=false`` and the evaluation-only scripts do.
 
+Every run's checkpoints name the family and dataset they trained as (:class:`NamesTraining`); a run that
+resumes or evaluates one as another is refused by name (:meth:`TrainedAs.check`).
 :func:`load_checkpoint` reads the weights only (``weights_only=True``) and names a checkpoint another
 genbench wrote. ``scripts/nfe_sweep.py`` and ``scripts/bench_likelihood_grid.py`` take train.py's overrides
 of the training run (``ckpt_path=... model=... dataset=...``) and get from :func:`load_trained` the composed
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -22,13 +25,54 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError
 from genbench.models.base import GenerativeModel
 
+TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
+OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
 
-def check_readable(ckpt_path: str | Path) -> None:
-    """ConfigError naming a checkpoint torch cannot read as tensors (cut short, not a checkpoint, or holding
-    objects that unpickling would run as code). torch's own message suggests ``weights_only=False``, which
-    is what must never be done with a file from outside."""
+
+class NamesTraining(pl.Callback):
+    """Writes into each checkpoint the family and dataset its model trains as."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict) -> None:
+        checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": trainer.datamodule.name}
+
+
+@dataclass(frozen=True)
+class TrainedAs:
+    """What a checkpoint's model trained as: its family and dataset (``None`` in checkpoints written before
+    they were named) and the data's shape and classes (its hyperparameters). Evaluating or resuming it as
+    another family or on another dataset would fail on tensor shapes, or, where the shapes agree, record a
+    model under a dataset it never trained on."""
+
+    family: str | None
+    dataset: str | None
+    data_shape: tuple[int, ...] | None
+    num_classes: int | None
+
+    def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
+        """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
+        others."""
+        holds = f"checkpoint {ckpt_path} holds a {self.family} trained on {self.dataset}"
+        if self.family is not None and self.family != family:
+            raise ConfigError(f"{holds}, and this run asks for model={family}: pass the training run's "
+                              f"model={self.family} dataset={self.dataset} {OPTIONS}")
+        if self.dataset is not None and self.dataset != dm.name:
+            raise ConfigError(f"{holds}, and this run asks for dataset={dm.name} (its record would name a "
+                              f"dataset the model never trained on): pass the training run's "
+                              f"dataset={self.dataset} {OPTIONS}")
+        data = (tuple(dm.data_shape), dm.num_classes)
+        if self.data_shape is not None and (self.data_shape, self.num_classes) != data:
+            raise ConfigError(f"checkpoint {ckpt_path} holds a model of data shape {list(self.data_shape)} "
+                              f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
+                              f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
+
+
+def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
+    """What the checkpoint trained as. ConfigError naming a checkpoint torch cannot read as tensors (cut
+    short, not a checkpoint, or holding objects that unpickling would run as code). torch's own message
+    suggests ``weights_only=False``, which is what must never be done with a file from outside."""
     try:
-        torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except OSError as e:
         raise ConfigError(f"ckpt_path={ckpt_path} cannot be opened ({e}); give a run's checkpoint "
                           "(<run>/checkpoints/last.ckpt)") from None
@@ -38,6 +82,11 @@ def check_readable(ckpt_path: str | Path) -> None:
                if "Weights only load failed" in str(e) else "it is cut short or not a checkpoint")
         raise ConfigError(f"ckpt_path={ckpt_path} cannot be read ({type(e).__name__}: {detail}): {why}; "
                           "give another (a run's checkpoints/last.ckpt) or train again") from None
+    named = checkpoint.get(TRAINED_AS) or {}
+    hparams = checkpoint.get("hyper_parameters") or {}
+    shape = hparams.get("data_shape")
+    return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
+                     hparams.get("num_classes"))
 
 
 def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
@@ -45,7 +94,7 @@ def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
     """The ``cls`` model of the checkpoint, built from its own hyperparameters, on ``device``. ConfigError
     when it cannot be read, or does not fit this version's family (other tensors, or an option the schema
     no longer has)."""
-    check_readable(ckpt_path)
+    read_trained_as(ckpt_path)
     try:
         return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
     except (RuntimeError, TypeError) as e:
@@ -59,8 +108,10 @@ def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
         else:
             raise
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this version's {cls.family} ({problem}): "
-                          "it was saved by another genbench; evaluate it at the commit that wrote it "
-                          "(provenance.git_commit in its run's metrics.json) or train it again") from None
+                          "it was saved by another genbench, or by another family than this run's model=; "
+                          f"pass the training run's model= {OPTIONS}, or evaluate it at "
+                          "the commit that wrote it (provenance.git_commit in its run's metrics.json), or "
+                          "train it again") from None
 
 
 @dataclass
@@ -86,7 +137,9 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup("test")
-    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device).eval()
+    cls = hydra.utils.get_class(cfg.model._target_)
+    read_trained_as(ckpt).check(ckpt, cls.family, dm)
+    model = load_checkpoint(cls, ckpt, device).eval()
     return Trained(cfg, dm, model, device, ckpt)
 
 
