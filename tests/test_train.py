@@ -290,6 +290,24 @@ def test_a_budget_for_no_family_is_a_recorded_config_error(tmp_path):
     assert record["status"] == "failed" and "budget_steps names ['difusion']" in record["error"]
 
 
+@pytest.mark.parametrize(("trainer", "named"), [
+    pytest.param(["trainer=gpu"], "trainer.accelerator=gpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    (["trainer=ddp", "trainer.strategy=ddp_nonsense"], "trainer.strategy=ddp_nonsense")])
+def test_a_trainer_lightning_refuses_here_is_a_recorded_config_error_naming_the_fix(tmp_path, trainer, named):
+    """trainer=gpu on a laptop ended in Hydra's InstantiationException around Lightning's "No supported gpu
+    backend found!", which names neither the option nor what to use instead."""
+    from genbench.train import task
+
+    with pytest.raises(SystemExit):
+        task(compose_train([*trainer, "logger=none", f"paths.output_dir={tmp_path}"]))
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert record["error"].startswith("ConfigError: Lightning refuses trainer.accelerator=")
+    assert named in record["error"]
+    assert "use trainer=default (the accelerator there is), trainer=cpu" in record["error"]
+
+
 def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
     """Diffusion's validation draws Monte Carlo timesteps and the pictures draw samples: on their own random
     stream, a run that validates every epoch and draws pictures trains to the same weights as one with

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from genbench.callbacks import (
@@ -143,6 +144,24 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
+def _build_trainer(node: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """Lightning's Trainer from ``trainer``; its refusal of its options on this machine (``trainer=gpu``
+    where there is no GPU, more devices than there are, an unknown strategy) is a ConfigError that names
+    the options and what the machine has."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if not isinstance(e.__cause__, MisconfigurationException | ValueError):
+            raise
+        asked = ", ".join(f"trainer.{key}={node.get(key)}" for key in ("accelerator", "devices", "strategy")
+                          if key in node)
+        mps = " and MPS" if torch.backends.mps.is_available() else ""
+        gpus = torch.cuda.device_count()
+        raise ConfigError(f"Lightning refuses {asked} here: {e.__cause__} This machine has {gpus} CUDA "
+                          f"GPU(s){mps} besides its CPU: use trainer=default (the accelerator there is), "
+                          "trainer=cpu, or devices and a strategy it has") from None
+
+
 @dataclass
 class RunResult:
     metrics: dict[str, Any]
@@ -207,8 +226,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                                  enable_progress_bar=False)
+    trainer = _build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                             enable_progress_bar=False)
     for lg in trainer.loggers:  # fields a dashboard groups and filters runs by
         lg.log_hyperparams({"family": model.family, "dataset": dm.name, "seed": cfg.seed,
                             "tags": list(cfg.get("tags") or []),
