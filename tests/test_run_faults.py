@@ -20,7 +20,7 @@ from genbench.config import validate
 from genbench.errors import ConfigError
 from genbench.results import provenance, read_record, write_record
 from genbench.train import run, task
-from genbench.trained_run import TRAINED_AS, TrainedAs, read_trained_as
+from genbench.trained_run import TRAINED_AS, read_trained_as
 from tests.helpers import compose_train, start_train_py, train_py, wait_for
 
 QUICK = ["trainer=debug", "logger=none", "eval.speed_repeats=1", "eval.speed_batch_size=8",
@@ -251,7 +251,8 @@ def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, t
     # the evaluated model's, not 4 and 0.5
     assert (model_cfg["latent_dim"], model_cfg["optimizer"]["lr"]) == (16, 1e-3)
     assert model_cfg["_target_"] == "genbench.models.gan.GAN" and record["capabilities"]["has_latent"]
-    assert "model.latent_dim=4 in the config, 16 in the checkpoint" in caplog.text
+    assert ("model.latent_dim=4 (the checkpoint's: 16), model.optimizer.lr=0.5 (the checkpoint's: 0.001)"
+            in caplog.text)
 
 
 def test_a_checkpoint_with_nan_weights_is_diverged_naming_them(gan_checkpoint, tmp_path):
@@ -374,7 +375,10 @@ def test_a_checkpoint_resumed_or_evaluated_as_another_family_or_dataset_names_th
     """Evaluating a moons GAN with model=vae told the user that another genbench had saved it; with
     dataset=digits it failed on a matrix product's shapes; and with dataset=gaussians8 (the same shape) it
     was resumed or evaluated and recorded as a gaussians8 run."""
-    assert read_trained_as(gan_checkpoint) == TrainedAs("gan", "moons", (2,), None)
+    trained_as = read_trained_as(gan_checkpoint)
+    assert (trained_as.family, trained_as.dataset, trained_as.data_shape, trained_as.num_classes) == (
+        "gan", "moons", (2,), None)
+    assert trained_as.options["latent_dim"] == 16
     holds = "holds a gan trained on moons, and this run asks for"
     for wrong, expected in (
             ("model=vae", f"{holds} model=vae: pass the training run's model=gan dataset=moons"),
@@ -391,12 +395,30 @@ def test_a_checkpoint_resumed_or_evaluated_as_another_family_or_dataset_names_th
         assert "train_steps" not in record["metrics"] and "sample_ms_per_sample" not in record["metrics"]
 
 
+def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_naming_them(gan_checkpoint,
+                                                                                             tmp_path):
+    """A resumed run's optimizer state, its learning rate among it, is the checkpoint's, and its record
+    names one config: another lr was recorded but not used, and another latent size failed on the state
+    dict's shapes. Evaluating (train=false) takes the checkpoint's options with a warning instead."""
+    out = tmp_path / "resumed"
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=gan", *QUICK, f"ckpt_path={gan_checkpoint}", "model.latent_dim=8",
+                            "model.optimizer.lr=0.5", "+model.optimizer.foreach=false",
+                            f"paths.output_dir={out}"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert (f"ckpt_path={gan_checkpoint} resumes a model trained with other options than this run's: "
+            "model.latent_dim=8 (the checkpoint's: 16), model.optimizer.foreach=False (the checkpoint's: "
+            "absent), model.optimizer.lr=0.5 (the checkpoint's: 0.001)") in record["error"]
+
+
 def test_a_checkpoint_from_before_checkpoints_named_their_training_is_still_checked_by_its_data(
         gan_checkpoint, tmp_path):
     """Without the family and dataset: another data shape is named as such, and a state dict that does not fit
     says it may be another family's."""
     old = _edited_checkpoint(gan_checkpoint, tmp_path / "old.ckpt", lambda ckpt: ckpt.pop(TRAINED_AS))
-    assert read_trained_as(old) == TrainedAs(None, None, (2,), None)
+    trained_as = read_trained_as(old)
+    assert (trained_as.family, trained_as.dataset, trained_as.data_shape) == (None, None, (2,))
     record = _evaluate(old, tmp_path / "digits", "dataset=digits")
     assert record["status"] == "failed"
     assert ("holds a model of data shape [2] (classes: None), and dataset=digits has [1, 8, 8] (classes: 10)"

@@ -69,7 +69,7 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
 from genbench.stages import TrainingStarted, current_stage, failed_in, stage
-from genbench.trained_run import NamesTraining, load_checkpoint, read_trained_as
+from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
 
 log = logging.getLogger(__name__)
 # How another DDP rank's log says its run failed (_record_failure), for rank zero's record
@@ -216,6 +216,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
     if trained_as is not None:
         trained_as.check(cfg.ckpt_path, model.family, dm)
+        if cfg.train:
+            trained_as.check_resumable(cfg.ckpt_path, model.hparams)
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
@@ -315,11 +317,10 @@ def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.devic
     loaded = load_checkpoint(type(model), ckpt_path, device)
     # An option the checkpoint predates has the schema's default in the loaded model, not None.
     kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams}
-    differ = {k: (v, kept[k]) for k, v in model.hparams.items() if kept[k] != v}
+    differ = differing_options(model.hparams, kept)
     if differ:
         log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,
-                    ", ".join(f"model.{k}={new!r} in the config, {old!r} in the checkpoint"
-                              for k, (new, old) in differ.items()))
+                    ", ".join(differ))
     return loaded
 
 

@@ -10,9 +10,10 @@ config, the checkpoint's model on the GPU if there is one, and the dataset set u
 
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -27,6 +28,7 @@ from genbench.models.base import GenerativeModel
 
 TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
 OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
+ABSENT = object()  # an option one side's nested options lack (model.optimizer.momentum for an SGD)
 
 
 class NamesTraining(pl.Callback):
@@ -48,6 +50,7 @@ class TrainedAs:
     dataset: str | None
     data_shape: tuple[int, ...] | None
     num_classes: int | None
+    options: dict[str, Any] = field(default_factory=dict)  # the model's options (its other hyperparameters)
 
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
@@ -65,6 +68,43 @@ class TrainedAs:
             raise ConfigError(f"checkpoint {ckpt_path} holds a model of data shape {list(self.data_shape)} "
                               f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
                               f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
+
+
+    def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any]) -> None:
+        """ConfigError naming the model options (``hparams``, the config's) that differ from the checkpoint's:
+        a resumed run goes on training the checkpoint's model, whose optimizer state (its learning rate
+        among it) comes from the checkpoint, and its record states one config for all of its training.
+        Options newer than the checkpoint are not compared."""
+        differ = differing_options(hparams, self.options)
+        if differ:
+            raise ConfigError(f"ckpt_path={ckpt_path} resumes a model trained with other options than this "
+                              f"run's: {', '.join(differ)}; a resumed run goes on with the checkpoint's "
+                              "model and optimizer: drop these overrides, or train anew without ckpt_path")
+
+
+def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
+    """``model.<key>=<config's> (the checkpoint's: <value>)`` for each option of both that differs, nested
+    ones by their dotted key (``model.optimizer.lr``), as a command line names them."""
+    ours = _leaves({key: value for key, value in config.items() if key in trained})
+    theirs = _leaves({key: value for key, value in trained.items() if key in config})
+    pairs = {key: (ours.get(key, ABSENT), theirs.get(key, ABSENT)) for key in sorted(ours | theirs)}
+    return [f"model.{key}={_shown(new)} (the checkpoint's: {_shown(old)})"
+            for key, (new, old) in pairs.items() if new != old]
+
+
+def _shown(value: Any) -> str:
+    return "absent" if value is ABSENT else repr(value)
+
+
+def _leaves(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as dotted keys (``optimizer.lr``), as a command line names them."""
+    leaves: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
 
 
 def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
@@ -85,8 +125,9 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     named = checkpoint.get(TRAINED_AS) or {}
     hparams = checkpoint.get("hyper_parameters") or {}
     shape = hparams.get("data_shape")
+    options = {key: value for key, value in hparams.items() if key not in ("data_shape", "num_classes")}
     return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
-                     hparams.get("num_classes"))
+                     hparams.get("num_classes"), options)
 
 
 def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
