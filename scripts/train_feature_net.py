@@ -11,11 +11,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from genbench.data.base import GenerativeDataModule
 from genbench.evaluation.feature_net import feature_net_path, save_feature_net, train_feature_net
+from genbench.train import instantiate
+from genbench.trained_run import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="feature_net")
 def main(cfg: DictConfig) -> None:
-    dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
+    with one_line_errors():
+        train(cfg)
+
+
+def train(cfg: DictConfig) -> None:
+    dm: GenerativeDataModule = instantiate(cfg.dataset)
     net, test_accuracy = train_feature_net(
         dm, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed, weight_decay=cfg.weight_decay, width=cfg.width,
         feature_dim=cfg.feature_dim, device=cfg.device,

@@ -111,6 +111,19 @@ def test_script_trains_and_writes_the_net_and_its_record(tmp_path):
     assert loaded.provenance()["config"]["epochs"] == 1
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["dataset=moons"], "dataset=moons has no labelled images, and a feature net is an image classifier"),
+    (["dataset=mnist"], "missing dataset file: expected "),
+    (["dataset=digits", "dataset.batch_size=0"], "bad config value dataset.batch_size=0: must be >= 1")])
+def test_the_script_names_a_bad_dataset_in_one_line_and_exits_2(tmp_path, args, says):
+    """They ended in tracebacks: a ValueError, the DatasetError, and Hydra's InstantiationException."""
+    proc = run_script("scripts/train_feature_net.py", [*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr  # Hydra's log goes to stdout
+    assert f"[ERROR] - {says}" in output and "Traceback" not in output
+    assert not (tmp_path / "feature_nets").exists()
+
+
 def _replace_with_updated_checksum(saved, data: bytes | None = None, drop: str | None = None) -> None:
     """Tamper with the net as someone who also rewrites its record's sha256 would."""
     record_path = saved.with_suffix(".json")

@@ -10,7 +10,8 @@ config, the checkpoint's model on the GPU if there is one, and the dataset set u
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from omegaconf import DictConfig
 
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
-from genbench.errors import ConfigError
+from genbench.errors import ConfigError, GenbenchError
 from genbench.models.base import GenerativeModel
 
 TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
@@ -184,11 +185,19 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     return Trained(cfg, dm, model, device, ckpt)
 
 
-def run_script(main: Callable[[], int]) -> None:
-    """Exits with an evaluation-only script's ``main()``; a ConfigError (no checkpoint, one that does not
-    fit) is logged in one line and exits 2, as a bad command line does."""
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A script's own errors (a ConfigError, a DatasetError: they name the problem and the fix) logged in
+    one line, exiting 2 as a bad command line does, instead of a traceback."""
     try:
-        sys.exit(main())
-    except ConfigError as e:
+        yield
+    except GenbenchError as e:
         logging.error("%s", e)
         sys.exit(2)
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Exits with an evaluation-only script's ``main()``; genbench's errors (no checkpoint, one that does
+    not fit, a missing data file) as :func:`one_line_errors` says."""
+    with one_line_errors():
+        sys.exit(main())

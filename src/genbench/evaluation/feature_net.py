@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
-from genbench.errors import FeatureExtractorUnavailable
+from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.files import replacing, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.progress import progress
@@ -109,7 +109,8 @@ def train_feature_net(
 ) -> tuple[SmallCNN, float]:
     """Train a SmallCNN on the train split (AdamW, one-cycle schedule); return it and its test accuracy."""
     if dm.num_classes is None or not dm.is_image:
-        raise ValueError(f"feature nets need a labelled image dataset; {dm.name} is not one")
+        raise ConfigError(f"dataset={dm.name} has no labelled images, and a feature net is an image "
+                          "classifier: use dataset=digits, mnist, fashion_mnist or cifar10")
     torch.manual_seed(seed)  # initialisation, dropout and the loader's shuffling
     dm.setup()
     c, h, _ = dm.data_shape
