@@ -308,6 +308,38 @@ def test_a_trainer_lightning_refuses_here_is_a_recorded_config_error_naming_the_
     assert "use trainer=default (the accelerator there is), trainer=cpu" in record["error"]
 
 
+def test_the_validation_likelihood_is_the_val_splits_and_changes_no_other_number(tmp_path):
+    """eval.val_likelihood=true adds val_nll_* of the validation split (what hparams_search=vae_optuna
+    selects on: it selected on the test NLL it then reported) and leaves every other number as it was."""
+    from genbench.evaluation.likelihood import test_likelihood
+
+    common = ["trainer=debug", "eval.speed_repeats=1", "eval.speed_warmup=0", "eval.plot_samples_vector=200",
+              "dataset.n_val=300"]
+    plain = run(compose_quiet_run(tmp_path / "plain", common), tmp_path / "plain")
+    scored = run(compose_quiet_run(tmp_path / "val", [*common, "eval.val_likelihood=true"]), tmp_path / "val")
+    unrepeatable = ("sample_ms", "peak_memory", "train_peak_memory", "train_seconds",
+                    "train_examples_per_second")
+    measured = {k: v for k, v in plain.metrics.items() if not k.startswith(unrepeatable)}
+    assert measured == {k: scored.metrics[k] for k in measured}
+    torch.manual_seed(0)  # the evaluation's seed
+    expected = test_likelihood(scored.model, scored.dm.val_dataloader())
+    val = {k.removeprefix("val_"): v for k, v in scored.metrics.items() if k.startswith("val_")}
+    assert val.pop("examples") == expected.pop("test_examples") == 300
+    assert val == {k: v for k, v in expected.items() if k.startswith("nll_")}
+    assert val["nll_bpd"] != plain.metrics["nll_bpd"]  # the test split's: 5,000 other points
+
+
+def test_an_empty_validation_split_for_the_validation_likelihood_is_a_config_error_before_training(tmp_path):
+    from genbench.train import task
+
+    with pytest.raises(SystemExit):
+        task(compose_quiet_run(tmp_path, ["trainer=debug", "eval.val_likelihood=true", "dataset.n_val=0"]))
+    record = read_record(tmp_path / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert "eval.val_likelihood=true, but dataset=moons holds no validation examples" in record["error"]
+    assert "train_steps" not in record["metrics"]
+
+
 def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
     """Diffusion's validation draws Monte Carlo timesteps and the pictures draw samples: on their own random
     stream, a run that validates every epoch and draws pictures trains to the same weights as one with

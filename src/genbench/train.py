@@ -42,6 +42,7 @@ from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_memory
 from genbench.evaluation.device import device_name, evaluation_device
+from genbench.evaluation.stage import require_val_split
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import (
     RankFailed,
@@ -218,6 +219,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
         trained_as.check(cfg.ckpt_path, model.family, dm)
         if cfg.train:
             trained_as.check_resumable(cfg.ckpt_path, model.hparams)
+    if cfg.evaluate and eval_cfg.val_likelihood and model.likelihood_kind != "none":
+        require_val_split(dm)  # before training, not after it
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])

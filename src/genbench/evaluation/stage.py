@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from genbench.data.base import SPLIT_PARTS, GenerativeDataModule
-from genbench.errors import FeatureExtractorUnavailable
+from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.feature_networks import FEATURE_NETWORKS
 from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
@@ -44,6 +44,9 @@ class EvalConfig(Schema):
     device: str = "auto"  # auto: the device the model trained on (the trainer's root device); or cpu, cuda:1
     max_test_batches: int | None = param(None, ge=1)  # None: the whole test split
     likelihood_batch_size: int | None = param(None, ge=1)  # None: the data's batches on a CPU, 256 on a GPU
+    # also the validation split's likelihood (val_nll_*; eval.max_test_batches of it), computed last: what a
+    # hyperparameter search selects on
+    val_likelihood: bool = False
     speed_batch_size: int = param(256, ge=1)
     speed_repeats: int = param(10, ge=1)
     speed_warmup: int = param(2, ge=0)
@@ -126,7 +129,35 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     if nrow is None:
         title += f": {len(samples)} samples"
     save_samples_png(samples, test, out_dir / "samples.png", title, nrow)
+    if cfg.val_likelihood and has_likelihood:
+        _val_likelihood(model, dm, cfg, likelihood_batch, result)
     return result
+
+
+def require_val_split(dm: GenerativeDataModule) -> None:
+    """ConfigError where ``eval.val_likelihood`` asks for the validation split's likelihood and the dataset
+    holds none; a run checks before it trains."""
+    dm.setup()
+    if not len(dm.split_tensor("val")):
+        raise ConfigError(f"eval.val_likelihood=true, but dataset={dm.name} holds no validation examples: "
+                          "give it some (dataset.val_fraction, or dataset.n_val on 2D sets) or set "
+                          "eval.val_likelihood=false")
+
+
+def _val_likelihood(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
+                    batch_size: int | None, result: Evaluation) -> None:
+    """``val_nll_*`` and ``val_examples``: the likelihood of the validation split, which a hyperparameter
+    search may select on (selecting on the test split's would bias the test numbers it then reports).
+    Computed last, from the evaluation's seed, so every other number is the same with or without it."""
+    require_val_split(dm)
+    torch.manual_seed(cfg.seed)
+    with phase("evaluation: likelihood of the validation split"):
+        scored = test_likelihood(model, dm.val_dataloader(), cfg.max_test_batches, None, batch_size)
+    scored.pop("likelihood_kind")
+    examples = scored.pop("test_examples")
+    result.metrics.update({f"val_{name}": value for name, value in scored.items()}, val_examples=examples)
+    result.provenance["val_likelihood"] = {"split": "val", "n_val": examples,
+                                           "batch_size": batch_size or dm.hp.batch_size, "seed": cfg.seed}
 
 
 def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,

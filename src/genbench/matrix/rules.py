@@ -39,8 +39,9 @@ LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "
 NFE_FRACTION = 0.9  # the sampling-speed row names the NFE where quality reaches this share of the best
 NOT_SETUP = (  # config keys that cannot change what a run measures: runs differing only there are pooled
     "seed", "paths", "logger", "callbacks", "extras", "tags", "task_name", "hydra", "optimized_metric",
-    "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "trainer.enable_progress_bar",
-    "trainer.default_root_dir", "dataset.root", "dataset.download", "dataset.num_workers")
+    "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "eval.val_likelihood",
+    "trainer.enable_progress_bar", "trainer.default_root_dir", "dataset.root", "dataset.download",
+    "dataset.num_workers")
 CONFIG_ERROR = "ConfigError"  # a failed run whose error starts with this never started training
 # The founding comparison's families (its column name -> genbench's family), as commonly taught; the
 # matrix's columns come in this order, the other families after them by name.
