@@ -340,6 +340,18 @@ def test_an_empty_validation_split_for_the_validation_likelihood_is_a_config_err
     assert "train_steps" not in record["metrics"]
 
 
+def test_a_sweeps_objective_names_a_metric_the_record_lacks(caplog):
+    """A misspelt optimized_metric made every trial of an Optuna search fail with no word of why."""
+    from genbench.train import objective
+
+    record = {"status": "ok", "metrics": {"val_nll_bpd": 1.5, "nll_bpd": 1.4, "val_nll_nats": 2.0}}
+    assert objective(record, "val_nll_bpd") == 1.5 and not caplog.records
+    assert objective(record, "val_nll_bdp") is None
+    said = "optimized_metric=val_nll_bdp is not in this run's metrics.json (did you mean val_nll_bpd"
+    assert said in caplog.text
+    assert objective({**record, "status": "failed"}, "val_nll_bpd") is None
+
+
 def test_validation_and_sample_pictures_do_not_change_the_training(tmp_path):
     """Diffusion's validation draws Monte Carlo timesteps and the pictures draw samples: on their own random
     stream, a run that validates every epoch and draws pictures trains to the same weights as one with

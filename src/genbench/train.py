@@ -7,6 +7,7 @@ raised in a multirun so one broken job never kills a sweep, and exiting non-zero
 """
 
 import contextlib
+import difflib
 import logging
 import math
 import os
@@ -503,6 +504,12 @@ def objective(record: dict, metric: str | None) -> float | dict | None:
     the whole search stop at the first failed trial)."""
     if not metric:
         return record
-    value = record.get("metrics", {}).get(metric)
+    metrics = record.get("metrics", {})
+    if record.get("status") == "ok" and metric not in metrics:  # a misspelt name failed every trial unsaid
+        near = difflib.get_close_matches(metric, list(metrics), n=3)
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+        log.error("optimized_metric=%s is not in this run's metrics.json%s: the sweeper gets no value",
+                  metric, hint)
+    value = metrics.get(metric)
     finite = type(value) in (int, float) and math.isfinite(value)
     return float(value) if record.get("status") == "ok" and finite else None
