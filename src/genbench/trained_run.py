@@ -43,9 +43,9 @@ class NamesTraining(pl.Callback):
 @dataclass(frozen=True)
 class TrainedAs:
     """What a checkpoint's model trained as: its family and dataset (``None`` in checkpoints written before
-    they were named) and the data's shape and classes (its hyperparameters). Evaluating or resuming it as
-    another family or on another dataset would fail on tensor shapes, or, where the shapes agree, record a
-    model under a dataset it never trained on."""
+    they were named), the data's shape and classes, and its options (the last three: its hyperparameters).
+    Evaluating or resuming it as another family or on another dataset would fail on tensor shapes, or,
+    where the shapes agree, record a model under a dataset it never trained on."""
 
     family: str | None
     dataset: str | None
@@ -69,7 +69,6 @@ class TrainedAs:
             raise ConfigError(f"checkpoint {ckpt_path} holds a model of data shape {list(self.data_shape)} "
                               f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
                               f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
-
 
     def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any]) -> None:
         """ConfigError naming the model options (``hparams``, the config's) that differ from the checkpoint's:
