@@ -54,6 +54,17 @@ _PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaco
              "torch-fidelity", "genbench")
 
 
+def dotted(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (a record's ``provenance.config``, a model's options) as ``{dotted key: value}``, the
+    keys as a command line names them (``model.optimizer.lr``); an empty mapping is a value of its own."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(dotted(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node} if prefix else {}
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:

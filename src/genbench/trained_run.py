@@ -26,6 +26,7 @@ from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, GenbenchError
 from genbench.models.base import GenerativeModel
+from genbench.results import dotted
 
 TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
 OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
@@ -85,8 +86,8 @@ class TrainedAs:
 def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
     """``model.<key>=<config's> (the checkpoint's: <value>)`` for each option of both that differs, nested
     ones by their dotted key (``model.optimizer.lr``), as a command line names them."""
-    ours = _leaves({key: value for key, value in config.items() if key in trained})
-    theirs = _leaves({key: value for key, value in trained.items() if key in config})
+    ours = dotted({key: value for key, value in config.items() if key in trained})
+    theirs = dotted({key: value for key, value in trained.items() if key in config})
     pairs = {key: (ours.get(key, ABSENT), theirs.get(key, ABSENT)) for key in sorted(ours | theirs)}
     return [f"model.{key}={_shown(new)} (the checkpoint's: {_shown(old)})"
             for key, (new, old) in pairs.items() if new != old]
@@ -94,17 +95,6 @@ def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> 
 
 def _shown(value: Any) -> str:
     return "absent" if value is ABSENT else repr(value)
-
-
-def _leaves(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested options as dotted keys (``optimizer.lr``), as a command line names them."""
-    leaves: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            leaves.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            leaves[f"{prefix}{key}"] = value
-    return leaves
 
 
 def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
@@ -130,12 +120,15 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
                      hparams.get("num_classes"), options)
 
 
-def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path,
-                    device: torch.device) -> GenerativeModel:
+def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path, device: torch.device,
+                    dm: GenerativeDataModule | None = None) -> GenerativeModel:
     """The ``cls`` model of the checkpoint, built from its own hyperparameters, on ``device``. ConfigError
-    when it cannot be read, or does not fit this version's family (other tensors, or an option the schema
+    when it cannot be read, was trained (given ``dm``) as another family or on another dataset
+    (:meth:`TrainedAs.check`), or does not fit this version's family (other tensors, or an option the schema
     no longer has)."""
-    read_trained_as(ckpt_path)
+    trained_as = read_trained_as(ckpt_path)
+    if dm is not None:
+        trained_as.check(ckpt_path, cls.family, dm)
     try:
         return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
     except (RuntimeError, TypeError) as e:
@@ -178,9 +171,7 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup("test")
-    cls = hydra.utils.get_class(cfg.model._target_)
-    read_trained_as(ckpt).check(ckpt, cls.family, dm)
-    model = load_checkpoint(cls, ckpt, device).eval()
+    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device, dm).eval()
     return Trained(cfg, dm, model, device, ckpt)
 
 

@@ -9,11 +9,11 @@ column per setup, named by the keys that differ, and a warning says so.
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from genbench.matrix.rules import FOUNDING_FAMILIES, NOT_SETUP
 from genbench.matrix.runs import Run
 from genbench.nfe_record import Curve
+from genbench.results import dotted
 
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 
@@ -35,18 +35,9 @@ class Column:
                     None)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(node, dict) and node:
-        out: dict[str, str] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: json.dumps(node, sort_keys=True, default=str)} if prefix else {}
-
-
 def setup_of(run: Run) -> dict[str, str]:
     """The run's config as dotted keys, less the ones that cannot change its measurements."""
-    return {k: v for k, v in _flatten(run.config).items()
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
             if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
 
 
