@@ -17,7 +17,7 @@ from genbench.matrix.founding import compare
 from genbench.matrix.rules import rules_text
 from genbench.matrix.runs import find_runs
 from genbench.matrix.table import build_matrix, loss_oscillation
-from genbench.matrix.verdicts import bottom_line, pareto_front
+from genbench.matrix.verdicts import bottom_line, pareto_front, tied
 from genbench.nfe_record import Curve, CurvePoint, write_curve
 from genbench.results import provenance, read_record, write_record
 from tests.helpers import start_train_py, train_py, wait_for
@@ -336,7 +336,8 @@ def test_the_bottom_line_ranks_quality_by_r_not_by_the_values_shown(tmp_path):
     verdicts = {v.need: v for v in bottom_line(matrix)}
     best = verdicts["Best sample quality"]
     assert best.choice == "vae"
-    assert best.why == "fd_digits_cnn 6 (High, r 1.5 from 6 at the floor's sample size)"
+    assert best.why == ("fd_digits_cnn 6 (High, r 1.5 from 6 at the floor's sample size); "
+                        "not tested for a tie: vae has fewer than 2 runs")
     assert pareto_front(matrix) == ["vae"]
 
 
@@ -365,6 +366,48 @@ def test_bottom_line_pareto_front_and_founding_comparison(tmp_path):
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "| Sampling speed | Fast → Fast: agrees | Fast → Fast: agrees | Slow → —: not measured |" in md
     assert "Speed-quality Pareto front (fastest first): vae, gan" in md
+
+
+def test_the_bottom_line_names_the_columns_the_seeds_cannot_tell_from_its_pick(tmp_path):
+    """Three seeds each: the GAN's quality is the best mean, but diffusion's is within the seeds' spread of
+    it (the VAE's is far below both); the two exact likelihoods overlap too. A pick names what it ties with,
+    and a pick of one run says it was not tested."""
+    quality = {"vae": (0.50, 0.51, 0.52), "gan": (0.90, 0.95, 1.00), "diffusion": (0.93, 0.94, 0.92)}
+    nll = {"vae": (1.20, 1.30, 1.25), "gan": None, "diffusion": (1.22, 1.24, 1.26)}
+    for family in quality:
+        for seed in range(3):
+            bpd = nll[family] and nll[family][seed]
+            ms = 0.9 if family == "diffusion" else 0.002
+            metrics = _metrics(quality[family][seed], 1.0, ms, 1, 10.0, bpd)
+            _run(tmp_path, f"{family}{seed}", family, seed,
+                 {**metrics, "likelihood_kind": "none" if bpd is None else "exact"}, losses=SMOOTH)
+    verdicts = {v.need: v for v in bottom_line(_matrix(tmp_path))}
+    best = verdicts["Best sample quality"]
+    assert (best.choice, best.tied, best.pick) == ("gan", ["diffusion"], "gan (tied with diffusion)")
+    assert best.why.endswith("; within the seeds' spread of it: diffusion r 1.02")
+    fastest = verdicts["Fastest sampling at good quality (Excellent or High)"]
+    assert (fastest.choice, fastest.tied) == ("gan", [])  # 0.002 against 0.9 ms/sample, no spread in either
+    likelihood = verdicts["Exact likelihood"]
+    assert (likelihood.choice, likelihood.tied) == ("diffusion", ["vae"])
+    assert likelihood.why == "nll_bpd 1.24; within the seeds' spread of it: vae nll_bpd 1.25"
+    # The GAN's spread is what ties it: with the same mean and none, the seeds tell it from diffusion.
+    for seed in range(3):
+        shutil.rmtree(tmp_path / f"gan{seed}")
+        _run(tmp_path, f"gan{seed}", "gan", seed, _metrics(0.95, 1.0, 0.002, 1, 10.0, None), losses=SMOOTH)
+    best = next(v for v in bottom_line(_matrix(tmp_path)) if v.need == "Best sample quality")
+    assert (best.choice, best.tied, best.pick) == ("gan", [], "gan")
+    write_matrix([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| Exact likelihood | diffusion (tied with vae) | nll_bpd 1.24;" in md
+
+
+@pytest.mark.parametrize("a, b", [((1.0, 1.2), (1.5, 1.7, 1.6)), ((1.0, 1.1, 1.2), (1.25, 1.35, 1.3)),
+                                  ((3.0, 3.1), (3.05, 3.2)), ((0.5, 0.52, 0.49, 0.51), (0.6, 0.7))])
+def test_a_tie_is_a_welch_t_statistic_of_at_most_two(a, b):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    t = scipy_stats.ttest_ind(a, b, equal_var=False).statistic
+    assert tied(a, b) == (abs(t) <= rules.TIE_SE)
+    assert tied(a, (1.0,)) is None and tied((2.0,), b) is None  # one run: its spread is unknown
 
 
 def _curve(run_dir: Path, points: list[tuple[int, float, float]], floor: float = 0.03) -> None:

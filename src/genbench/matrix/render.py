@@ -94,7 +94,7 @@ def founding_table(m: Matrix) -> tuple[list[str], list[list[str]]]:
 
 
 def _bottom_rows(m: Matrix) -> list[list[str]]:
-    return [[v.need, v.choice or "none", v.why] for v in bottom_line(m)]
+    return [[v.need, v.pick, v.why] for v in bottom_line(m)]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -33,6 +33,7 @@ COST = Scale(((2.0, "Cheap"), (5.0, "Moderate")), "Expensive")
 CV_LIMIT = 0.25  # coefficient of variation of the quality metric over seeds
 OSCILLATION_LIMIT = 0.25  # late-training loss oscillation
 GOOD_QUALITY = ("Excellent", "High")  # "at good quality" in the bottom line
+TIE_SE = 2.0  # a pick ties a column whose mean is within this many standard errors of the difference
 FLAT_GAIN = 0.1  # relative change of a quality curve that counts as flattened (or as past its best)
 LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "Approx (quadrature)",
                     "estimate": "Approx (estimate)", "none": "None"}
@@ -129,8 +130,12 @@ RULES = (
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
                         "likelihood: the lowest nll_bpd of kind exact; latent space and conditioning: the "
                         "best quality among columns with the capability; most stable: the lowest CV of "
-                        "quality among Stable columns; a tie goes to the first column in the table's "
-                        "order. Pareto front: the columns no other column matches or beats on both "
+                        "quality among Stable columns; an exact tie goes to the first column in the table's "
+                        "order. A pick is \"tied with\" each other candidate whose per-run numbers (r, "
+                        "ms/sample, nll_bpd) have a mean within "
+                        f"{TIE_SE:g} standard errors of the difference (Welch's, over the seeds) of the "
+                        "pick's: the seeds cannot tell them apart; a column with one run is not tested. "
+                        "Pareto front: the columns no other column matches or beats on both "
                         "sampling time and r while beating on one."),
     Rule("Founding comparison", "each cell of the founding table against the measured word of the same "
                                 "row and family: agrees when they are the same word (Approx (ELBO) counts "

@@ -30,6 +30,7 @@ class Cell:
     n: int = 0
     ratio: float | None = None  # what the word was read from, where a scale gave it
     compared: float | None = None  # the mean value the ratio compared with the floor, where not ``mean``
+    per_run: tuple[float, ...] = ()  # each run's number behind ``ratio`` (else ``mean``), for ties
 
 
 @dataclass
@@ -123,7 +124,8 @@ def _numeric_row(name: str, metric: str, columns: list[Column], word: Word, unit
             row.cells[column.name] = Cell(_missing(column), "n/a")
             continue
         label, ratio = word(column, mean, means)
-        row.cells[column.name] = Cell(_fmt(vs, len(column.runs), unit), label, mean, std, len(vs), ratio)
+        row.cells[column.name] = Cell(_fmt(vs, len(column.runs), unit), label, mean, std, len(vs), ratio,
+                                      per_run=tuple(vs))
     return row
 
 
@@ -206,17 +208,25 @@ def _quality_row(quality: str, lower: bool, columns: list[Column], reference: Ce
     anchored = reference is not None
     anchor_name = "held-out real data" if anchored else "the best column (no real-data value recorded)"
 
+    per_run: dict[str, tuple[float, ...]] = {}
+
     def word(column: Column, mean: float, means: list[float]) -> tuple[str, float | None]:
         if not anchored:
-            ratio = _ratio(mean, min(means) if lower else max(means), lower)
+            best = min(means) if lower else max(means)
+            ratios = [_ratio(value, best, lower) for value in _values(column.runs, quality)]
+            ratio = _ratio(mean, best, lower)
         elif pairs := floors[column.name][0]:
-            ratio = statistics.fmean(_ratio(value, floor, lower) for value, floor, _ in pairs)
+            ratios = [_ratio(value, floor, lower) for value, floor, _ in pairs]
+            ratio = statistics.fmean(ratios)
         else:
             return "n/a", None
+        per_run[column.name] = tuple(ratios)
         return rules.QUALITY.word(ratio), ratio
 
     row = _numeric_row("Sample quality", quality, columns, word,
                        shown=f"{quality}, {'lower' if lower else 'higher'} is better; r to {anchor_name}")
+    for name, cell in row.cells.items():
+        cell.per_run = per_run.get(name, ())
     row.reference = reference
     _show_ratios(row)
     for column in columns:

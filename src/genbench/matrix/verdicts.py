@@ -1,10 +1,13 @@
 """The bottom line of a matrix: which column to pick for each need, and the speed-quality Pareto front,
 by the rules named in :mod:`genbench.matrix.rules` ("Bottom line")."""
 
-from dataclasses import dataclass
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from genbench.matrix import rules
-from genbench.matrix.table import Matrix
+from genbench.matrix.table import Cell, Matrix
 
 
 @dataclass
@@ -12,6 +15,44 @@ class Verdict:
     need: str
     choice: str | None  # a column name; None: no column qualifies
     why: str
+    tied: list[str] = field(default_factory=list)  # columns the seeds cannot tell from the choice
+
+    @property
+    def pick(self) -> str:
+        """The choice as shown: the columns it ties with named beside it."""
+        if self.choice is None:
+            return "none"
+        return self.choice + (f" (tied with {', '.join(self.tied)})" if self.tied else "")
+
+
+def tied(a: Sequence[float], b: Sequence[float]) -> bool | None:
+    """Whether two columns' per-run numbers have means within ``rules.TIE_SE`` standard errors of their
+    difference (Welch's); None where either has fewer than two runs, whose spread is unknown."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return abs(statistics.fmean(a) - statistics.fmean(b)) <= rules.TIE_SE * se
+
+
+def _with_ties(verdict: Verdict, cells: dict[str, Cell], among: list[str], shown: str) -> Verdict:
+    """``verdict`` with the columns of ``among`` its choice ties with by the per-run numbers of ``cells``
+    (``shown`` formats a tied column's mean in the why), and those it could not be compared with."""
+    if verdict.choice is None:
+        return verdict
+    mine = cells[verdict.choice].per_run
+    others = [c for c in among if c != verdict.choice]
+    if len(mine) < 2:
+        if others:
+            verdict.why += f"; not tested for a tie: {verdict.choice} has fewer than 2 runs"
+        return verdict
+    verdict.tied = [c for c in others if tied(mine, cells[c].per_run)]
+    if verdict.tied:
+        means = ", ".join(f"{c} {shown.format(statistics.fmean(cells[c].per_run))}" for c in verdict.tied)
+        verdict.why += f"; within the seeds' spread of it: {means}"
+    untested = [c for c in others if tied(mine, cells[c].per_run) is None]
+    if untested:
+        verdict.why += f"; not tested for a tie (fewer than 2 runs): {', '.join(untested)}"
+    return verdict
 
 
 def _quality(m: Matrix) -> dict[str, float]:
@@ -20,10 +61,15 @@ def _quality(m: Matrix) -> dict[str, float]:
     return {c: cell.ratio for c, cell in m.row("Sample quality").cells.items() if cell.ratio is not None}
 
 
-def _best(m: Matrix, among: list[str]) -> str | None:
+def _best(m: Matrix, need: str, among: list[str], why: str = "") -> Verdict:
+    """The column of ``among`` with the best quality (lowest r), with its ties."""
     quality = _quality(m)
     candidates = [c for c in among if c in quality]
-    return min(candidates, key=quality.__getitem__) if candidates else None
+    if not candidates:
+        return Verdict(need, None, "no quality measured" if not why else "no measured column has it")
+    best = min(candidates, key=quality.__getitem__)
+    verdict = Verdict(need, best, why + _quality_why(m, best))
+    return _with_ties(verdict, m.row("Sample quality").cells, candidates, "r {:.3g}")
 
 
 def _labelled(m: Matrix, row: str, labels: tuple[str, ...]) -> list[str]:
@@ -39,27 +85,29 @@ def _quality_why(m: Matrix, column: str) -> str:
 
 
 def bottom_line(m: Matrix) -> list[Verdict]:
-    out = []
-    best = _best(m, m.families)
-    out.append(Verdict("Best sample quality", best, _quality_why(m, best) if best else "no quality measured"))
+    out = [_best(m, "Best sample quality", m.families)]
 
-    speed = {c: cell.mean for c, cell in m.row("Sampling speed").cells.items() if cell.mean is not None}
-    good = [c for c in _labelled(m, "Sample quality", rules.GOOD_QUALITY) if c in speed]
-    fastest = min(good, key=speed.__getitem__) if good else None
-    out.append(Verdict(f"Fastest sampling at good quality ({' or '.join(rules.GOOD_QUALITY)})", fastest,
-                       f"{speed[fastest]:.3g} ms/sample, {_quality_why(m, fastest)}" if fastest
-                       else f"no column reaches {' or '.join(rules.GOOD_QUALITY)} quality"))
+    speed = m.row("Sampling speed").cells
+    good = [c for c in _labelled(m, "Sample quality", rules.GOOD_QUALITY) if speed[c].mean is not None]
+    need = f"Fastest sampling at good quality ({' or '.join(rules.GOOD_QUALITY)})"
+    if good:
+        fastest = min(good, key=lambda c: speed[c].mean)
+        why = f"{speed[fastest].mean:.3g} ms/sample, {_quality_why(m, fastest)}"
+        out.append(_with_ties(Verdict(need, fastest, why), speed, good, "{:.3g} ms/sample"))
+    else:
+        out.append(Verdict(need, None, f"no column reaches {' or '.join(rules.GOOD_QUALITY)} quality"))
 
     likelihood = m.row("Likelihood").cells
     exact = [c for c in _labelled(m, "Likelihood", ("Exact",)) if likelihood[c].mean is not None]
-    nll = min(exact, key=lambda c: likelihood[c].mean) if exact else None
-    out.append(Verdict("Exact likelihood", nll, f"nll_bpd {likelihood[nll].mean:.3g}" if nll
-                       else "no column has an exact likelihood"))
+    if exact:
+        nll = min(exact, key=lambda c: likelihood[c].mean)
+        verdict = Verdict("Exact likelihood", nll, f"nll_bpd {likelihood[nll].mean:.3g}")
+        out.append(_with_ties(verdict, likelihood, exact, "nll_bpd {:.3g}"))
+    else:
+        out.append(Verdict("Exact likelihood", None, "no column has an exact likelihood"))
 
     for need, row in (("Latent space", "Latent space"), ("Conditioning", "Conditioning")):
-        pick = _best(m, _labelled(m, row, ("Yes",)))
-        out.append(Verdict(need, pick, f"best quality with the capability: {_quality_why(m, pick)}" if pick
-                           else "no measured column has it"))
+        out.append(_best(m, need, _labelled(m, row, ("Yes",)), "best quality with the capability: "))
 
     stability = m.row("Training stability").cells
     stable = [c for c in _labelled(m, "Training stability", ("Stable",)) if stability[c].mean is not None]
