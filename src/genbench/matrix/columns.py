@@ -57,17 +57,22 @@ def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
             setup = setup_of(run)
             key = json.dumps(setup, sort_keys=True)
             setups.setdefault(key, Column(family, family, setup=setup)).runs.append(run)
+        numbered = False
         if len(setups) > 1:
             differ = _differing_keys([c.setup for c in setups.values()])
             more = ", ..." if len(differ) > NAMED_DIFFERENCES else ""
             names = [", ".join(f"{k}={_shown(c.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
                      for c in setups.values()]
-            numbered = bool(more) or len(set(names)) < len(names)  # 200 and "200" are shown alike
-            for i, (column, named) in enumerate(zip(setups.values(), names, strict=True)):
-                column.name = f"{family} [{named}{more}]" + (f" #{i + 1}" if numbered else "")
+            numbered = bool(more) or len(set(names)) < len(names)  # 200 and "200", or 0.12341 and 0.12344
+            for column, named in zip(setups.values(), names, strict=True):
+                column.name = f"{family} [{named}{more}]"
             warnings.append(f"{family}: runs under {len(setups)} different configs are not pooled; each has "
                             f"its own column (they differ in {', '.join(differ)})")
-        columns += sorted(setups.values(), key=lambda c: _natural(c.name))
+        ordered = sorted(setups.values(), key=lambda c: _natural(c.name))
+        if numbered:
+            for i, column in enumerate(ordered):
+                column.name += f" #{i + 1}"
+        columns += ordered
     return columns, warnings
 
 
@@ -76,14 +81,21 @@ def _differing_keys(setups: list[dict[str, str]]) -> list[str]:
     return [k for k in keys if len({s.get(k) for s in setups}) > 1]
 
 
+NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)")
+
+
 def _natural(name: str) -> list:
-    """Sort key that puts max_steps=200 before max_steps=2000."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+    """Sort key that puts max_steps=200 before max_steps=2000, and lr=0.002837 before lr=0.01 and 1e-05
+    before both."""
+    return [(0, float(part), "") if NUMBER.fullmatch(part) else (1, 0.0, part) for part in NUMBER.split(name)]
 
 
 def _shown(value: str | None) -> str:
-    """A config value as a person writes it on the command line: 200, debug, [1, 2]; unset when absent."""
+    """A config value as a person writes it on the command line: 200, debug, [1, 2]; unset when absent; a
+    float at 4 significant digits (an Optuna trial's 0.0028369961259166574 reads 0.002837)."""
     if value is None:
         return "unset"
     decoded = json.loads(value)
+    if isinstance(decoded, float):
+        return f"{decoded:.4g}"
     return decoded if isinstance(decoded, str) else value

@@ -43,7 +43,7 @@ def _with_ties(verdict: Verdict, cells: dict[str, Cell], among: list[str], shown
     others = [c for c in among if c != verdict.choice]
     if len(mine) < 2:
         if others:
-            verdict.why += f"; not tested for a tie: {verdict.choice} has fewer than 2 runs"
+            verdict.why += "; one run: not tested for a tie"
         return verdict
     verdict.tied = [c for c in others if tied(mine, cells[c].per_run)]
     if verdict.tied:
