@@ -63,6 +63,8 @@ def test_vae_composes_and_builds_on_every_dataset(dataset):
         ("budget_steps={vae: 0}", "budget_steps"),
         ("trainer.max_steps=0", "trainer.max_steps"),  # would record an untrained model as ok
         ("trainer.max_steps=abc", "trainer.max_steps"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),  # no epoch: untrained, as max_steps=0
+        ("trainer.max_epochs=1.5", "trainer.max_epochs"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: no such file"),
     ],
 )

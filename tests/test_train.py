@@ -279,6 +279,27 @@ def test_a_family_trains_for_its_budget_and_records_it(family, steps, tmp_path):
     assert record["provenance"]["config"]["trainer"]["max_steps"] == steps
 
 
+@pytest.mark.parametrize(("epochs", "what"), [("null", "unset (Lightning would take 1,000 epochs)"),
+                                              ("-1", "-1 (no end)")])
+def test_a_training_that_nothing_bounds_is_a_recorded_config_error(epochs, what, tmp_path):
+    """trainer.max_steps=-1 with max_epochs unset trained Lightning's silent default of 1,000 epochs; a
+    family's budget_steps makes the same options fine."""
+    from genbench.train import task
+
+    common = ["trainer.max_steps=-1", f"trainer.max_epochs={epochs}", "logger=none", "callbacks=none",
+              "evaluate=false"]
+    with pytest.raises(SystemExit):
+        task(compose_train([*common, f"paths.output_dir={tmp_path / 'unbounded'}"]))
+    record = read_record(tmp_path / "unbounded" / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert record["error"] == (f"ConfigError: trainer.max_steps=-1 trains until trainer.max_epochs, which "
+                               f"is {what}: give trainer.max_steps=<optimizer steps> or "
+                               "trainer.max_epochs=<epochs>")
+    task(compose_train([*common, "budget_steps={vae: 3}", f"paths.output_dir={tmp_path / 'budget'}"]))
+    record = read_record(tmp_path / "budget" / "metrics.json")
+    assert record["status"] == "ok" and record["metrics"]["train_steps"] == 3
+
+
 def test_a_budget_for_no_family_is_a_recorded_config_error(tmp_path):
     from genbench.train import task
 

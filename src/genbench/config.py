@@ -115,3 +115,7 @@ def _check_targets(cfg: DictConfig) -> None:
     if type(steps) is not int or (steps < 1 and steps != -1):
         raise ConfigError(f"trainer.max_steps={steps!r}: a number of optimizer steps >= 1 (or -1: until "
                           "trainer.max_epochs)")
+    epochs = cfg.trainer.get("max_epochs") if "trainer" in cfg else None
+    if epochs is not None and (type(epochs) is not int or (epochs < 1 and epochs != -1)):
+        raise ConfigError(f"trainer.max_epochs={epochs!r}: a number of epochs >= 1 (or null or -1: bounded "
+                          "by trainer.max_steps alone)")

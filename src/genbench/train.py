@@ -135,6 +135,18 @@ def apply_budget(cfg: DictConfig) -> None:
         cfg.trainer.max_steps = int(budgets[family])
 
 
+def require_a_bound(trainer: DictConfig) -> None:
+    """With ``max_steps=-1`` the training is bounded by ``max_epochs``, ``max_time`` or ``fast_dev_run``;
+    where none is set Lightning would silently train 1,000 epochs (``max_epochs`` unset) or forever (-1)."""
+    if trainer.get("max_steps", -1) != -1 or trainer.get("max_time") or trainer.get("fast_dev_run"):
+        return
+    epochs = trainer.get("max_epochs")
+    if epochs in (None, -1):
+        what = "unset (Lightning would take 1,000 epochs)" if epochs is None else "-1 (no end)"
+        raise ConfigError(f"trainer.max_steps=-1 trains until trainer.max_epochs, which is {what}: give "
+                          "trainer.max_steps=<optimizer steps> or trainer.max_epochs=<epochs>")
+
+
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets genbench's own errors (a ConfigError, a DatasetError) through
     as they are, not wrapped in Hydra's InstantiationException: they name the problem and the fix."""
@@ -208,6 +220,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = (),
 def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Sequence[pl.Callback],
          trained: dict[str, Any]) -> RunResult:
     apply_budget(cfg)
+    if cfg.train:
+        require_a_bound(cfg.trainer)
     eval_cfg = checked["eval"]
     out_dir.mkdir(parents=True, exist_ok=True)
     since_reset = reset_peak_memory()
