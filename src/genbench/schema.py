@@ -27,23 +27,34 @@ _BOUNDS = {
 }
 
 
-def param(default: Any, **bounds: Any) -> Any:
+EVALUATION = "evaluation"  # a field's metadata key: see param's ``evaluation``
+
+
+def param(default: Any, *, evaluation: bool = False, **bounds: Any) -> Any:
     """A schema field whose value (or each item, for a list) is checked against ``bounds``.
 
     Bounds: ``ge``, ``gt``, ``le``, ``lt`` (numbers), ``choices`` (a list of allowed values), for a
     list ``length`` (its number of items), and ``check``: a function of the whole value that returns what
-    is wrong with it, or None (for a node such as ``model.optimizer``).
+    is wrong with it, or None (for a node such as ``model.optimizer``). ``evaluation=True`` marks a model
+    option that no training step reads, only sampling or scoring (a sampler, its steps, a likelihood's
+    resolution): a trained checkpoint is evaluated under the config's value (:func:`evaluation_options`).
     """
     unknown = set(bounds) - set(_BOUNDS) - {"length", "check"}
     if unknown:
         raise TypeError(f"unknown bound(s) {sorted(unknown)}; use {sorted(_BOUNDS)}")
+    metadata = {**bounds, EVALUATION: True} if evaluation else bounds
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=bounds)
-    return field(default=default, metadata=bounds)
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def evaluation_options(schema: type) -> frozenset[str]:
+    """The options of ``schema`` marked ``evaluation=True``: read only when sampling or scoring."""
+    return frozenset(f.name for f in fields(schema) if f.metadata.get(EVALUATION))
 
 
 def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
-    bounds = dict(bounds)
+    bounds = {k: v for k, v in bounds.items() if k != EVALUATION}
     length = bounds.pop("length", None)
     check = bounds.pop("check", None)
     if check is not None:

@@ -70,6 +70,7 @@ from genbench.performance import (
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
+from genbench.schema import evaluation_options
 from genbench.stages import TrainingStarted, current_stage, failed_in, stage
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
 
@@ -330,11 +331,18 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
 
 
 def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.device) -> GenerativeModel:
-    """The checkpoint's model on ``device``, built from its own hyperparameters; options given on the
-    command line that differ from them are warned about (they do not apply to a trained model)."""
-    loaded = load_checkpoint(type(model), ckpt_path, device)
+    """The checkpoint's model on ``device``, built from its own hyperparameters but for the config's
+    evaluation options (a sampler, its steps), which are logged where they differ from the training's; the
+    config's other options that differ are warned about (they do not apply to a trained model)."""
+    trained = read_trained_as(ckpt_path).options
+    loaded = load_checkpoint(type(model), ckpt_path, device, options=model.hparams)
+    evaluation = evaluation_options(model.config_schema)
+    changed = differing_options({k: v for k, v in model.hparams.items() if k in evaluation}, trained)
+    if changed:
+        log.info("evaluating %s with the config's evaluation options: %s", ckpt_path, ", ".join(changed))
     # An option the checkpoint predates has the schema's default in the loaded model, not None.
-    kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams}
+    kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams
+            if k not in evaluation}
     differ = differing_options(model.hparams, kept)
     if differ:
         log.warning("evaluating %s with its own hyperparameters, not the config's: %s", ckpt_path,

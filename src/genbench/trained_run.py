@@ -20,13 +20,14 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from genbench.config import validate
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, GenbenchError
 from genbench.models.base import GenerativeModel
 from genbench.results import dotted
+from genbench.schema import evaluation_options
 
 TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
 OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
@@ -121,16 +122,19 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
 
 
 def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path, device: torch.device,
-                    dm: GenerativeDataModule | None = None) -> GenerativeModel:
-    """The ``cls`` model of the checkpoint, built from its own hyperparameters, on ``device``. ConfigError
-    when it cannot be read, was trained (given ``dm``) as another family or on another dataset
-    (:meth:`TrainedAs.check`), or does not fit this version's family (other tensors, or an option the schema
-    no longer has)."""
+                    dm: GenerativeDataModule | None = None,
+                    options: Mapping[str, Any] | None = None) -> GenerativeModel:
+    """The ``cls`` model of the checkpoint, built from its own hyperparameters but for the evaluation options
+    of ``options`` (the config's: a sampler, its steps; :func:`genbench.schema.evaluation_options`), on
+    ``device``. ConfigError when it cannot be read, was trained (given ``dm``) as another family or on another
+    dataset (:meth:`TrainedAs.check`), or does not fit this version's family (other tensors, or an option
+    the schema no longer has)."""
     trained_as = read_trained_as(ckpt_path)
     if dm is not None:
         trained_as.check(ckpt_path, cls.family, dm)
+    evaluation = {k: v for k, v in (options or {}).items() if k in evaluation_options(cls.config_schema)}
     try:
-        return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True)
+        return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True, **evaluation)
     except (RuntimeError, TypeError) as e:
         # torch's strict load_state_dict (other tensor names or shapes), or an option this version's schema
         # no longer has (a renamed one: the dataclass's "unexpected keyword argument")
@@ -171,7 +175,8 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup("test")
-    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device, dm).eval()
+    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device, dm,
+                            OmegaConf.to_container(cfg.model, resolve=True)).eval()
     return Trained(cfg, dm, model, device, ckpt)
 
 

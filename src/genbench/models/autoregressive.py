@@ -59,7 +59,7 @@ class AutoregressiveConfig(OptimizationConfig):
     conditional: bool = False  # label-embedding biases; p(x) marginalizes labels (num_classes passes)
     # Image sampler, same draws and NFE: cached (activations kept between evaluations) or crop (the whole
     # network on each pixel's receptive field); the record names it as model.sampler
-    sampler: str = param("cached", choices=["cached", "crop"])
+    sampler: str = param("cached", choices=["cached", "crop"], evaluation=True)
 
 
 class Autoregressive(GenerativeModel):

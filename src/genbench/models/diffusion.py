@@ -55,14 +55,19 @@ class DiffusionConfig(TimeBackboneConfig, OptimizationConfig):  # fields: optimi
     schedule: str = param("linear", choices=["linear", "cosine"])
     variance: str = param("small", choices=["small", "large"])  # reverse variance: beta~_t or beta_t
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
-    sampler: str = param("ddim", choices=list(DIFFUSION_SAMPLERS))  # genbench.models.samplers
-    sampling_steps: int = param(100, ge=1)  # sampler steps (<= T); ddpm with T steps is Ho et al.'s
-    eta: float = param(0.0, ge=0)  # DDIM noise: 0 deterministic, 1 ancestral-like
-    clip_denoised: bool = True  # images: clamp the predicted x_0 to [-1, 1] while sampling
-    bound_timesteps: int = param(4, ge=1)  # MC timesteps per example for the t >= 1 terms; >= T - 1: exact
+    # genbench.models.samplers
+    sampler: str = param("ddim", choices=list(DIFFUSION_SAMPLERS), evaluation=True)
+    # sampler steps (<= T); ddpm with T steps is Ho et al.'s
+    sampling_steps: int = param(100, ge=1, evaluation=True)
+    eta: float = param(0.0, ge=0, evaluation=True)  # DDIM noise: 0 deterministic, 1 ancestral-like
+    # images: clamp the predicted x_0 to [-1, 1] while sampling
+    clip_denoised: bool = param(True, evaluation=True)
+    # MC timesteps per example for the t >= 1 terms; >= T - 1: exact
+    bound_timesteps: int = param(4, ge=1, evaluation=True)
     conditional: bool = False  # labelled data: a label embedding with a null label (classifier-free guidance)
     p_uncond: float = param(0.1, ge=0, le=1)  # label dropout for classifier-free guidance
-    guidance_scale: float = param(1.0, ge=0)  # 1: plain conditional, 0: unconditional, >1: guided
+    # 1: plain conditional, 0: unconditional, >1: guided
+    guidance_scale: float = param(1.0, ge=0, evaluation=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -59,9 +59,10 @@ class EBMConfig(OptimizationConfig):
     buffer_size: int = param(10000, ge=0)  # replay buffer of past chains (model space); 0: always noise
     reinit_prob: float = param(0.05, ge=0, le=1)  # fraction of chains restarted from noise each batch
     box_margin: float = param(0.25, ge=0)  # vectors: box = data range widened by this fraction per side
-    sample_steps: int = param(100, ge=1)  # Langevin steps of sample(); its NFE
-    sample_init: str = param("noise", choices=["noise", "buffer"])  # chains of sample() start from
-    grid_resolution: int = param(256, ge=2)  # 2D quadrature: grid points per axis
+    sample_steps: int = param(100, ge=1, evaluation=True)  # Langevin steps of sample(); its NFE
+    # chains of sample() start from
+    sample_init: str = param("noise", choices=["noise", "buffer"], evaluation=True)
+    grid_resolution: int = param(256, ge=2, evaluation=True)  # 2D quadrature: grid points per axis
 
 
 REPLAY_BUFFER = "ebm_replay_buffer"  # the checkpoint's key

@@ -59,7 +59,7 @@ class FlowConfig(OptimizationConfig):
     scale_bound: float = param(2.0, gt=0)  # |log-scale| limit of "tanh" couplings and split priors
     pixel_transform: str = param("logit", choices=["logit", "shift"])  # logit(a + (1-2a) v), or v - 0.5
     logit_alpha: float = param(0.05, gt=0, lt=0.5)  # a of the logit transform
-    temperature: float = param(1.0, gt=0)  # std of the latent when sampling
+    temperature: float = param(1.0, gt=0, evaluation=True)  # std of the latent when sampling
     grad_clip: float = param(10.0, ge=0)  # gradient-norm clipping (0: off); trainer.gradient_clip_val wins
 
 

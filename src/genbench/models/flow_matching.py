@@ -50,10 +50,13 @@ TIME_SCALE = 1000.0  # t in [0, 1] enters the backbones' time embedding as t * 1
 class FlowMatchingConfig(TimeBackboneConfig, OptimizationConfig):  # fields: optimizer, backbone, family
     ema_decay: float = param(0.999, ge=0, lt=1)  # 0: no averaging
     minibatch_ot: bool = False  # pair each batch's noise and data by exact optimal transport (OT-CFM)
-    sampler: str = param("midpoint", choices=list(FLOW_SAMPLERS))  # genbench.models.samplers
-    sampling_steps: int = param(50, ge=1)  # ODE steps of sample(); NFE = steps x stages of the sampler
-    likelihood_steps: int = param(32, ge=1)  # RK4 steps of the likelihood ODE (4 network calls each)
-    likelihood_step_power: float = param(3.0, ge=1)  # steps end at t = 1 - (i / steps) ** power; 1: even
+    sampler: str = param("midpoint", choices=list(FLOW_SAMPLERS), evaluation=True)  # genbench.models.samplers
+    # ODE steps of sample(); NFE = steps x stages of the sampler
+    sampling_steps: int = param(50, ge=1, evaluation=True)
+    # RK4 steps of the likelihood ODE (4 network calls each)
+    likelihood_steps: int = param(32, ge=1, evaluation=True)
+    # steps end at t = 1 - (i / steps) ** power; 1: even
+    likelihood_step_power: float = param(3.0, ge=1, evaluation=True)
 
 
 def likelihood_times(steps: int, power: float) -> list[float]:

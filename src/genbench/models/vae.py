@@ -37,11 +37,11 @@ class VAEConfig(OptimizationConfig):
     hidden_dims: list[int] = param([256, 256], ge=1)  # MLP widths (vector data)
     conv_channels: list[int] = param([32, 64], ge=1)  # conv widths (image data), two stages
     beta: float = param(1.0, gt=0)  # KL weight during training only; evaluation always uses the true ELBO
-    iwae_k: int = param(64, ge=1)  # importance samples of the IWAE bound at evaluation
+    iwae_k: int = param(64, ge=1, evaluation=True)  # importance samples of the IWAE bound at evaluation
     min_log_scale: float = -7.0  # floor of the decoder's log std / log scale, keeps the density finite
     # Samples: a draw from p(x|z) ("random"), or its mean ("mean", the usual way VAE images are shown).
     # "auto": draws for vectors (the model's own distribution), means for images.
-    sample_mode: str = param("auto", choices=["auto", "mean", "random"])
+    sample_mode: str = param("auto", choices=["auto", "mean", "random"], evaluation=True)
     conditional: bool = False  # on labelled datasets: a conditional VAE with a label embedding
     label_dim: int = param(16, ge=1)  # size of that embedding
 
