@@ -136,7 +136,8 @@ RULES = (
                         f"{TIE_SE:g} standard errors of the difference (Welch's, over the seeds) of the "
                         "pick's: the seeds cannot tell them apart; a column with one run is not tested. "
                         "Pareto front: the columns no other column matches or beats on both "
-                        "sampling time and r while beating on one."),
+                        "sampling time and r while beating on one; to beat is to be better by more than "
+                        "that tie (with one run, better at all), to match is to be as good or tied."),
     Rule("Founding comparison", "each cell of the founding table against the measured word of the same "
                                 "row and family: agrees when they are the same word (Approx (ELBO) counts "
                                 "as Approx (bound); Easy or Moderate conditioning as Yes, the ease is not "

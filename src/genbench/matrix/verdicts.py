@@ -118,13 +118,20 @@ def bottom_line(m: Matrix) -> list[Verdict]:
 
 
 def pareto_front(m: Matrix) -> list[str]:
-    """Columns that no other matches or beats on both sampling time and quality (r) while beating on one,
-    fastest first."""
-    quality = _quality(m)
-    speed = {c: cell.mean for c, cell in m.row("Sampling speed").cells.items() if cell.mean is not None}
-    points = {c: (speed[c], quality[c]) for c in quality if c in speed}
+    """Columns that no other column beats on sampling time or quality (r) while matching it on the other,
+    fastest first. To beat is to have a better mean the seeds can tell apart (:func:`tied`; with one run, a
+    better value); to match, a mean as good or tied."""
+    quality, speed = m.row("Sample quality").cells, m.row("Sampling speed").cells
+    axes = [{c: (speed[c].mean, speed[c].per_run) for c in speed if speed[c].mean is not None},
+            {c: (quality[c].ratio, quality[c].per_run) for c in quality if quality[c].ratio is not None}]
+    columns = [c for c in m.families if all(c in axis for axis in axes)]
 
     def dominated(c: str) -> bool:
-        s, q = points[c]
-        return any(s2 <= s and q2 <= q and (s2, q2) != (s, q) for o, (s2, q2) in points.items() if o != c)
-    return sorted((c for c in points if not dominated(c)), key=lambda c: points[c][0])
+        def beats(o: str, axis: dict) -> bool:
+            return axis[o][0] < axis[c][0] and tied(axis[o][1], axis[c][1]) is not True
+
+        def matches(o: str, axis: dict) -> bool:
+            return axis[o][0] <= axis[c][0] or tied(axis[o][1], axis[c][1]) is True
+        return any(all(matches(o, a) for a in axes) and any(beats(o, a) for a in axes)
+                   for o in columns if o != c)
+    return sorted((c for c in columns if not dominated(c)), key=lambda c: axes[0][c][0])
