@@ -3,7 +3,7 @@ by the rules named in :mod:`genbench.matrix.rules` ("Bottom line")."""
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from genbench.matrix import rules
@@ -34,9 +34,10 @@ def tied(a: Sequence[float], b: Sequence[float]) -> bool | None:
     return abs(statistics.fmean(a) - statistics.fmean(b)) <= rules.TIE_SE * se
 
 
-def _with_ties(verdict: Verdict, cells: dict[str, Cell], among: list[str], shown: str) -> Verdict:
+def _with_ties(verdict: Verdict, cells: dict[str, Cell], among: list[str],
+               shown: Callable[[Cell], str]) -> Verdict:
     """``verdict`` with the columns of ``among`` its choice ties with by the per-run numbers of ``cells``
-    (``shown`` formats a tied column's mean in the why), and those it could not be compared with."""
+    (``shown`` gives a tied column's number in the why), and those it could not be compared with."""
     if verdict.choice is None:
         return verdict
     mine = cells[verdict.choice].per_run
@@ -47,7 +48,7 @@ def _with_ties(verdict: Verdict, cells: dict[str, Cell], among: list[str], shown
         return verdict
     verdict.tied = [c for c in others if tied(mine, cells[c].per_run)]
     if verdict.tied:
-        means = ", ".join(f"{c} {shown.format(statistics.fmean(cells[c].per_run))}" for c in verdict.tied)
+        means = ", ".join(f"{c} {shown(cells[c])}" for c in verdict.tied)
         verdict.why += f"; within the seeds' spread of it: {means}"
     untested = [c for c in others if tied(mine, cells[c].per_run) is None]
     if untested:
@@ -69,7 +70,7 @@ def _best(m: Matrix, need: str, among: list[str], why: str = "") -> Verdict:
         return Verdict(need, None, "no quality measured" if not why else "no measured column has it")
     best = min(candidates, key=quality.__getitem__)
     verdict = Verdict(need, best, why + _quality_why(m, best))
-    return _with_ties(verdict, m.row("Sample quality").cells, candidates, "r {:.3g}")
+    return _with_ties(verdict, m.row("Sample quality").cells, candidates, lambda cell: f"r {cell.ratio:.3g}")
 
 
 def _labelled(m: Matrix, row: str, labels: tuple[str, ...]) -> list[str]:
@@ -93,7 +94,8 @@ def bottom_line(m: Matrix) -> list[Verdict]:
     if good:
         fastest = min(good, key=lambda c: speed[c].mean)
         why = f"{speed[fastest].mean:.3g} ms/sample, {_quality_why(m, fastest)}"
-        out.append(_with_ties(Verdict(need, fastest, why), speed, good, "{:.3g} ms/sample"))
+        out.append(_with_ties(Verdict(need, fastest, why), speed, good,
+                              lambda cell: f"{cell.mean:.3g} ms/sample"))
     else:
         out.append(Verdict(need, None, f"no column reaches {' or '.join(rules.GOOD_QUALITY)} quality"))
 
@@ -102,7 +104,7 @@ def bottom_line(m: Matrix) -> list[Verdict]:
     if exact:
         nll = min(exact, key=lambda c: likelihood[c].mean)
         verdict = Verdict("Exact likelihood", nll, f"nll_bpd {likelihood[nll].mean:.3g}")
-        out.append(_with_ties(verdict, likelihood, exact, "nll_bpd {:.3g}"))
+        out.append(_with_ties(verdict, likelihood, exact, lambda cell: f"nll_bpd {cell.mean:.3g}"))
     else:
         out.append(Verdict("Exact likelihood", None, "no column has an exact likelihood"))
 
