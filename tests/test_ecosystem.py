@@ -42,6 +42,7 @@ def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
             "callbacks.sample_grids.every_n_steps=2", *FAST_EVAL]
     proc = train_py(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "anonymous setting" not in proc.stdout + proc.stderr  # wandb's warning about Lightning's None
     runs = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # one offline run per job, nothing needed a login
     for run_file in runs:

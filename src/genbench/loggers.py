@@ -33,8 +33,11 @@ def wandb_logger(project: str, save_dir: str, mode: str = "auto", group: str | N
     (otherwise offline; ``wandb sync <save_dir>/wandb/offline-run-*`` uploads later)."""
     offline = wandb_offline(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, offline=offline, group=group or sweep_group(),
-                       name=name, tags=list(tags or []), **kwargs)
+    logger = WandbLogger(project=project, save_dir=save_dir, offline=offline, group=group or sweep_group(),
+                         name=name, tags=list(tags or []), **kwargs)
+    if logger._wandb_init.get("anonymous") is None:  # Lightning passes None, which wandb >= 0.19 warns about
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def log_image(logger: pl.loggers.Logger, key: str, image: np.ndarray, step: int, png: Path) -> None:
