@@ -43,6 +43,7 @@ def test_offline_wandb_sweep_logs_metrics_images_and_the_matrix_table(tmp_path):
     proc = train_py(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "anonymous setting" not in proc.stdout + proc.stderr  # wandb's warning about Lightning's None
+    assert "'reinit' is deprecated" not in proc.stdout + proc.stderr
     runs = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # one offline run per job, nothing needed a login
     for run_file in runs:
@@ -122,3 +123,19 @@ def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp
     single = json.loads((eval_dir / "metrics.json").read_text())
     for name in ("nll_nats", "nll_iwae_nats", "energy_distance_test", "precision_data_space"):
         assert ddp["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-6), name
+
+
+def test_the_matrix_table_gets_a_wandb_run_of_its_own_where_a_jobs_run_was_left_open(tmp_path):
+    """A job that failed before its end leaves its W&B run open in the sweep's process; wandb.init() would
+    return that run, and the table would be logged into the job's run."""
+    import wandb
+
+    from genbench.matrix.wandb_table import log_matrix_table
+
+    job = wandb.init(project="genbench-test", dir=str(tmp_path), mode="offline", name="job")
+    job_dir = Path(job.dir).parent
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    table_dir = log_matrix_table([], sweep, "genbench-test", mode="offline")
+    assert table_dir != job_dir and table_dir.parent == sweep / "wandb"
+    assert wandb.run is None  # both ended

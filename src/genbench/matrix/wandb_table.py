@@ -11,9 +11,10 @@ def log_matrix_table(matrices: list[Matrix], sweep_dir: Path, project: str, mode
     """Log the matrix to a W&B run of job type ``matrix`` (offline without an API key); return its run dir."""
     import wandb
 
+    if wandb.run is not None:  # a job's run left open (it failed before its end): the table gets its own
+        wandb.run.finish()
     run = wandb.init(project=project, dir=str(sweep_dir), group=sweep_dir.name, job_type="matrix",
-                     name=f"matrix-{sweep_dir.name}", mode="offline" if wandb_offline(mode) else "online",
-                     reinit=True)
+                     name=f"matrix-{sweep_dir.name}", mode="offline" if wandb_offline(mode) else "online")
     run.log({"matrix": wandb.Table(columns=COLUMNS, data=matrix_rows(matrices))})
     run_dir = Path(run.dir).parent
     run.finish()
