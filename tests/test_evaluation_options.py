@@ -53,7 +53,8 @@ def test_no_evaluation_option_changes_what_training_learns(family, tmp_path):
 
 def test_a_checkpoint_is_evaluated_under_the_configs_sampler(tmp_path, caplog):
     """Its record and NFE are the sampler's the config names; an option that shapes the model (timesteps)
-    stays the checkpoint's, with a warning."""
+    stays the checkpoint's, with a warning. A resumed run refuses another sampler, saying where it
+    applies."""
     train_dir = tmp_path / "train"
     task(compose_train(["model=diffusion", *QUICK, "evaluate=false", f"paths.output_dir={train_dir}"]))
     ckpt = train_dir / "checkpoints" / "last.ckpt"
@@ -70,3 +71,11 @@ def test_a_checkpoint_is_evaluated_under_the_configs_sampler(tmp_path, caplog):
             "model.sampling_steps=10 (the checkpoint's: 100)") in caplog.text
     assert ("its own hyperparameters, not the config's: model.timesteps=500 (the checkpoint's: 1000)"
             in caplog.text)
+    # Resuming with them is refused (the run's quality curve would mix samplers), naming eval.py's way.
+    resumed = tmp_path / "resumed"
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=diffusion", *QUICK, f"ckpt_path={ckpt}", f"paths.output_dir={resumed}",
+                            "model.sampler=dpmpp_2m"]))
+    error = read_record(resumed / "metrics.json")["error"]
+    assert error.endswith("; model.sampler: evaluation options, which eval.py takes from its config: "
+                          "evaluate the resumed run's checkpoint with them"), error

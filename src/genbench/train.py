@@ -234,7 +234,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     if trained_as is not None:
         trained_as.check(cfg.ckpt_path, model.family, dm)
         if cfg.train:
-            trained_as.check_resumable(cfg.ckpt_path, model.hparams)
+            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation_options(model.config_schema))
     if cfg.evaluate and eval_cfg.val_likelihood and model.likelihood_kind != "none":
         require_val_split(dm)  # before training, not after it
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)

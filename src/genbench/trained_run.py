@@ -72,16 +72,22 @@ class TrainedAs:
                               f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
                               f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
 
-    def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any]) -> None:
+    def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any],
+                        evaluation: frozenset[str] = frozenset()) -> None:
         """ConfigError naming the model options (``hparams``, the config's) that differ from the checkpoint's:
         a resumed run goes on training the checkpoint's model, whose optimizer state (its learning rate
-        among it) comes from the checkpoint, and its record states one config for all of its training.
-        Options newer than the checkpoint are not compared."""
+        among it) comes from the checkpoint, and its record states one config for all of its training (its
+        quality curve one sampler). Options newer than the checkpoint are not compared; those of
+        ``evaluation`` that differ are named as ones eval.py takes after the training."""
         differ = differing_options(hparams, self.options)
         if differ:
+            later = differing_options({k: v for k, v in hparams.items() if k in evaluation}, self.options)
+            hint = (f"; {', '.join(o.split('=')[0] for o in later)}: evaluation options, which eval.py takes "
+                    "from its config: evaluate the resumed run's checkpoint with them") if later else ""
             raise ConfigError(f"ckpt_path={ckpt_path} resumes a model trained with other options than this "
                               f"run's: {', '.join(differ)}; a resumed run goes on with the checkpoint's "
-                              "model and optimizer: drop these overrides, or train anew without ckpt_path")
+                              f"model and optimizer: drop these overrides, or train anew without ckpt_path"
+                              + hint)
 
 
 def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
