@@ -66,6 +66,12 @@ def test_a_checkpoint_is_evaluated_under_the_configs_sampler(tmp_path, caplog):
     record = read_record(out / "metrics.json")
     model = record["provenance"]["config"]["model"]
     assert record["status"] == "ok" and record["metrics"]["nfe"] == 10
+    # The checkpoint's training, as its own run recorded it (seconds: up to the checkpoint's writing).
+    training = read_record(train_dir / "metrics.json")["metrics"]
+    for key in ("train_steps", "train_examples", "train_flops_per_example", "train_flops"):
+        assert record["metrics"][key] == training[key], key
+    assert 0 < record["metrics"]["train_seconds"] <= training["train_seconds"]
+    assert model["_recursive_"] is False  # the config's instantiation keys are kept
     assert (model["sampler"], model["sampling_steps"], model["timesteps"]) == ("dpmpp_2m", 10, 1000)
     assert ("with the config's evaluation options: model.sampler='dpmpp_2m' (the checkpoint's: 'ddim'), "
             "model.sampling_steps=10 (the checkpoint's: 100)") in caplog.text

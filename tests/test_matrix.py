@@ -273,6 +273,27 @@ def test_a_column_names_a_float_option_at_four_digits_and_numbers_those_it_round
     assert [c.mean for c in matrix.row("Sample quality").cells.values()] == [0.9, 0.7, 0.6, 0.5, 0.8]
 
 
+def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoints_path_splits_nothing(
+        tmp_path):
+    """eval.py's records (train=false) carry their config's max_steps (2000 here), not the 300 steps their
+    checkpoint trained: the Budget row and the context name the checkpoint's. A resumed run (ckpt_path
+    set) pools with the run that was never stopped."""
+    metrics = _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2)
+    for seed in (0, 1):
+        _run(tmp_path, f"v{seed}", "vae", seed, {**metrics, "train_steps": 300},
+             config={"trainer": {"max_steps": 300}, "ckpt_path": None if seed else "/ckpt/first.ckpt"})
+        _run(tmp_path, f"e{seed}", "vae", seed, {**metrics, "train_steps": 300},
+             config={"trainer": {"max_steps": 2000}, "train": False, "ckpt_path": f"/runs/v{seed}/last.ckpt"})
+    matrix = _matrix(tmp_path)
+    assert [len(c.runs) for c in matrix.columns] == [2, 2]  # the two seeds pooled in each column
+    budget = {c.evaluated_only: matrix.row("Budget").cells[c.name].text for c in matrix.columns}
+    assert budget == {False: "max_steps 300", True: "evaluated checkpoints of 300 steps"}
+    write_matrix([tmp_path], tmp_path / "out")
+    assert ("- Budget (trainer.max_steps): evaluated checkpoints of 300 steps (vae \\[train=false, "
+            "trainer.max_steps=2000\\]); 300 (vae \\[train=unset, trainer.max_steps=300\\])"
+            in (tmp_path / "out" / "matrix.md").read_text())
+
+
 def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
     """Every family poor: the best of them is Low, not Excellent, and real data is the reference column."""
     for i, (family, precision) in enumerate([("vae", 0.0045), ("gan", 0.004), ("diffusion", 0.0042)]):

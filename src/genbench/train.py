@@ -255,7 +255,9 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
-        metrics = _train(cfg, trainer, model, dm, counter, started, since_reset) if cfg.train else {}
+        # Evaluating a checkpoint: its training's totals, as the training run recorded them.
+        metrics = (_train(cfg, trainer, model, dm, counter, started, since_reset) if cfg.train
+                   else dict(trained_as.training))
         if cfg.train:  # what ran: the speed switches taken and the precision
             metrics["train_speedups"] = ",".join(performance.taken()) or "none"
             metrics["train_precision"] = str(trainer.precision)
@@ -360,10 +362,11 @@ def _check_finite_weights(model: GenerativeModel, where: str) -> None:
                             "model.optimizer.lr)")
 
 
-def _evaluated_config(config: dict, cfg: DictConfig, model: GenerativeModel) -> dict:
+def _evaluated_config(config: dict, model: GenerativeModel) -> dict:
     """The run's config with ``model`` replaced by the evaluated checkpoint's options (``train=false``; an
     option newer than the checkpoint at its default), so the record describes the model that was measured."""
-    return {**config, "model": {"_target_": cfg.model.get("_target_"), **model.hp.to_dict()}}
+    instantiation = {k: v for k, v in config["model"].items() if k.startswith("_")}  # _target_, _recursive_
+    return {**config, "model": {**instantiation, **model.hp.to_dict()}}
 
 
 def _last_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
@@ -417,7 +420,7 @@ def _record_result(cfg: DictConfig, out_dir: Path, result: RunResult, common: di
     common.update(family=result.model.family, dataset=result.dm.name)
     prov["config"] = OmegaConf.to_container(cfg, resolve=False)  # as it ran: with its family's budget
     if not cfg.train:
-        prov["config"] = _evaluated_config(prov["config"], cfg, result.model)
+        prov["config"] = _evaluated_config(prov["config"], result.model)
     non_finite = ", ".join(f"{k}={v}" for k, v in result.metrics.items()
                            if isinstance(v, float) and not math.isfinite(v))
     error = None

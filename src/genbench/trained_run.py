@@ -54,6 +54,7 @@ class TrainedAs:
     data_shape: tuple[int, ...] | None
     num_classes: int | None
     options: dict[str, Any] = field(default_factory=dict)  # the model's options (its other hyperparameters)
+    training: dict[str, float] = field(default_factory=dict)  # its training's totals (:func:`_training`)
 
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
@@ -124,7 +125,27 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     shape = hparams.get("data_shape")
     options = {key: value for key, value in hparams.items() if key not in ("data_shape", "num_classes")}
     return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
-                     hparams.get("num_classes"), options)
+                     hparams.get("num_classes"), options, _training(checkpoint))
+
+
+def _training(checkpoint: dict) -> dict[str, float]:
+    """The totals of the training that wrote ``checkpoint``, as a training run records them: its optimizer
+    steps, and the examples, seconds and FLOPs its callbacks counted up to the checkpoint's writing (where
+    they did: checkpoints before a counter have none of its numbers)."""
+    callbacks = checkpoint.get("callbacks") or {}
+    counter, flops = callbacks.get("ExampleCounter") or {}, callbacks.get("TrainingFlops") or {}
+    out: dict[str, float] = {}
+    if isinstance(checkpoint.get("global_step"), int):
+        out["train_steps"] = checkpoint["global_step"]
+    examples = counter.get("examples_all_processes", counter.get("examples"))  # one process's, before
+    if examples is not None:
+        out["train_examples"] = int(examples)
+    if counter.get("train_seconds") is not None:
+        out["train_seconds"] = float(counter["train_seconds"])
+    if flops.get("per_example") is not None and examples is not None:
+        out["train_flops_per_example"] = float(flops["per_example"])
+        out["train_flops"] = float(flops["per_example"]) * int(examples)
+    return out
 
 
 def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path, device: torch.device,

@@ -26,6 +26,11 @@ class Column:
     setup: dict[str, str] = field(default_factory=dict)  # dotted config key -> JSON value
 
     @property
+    def evaluated_only(self) -> bool:
+        """Records of eval.py (``train=false``): checkpoints evaluated, not trained by these runs."""
+        return self.setup.get("train") == "false"
+
+    @property
     def ok(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
 

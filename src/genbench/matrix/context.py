@@ -1,7 +1,7 @@
 """What a matrix was measured under, from its runs' records: budget, seeds, commit, dates, library
 versions, device and threads, host. Several values are all listed: a reader must see a mixed sweep."""
 
-from genbench.matrix.table import Matrix
+from genbench.matrix.table import Matrix, budget_of
 
 VERSIONS = ("torch", "pytorch-lightning", "python")
 
@@ -24,7 +24,7 @@ def context(m: Matrix) -> list[tuple[str, str]]:
     metrics = [r.metrics for r in m.runs if r.ok]
     budgets = {}
     for column in m.columns:
-        budgets.setdefault(column.setup.get("trainer.max_steps", "not recorded"), []).append(column.name)
+        budgets.setdefault(budget_of(column), []).append(column.name)
     budget = "; ".join(f"{steps} ({', '.join(names)})" if len(budgets) > 1 else str(steps)
                        for steps, names in budgets.items())
     started = sorted(str(p["started_at"]) for p in provs if p.get("started_at"))

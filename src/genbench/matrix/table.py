@@ -350,13 +350,23 @@ def _append_nfe_to_reach(row: Row, columns: list[Column]) -> None:
                                             f"{reach['nfe']} ({reach['sampler']})")
 
 
+def budget_of(column: Column) -> str:
+    """The steps the column's models trained for: ``trainer.max_steps``, or, for records of eval.py
+    (``train=false``, whose max_steps is the evaluation's config), the steps of the checkpoints evaluated."""
+    if not column.evaluated_only:
+        return str(column.setup.get("trainer.max_steps", "not recorded"))
+    steps = sorted({f"{v:.0f}" for v in _values(column.runs, "train_steps")}) or ["unrecorded"]
+    return f"evaluated checkpoints of {' / '.join(steps)} steps"
+
+
 def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:
     """The budget each column trained for, and where its quality curve was at the end of it."""
     row = Row("Budget", "trainer.max_steps; examples seen; the quality curve at the end")
     for column in columns:
-        steps = column.setup.get("trainer.max_steps", "not recorded")
+        budget = budget_of(column)
         examples = _stats(_values(column.runs, "train_examples"))[0]
-        text = f"max_steps {steps}" + (f", {examples:,.0f} examples" if examples is not None else "")
+        text = (budget if column.evaluated_only else f"max_steps {budget}") + (
+            f", {examples:,.0f} examples" if examples is not None else "")
         row.cells[column.name] = Cell(text, curves.trend.get(column.name) or "")
     return row
 
