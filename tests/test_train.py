@@ -85,7 +85,10 @@ def test_train_py_debug_subprocess_writes_a_valid_metrics_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = read_record(eval_dir / "metrics.json")["metrics"]
     assert again["nll_nats"] == pytest.approx(record["metrics"]["nll_nats"], rel=1e-6)
-    assert "train_seconds" not in again
+    # It trained nothing: its training totals are the checkpoint's (seconds: up to the checkpoint's writing).
+    assert again["train_steps"] == record["metrics"]["train_steps"]
+    assert 0 < again["train_seconds"] <= record["metrics"]["train_seconds"]
+    assert "train_device" not in again and "train_precision" not in again
 
 
 def test_bad_value_exits_nonzero_naming_the_key_and_records_the_failure(tmp_path):
