@@ -233,8 +233,12 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
     if trained_as is not None:
         trained_as.check(cfg.ckpt_path, model.family, dm)
+        evaluation = evaluation_options(model.config_schema)
         if cfg.train:
-            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation_options(model.config_schema))
+            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation)
+        elif changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
+            log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
+                     ", ".join(changed))
     if cfg.evaluate and eval_cfg.val_likelihood and model.likelihood_kind != "none":
         require_val_split(dm)  # before training, not after it
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
@@ -334,14 +338,10 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: 
 
 def _load_checkpoint(model: GenerativeModel, ckpt_path: str, device: torch.device) -> GenerativeModel:
     """The checkpoint's model on ``device``, built from its own hyperparameters but for the config's
-    evaluation options (a sampler, its steps), which are logged where they differ from the training's; the
-    config's other options that differ are warned about (they do not apply to a trained model)."""
-    trained = read_trained_as(ckpt_path).options
+    evaluation options (a sampler, its steps); the config's other options that differ are warned about
+    (they do not apply to a trained model)."""
     loaded = load_checkpoint(type(model), ckpt_path, device, options=model.hparams)
     evaluation = evaluation_options(model.config_schema)
-    changed = differing_options({k: v for k, v in model.hparams.items() if k in evaluation}, trained)
-    if changed:
-        log.info("evaluating %s with the config's evaluation options: %s", ckpt_path, ", ".join(changed))
     # An option the checkpoint predates has the schema's default in the loaded model, not None.
     kept = {k: loaded.hparams.get(k, getattr(loaded.hp, k, None)) for k in model.hparams
             if k not in evaluation}

@@ -73,6 +73,12 @@ class TrainedAs:
                               f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
                               f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
 
+    def differing(self, hparams: Mapping[str, Any], only: frozenset[str] | None = None) -> list[str]:
+        """:func:`differing_options` of the config's ``hparams`` (those named in ``only``, where given)
+        against the checkpoint's."""
+        chosen = {k: v for k, v in hparams.items() if only is None or k in only}
+        return differing_options(chosen, self.options)
+
     def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any],
                         evaluation: frozenset[str] = frozenset()) -> None:
         """ConfigError naming the model options (``hparams``, the config's) that differ from the checkpoint's:
@@ -80,9 +86,9 @@ class TrainedAs:
         among it) comes from the checkpoint, and its record states one config for all of its training (its
         quality curve one sampler). Options newer than the checkpoint are not compared; those of
         ``evaluation`` that differ are named as ones eval.py takes after the training."""
-        differ = differing_options(hparams, self.options)
+        differ = self.differing(hparams)
         if differ:
-            later = differing_options({k: v for k, v in hparams.items() if k in evaluation}, self.options)
+            later = self.differing(hparams, evaluation)
             hint = (f"; {', '.join(o.split('=')[0] for o in later)}: evaluation options, which eval.py takes "
                     "from its config: evaluate the resumed run's checkpoint with them") if later else ""
             raise ConfigError(f"ckpt_path={ckpt_path} resumes a model trained with other options than this "
