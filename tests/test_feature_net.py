@@ -4,12 +4,13 @@ tampered file (its metrics become unavailable, the run goes on)."""
 import hashlib
 import json
 import pickle
+import shlex
 import time
 
 import pytest
 import torch
 
-from genbench.data.images import DigitsDataModule
+from genbench.data.images import DigitsDataModule, MNISTDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation import EvalConfig, evaluate
@@ -109,6 +110,24 @@ def test_script_trains_and_writes_the_net_and_its_record(tmp_path):
     loaded = load_feature_net(path)
     assert f"{path} sha256={loaded.checksum} test_accuracy=" in proc.stdout
     assert loaded.provenance()["config"]["epochs"] == 1
+
+
+def test_a_missing_net_names_a_command_that_trains_it_on_the_data_the_run_reads(fake_image_root, tmp_path):
+    """A run on MNIST's test files alone (the README's recipe) was told to run
+    ``train_feature_net.py dataset=mnist``, which looks for the train files under the default root."""
+    for train_file in (fake_image_root / "MNIST" / "raw").glob("train-*"):
+        train_file.unlink()
+    dm = MNISTDataModule(root=str(fake_image_root), train_split="test", train_slice=[0, 24],
+                         test_slice=[24, 32])
+    model = VAE(data_shape=dm.data_shape, num_classes=10)
+    cfg = EvalConfig(num_samples=8, inception=False, feature_net_dir=str(tmp_path / "nets"), speed_repeats=1,
+                     speed_batch_size=4, plot_samples_image=4)
+    said = evaluate(model, dm, cfg, tmp_path).unavailable["fd_mnist_cnn"]
+    command = shlex.split(said.split("Train it with: ")[1])
+    assert command[:3] == ["python", "scripts/train_feature_net.py", "dataset=mnist"], said
+    proc = run_script(command[1], [*command[2:], "epochs=1", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fd_mnist_cnn" in evaluate(model, dm, cfg, tmp_path).metrics
 
 
 @pytest.mark.parametrize(("args", "says"), [

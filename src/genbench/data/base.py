@@ -6,6 +6,8 @@ Splits depend on the dataset's own ``split_seed`` only, never on the run's train
 of a seed sweep trains and is scored on the same examples.
 """
 
+import shlex
+from dataclasses import MISSING, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +20,7 @@ from genbench.data.resumable import EpochOrder, ResumableLoader
 from genbench.schema import Schema, check_params
 
 SPLITS = ("train", "val", "test")
+LOADER_OPTIONS = ("batch_size", "num_workers", "download")  # how the data is read, not which data
 # A split's parts: train_full is the training images before the validation hold-out (CIFAR-10's 50,000, the
 # reference papers' FIDs use, against the 45,000 of train at val_fraction 0.1).
 SPLIT_PARTS = {**{s: (s,) for s in SPLITS}, "train_full": ("train", "val")}
@@ -50,6 +53,19 @@ class GenerativeDataModule(pl.LightningDataModule):
         self.test_set: TensorDataset | None = None
         self._order: EpochOrder | None = None  # the training loader's, once made
         self.pin_memory = False  # training batches in page-locked memory: the performance switch, for a GPU
+
+    def selection_args(self) -> list[str]:
+        """The ``dataset.<key>=<value>`` overrides (shell-quoted) of the options that choose this module's
+        examples and differ from the schema's defaults: what a hint's command needs to read the same data
+        (a classifier to train on the files a user has), loader options left out."""
+        args = []
+        for f in fields(self.hp):
+            value = getattr(self.hp, f.name)
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            if f.name not in LOADER_OPTIONS and value != default:
+                shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
+                args.append(shlex.quote(f"dataset.{f.name}={shown}"))
+        return args
 
     @property
     def is_image(self) -> bool:

@@ -63,7 +63,7 @@ class QualityCurve(pl.Callback):
                  vector_samples: int = 2000, mode_samples: int = 2500, image_samples: int = 2000,
                  feature_net_dir: str = "feature_nets", cache_dir: str | None = None,
                  reference_split: str = "train", num_real: int | None = None, batch_size: int = 500,
-                 seed: int = 0) -> None:
+                 seed: int = 0, eval_samples: int | None = None) -> None:
         if first_step < 1 or points_per_decade < 0 or min(vector_samples, mode_samples, image_samples) < 2:
             raise ValueError(f"callbacks.quality_curve: first_step={first_step} must be >= 1, "
                              f"points_per_decade={points_per_decade} >= 0 (0: off), vector_samples="
@@ -72,12 +72,16 @@ class QualityCurve(pl.Callback):
         self.path = Path(out_dir) / CURVES_FILE
         self.first_step, self.points_per_decade = first_step, points_per_decade
         self.vector_samples, self.mode_samples = vector_samples, mode_samples
-        self.image_samples, self.batch_size, self.seed = image_samples, batch_size, seed
+        # a point never draws more images than the whole evaluation stage (eval.num_samples): a run made
+        # cheap there spent 20 times its evaluation's sampling on 5 points of 2,000 diffusion samples
+        self.image_samples = min(image_samples, eval_samples or image_samples)
+        self.batch_size, self.seed = batch_size, seed
         self.feature_net_dir, self.cache_dir = feature_net_dir, cache_dir
         self.reference_split, self.num_real = reference_split, num_real
         self.rows: list[dict[str, Any]] = []
         self._targets: list[int] = []
         self._scorer: Scorer | None = None
+        self._draws = 0  # samples per point, once the scorer is made
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -100,6 +104,10 @@ class QualityCurve(pl.Callback):
         # draw from the training's random stream: the curve watches the training, it never changes it.
         with kept_rng(pl_module.device):
             self._scorer = self._make_scorer(trainer.datamodule, pl_module)
+        if self._scorer is not None and self._targets:  # its cost, said before it is spent
+            log.info("quality curve (curves.csv): %d samples at each of steps %s; "
+                     "callbacks.quality_curve.points_per_decade=0 turns it off", self._draws,
+                     ", ".join(map(str, self._targets)))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -157,6 +165,7 @@ class QualityCurve(pl.Callback):
                 drawn = model.sample(n)
                 return {**toy_metrics(drawn[: len(test)], test, distribution, drawn[: self.mode_samples]),
                         **floor}
+            self._draws = n
             return toy
         if dm.is_image and dm.num_classes:
             return self._classifier_scorer(dm, model)
@@ -165,7 +174,8 @@ class QualityCurve(pl.Callback):
 
     def _classifier_scorer(self, dm: Any, model: pl.LightningModule) -> Scorer | None:
         try:
-            net = load_feature_net(feature_net_path(self.feature_net_dir, dm.name), model.device)
+            net = load_feature_net(feature_net_path(self.feature_net_dir, dm.name), model.device,
+                                   dm.selection_args())
         except FeatureExtractorUnavailable as e:
             log.warning("no quality curve: %s", e)
             return None
@@ -177,6 +187,7 @@ class QualityCurve(pl.Callback):
         metric = f"fd_{net.name}"
         floor = self._image_floor(dm, net, real_stats)
         floor = {} if floor is None else {REAL_PREFIX + metric: floor}
+        self._draws = self.image_samples
 
         def frechet(model: pl.LightningModule) -> dict[str, float]:
             fake = sample_features(model, [net], self.image_samples, self.batch_size, self.batch_size,

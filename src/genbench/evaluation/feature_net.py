@@ -10,6 +10,7 @@ SHA-256 of the .pt, training config), so every metric can say exactly which weig
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,16 +161,20 @@ def _feature_net(net: SmallCNN, path: Path, record: dict[str, Any]) -> FeatureNe
                       config=record["config"])  # fmt: skip
 
 
-def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu") -> FeatureNet:
-    """Load a net saved by :func:`save_feature_net`, refusing a file that does not match its record."""
+def load_feature_net(path: str | Path, map_location: str | torch.device = "cpu",
+                     dataset_args: Sequence[str] = ()) -> FeatureNet:
+    """Load a net saved by :func:`save_feature_net`, refusing a file that does not match its record.
+
+    ``dataset_args`` (``GenerativeDataModule.selection_args``) go into the command the refusal names, so
+    it trains on the data the run reads (a ``dataset.root``, the slices of a run on test files only)."""
     path = Path(path)
     json_path = path.with_suffix(".json")
     dataset = path.stem.removesuffix("_cnn")  # replaced by the record's once it is read
 
     def unavailable(problem: str) -> FeatureExtractorUnavailable:
+        args = " ".join([f"dataset={dataset}", *dataset_args, f"out_path={path}"])
         return FeatureExtractorUnavailable(
-            f"feature net {path}: {problem}. Train it with: "
-            f"python scripts/train_feature_net.py dataset={dataset} out_path={path}"
+            f"feature net {path}: {problem}. Train it with: python scripts/train_feature_net.py {args}"
         )
 
     if not path.is_file():

@@ -31,6 +31,7 @@ FEATURE_NETWORKS: dict[str, FeatureNetwork] = {
     "dataset_classifier": FeatureNetwork(  # scripts/train_feature_net.py trains it
         name=lambda dm: f"{dm.name}_cnn",
         wanted=lambda cfg, dm: cfg.feature_net and bool(dm.num_classes),
-        load=lambda cfg, dm, device: load_feature_net(feature_net_path(cfg.feature_net_dir, dm.name), device),
+        load=lambda cfg, dm, device: load_feature_net(feature_net_path(cfg.feature_net_dir, dm.name), device,
+                                                      dm.selection_args()),
         classifier=True),
 }
