@@ -85,3 +85,20 @@ def test_a_checkpoint_is_evaluated_under_the_configs_sampler(tmp_path, caplog):
     error = read_record(resumed / "metrics.json")["error"]
     assert error.endswith("; model.sampler: evaluation options, which eval.py takes from its config: "
                           "evaluate the resumed run's checkpoint with them"), error
+
+
+def test_evaluation_options_that_do_not_fit_the_checkpoints_model_are_named_with_its_own(tmp_path):
+    """eval.py with the README's ``model=diffusion`` on a model of T = 20 asked for the default 100 sampler
+    steps and failed with the schema's bare "sampling_steps=100 must be <= timesteps=20"."""
+    train_dir = tmp_path / "train"
+    task(compose_train(["model=diffusion", *QUICK, "evaluate=false", f"paths.output_dir={train_dir}",
+                        "model.timesteps=20", "model.sampling_steps=20"]))
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=diffusion", *QUICK, "train=false", f"paths.output_dir={out}",
+                            f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed"
+    assert ("the config's evaluation options do not fit the model it holds (sampling_steps=100 must be <= "
+            "timesteps=20): model.sampling_steps=100 (the checkpoint's: 20); pass the checkpoint's"
+            in record["error"]), record["error"]

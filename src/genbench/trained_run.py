@@ -168,6 +168,11 @@ def load_checkpoint(cls: type[GenerativeModel], ckpt_path: str | Path, device: t
     evaluation = {k: v for k, v in (options or {}).items() if k in evaluation_options(cls.config_schema)}
     try:
         return cls.load_from_checkpoint(ckpt_path, map_location=device, weights_only=True, **evaluation)
+    except ConfigError as e:  # a schema's check across options: a sampler's steps beyond the model's T
+        differ = ", ".join(trained_as.differing(evaluation))
+        raise ConfigError(f"ckpt_path={ckpt_path}: the config's evaluation options do not fit the model it "
+                          f"holds ({e}): {differ}; pass the checkpoint's, or others that fit it {OPTIONS}"
+                          ) from None
     except (RuntimeError, TypeError) as e:
         # torch's strict load_state_dict (other tensor names or shapes), or an option this version's schema
         # no longer has (a renamed one: the dataclass's "unexpected keyword argument")
