@@ -206,7 +206,8 @@ def test_an_image_curve_draws_no_more_per_point_than_the_evaluation_stage(tmp_pa
     loaded = load_feature_net(tmp_path / "nets" / "digits_cnn.pt", torch.device("cpu"))
     reference = loaded.extract(dm.split_tensor("train"))[0]
     forty = loaded.extract(reference_images(dm.split_tensor("test"), 40))[0]
-    assert floor == pytest.approx(frechet_distance(*feature_statistics(reference), *feature_statistics(forty)))
+    expected = frechet_distance(*feature_statistics(reference), *feature_statistics(forty))
+    assert floor == pytest.approx(expected)
     default = compose_train(["dataset=digits", f"paths.output_dir={tmp_path}"]).callbacks.quality_curve
     assert hydra.utils.instantiate(default).image_samples == 2000  # under eval.num_samples: 10,000
 

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
 from genbench.errors import ConfigError
-from genbench.evaluation import Evaluation
+from genbench.evaluation import Evaluation, speed
 from genbench.evaluation import device as device_module
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.evaluation.quality import sample_features
@@ -199,3 +199,35 @@ def test_the_suite_runs_on_the_cpu_unless_the_gpu_tests_are_asked_for():
     if os.environ.get("GENBENCH_TEST_GPU") == "1":
         pytest.skip("GENBENCH_TEST_GPU=1: the GPU stays visible")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and not torch.cuda.is_available()
+
+
+class _SlowSampler:
+    """Each sample() call takes ``seconds`` of a fake clock: a 100-step diffusion sampler on a CPU."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock, self.seconds, self.calls = clock, seconds, 0
+
+    def sample(self, n: int) -> torch.Tensor:
+        self.clock[0] += self.seconds
+        self.calls += 1
+        return torch.zeros(n, 2)
+
+
+@pytest.mark.parametrize(("seconds", "max_seconds", "timed"), [
+    (47.0, 60.0, 3),     # a diffusion model's sample(256) on MNIST on a CPU: 3 timed calls, not 10
+    (25.0, 60.0, 3),     # the third reaches the budget
+    (7.0, 60.0, 9),      # 9 x 7 s = 63 s
+    (0.01, 60.0, 10),    # a fast sampler makes all of them
+    (47.0, None, 10)])   # no budget: all of them
+def test_timed_calls_stop_once_they_take_the_budget_but_never_under_three(monkeypatch, seconds, max_seconds,
+                                                                          timed):
+    """A 200-step diffusion run on MNIST with eval.num_samples=500 spent 2 + 10 calls of sample(256) on its
+    timing: 3,072 samples, six times those of its quality metrics."""
+    clock = [0.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
+    model = _SlowSampler(clock, seconds)
+    result = speed.sampling_speed(model, 256, repeats=10, warmup=2, max_seconds=max_seconds)
+    assert (model.calls, result["sample_repeats"]) == (2 + timed, timed)
+    assert result["sample_ms_per_batch"] == pytest.approx(1000 * seconds)
