@@ -1,7 +1,9 @@
 """Training compute and quality curves (issue 15): FLOPs counted on a training step, the log-spaced quality
 curve of a run (which must not change the run it watches), and the real-data floor of the metrics."""
 
+import logging
 import math
+import re
 import time
 
 import hydra
@@ -114,9 +116,11 @@ def test_a_gans_flops_average_its_critic_cycle_and_sum_to_every_batchs(tmp_path)
     assert not _get_current_dispatch_mode_stack() and "train_flops" not in short.metrics
 
 
-def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkeypatch):
+def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkeypatch, caplog):
     """The curve watches the training: its evaluations (here 1 s each, at steps 2, 4, 6 and 10) are not
-    training time, in the record or in the curve (it once counted them in the record only)."""
+    training time, in the record or in the curve (it once counted them in the record only). The log says
+    what they took, as the training's own line counts them in its wall clock."""
+    caplog.set_level(logging.INFO, logger="genbench.evaluation.curves")
     def slow_scorer(self, dm, model):
         return lambda model: time.sleep(1.0) or {"energy_distance_test": 1.0}
 
@@ -131,6 +135,9 @@ def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkey
     seconds = [float(line.split(",")[3]) for line in (tmp_path / "curves.csv").read_text().splitlines()[1:]]
     assert seconds == sorted(seconds) and seconds[-1] <= result.metrics["train_seconds"]
     assert result.metrics["train_seconds"] < wall - 4.0  # the 4 s of the curve are left out
+    assert "at each of steps 2, 4, 6, 10; callbacks.quality_curve.points_per_decade=0" in caplog.text
+    said = re.search(r"quality curve: 4 points in ([\d.]+) s, not in the record's train_seconds", caplog.text)
+    assert said and 4.0 <= float(said.group(1)) < wall - result.metrics["train_seconds"]
 
 
 def test_a_resumed_runs_curve_goes_on_from_its_checkpoint_as_if_never_interrupted(tmp_path):

@@ -82,6 +82,7 @@ class QualityCurve(pl.Callback):
         self._targets: list[int] = []
         self._scorer: Scorer | None = None
         self._draws = 0  # samples per point, once the scorer is made
+        self._points, self._seconds = 0, 0.0  # this process's evaluations and their wall-clock
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -119,6 +120,9 @@ class QualityCurve(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._scorer is not None and (not self.rows or self.rows[-1]["step"] != trainer.global_step):
             self._evaluate(trainer, pl_module)  # the last point is where training stopped
+        if self._points:  # the training's log line counts them in its wall clock, train_seconds does not
+            log.info("quality curve: %d points in %.1f s, not in the record's train_seconds", self._points,
+                     self._seconds)
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         start = time.perf_counter()
@@ -139,8 +143,10 @@ class QualityCurve(pl.Callback):
         for lg in trainer.loggers:
             lg.log_metrics({f"curve/{k}": v for k, v in values.items() if math.isfinite(v)},
                            step=trainer.global_step)
+        spent = time.perf_counter() - start
+        self._points, self._seconds = self._points + 1, self._seconds + spent
         if counter:  # the curve watches the training: its time is not the training's
-            counter.not_training(time.perf_counter() - start)
+            counter.not_training(spent)
 
     def _write(self) -> None:
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
