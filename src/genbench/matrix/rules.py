@@ -135,7 +135,10 @@ RULES = (
                         "order. A pick is \"tied with\" each other candidate whose per-run numbers (r, "
                         "ms/sample, nll_bpd) have a mean within "
                         f"{TIE_SE:g} standard errors of the difference (Welch's, over the seeds) of the "
-                        "pick's: the seeds cannot tell them apart; a column with one run is not tested. "
+                        "pick's: the seeds cannot tell them apart; the most stable pick ties a CV within "
+                        f"{TIE_SE:g} standard errors of the difference (a CV's of n normal runs: "
+                        "CV sqrt((1 + 2 CV^2) / 2(n - 1)), the delta method's); a "
+                        "column with one run is not tested. "
                         "Pareto front: the columns no other column matches or beats on both "
                         "sampling time and r while beating on one; to beat is to be better by more than "
                         "that tie (with one run, better at all), to match is to be as good or tied."),

@@ -380,7 +380,8 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
         crashed = sum(r.crashed_in_training for r in runs)
         broken = crashed + sum(r.status == "diverged" for r in runs)
         elsewhere = sum(r.status == "failed" for r in runs) - errors - crashed  # evaluation, a dead worker
-        mean, std = _stats(_values(runs, quality))
+        values = _values(runs, quality)
+        mean, std = _stats(values)
         cv = std / abs(mean) if std is not None and mean else None
         oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
         osc = max(oscillations) if oscillations else None
@@ -398,7 +399,7 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
             label = "n=1"
         else:
             label = "Stable"
-        row.cells[column.name] = Cell(text, label, cv, None, finished)
+        row.cells[column.name] = Cell(text, label, cv, None, finished, per_run=tuple(values))
     return row
 
 
