@@ -278,8 +278,9 @@ def test_a_column_names_a_float_option_at_four_digits_and_numbers_those_it_round
 def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoints_path_splits_nothing(
         tmp_path):
     """eval.py's records (train=false) carry their config's max_steps (2000 here), not the 300 steps their
-    checkpoint trained: the Budget row and the context name the checkpoint's. A resumed run (ckpt_path
-    set) pools with the run that was never stopped."""
+    checkpoint trained: the Budget row, the context and the column's setup take the checkpoint's (the
+    column was titled "trainer.max_steps=2000", and checkpoints of 300 and 600 steps pooled as seeds). A
+    resumed run (ckpt_path set) pools with the run that was never stopped."""
     metrics = _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2)
     for seed in (0, 1):
         _run(tmp_path, f"v{seed}", "vae", seed, {**metrics, "train_steps": 300},
@@ -291,9 +292,16 @@ def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoint
     budget = {c.evaluated_only: matrix.row("Budget").cells[c.name].text for c in matrix.columns}
     assert budget == {False: "max_steps 300", True: "evaluated checkpoints of 300 steps"}
     write_matrix([tmp_path], tmp_path / "out")
-    assert ("- Budget (trainer.max_steps): evaluated checkpoints of 300 steps (vae \\[train=false, "
-            "trainer.max_steps=2000\\]); 300 (vae \\[train=unset, trainer.max_steps=300\\])"
-            in (tmp_path / "out" / "matrix.md").read_text())
+    assert ("- Budget (trainer.max_steps): evaluated checkpoints of 300 steps (vae \\[train=false\\]); "
+            "300 (vae \\[train=unset\\])" in (tmp_path / "out" / "matrix.md").read_text())
+    _run(tmp_path, "e2", "vae", 2, {**metrics, "train_steps": 600},
+         config={"trainer": {"max_steps": 2000}, "train": False, "ckpt_path": "/runs/v2/last.ckpt"})
+    matrix = _matrix(tmp_path)
+    assert {c.name: len(c.runs) for c in matrix.columns} == {
+        "vae [train=false, trainer.max_steps=300]": 2, "vae [train=false, trainer.max_steps=600]": 1,
+        "vae [train=unset, trainer.max_steps=300]": 2}
+    assert matrix.row("Budget").cells["vae [train=false, trainer.max_steps=600]"].text == (
+        "evaluated checkpoints of 600 steps")
 
 
 def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):

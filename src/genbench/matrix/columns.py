@@ -16,6 +16,8 @@ from genbench.nfe_record import Curve
 from genbench.results import dotted
 
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
+BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps",
+          "trainer.min_epochs", "budget_steps")  # how long a run trains
 
 
 @dataclass
@@ -41,9 +43,17 @@ class Column:
 
 
 def setup_of(run: Run) -> dict[str, str]:
-    """The run's config as dotted keys, less the ones that cannot change its measurements."""
-    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
-            if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
+    """The run's config as dotted keys, less the ones that cannot change its measurements. A record of
+    eval.py (``train=false``) trained nothing: its trainer's budget is the evaluation command's (2000 steps
+    by default), and the steps its checkpoint trained (``train_steps``) stand for ``trainer.max_steps``, so
+    checkpoints of different lengths are not pooled as seeds, nor titled with a budget they never had."""
+    setup = {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
+             if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
+    if setup.get("train") == "false":
+        setup = {k: v for k, v in setup.items() if not any(k == b or k.startswith(b + ".") for b in BUDGET)}
+        steps = run.metrics.get("train_steps")
+        setup["trainer.max_steps"] = json.dumps(int(steps) if isinstance(steps, (int, float)) else None)
+    return setup
 
 
 def family_key(family: str) -> tuple[int, str]:

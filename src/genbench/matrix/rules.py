@@ -68,7 +68,9 @@ RULES = (
                   "holds says n=k, and a single run shows its value with n=1 and no spread."),
     Rule("Columns", "one per family and config: runs are pooled only when their configs (the record's "
                     f"provenance.config, less {', '.join(NOT_SETUP)}) agree; a family run under several "
-                    "configs gets a column per config, named by what differs, and a warning. Order: the "
+                    "configs gets a column per config, named by what differs, and a warning. A record of "
+                    "eval.py (train=false) counts the steps its checkpoint trained as its trainer.max_steps "
+                    "(its own trainer's budget trained nothing). Order: the "
                     f"founding comparison's families ({', '.join(FOUNDING_FAMILIES.values())}), then the "
                     "others by name."),
     Rule("Reference", "held-out real data (real_<metric> in every record: fresh draws on 2D sets, a split "
