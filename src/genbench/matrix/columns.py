@@ -49,8 +49,9 @@ def setup_of(run: Run) -> dict[str, str]:
     checkpoints of different lengths are not pooled as seeds, nor titled with a budget they never had."""
     setup = {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
              if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
-    if setup.get("train") == "false":
-        setup = {k: v for k, v in setup.items() if not any(k == b or k.startswith(b + ".") for b in BUDGET)}
+    if setup.get("train") == "false":  # its budget keys stay, as null: a training run's are mostly null too
+        setup = {k: "null" if any(k == b or k.startswith(b + ".") for b in BUDGET) else v
+                 for k, v in setup.items()}
         steps = run.metrics.get("train_steps")
         setup["trainer.max_steps"] = json.dumps(int(steps) if isinstance(steps, (int, float)) else None)
     return setup
