@@ -284,9 +284,11 @@ def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoint
     metrics = _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2)
     for seed in (0, 1):
         _run(tmp_path, f"v{seed}", "vae", seed, {**metrics, "train_steps": 300},
-             config={"trainer": {"max_steps": 300}, "ckpt_path": None if seed else "/ckpt/first.ckpt"})
+             config={"trainer": {"max_steps": 300, "max_epochs": None}, "budget_steps": None,
+                     "ckpt_path": None if seed else "/ckpt/first.ckpt"})
         _run(tmp_path, f"e{seed}", "vae", seed, {**metrics, "train_steps": 300},
-             config={"trainer": {"max_steps": 2000}, "train": False, "ckpt_path": f"/runs/v{seed}/last.ckpt"})
+             config={"trainer": {"max_steps": 2000, "max_epochs": None}, "budget_steps": None, "train": False,
+                     "ckpt_path": f"/runs/v{seed}/last.ckpt"})
     matrix = _matrix(tmp_path)
     assert [len(c.runs) for c in matrix.columns] == [2, 2]  # the two seeds pooled in each column
     budget = {c.evaluated_only: matrix.row("Budget").cells[c.name].text for c in matrix.columns}
@@ -295,7 +297,8 @@ def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoint
     assert ("- Budget (trainer.max_steps): evaluated checkpoints of 300 steps (vae \\[train=false\\]); "
             "300 (vae \\[train=unset\\])" in (tmp_path / "out" / "matrix.md").read_text())
     _run(tmp_path, "e2", "vae", 2, {**metrics, "train_steps": 600},
-         config={"trainer": {"max_steps": 2000}, "train": False, "ckpt_path": "/runs/v2/last.ckpt"})
+         config={"trainer": {"max_steps": 2000, "max_epochs": None}, "budget_steps": None, "train": False,
+                 "ckpt_path": "/runs/v2/last.ckpt"})
     matrix = _matrix(tmp_path)
     assert {c.name: len(c.runs) for c in matrix.columns} == {
         "vae [train=false, trainer.max_steps=300]": 2, "vae [train=false, trainer.max_steps=600]": 1,
