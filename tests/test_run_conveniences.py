@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from genbench import progress as progress_module
 from genbench.progress import StepProgress
 from genbench.train import run
 from tests.helpers import compose_train
@@ -59,3 +60,45 @@ def test_training_progress_reports_the_whole_budget_with_an_eta(family, steps, t
     # A line every tenth of the budget (a GAN moves two steps a batch), up to the last step.
     assert len(reached) >= 5 and reached == sorted(reached) and reached[-1] == steps, lines
     assert f"training: {steps} steps in" in " ".join(lines)
+
+
+def test_a_long_loop_logs_its_progress_with_an_eta_and_a_short_one_only_its_end(monkeypatch, caplog):
+    """Twenty items of 10 s each: a line at each tenth that ends 30 s or more after the last line."""
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+
+    def items(n: int, seconds: float):
+        for i in range(n):
+            clock[0] += seconds
+            yield i
+
+    with caplog.at_level(logging.INFO, logger="genbench"):
+        assert list(progress_module.progress(items(20, 10.0), "scoring", total=20, announce=True)) == list(
+            range(20))
+    lines = [r.getMessage() for r in caplog.records if r.name == "genbench"]
+    assert lines == ["scoring ...", "scoring: 4/20 (20%), 0:00:40 elapsed, ETA 0:02:40",
+                     "scoring: 8/20 (40%), 0:01:20 elapsed, ETA 0:02:00",
+                     "scoring: 12/20 (60%), 0:02:00 elapsed, ETA 0:01:20",
+                     "scoring: 16/20 (80%), 0:02:40 elapsed, ETA 0:00:40",
+                     "scoring: 20/20 (100%), 0:03:20 elapsed, ETA 0:00:00", "scoring: done in 200.0 s"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="genbench"):
+        list(progress_module.progress(items(20, 0.1), "quick", total=20))
+    assert [r.getMessage() for r in caplog.records if r.name == "genbench"] == ["quick: done in 2.0 s"]
+
+
+def test_the_likelihood_pass_shows_its_progress(monkeypatch, tmp_path, caplog):
+    """A flow-matching model's likelihood of MNIST's 2,000 held-out test images ran for minutes with only
+    its start line."""
+    monkeypatch.setattr(progress_module, "ALIVE_SECONDS", 0.0)
+    cfg = compose_train(["model=vae", "dataset=digits", "trainer.max_steps=2", "logger=none",
+                         "callbacks=none", "eval.speed_repeats=1", "eval.feature_net=false",
+                         "eval.inception=false", "eval.num_samples=16", f"paths.output_dir={tmp_path}"])
+    with caplog.at_level(logging.INFO, logger="genbench"):
+        run(cfg, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "genbench"]
+    passes = [m for m in lines if m.startswith("evaluation: likelihood of the test split: ")]
+    # digits' 359 test images in batches of 128: a line after each of the 3
+    batches = len([m for m in passes if re.search(r": \d+/3 \(\d+%\), .* ETA ", m)])
+    assert ("evaluation: likelihood of the test split ..." in lines and batches == 3
+            and passes[-1].startswith("evaluation: likelihood of the test split: done in ")), lines

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from genbench.data.pixels import bits_per_dim
 from genbench.models.base import GenerativeModel
+from genbench.progress import progress
 
 
 def _mean_se_median(values: Tensor) -> tuple[float, float | None, float]:
@@ -78,21 +79,23 @@ def seeded_log_likelihoods(model: GenerativeModel, batches: Iterable[Tensor], se
 @torch.no_grad()
 def test_likelihood(model: GenerativeModel, loader: DataLoader, max_batches: int | None = None,
                     data_log_density: Callable[[Tensor], Tensor] | None = None,
-                    batch_size: int | None = None) -> dict:
+                    batch_size: int | None = None, description: str = "likelihood") -> dict:
     """Mean negative log-likelihood (and any extra estimates the family offers) over the test split, each
     with its standard error and median; with ``data_log_density`` (the data's true log p, per example),
     also ``kl_data_to_model_nats`` on the same test points. ``max_batches`` counts the loader's batches;
     the model sees them regrouped in batches of ``batch_size`` (:func:`rebatched`).
 
     Families whose kind is ``none`` report only the kind, so the matrix can tell "no likelihood" from
-    "not measured".
+    "not measured". ``description`` names the pass in its progress (:func:`genbench.progress.progress`).
     """
     kind = model.likelihood_kind
     if kind == "none":
         return {"likelihood_kind": kind}
     nll: dict[str, list[Tensor]] = {}
     kl: list[Tensor] = []
-    for x in rebatched(itertools.islice(loader, max_batches), batch_size):
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    batches = progress(itertools.islice(loader, max_batches), description, total, announce=True)
+    for x in rebatched(batches, batch_size):
         x = x.to(model.device)
         estimates = {"": model.log_likelihood(x), **model.extra_log_likelihoods(x)}
         for name, log_p in estimates.items():

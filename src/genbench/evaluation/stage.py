@@ -7,7 +7,6 @@ training run is never lost to a missing evaluation file.
 """
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +91,8 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     density = distribution.log_prob if distribution is not None and distribution.has_density else None
     has_likelihood = model.likelihood_kind != "none"
     likelihood_batch = batch_size_for(model.device, cfg.likelihood_batch_size, cpu=None, gpu=256)
-    with phase("evaluation: likelihood of the test split") if has_likelihood else nullcontext():
-        result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches, density,
-                                              likelihood_batch))
+    result.metrics.update(test_likelihood(model, dm.test_dataloader(), cfg.max_test_batches, density,
+                                          likelihood_batch, "evaluation: likelihood of the test split"))
     result.provenance["likelihood"] = {"split": "test", "n_test": result.metrics.get("test_examples"),
                                        "batch_size": likelihood_batch or dm.hp.batch_size, "seed": cfg.seed}
     batch, repeats, warmup = cfg.speed_batch_size, cfg.speed_repeats, cfg.speed_warmup
@@ -153,8 +151,8 @@ def _val_likelihood(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalC
     Computed last, from the evaluation's seed, so every other number is the same with or without it."""
     require_val_split(dm)
     torch.manual_seed(cfg.seed)
-    with phase("evaluation: likelihood of the validation split"):
-        scored = test_likelihood(model, dm.val_dataloader(), cfg.max_test_batches, None, batch_size)
+    scored = test_likelihood(model, dm.val_dataloader(), cfg.max_test_batches, None, batch_size,
+                             "evaluation: likelihood of the validation split")
     scored.pop("likelihood_kind")
     examples = scored.pop("test_examples")
     result.metrics.update({f"val_{name}": value for name, value in scored.items()}, val_examples=examples)
