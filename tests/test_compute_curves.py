@@ -120,7 +120,7 @@ def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkey
     """The curve watches the training: its evaluations (here 1 s each, at steps 2, 4, 6 and 10) are not
     training time, in the record or in the curve (it once counted them in the record only). The log says
     what they took, as the training's own line counts them in its wall clock."""
-    caplog.set_level(logging.INFO, logger="genbench.evaluation.curves")
+    caplog.set_level(logging.INFO, logger="genbench")
     def slow_scorer(self, dm, model):
         return lambda model: time.sleep(1.0) or {"energy_distance_test": 1.0}
 
@@ -138,6 +138,11 @@ def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkey
     assert "at each of steps 2, 4, 6, 10; callbacks.quality_curve.points_per_decade=0" in caplog.text
     said = re.search(r"quality curve: 4 points in ([\d.]+) s, not in the record's train_seconds", caplog.text)
     assert said and 4.0 <= float(said.group(1)) < wall - result.metrics["train_seconds"]
+    # The training's ETA leaves them out of its rate: at step 4, 2 s elapsed, nearly all in the curve.
+    step4 = re.search(r"training: step 4/10 \(40%\), (\S+) elapsed \((\S+) of it the quality curve's\), "
+                      r"ETA (\S+) \(training alone\)", caplog.text)
+    assert step4, caplog.text
+    assert (step4.group(1), step4.group(2), step4.group(3)) == ("0:00:02", "0:00:02", "0:00:00")
 
 
 def test_a_resumed_runs_curve_goes_on_from_its_checkpoint_as_if_never_interrupted(tmp_path):

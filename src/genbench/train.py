@@ -249,7 +249,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                  RandomStateResumes(), LoggedStepResumes(), NamesTraining(), performance, started,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
-    callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive()))
+    callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive(),
+                                  watching=lambda: counter.watching))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              enable_progress_bar=False)
