@@ -91,12 +91,13 @@ class StepProgress(pl.Callback):
     """
 
     def __init__(self, bar: bool | None = None, log_every_fraction: float = 0.1,
-                 watching: Callable[[], float] | None = None) -> None:
+                 watching: Callable[[], tuple[float, float]] | None = None) -> None:
         self.bar = interactive() if bar is None else bar
         self.log_every_fraction = log_every_fraction
-        # seconds the loop has spent watching the training (the quality curve's points, which come early,
-        # log-spaced): left out of the ETA's rate, which at step 40 of 200 said 28 min where 10 were left
-        self.watching = watching or (lambda: 0.0)
+        # Seconds the loop spent watching the training so far and those its watchers expect still (the
+        # quality curve's points, log-spaced: most come early): the ETA takes the training's own rate and
+        # adds them, where the elapsed time's rate said 11 min at step 80 of 200 with 5 left.
+        self.watching = watching or (lambda: (0.0, 0.0))
         self._watched_before = 0.0
         self._progress: Progress | None = None
         self._task: Any = None
@@ -119,7 +120,7 @@ class StepProgress(pl.Callback):
         if not trainer.is_global_zero:
             return
         self._start_time, self._start_step, self._batches = time.perf_counter(), trainer.global_step, 0
-        self._watched_before = self.watching()
+        self._watched_before = self.watching()[0]
         self._next_log = self.log_every_fraction
         total = self.total(trainer)
         log.info("training %s for %s optimizer steps", pl_module.__class__.__name__, total or "unbounded")
@@ -144,14 +145,13 @@ class StepProgress(pl.Callback):
             self._progress.update(self._task, total=total, completed=step, loss=self._loss_text(trainer))
         elif total and step / total >= self._next_log:
             elapsed = time.perf_counter() - self._start_time
-            aside = min(self.watching() - self._watched_before, elapsed)
+            spent, to_come = self.watching()
+            aside = min(spent - self._watched_before, elapsed)
             done = step - self._start_step
-            eta = (elapsed - aside) / done * (total - step) if done else 0.0
-            of_it, alone = ("", "")
-            if aside >= 1:
-                of_it, alone = f" ({_clock(aside)} of it the quality curve's)", " (training alone)"
-            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s%s", step, total, 100 * step / total,
-                     _clock(elapsed), of_it, _clock(eta), alone)
+            eta = (elapsed - aside) / done * (total - step) + to_come if done else 0.0
+            of_it = f" ({_clock(aside)} of it the quality curve's)" if aside >= 1 else ""
+            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s", step, total, 100 * step / total,
+                     _clock(elapsed), of_it, _clock(eta))
             while self._next_log <= step / total:
                 self._next_log += self.log_every_fraction
 

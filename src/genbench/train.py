@@ -42,6 +42,7 @@ from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_memory
+from genbench.evaluation.curves import QualityCurve
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.evaluation.stage import require_val_split
 from genbench.extras import announce, quiet_known_noise
@@ -249,8 +250,9 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                  RandomStateResumes(), LoggedStepResumes(), NamesTraining(), performance, started,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
+    curve = next((c for c in callbacks if isinstance(c, QualityCurve)), None)
     callbacks.append(StepProgress(bar=cfg.trainer.get("enable_progress_bar", True) and interactive(),
-                                  watching=lambda: counter.watching))
+                                  watching=curve.time_spent_and_to_come if curve else None))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              enable_progress_bar=False)

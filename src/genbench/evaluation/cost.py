@@ -33,11 +33,6 @@ class ExampleCounter(pl.Callback):
         self._watching += seconds
 
     @property
-    def watching(self) -> float:
-        """Seconds this process's training loop has spent on something else (:meth:`not_training`)."""
-        return self._watching
-
-    @property
     def seconds(self) -> float:
         """Seconds of training so far, including the runs this one resumed."""
         return self.previous_seconds + time.perf_counter() - self._started - self._watching

@@ -90,6 +90,12 @@ class QualityCurve(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])  # a resumed run's curve goes on from its checkpoint's
 
+    def time_spent_and_to_come(self) -> tuple[float, float]:
+        """Seconds this process's points took so far, and what the points still ahead would take at their
+        mean (0 before the first): the training's ETA (:class:`genbench.progress.StepProgress`)."""
+        mean = self._seconds / self._points if self._points else 0.0
+        return self._seconds, mean * len(self._targets) if self._scorer is not None else 0.0
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows and trainer.is_global_zero:  # the history up to the checkpoint, in this run's directory
             self._write()
