@@ -138,12 +138,11 @@ def test_train_seconds_leave_out_the_quality_curves_evaluations(tmp_path, monkey
     assert "at each of steps 2, 4, 6, 10; callbacks.quality_curve.points_per_decade=0" in caplog.text
     said = re.search(r"quality curve: 4 points in ([\d.]+) s, not in the record's train_seconds", caplog.text)
     assert said and 4.0 <= float(said.group(1)) < wall - result.metrics["train_seconds"]
-    # The training's ETA takes the training's own rate and adds the points ahead at their mean: at step 4,
-    # 2 s elapsed, nearly all in the curve, and 2 points of 1 s ahead (the elapsed time's rate: 3 s).
-    step4 = re.search(r"training: step 4/10 \(40%\), (\S+) elapsed \((\S+) of it the quality curve's\), "
-                      r"ETA (\S+)$", caplog.text, re.MULTILINE)
-    assert step4, caplog.text
-    assert (step4.group(1), step4.group(2), step4.group(3)) == ("0:00:02", "0:00:02", "0:00:02")
+    # The training's progress line says how much of the elapsed time was the curve's (its ETA's arithmetic:
+    # tests/test_run_conveniences.py).
+    step4 = re.search(r"training: step 4/10 \(40%\), \S+ elapsed \((\S+) of it the quality curve's\), ETA",
+                      caplog.text)
+    assert step4 and step4.group(1) == "0:00:02", caplog.text
 
 
 def test_a_resumed_runs_curve_goes_on_from_its_checkpoint_as_if_never_interrupted(tmp_path):
