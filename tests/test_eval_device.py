@@ -215,19 +215,20 @@ class _SlowSampler:
         return torch.zeros(n, 2)
 
 
-@pytest.mark.parametrize(("seconds", "max_seconds", "timed"), [
-    (30.0, 60.0, 3),     # a diffusion model's sample(256) on MNIST on this CPU: 3 timed calls, not 10
-    (25.0, 60.0, 3),     # the third reaches the budget
-    (7.0, 60.0, 9),      # 9 x 7 s = 63 s
-    (0.01, 60.0, 10),    # a fast sampler makes all of them
-    (30.0, None, 10)])   # no budget: all of them
+@pytest.mark.parametrize(("seconds", "max_seconds", "warm", "timed"), [
+    (30.0, 60.0, 2, 3),     # a diffusion model's sample(256) on MNIST on this CPU: 3 timed calls, not 10
+    (70.0, 60.0, 1, 3),     # flow matching's: one warm-up call
+    (25.0, 60.0, 2, 3),     # the third reaches the budget
+    (7.0, 60.0, 2, 9),      # 9 x 7 s = 63 s
+    (0.01, 60.0, 2, 10),    # a fast sampler makes all of them
+    (70.0, None, 2, 10)])   # no budget: all of them
 def test_timed_calls_stop_once_they_take_the_budget_but_never_under_three(monkeypatch, seconds, max_seconds,
-                                                                          timed):
+                                                                          warm, timed):
     """A 200-step diffusion run on MNIST with eval.num_samples=500 spent 2 + 10 calls of sample(256) on its
     timing: 3,072 samples, six times those of its quality metrics."""
     clock = [0.0]
     monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
     model = _SlowSampler(clock, seconds)
     result = speed.sampling_speed(model, 256, repeats=10, warmup=2, max_seconds=max_seconds)
-    assert (model.calls, result["sample_repeats"]) == (2 + timed, timed)
+    assert (model.calls, result["sample_repeats"]) == (warm + timed, timed)
     assert result["sample_ms_per_batch"] == pytest.approx(1000 * seconds)

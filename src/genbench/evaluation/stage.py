@@ -49,7 +49,7 @@ class EvalConfig(Schema):
     speed_batch_size: int = param(256, ge=1)
     speed_repeats: int = param(10, ge=1)
     speed_warmup: int = param(2, ge=0)
-    speed_max_seconds: float | None = param(60.0, gt=0)  # timed calls stop once they take this long (>= 3)
+    speed_max_seconds: float | None = param(60.0, gt=0)  # timed calls (>= 3) and warm-ups (>= 1) stop there
     plot_samples_vector: int = param(2000, ge=2)  # 2D sets: samples for samples.png and the 2D metrics
     plot_samples_image: int = param(64, ge=1)
     mode_samples: int = param(2500, ge=1)  # 2D mixtures: samples PacGAN's mode coverage counts over
