@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from genbench.schema import Schema  # noqa: E402
+from genbench.schema import Schema, field_default  # noqa: E402
 
 COMMENT_COLUMN = 25
 RECURSIVE = "_recursive_: false       # the model builds its optimizer and scheduler (genbench.models.optim)"
@@ -53,10 +53,6 @@ def _value(value: Any) -> str:
     return text.removesuffix("\n...\n").strip()
 
 
-def _default(f: dataclasses.Field) -> Any:
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
 def _entries(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """The header (comment lines before the first key) and, per top-level key, its lines: the comment
     lines right above it and its own line."""
@@ -83,7 +79,7 @@ def render(path: Path) -> str:
     comments = field_comments(schema)
     out = [*header, f"_target_: {target}", RECURSIVE]
     for name in fields:  # in the schema's order
-        default = _default(fields[name])
+        default = field_default(fields[name])
         old = entries.get(name)
         if old is not None and yaml.safe_load(old[-1].split(":", 1)[1].split(" #")[0] or "null") == default:
             out += old

@@ -48,6 +48,11 @@ def param(default: Any, *, evaluation: bool = False, **bounds: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A schema field's default value (a fresh one for a list or dict :func:`param` copies)."""
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
 def evaluation_options(schema: type) -> frozenset[str]:
     """The options of ``schema`` marked ``evaluation=True``: read only when sampling or scoring."""
     return frozenset(f.name for f in fields(schema) if f.metadata.get(EVALUATION))

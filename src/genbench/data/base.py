@@ -7,7 +7,7 @@ of a seed sweep trains and is scored on the same examples.
 """
 
 import shlex
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from genbench.data.resumable import EpochOrder, ResumableLoader
-from genbench.schema import Schema, check_params
+from genbench.schema import Schema, check_params, field_default
 
 SPLITS = ("train", "val", "test")
 LOADER_OPTIONS = ("batch_size", "num_workers", "download")  # how the data is read, not which data
@@ -61,8 +61,7 @@ class GenerativeDataModule(pl.LightningDataModule):
         args = []
         for f in fields(self.hp):
             value = getattr(self.hp, f.name)
-            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-            if f.name not in LOADER_OPTIONS and value != default:
+            if f.name not in LOADER_OPTIONS and value != field_default(f):
                 shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
                 args.append(shlex.quote(f"dataset.{f.name}={shown}"))
         return args

@@ -94,7 +94,7 @@ class QualityCurve(pl.Callback):
         """Seconds this process's points took so far, and what the points still ahead would take at their
         mean (0 before the first): the training's ETA (:class:`genbench.progress.StepProgress`)."""
         mean = self._seconds / self._points if self._points else 0.0
-        return self._seconds, mean * len(self._targets) if self._scorer is not None else 0.0
+        return self._seconds, mean * len(self._targets)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows and trainer.is_global_zero:  # the history up to the checkpoint, in this run's directory

@@ -48,13 +48,17 @@ def setup_of(run: Run) -> dict[str, str]:
     by default), and the steps its checkpoint trained (``train_steps``) stand for ``trainer.max_steps``, so
     checkpoints of different lengths are not pooled as seeds, nor titled with a budget they never had."""
     setup = {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
-             if not any(k == i or k.startswith(i + ".") for i in NOT_SETUP)}
+             if not _under(k, NOT_SETUP)}
     if setup.get("train") == "false":  # its budget keys stay, as null: a training run's are mostly null too
-        setup = {k: "null" if any(k == b or k.startswith(b + ".") for b in BUDGET) else v
-                 for k, v in setup.items()}
+        setup = {k: "null" if _under(k, BUDGET) else v for k, v in setup.items()}
         steps = run.metrics.get("train_steps")
         setup["trainer.max_steps"] = json.dumps(int(steps) if isinstance(steps, (int, float)) else None)
     return setup
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or inside one (``paths.output_dir`` in ``paths``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def family_key(family: str) -> tuple[int, str]:

@@ -6,7 +6,7 @@ of :mod:`genbench.matrix.rules`, never typed in. Rows with a real-data floor car
 import logging
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from genbench.matrix import rules
@@ -75,6 +75,13 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    """Sample standard deviation over the absolute mean; None under two values or at a mean of 0."""
+    if len(values) < 2 or not (mean := statistics.fmean(values)):
+        return None
+    return statistics.stdev(values) / abs(mean)
 
 
 def _fmt(values: list[float], of: int, unit: str = "") -> str:
@@ -381,8 +388,7 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
         broken = crashed + sum(r.status == "diverged" for r in runs)
         elsewhere = sum(r.status == "failed" for r in runs) - errors - crashed  # evaluation, a dead worker
         values = _values(runs, quality)
-        mean, std = _stats(values)
-        cv = std / abs(mean) if std is not None and mean else None
+        cv = coefficient_of_variation(values)
         oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
         osc = max(oscillations) if oscillations else None
         finished = sum(r.ok for r in runs)

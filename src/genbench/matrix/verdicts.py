@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from genbench.matrix import rules
-from genbench.matrix.table import Cell, Matrix
+from genbench.matrix.table import Cell, Matrix, coefficient_of_variation
 
 
 @dataclass
@@ -44,10 +44,10 @@ def cv_standard_error(cv: float, n: int) -> float:
 def cvs_tied(a: Sequence[float], b: Sequence[float]) -> bool | None:
     """Whether two columns' per-run numbers have coefficients of variation within ``rules.TIE_SE``
     standard errors of their difference (:func:`cv_standard_error`); None where either has fewer than two
-    runs."""
-    if len(a) < 2 or len(b) < 2:
+    runs (or a mean of 0: no CV)."""
+    cv_a, cv_b = coefficient_of_variation(a), coefficient_of_variation(b)
+    if cv_a is None or cv_b is None:
         return None
-    cv_a, cv_b = (statistics.stdev(v) / abs(statistics.fmean(v)) for v in (a, b))
     se = math.hypot(cv_standard_error(cv_a, len(a)), cv_standard_error(cv_b, len(b)))
     return abs(cv_a - cv_b) <= rules.TIE_SE * se
 
