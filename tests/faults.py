@@ -2,6 +2,7 @@
 (``+callbacks.<name>._target_=tests.faults.<Fault>``): train.py's directory is on its processes' path."""
 
 import os
+import signal
 import time
 
 import pytorch_lightning as pl
@@ -35,3 +36,17 @@ class DiesBeforeRendezvous(pl.Callback):
     def __init__(self, rank: int = 1, code: int = 3) -> None:
         if int(os.environ.get("LOCAL_RANK", "0")) == rank:
             os._exit(code)
+
+
+class InterruptsOnce(pl.Callback):
+    """A Ctrl-C at ``step`` of a run of ``family``, the first time only (``marker``, a file, remembers it):
+    a sweep stopped in one job, which the same sweep run again finds interrupted."""
+
+    def __init__(self, marker: str, family: str, step: int = 12) -> None:
+        self.marker, self.family, self.step = marker, family, step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if pl_module.family == self.family and trainer.global_step == self.step and not os.path.exists(
+                self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGINT)

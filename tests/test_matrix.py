@@ -579,6 +579,7 @@ def test_a_tiny_multirun_writes_its_matrix_and_its_exit_status_says_a_job_failed
     proc = train_py(args, tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "2 of 4 jobs" in proc.stdout + proc.stderr
+    assert "can run again" not in proc.stdout + proc.stderr  # config errors: the same overrides fail again
     statuses = [read_record(sweep / str(i) / "metrics.json")["status"] for i in range(4)]
     assert statuses == ["failed", "ok", "failed", "ok"]  # latent_dim=0 is a config error
     md = (sweep / "matrix.md").read_text()

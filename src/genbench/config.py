@@ -31,6 +31,8 @@ class RunSchema(Schema):
     # Per-family training budgets (family -> optimizer steps) that replace trainer.max_steps for that family:
     # a landscape gives each family the budget at which its quality curve has flattened (genbench.train)
     budget_steps: dict[str, int] | None = None
+    # With -m and a stopped sweep's hydra.sweep.dir: finish that sweep (genbench.sweeps)
+    resume_sweep: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

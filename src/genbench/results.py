@@ -27,15 +27,12 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from genbench.errors import ConfigError
 from genbench.files import read_regular_file, write_text_atomically
@@ -63,6 +60,11 @@ def dotted(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(dotted(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node} if prefix else {}
+
+
+def under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or inside one (``paths.output_dir`` in ``paths``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def package_versions() -> dict[str, str]:
@@ -175,9 +177,12 @@ class RunDirTaken(ConfigError):
 
 
 @contextmanager
-def claim_run_dir(out_dir: Path) -> Iterator[None]:
+def claim_run_dir(out_dir: Path, settle: Callable[[], dict | None] | None = None) -> Iterator[dict | None]:
     """Hold ``out_dir`` for one run: refuse it (:class:`RunDirTaken`) when it already holds a record or
-    another live run holds it, so two runs never write one ``metrics.json``.
+    another live run holds it, so two runs never write one ``metrics.json``. ``settle`` (a job of a resumed
+    sweep, :func:`genbench.sweeps.settle_earlier_attempt`) first decides, under the hold, what an earlier
+    attempt left there: the record to keep, which the context yields (the job is done), or None once it
+    has moved that attempt aside.
 
     The hold is an advisory ``flock`` on the directory, released by the kernel when the process ends
     (a killed run never leaves a stale lock).
@@ -189,35 +194,14 @@ def claim_run_dir(out_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise RunDirTaken(f"run directory {out_dir} is in use by another run that is still going; give "
                               "each run its own hydra.run.dir (or leave it unset for a fresh one)") from None
-        if (out_dir / "metrics.json").exists():
-            raise RunDirTaken(_taken(out_dir, "run", "hydra.run.dir"))
-        yield
+        kept = settle() if settle is not None else None
+        if kept is None and (out_dir / "metrics.json").exists():
+            raise RunDirTaken(taken_message(out_dir, "run", "hydra.run.dir"))
+        yield kept
     finally:
         os.close(fd)
 
 
-def _taken(directory: Path, what: str, key: str) -> str:
+def taken_message(directory: Path, what: str, key: str) -> str:
     return (f"{what} directory {directory} already holds the record of another run (metrics.json); give this "
             f"{what} its own {key} (or leave it unset for a fresh one), or delete that directory")
-
-
-class RefuseDirsWithRecords(Callback):
-    """Hydra callback: refuse a run or sweep directory that holds a record before Hydra writes its
-    ``.hydra/`` files there (they would describe this run beside another run's record) and before any job
-    starts. A sweep run again into its directory had each job refused, then a matrix of the old records,
-    and exit 0."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
-        if (run_dir / "metrics.json").exists():
-            _refuse(_taken(run_dir, "run", "hydra.run.dir"))
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
-            _refuse(_taken(sweep_dir, "sweep", "hydra.sweep.dir"))
-
-
-def _refuse(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)

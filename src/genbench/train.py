@@ -7,7 +7,9 @@ raised in a multirun so one broken job never kills a sweep, and exiting non-zero
 """
 
 import contextlib
+import copy
 import difflib
+import functools
 import logging
 import math
 import os
@@ -73,6 +75,8 @@ from genbench.results import RunDirTaken, claim_run_dir, provenance, write_recor
 from genbench.runmode import is_multirun
 from genbench.schema import evaluation_options
 from genbench.stages import TrainingStarted, current_stage, failed_in, stage
+from genbench.sweep_config import resume_command
+from genbench.sweeps import resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
 
 log = logging.getLogger(__name__)
@@ -365,6 +369,15 @@ def _check_finite_weights(model: GenerativeModel, where: str) -> None:
                             "model.optimizer.lr)")
 
 
+def _as_it_runs(cfg: DictConfig) -> dict:
+    """The config as the run's record will hold it (its family's budget applied); as given where that
+    fails (the run itself will say why)."""
+    config = copy.deepcopy(cfg)
+    with contextlib.suppress(Exception):
+        apply_budget(config)
+    return OmegaConf.to_container(config, resolve=False)
+
+
 def _evaluated_config(config: dict, model: GenerativeModel) -> dict:
     """The run's config with ``model`` replaced by the evaluated checkpoint's options (``train=false``; an
     option newer than the checkpoint at its default), so the record describes the model that was measured."""
@@ -388,13 +401,17 @@ def task(cfg: DictConfig) -> dict:
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     # The directory is this run's alone (DDP's other ranks share rank zero's).
-    claim = claim_run_dir(out_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    settle = (functools.partial(settle_earlier_attempt, cfg, out_dir, _as_it_runs(cfg))
+              if resuming_sweep(cfg) else None)
+    claim = claim_run_dir(out_dir, settle) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     trained: dict[str, Any] = {}  # finished work a failure in the evaluation must not lose
     watch_training_processes()  # DDP: a rank that dies ends the run with a record
     record_if_stuck(lambda status, error: _record_stuck(cfg, out_dir, status, error, common, prov, trained))
     try:  # the watcher's way to record belongs to this run only
         try:
-            with claim, signals_raise():
+            with claim as kept, signals_raise():
+                if kept is not None:  # a resumed sweep's job that had finished
+                    return kept
                 announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
                 try:
                     result = run(cfg, out_dir, trained=trained)
@@ -492,9 +509,13 @@ def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, commo
 
 
 def _resume_note(checkpoint: str | None) -> str:
-    """What an interrupted run's error adds: the checkpoint to resume from, or that there is none."""
-    return (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
+    """What an interrupted run's error adds: the checkpoint to resume from, or that there is none; in a
+    sweep, the command that finishes it (this job going on from that checkpoint)."""
+    note = (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
             else "; no checkpoint had been written yet")
+    if is_multirun() and (command := resume_command(Path(HydraConfig.get().sweep.dir))):
+        note += f"; finish the sweep with: {command}"
+    return note
 
 
 def _write_unfinished(cfg: DictConfig, out_dir: Path, status: str, error: str, failed_stage: str,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from genbench.matrix.rules import FOUNDING_FAMILIES, NOT_SETUP
 from genbench.matrix.runs import Run
 from genbench.nfe_record import Curve
-from genbench.results import dotted
+from genbench.results import dotted, under
 
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps",
@@ -48,17 +48,12 @@ def setup_of(run: Run) -> dict[str, str]:
     by default), and the steps its checkpoint trained (``train_steps``) stand for ``trainer.max_steps``, so
     checkpoints of different lengths are not pooled as seeds, nor titled with a budget they never had."""
     setup = {k: json.dumps(v, sort_keys=True, default=str) for k, v in dotted(run.config).items()
-             if not _under(k, NOT_SETUP)}
+             if not under(k, NOT_SETUP)}
     if setup.get("train") == "false":  # its budget keys stay, as null: a training run's are mostly null too
-        setup = {k: "null" if _under(k, BUDGET) else v for k, v in setup.items()}
+        setup = {k: "null" if under(k, BUDGET) else v for k, v in setup.items()}
         steps = run.metrics.get("train_steps")
         setup["trainer.max_steps"] = json.dumps(int(steps) if isinstance(steps, (int, float)) else None)
     return setup
-
-
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether the dotted ``key`` is one of ``prefixes`` or inside one (``paths.output_dir`` in ``paths``)."""
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def family_key(family: str) -> tuple[int, str]:

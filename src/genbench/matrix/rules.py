@@ -40,7 +40,7 @@ LIKELIHOOD_WORDS = {"exact": "Exact", "bound": "Approx (bound)", "quadrature": "
 NFE_FRACTION = 0.9  # the sampling-speed row names the NFE where quality reaches this share of the best
 NOT_SETUP = (  # config keys that cannot change what a run measures: runs differing only there are pooled
     "seed", "ckpt_path", "paths", "logger", "callbacks", "extras", "tags", "task_name", "hydra",
-    "optimized_metric",
+    "optimized_metric", "resume_sweep",
     "eval.seed", "eval.device", "eval.cache_dir", "eval.feature_net_dir", "eval.val_likelihood",
     "trainer.enable_progress_bar", "trainer.default_root_dir", "dataset.root", "dataset.download",
     "dataset.num_workers")

@@ -20,6 +20,7 @@ from genbench.files import read_regular_file
 from genbench.matrix.rules import CONFIG_ERROR
 from genbench.nfe_record import Curve, read_curve
 from genbench.results import CURVES_FILE, REAL_SAMPLES_PNG, read_record
+from genbench.sweep_config import EARLIER_RECORD
 
 log = logging.getLogger(__name__)
 MAX_CURVE_BYTES = 64 << 20  # a CSV log of a long run is a few MB
@@ -54,6 +55,12 @@ class Run:
         that does not say where it failed (written before ``failed_in``) counts as such."""
         return (self.status == "failed" and not self.config_error
                 and self.provenance.get("failed_in", "training") == "training")
+
+    @property
+    def is_outcome(self) -> bool:
+        """What the family did under its config: ok, diverged or crashed in training (what the matrix
+        measures), not a failure of its config, data, evaluation or worker, nor an interrupt."""
+        return self.ok or self.status == "diverged" or self.crashed_in_training
 
     @property
     def floor_has_fewer_images(self) -> bool:
@@ -166,7 +173,10 @@ def _config_of(directory: Path) -> dict[str, Any]:
     try:
         config = read_record(directory / "metrics.json").get("provenance", {}).get("config")
     except (OSError, ValueError, AttributeError):
-        config = _hydra_config(directory)
+        try:  # an attempt a resumed sweep moved aside (genbench.sweeps)
+            config = read_record(directory / EARLIER_RECORD).get("provenance", {}).get("config")
+        except (OSError, ValueError, AttributeError):
+            config = _hydra_config(directory)
     return config if isinstance(config, dict) else {}
 
 
@@ -184,9 +194,14 @@ class Found:
     skipped: list[Skipped]
 
 
-def _read(path: Path) -> Run:
-    record = read_record(path)
-    return Run(path=path.parent, family=record["family"], dataset=record["dataset"], seed=record["seed"],
+def read_run(path: Path) -> Run:
+    """The run whose record is ``path`` (:func:`genbench.results.read_record`'s errors)."""
+    return run_of(read_record(path), path.parent)
+
+
+def run_of(record: dict, directory: Path) -> Run:
+    """The run of a record read from ``directory``."""
+    return Run(path=directory, family=record["family"], dataset=record["dataset"], seed=record["seed"],
                status=record["status"], metrics=record.get("metrics", {}),
                capabilities=record.get("capabilities", {}), error=record.get("error"),
                provenance=record.get("provenance") if isinstance(record.get("provenance"), dict) else {},
@@ -223,7 +238,7 @@ def find_runs(dirs: list[Path]) -> Found:
             continue
         for path in sorted(Path(root).rglob("metrics.json")):
             try:
-                runs.append(_read(path))
+                runs.append(read_run(path))
             except (OSError, ValueError) as e:
                 _skip(skipped, path.parent, f"unusable metrics.json ({e})")
         for job in sorted(Path(root).rglob(".hydra")):  # a Hydra job that never wrote its record

@@ -1,0 +1,160 @@
+"""Sweep directories: a run or sweep never writes over another's records, and a sweep that stopped (Ctrl-C,
+a killed process, a cluster's time limit, a job that failed on its data) can be finished in its own
+directory with ``resume_sweep=true`` instead of run again from nothing.
+
+Finishing a sweep: ``python train.py -m <the same overrides> hydra.sweep.dir=<its directory>
+resume_sweep=true``. Hydra numbers the jobs as before; each job then looks at what its directory holds
+(:func:`settle_earlier_attempt`). A record that is an outcome of the family (``ok``, ``diverged``, a crash
+in training: what the matrix measures) is kept and the job does not run. Anything else (an interrupt, a
+failure of the setup, of the evaluation or of a dead worker, a job killed before it wrote a record, a record
+of another config) is moved into ``<job>/attempt_<k>/`` (its record renamed :data:`EARLIER_RECORD`, so no
+reader of ``metrics.json`` counts it twice) and the job runs again: from that attempt's last checkpoint
+where it left one under the same config (bit-exact on one process, :mod:`genbench.train`), else from the
+start. The matrix is then written over every job, as at the end of any sweep.
+"""
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from genbench.matrix.rules import NOT_SETUP
+from genbench.matrix.runs import run_of
+from genbench.results import dotted, read_record, taken_message, under
+from genbench.sweep_config import (
+    ATTEMPT_PREFIX,
+    EARLIER_RECORD,
+    MULTIRUN_FILE,
+    RESUME_KEY,
+    saved_sweep_config,
+    without_resume,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RefuseDirsWithRecords(Callback):
+    """Hydra callback: refuse a run or sweep directory that holds a record before Hydra writes its
+    ``.hydra/`` files there (they would describe this run beside another run's record) and before any job
+    starts (a sweep run again into its directory had each job refused, then a matrix of the old records,
+    and exit 0); with ``resume_sweep=true``, accept the directory of the same sweep only."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get(RESUME_KEY):
+            _refuse(f"{RESUME_KEY}=true finishes a sweep that stopped: run it as that sweep ran (-m and its "
+                    "overrides) with hydra.sweep.dir=<its directory>; a single run resumes with "
+                    "ckpt_path=<run>/checkpoints/last.ckpt")
+        run_dir = Path(config.hydra.run.dir)
+        if (run_dir / "metrics.json").exists():
+            _refuse(taken_message(run_dir, "run", "hydra.run.dir"))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.get(RESUME_KEY):
+            if problem := _not_the_same_sweep(config, sweep_dir):
+                _refuse(problem)
+            log.info("finishing the sweep in %s: jobs that ended ok, diverged or crashed in training keep "
+                     "their records; the others run again (from their last checkpoint where they left one)",
+                     sweep_dir)
+        elif sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
+            _refuse(taken_message(sweep_dir, "sweep", "hydra.sweep.dir")
+                    + f"; or, to finish that sweep, run it again with {RESUME_KEY}=true")
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
+    """Why ``sweep_dir`` cannot be finished by this sweep, or None: it must hold a sweep's config with the
+    same overrides and sweeper parameters, which number the jobs (the launcher may differ)."""
+    saved = saved_sweep_config(sweep_dir).get("hydra") or {}
+    if not saved:
+        return (f"{RESUME_KEY}=true: {sweep_dir} holds no sweep to finish (no readable {MULTIRUN_FILE}, "
+                "which Hydra's basic sweeper writes as a sweep starts); give hydra.sweep.dir=<the directory "
+                "of the sweep that stopped>")
+    then = without_resume(list((saved.get("overrides") or {}).get("task") or []))
+    now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
+    if then != now:
+        return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran with the overrides {shlex.join(then)!r}, "
+                f"this one has {shlex.join(now)!r}; finish it with the same overrides (they number its "
+                "jobs), or give this sweep a directory of its own")
+    params_then = (saved.get("sweeper") or {}).get("params")
+    params_now = OmegaConf.to_container(config.hydra.sweeper).get("params")
+    if params_then != params_now:
+        return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} swept hydra.sweeper.params={params_then}, this "
+                f"one {params_now} (an experiment preset changed?); finish it with the same parameters, or "
+                "give this sweep a directory of its own")
+    return None
+
+
+def resuming_sweep(cfg: DictConfig) -> bool:
+    return bool(cfg.get(RESUME_KEY)) and HydraConfig.initialized()
+
+
+def _this_attempts_files() -> set[str]:
+    """What Hydra writes into a job's directory before the job runs: its config and its log."""
+    hydra_cfg = HydraConfig.get()
+    return {str(hydra_cfg.output_subdir or ".hydra"), f"{hydra_cfg.job.name}.log"}
+
+
+def _setup(config: Any) -> dict[str, Any]:
+    """A config as dotted keys, less those that cannot change what a run measures (the matrix pools runs
+    that differ there) but with its seed."""
+    return {k: v for k, v in dotted(config).items()
+            if k == "seed" or not under(k, (*NOT_SETUP, RESUME_KEY))}
+
+
+def settle_earlier_attempt(cfg: DictConfig, out_dir: Path, config_as_it_runs: dict) -> dict | None:
+    """A job of a resumed sweep: the record to keep from the sweep's earlier attempt (the job is done), or
+    None once that attempt's files (if any) are in ``attempt_<k>/`` and ``cfg.ckpt_path`` names its last
+    checkpoint where the job can go on from it. ``config_as_it_runs``: ``cfg`` with its family's budget
+    applied, as records hold it."""
+    left = sorted(p for p in out_dir.iterdir()
+                  if p.name not in _this_attempts_files() and not p.name.startswith(ATTEMPT_PREFIX))
+    if not left:
+        return None
+    job = out_dir.name
+    why, resumable = "it left no metrics.json (killed?)", True
+    if (out_dir / "metrics.json").exists():
+        try:
+            record = read_record(out_dir / "metrics.json")
+        except (OSError, ValueError) as e:
+            why = f"its metrics.json is unusable ({e})"
+        else:
+            run = run_of(record, out_dir)
+            then, now = _setup(run.config), _setup(config_as_it_runs)
+            differ = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+            if differ:
+                resumable = False  # its checkpoint trained another config
+                why = f"its record is of another config (differing in {', '.join(differ[:5])})"
+            elif run.is_outcome:
+                log.info("job %s: kept the record of the sweep's earlier attempt (%s)", job, run.status)
+                return record
+            else:
+                where = run.provenance.get("failed_in")
+                why = f"it ended {run.status}" + (f" in {where}" if run.status == "failed" and where else "")
+    attempt = _move_aside(out_dir, left)
+    checkpoint = attempt / "checkpoints" / "last.ckpt"
+    if resumable and checkpoint.is_file():
+        cfg.ckpt_path = str(checkpoint)
+        log.info("job %s: %s; moved to %s, going on from its checkpoint %s", job, why, attempt, checkpoint)
+    else:
+        log.info("job %s: %s; moved to %s, running it again from the start", job, why, attempt)
+    return None
+
+
+def _move_aside(out_dir: Path, files: list[Path]) -> Path:
+    """Move an earlier attempt's ``files`` into the job's next ``attempt_<k>/``, its record renamed."""
+    k = 1 + sum(1 for p in out_dir.glob(f"{ATTEMPT_PREFIX}*") if p.is_dir())
+    attempt = out_dir / f"{ATTEMPT_PREFIX}{k}"
+    attempt.mkdir()
+    for path in files:
+        path.rename(attempt / (EARLIER_RECORD if path.name == "metrics.json" else path.name))
+    return attempt

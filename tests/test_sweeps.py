@@ -1,0 +1,222 @@
+"""A sweep that stopped is finished in its own directory (``resume_sweep=true``): the jobs that ended as an
+outcome of their family keep their records, the others run again, from their checkpoint where they left
+one, and the matrix covers every job (genbench.sweeps)."""
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from genbench.matrix.runs import find_runs, read_run
+from genbench.results import provenance, read_record, write_record
+from genbench.sweep_config import EARLIER_RECORD
+from genbench.sweeps import RefuseDirsWithRecords, settle_earlier_attempt
+from tests.helpers import CONFIG_DIR, train_py
+
+QUICK = ["trainer=debug", "trainer.max_epochs=null", "trainer.max_steps=20", "callbacks=none",
+         "eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
+
+
+def test_a_sweep_stopped_by_ctrl_c_is_finished_in_its_directory_as_if_it_never_stopped(tmp_path):
+    """Ctrl-C in the GAN's job (step 12 of 20; its checkpoint at step 10) ended the sweep with exit 130 and
+    no matrix; the flow's job never ran. Run again, the sweep refused its directory; now, with
+    resume_sweep=true, the VAE's record is kept as it was, the GAN goes on from its checkpoint to the weights
+    and loss curve of a run that was never stopped, the flow runs, and the matrix holds all three."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model=vae,gan,flow", *QUICK, "+callbacks.interrupt._target_=tests.faults.InterruptsOnce",
+            f"+callbacks.interrupt.marker={tmp_path / 'fired'}", "+callbacks.interrupt.family=gan",
+            f"hydra.sweep.dir={sweep}"]
+    first = train_py(args, tmp_path)
+    assert first.returncode == 130, first.stderr[-3000:]
+    interrupted = read_record(sweep / "1" / "metrics.json")
+    assert interrupted["status"] == "interrupted"
+    command = "finish the sweep with: python train.py -m model=vae,gan,flow trainer=debug "
+    assert command in interrupted["error"]
+    assert interrupted["error"].endswith(f"hydra.sweep.dir={sweep} resume_sweep=true")
+    assert not (sweep / "2").exists() and not (sweep / "matrix.md").exists()
+    vae_record = (sweep / "0" / "metrics.json").read_bytes()
+
+    refused = train_py(args, tmp_path)
+    assert refused.returncode == 1
+    assert "to finish that sweep, run it again with resume_sweep=true" in refused.stderr
+
+    again = train_py([*args, "resume_sweep=true"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").read_bytes() == vae_record
+    attempt = sweep / "1" / "attempt_1"
+    assert read_record(attempt / EARLIER_RECORD)["status"] == "interrupted"
+    gan = read_run(sweep / "1" / "metrics.json")
+    assert gan.status == "ok" and gan.config["ckpt_path"] == str(attempt / "checkpoints" / "last.ckpt")
+    found = find_runs([sweep])
+    assert sorted((r.family, r.status) for r in found.runs) == [("flow", "ok"), ("gan", "ok"), ("vae", "ok")]
+    assert not found.skipped and "| vae | gan | flow |" in (sweep / "matrix.md").read_text()
+
+    straight = tmp_path / "straight"
+    assert train_py(["model=gan", *QUICK, f"hydra.run.dir={straight}"], tmp_path).returncode == 0
+    weights = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for d in (sweep / "1", straight)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert gan.loss_curve() == read_run(straight / "metrics.json").loss_curve()
+    assert gan.metrics["train_steps"] == read_record(straight / "metrics.json")["metrics"]["train_steps"]
+
+
+def _sweep_config(sweep: Path, overrides: list[str], params: dict | None = None) -> DictConfig:
+    return OmegaConf.create({"resume_sweep": True, "hydra": {
+        "sweep": {"dir": str(sweep)}, "overrides": {"task": overrides}, "sweeper": {"params": params}}})
+
+
+@pytest.mark.parametrize(("saved", "now", "message"), [
+    (None, ["model=vae,gan"], "holds no sweep to finish (no readable multirun.yaml"),
+    ((["model=vae,gan", "seed=0,1"], None), ["model=vae,gan", "seed=0,1,2"],
+     "ran with the overrides 'model=vae,gan seed=0,1', this one has 'model=vae,gan seed=0,1,2'"),
+    ((["experiment=x"], {"model": "glob(*)"}), ["experiment=x"],
+     "swept hydra.sweeper.params={'model': 'glob(*)'}, this one {'model': 'vae,gan'}"),
+], ids=["no sweep there", "other overrides", "other sweeper parameters"])
+def test_a_sweep_is_finished_only_by_the_same_sweep(tmp_path, capsys, saved, now, message):
+    """The overrides and the sweeper's parameters number the jobs: another sweep would find its jobs'
+    directories holding other configs' records."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    if saved is not None:
+        overrides, params = saved
+        (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+            "overrides": {"task": [*overrides, "resume_sweep=false"]}, "sweeper": {"params": params}}}))
+    params_now = {"model": "vae,gan"} if saved and saved[1] else None
+    resumed = _sweep_config(sweep, [*now, "resume_sweep=true"], params_now)
+    with pytest.raises(SystemExit) as exit_info:
+        RefuseDirsWithRecords().on_multirun_start(resumed)
+    assert exit_info.value.code == 1 and message in capsys.readouterr().err
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "overrides": {"task": now}, "sweeper": {"params": params_now}}}))
+    RefuseDirsWithRecords().on_multirun_start(resumed)  # the same sweep: accepted
+
+
+def test_resume_sweep_in_a_single_run_is_refused_naming_what_resumes_a_run(capsys):
+    with pytest.raises(SystemExit):
+        RefuseDirsWithRecords().on_run_start(OmegaConf.create({"resume_sweep": True,
+                                                               "hydra": {"run": {"dir": "x"}}}))
+    assert "a single run resumes with ckpt_path=<run>/checkpoints/last.ckpt" in capsys.readouterr().err
+
+
+@pytest.fixture
+def job_config():
+    """A run's config inside a Hydra job (what Hydra writes into a job's directory before it runs)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=gan", "hydra.job.name=train"],
+                      return_hydra_config=True)
+        job = compose(config_name="train", overrides=["model=gan"])
+    HydraConfig.instance().set_config(cfg)
+    yield job
+    HydraConfig.instance().cfg = None
+
+
+def _earlier(job: Path, config: dict, status: str, failed_in: str | None = None, error: str = "an error",
+             checkpoint: bool = True) -> None:
+    """What an earlier attempt of a job left: its record, its checkpoint, a log of its own."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / "train.log").write_text("this attempt's log\n")
+    (job / "csv").mkdir()
+    (job / "csv" / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
+    if checkpoint:
+        (job / "checkpoints").mkdir()
+        (job / "checkpoints" / "last.ckpt").write_bytes(b"a checkpoint")
+    prov = {**provenance(config, 0, datetime.now()), **({"failed_in": failed_in} if failed_in else {})}
+    write_record(job / "metrics.json", status=status, family="gan", dataset="moons", seed=0, metrics={},
+                 provenance=prov, **({} if status == "ok" else {"error": error}))
+
+
+@pytest.mark.parametrize(("status", "failed_in", "error"), [
+    ("ok", None, None), ("diverged", "training", "DivergedError: loss is nan"),
+    ("failed", "training", "RuntimeError: a crash in training"),
+], ids=["ok", "diverged", "crashed in training"])
+def test_a_job_that_ended_as_an_outcome_of_its_family_keeps_its_record(tmp_path, job_config, status,
+                                                                        failed_in, error):
+    """What the matrix measures (quality, divergence, crashes in training) is not run again: a new draw
+    of a diverged run would hide it from the stability row."""
+    job = tmp_path / "0"
+    _earlier(job, OmegaConf.to_container(job_config), status, failed_in, error or "")
+    before = (job / "metrics.json").read_bytes()
+    kept = settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config))
+    assert kept is not None and kept["status"] == status and (job / "metrics.json").read_bytes() == before
+    assert job_config.ckpt_path is None and not list(job.glob("attempt_*"))
+
+
+@pytest.mark.parametrize(("status", "failed_in", "error"), [
+    ("interrupted", "training", "Interrupted: interrupted by SIGTERM"),
+    ("failed", "evaluation", "OutOfMemoryError: CUDA out of memory"),
+    ("failed", "worker", "TerminatedWorkerError: a worker died"),
+    ("failed", "setup", "FileNotFoundError: missing dataset file"),
+    ("failed", "training", "ConfigError: bad config value"),
+], ids=["interrupted", "failed in evaluation", "dead worker", "failed in setup", "config error"])
+def test_a_job_that_did_not_finish_goes_on_from_its_checkpoint(tmp_path, job_config, status, failed_in,
+                                                               error):
+    """Interrupts and failures of the config, the data, the evaluation or a worker say nothing of the
+    family: the job runs again, from where its earlier attempt's checkpoint stopped."""
+    job = tmp_path / "1"
+    _earlier(job, OmegaConf.to_container(job_config), status, failed_in, error)
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    attempt = job / "attempt_1"
+    assert sorted(p.name for p in job.iterdir()) == [".hydra", "attempt_1", "train.log"]
+    assert sorted(p.name for p in attempt.iterdir()) == ["checkpoints", "csv", EARLIER_RECORD]
+    assert job_config.ckpt_path == str(attempt / "checkpoints" / "last.ckpt")
+    assert read_record(attempt / EARLIER_RECORD)["status"] == status
+
+
+def test_a_job_killed_before_its_record_or_of_another_config_runs_again(tmp_path, job_config):
+    """A job killed before it wrote a record goes on from its checkpoint; a record of another config (the
+    jobs numbered otherwise: a family added to a glob) is moved aside and its checkpoint, of that other
+    config, is not used. A second attempt goes to attempt_2."""
+    job = tmp_path / "2"
+    _earlier(job, OmegaConf.to_container(job_config), "ok")
+    (job / "metrics.json").unlink()
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    assert job_config.ckpt_path == str(job / "attempt_1" / "checkpoints" / "last.ckpt")
+
+    job_config.ckpt_path = None
+    other = OmegaConf.to_container(job_config)
+    other["model"]["latent_dim"] = 99
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"another config's checkpoint")
+    write_record(job / "metrics.json", status="ok", family="gan", dataset="moons", seed=0, metrics={},
+                 provenance=provenance(other, 0, datetime.now()))
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    assert job_config.ckpt_path is None
+    assert sorted(p.name for p in (job / "attempt_2").iterdir()) == ["checkpoints", EARLIER_RECORD]
+
+
+def test_a_job_that_never_started_runs(tmp_path, job_config):
+    job = tmp_path / "3"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "train.log").write_text("")
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    assert sorted(p.name for p in job.iterdir()) == [".hydra", "train.log"] and job_config.ckpt_path is None
+
+
+def test_a_sweep_with_jobs_that_can_run_again_names_the_command_that_finishes_it(tmp_path, caplog):
+    """A job that failed on its data (a file not there yet) runs again once the cause is fixed; a diverged
+    one is an outcome of its family, kept."""
+    from genbench.matrix.callback import WriteMatrix
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "1").mkdir()
+    saved = {"hydra": {"overrides": {"task": ["model=vae,gan"]}}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(saved))
+    started = provenance({}, 0, datetime.now())
+    write_record(sweep / "0" / "metrics.json", status="failed", family="vae", dataset="mnist", seed=0,
+                 metrics={}, provenance={**started, "failed_in": "setup"},
+                 error="FileNotFoundError: missing dataset file")
+    write_record(sweep / "1" / "metrics.json", status="diverged", family="gan", dataset="mnist", seed=0,
+                 metrics={}, provenance={**started, "failed_in": "training"},
+                 error="DivergedError: loss is nan")
+    with pytest.raises(SystemExit):
+        WriteMatrix().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    command = f"python train.py -m model=vae,gan hydra.sweep.dir={sweep} resume_sweep=true"
+    assert ("1 of them can run again in this sweep once their cause is fixed (the others keep their "
+            f"records): {command}") in caplog.text
