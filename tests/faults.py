@@ -1,6 +1,7 @@
 """Faults a test injects into a run of train.py through its config
 (``+callbacks.<name>._target_=tests.faults.<Fault>``): train.py's directory is on its processes' path."""
 
+import errno
 import os
 import signal
 import time
@@ -50,3 +51,17 @@ class InterruptsOnce(pl.Callback):
                 self.marker):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class RaisesInTraining(pl.Callback):
+    """At ``step``, raise ``kind``: ``disk_full`` (an OSError as a checkpoint or a log write on a full disk
+    raises it) or ``bug`` (a RuntimeError, as a family's own code would)."""
+
+    def __init__(self, kind: str, step: int = 3) -> None:
+        self.kind, self.step = kind, step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            if self.kind == "disk_full":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoints/last.ckpt")
+            raise RuntimeError("a bug in the family's training step")

@@ -216,8 +216,9 @@ def test_a_config_error_is_an_error_not_instability(tmp_path):
 
 
 def test_only_a_crash_in_training_or_a_divergence_makes_a_column_unstable(tmp_path):
-    """A failure in evaluation (a GPU out of memory) or of a dead worker says nothing of how a family
-    trains; a crash in training does, and so does a record from before failed_in (it cannot tell)."""
+    """A failure in evaluation (a GPU out of memory), of the machine (a disk full while training) or of a
+    dead worker says nothing of how a family trains; a crash in training does, and so does a record from
+    before failed_in (it cannot tell)."""
     for family, failed_in in (("vae", "evaluation"), ("gan", "worker"), ("diffusion", "training")):
         for seed in (0, 1):
             _run(tmp_path, f"{family}{seed}", family, seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2),
@@ -226,8 +227,12 @@ def test_only_a_crash_in_training_or_a_divergence_makes_a_column_unstable(tmp_pa
              error="OutOfMemoryError: CUDA out of memory")
     stability = _matrix(tmp_path).row("Training stability").cells
     assert stability["vae"].label == stability["gan"].label == "Stable"
-    assert stability["vae"].text.startswith("0/3 diverged or crashed in training, 1 failed outside training")
+    assert stability["vae"].text.startswith("0/3 diverged or crashed in training, 1 failed on something else")
     assert stability["diffusion"].label == "Unstable"
+    shutil.rmtree(tmp_path / "vae2")
+    _run(tmp_path, "vae2", "vae", 2, {}, status="failed", failed_in="machine",
+         error="OSError: [Errno 28] No space left on device")
+    assert _matrix(tmp_path).row("Training stability").cells["vae"].label == "Stable"
     shutil.rmtree(tmp_path / "vae2")
     _run(tmp_path, "vae2", "vae", 2, {}, status="failed", error="RuntimeError: written before failed_in")
     assert _matrix(tmp_path).row("Training stability").cells["vae"].label == "Unstable"

@@ -18,6 +18,7 @@ import torch
 
 from genbench.config import validate
 from genbench.errors import ConfigError
+from genbench.matrix.runs import read_run
 from genbench.results import provenance, read_record, write_record
 from genbench.train import run, task
 from genbench.trained_run import TRAINED_AS, read_trained_as
@@ -276,6 +277,21 @@ def test_nan_samples_make_the_run_diverged_naming_the_metrics(gan_checkpoint, tm
     assert record["status"] == "diverged" and record["metrics"]["energy_distance_test"] == "nan"
     assert "energy_distance_test=nan" in record["error"] and "not finite" in record["error"]
     assert record["metrics"]["nfe"] == 1  # the finite measurements are kept
+
+
+@pytest.mark.parametrize(("kind", "where"), [("disk_full", "machine"), ("bug", "training")])
+def test_a_run_that_fails_in_training_on_the_machines_limits_is_not_a_crash_of_the_family(tmp_path, kind,
+                                                                                          where):
+    """A disk that filled up while training was recorded as failed in training, which the matrix counts
+    against the family's stability (and a resumed sweep keeps)."""
+    out = tmp_path / kind
+    with pytest.raises((OSError, RuntimeError)):  # a single run raises it on: Hydra prints the traceback
+        task(compose_train([*QUICK, f"paths.output_dir={out}", f"+callbacks.fault.kind={kind}",
+                            "+callbacks.fault._target_=tests.faults.RaisesInTraining"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == where
+    assert ("No space left on device" if kind == "disk_full" else "a bug in the family's") in record["error"]
+    assert read_run(out / "metrics.json").crashed_in_training == (where == "training")
 
 
 def _existing_record(run_dir: Path) -> dict:

@@ -151,9 +151,10 @@ def test_a_job_that_ended_as_an_outcome_of_its_family_keeps_its_record(tmp_path,
     ("interrupted", "training", "Interrupted: interrupted by SIGTERM"),
     ("failed", "evaluation", "OutOfMemoryError: CUDA out of memory"),
     ("failed", "worker", "TerminatedWorkerError: a worker died"),
+    ("failed", "machine", "OSError: [Errno 28] No space left on device"),
     ("failed", "setup", "FileNotFoundError: missing dataset file"),
     ("failed", "training", "ConfigError: bad config value"),
-], ids=["interrupted", "failed in evaluation", "dead worker", "failed in setup", "config error"])
+], ids=["interrupted", "failed in evaluation", "dead worker", "disk full", "failed in setup", "config error"])
 def test_a_job_that_did_not_finish_goes_on_from_its_checkpoint(tmp_path, job_config, status, failed_in,
                                                                error):
     """Interrupts and failures of the config, the data, the evaluation or a worker say nothing of the

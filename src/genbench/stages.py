@@ -1,18 +1,23 @@
 """Where a run failed: setup, training or evaluation, written into its record as ``provenance.failed_in``.
 
 The matrix counts only crashes in training (and divergence) against a family's stability: a missing
-dataset, a corrupt checkpoint to resume from, or a GPU out of memory while sampling 10,000 images says
-nothing of how the family trains. Lightning prepares the data and the model inside ``Trainer.fit``, so
-training counts as started only once its sanity check or first epoch begins (:class:`TrainingStarted`).
+dataset, a corrupt checkpoint to resume from, a GPU out of memory while sampling 10,000 images, or a disk
+that filled up while training (``machine``) says nothing of how the family trains. Lightning prepares the
+data and the model inside ``Trainer.fit``, so training counts as started only once its sanity check or
+first epoch begins (:class:`TrainingStarted`).
 """
 
 import contextlib
 from collections.abc import Callable, Iterator
 
 import pytorch_lightning as pl
+import torch
 
 STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
 SETUP = "setup"
+TRAINING = "training"
+MACHINE = "machine"
+MACHINE_ERRORS = (OSError, MemoryError, torch.OutOfMemoryError)
 _ACTIVE: list[tuple[str, Callable[[], bool]]] = []  # the stages the run is in, innermost last
 
 
@@ -42,8 +47,11 @@ def current_stage() -> str:
 
 
 def failed_in(error: BaseException) -> str:
-    """The stage ``error`` was raised in; setup when no stage marked it (before training began)."""
-    return getattr(error, STAGE_ATTRIBUTE, SETUP)
+    """The stage ``error`` was raised in; setup when no stage marked it (before training began); the
+    machine for an error of its limits raised in training (a disk full or an I/O error writing a
+    checkpoint or a log, memory or GPU memory exhausted), which says nothing of how the family trains."""
+    where = getattr(error, STAGE_ATTRIBUTE, SETUP)
+    return MACHINE if where == TRAINING and isinstance(error, MACHINE_ERRORS) else where
 
 
 class TrainingStarted(pl.Callback):

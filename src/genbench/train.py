@@ -74,7 +74,7 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
 from genbench.schema import evaluation_options
-from genbench.stages import TrainingStarted, current_stage, failed_in, stage
+from genbench.stages import TRAINING, TrainingStarted, current_stage, failed_in, stage
 from genbench.sweep_config import resume_command
 from genbench.sweeps import resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
@@ -286,9 +286,9 @@ def _train(cfg: DictConfig, trainer: pl.Trainer, model: GenerativeModel, dm: Gen
     """Fit, check the weights, and return the training's metrics; a failure once Lightning's setup is done
     is marked as one of training."""
     counter.start()
-    with stage("training", lambda: started.started):
+    with stage(TRAINING, lambda: started.started):
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
-    with stage("training"):  # also where fit had nothing left to train (a resumed run at its budget)
+    with stage(TRAINING):  # also where fit had nothing left to train (a resumed run at its budget)
         # Totals over the model's whole training: a resumed run adds the time and examples of its
         # checkpoint's history (carried in the checkpoint by the counter).
         metrics: dict[str, Any] = {"train_seconds": counter.seconds}

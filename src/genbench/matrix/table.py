@@ -386,7 +386,7 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
         errors = sum(r.config_error for r in runs)
         crashed = sum(r.crashed_in_training for r in runs)
         broken = crashed + sum(r.status == "diverged" for r in runs)
-        elsewhere = sum(r.status == "failed" for r in runs) - errors - crashed  # evaluation, a dead worker
+        elsewhere = sum(r.status == "failed" for r in runs) - errors - crashed  # evaluation, machine, worker
         values = _values(runs, quality)
         cv = coefficient_of_variation(values)
         oscillations = [o for r in runs if r.ok and (o := loss_oscillation(r)) is not None]
@@ -394,7 +394,7 @@ def _stability_row(columns: list[Column], quality: str) -> Row:
         finished = sum(r.ok for r in runs)
         text = (f"{broken}/{len(runs) - errors} diverged or crashed in training"
                 + (f", {errors} config error{'s' * (errors > 1)}" if errors else "")
-                + (f", {elsewhere} failed outside training" if elsewhere else "")
+                + (f", {elsewhere} failed on something else" if elsewhere else "")
                 + f", CV {number(cv, '.2f')}, osc {number(osc, '.2f')}")
         spread = (cv or 0.0) > rules.CV_LIMIT or (osc or 0.0) > rules.OSCILLATION_LIMIT
         if broken or spread:
