@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 
 
 class RankDies(pl.Callback):
@@ -40,15 +41,18 @@ class DiesBeforeRendezvous(pl.Callback):
 
 
 class InterruptsOnce(pl.Callback):
-    """A Ctrl-C at ``step`` of a run of ``family``, the first time only (``marker``, a file, remembers it):
-    a sweep stopped in one job, which the same sweep run again finds interrupted."""
+    """A Ctrl-C at ``step`` of a run of ``family`` (or of the sweep's job number ``job``), the first time
+    only (``marker``, a file, remembers it): a sweep stopped in one job, which the same sweep run again
+    finds interrupted."""
 
-    def __init__(self, marker: str, family: str, step: int = 12) -> None:
-        self.marker, self.family, self.step = marker, family, step
+    def __init__(self, marker: str, family: str | None = None, job: int | None = None,
+                 step: int = 12) -> None:
+        self.marker, self.family, self.job, self.step = marker, family, job, step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if pl_module.family == self.family and trainer.global_step == self.step and not os.path.exists(
-                self.marker):
+        if (trainer.global_step == self.step and not os.path.exists(self.marker)
+                and self.family in (None, pl_module.family)
+                and self.job in (None, HydraConfig.get().job.num)):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGINT)
 

@@ -66,6 +66,29 @@ def test_a_sweep_stopped_by_ctrl_c_is_finished_in_its_directory_as_if_it_never_s
     assert gan.metrics["train_steps"] == read_record(straight / "metrics.json")["metrics"]["train_steps"]
 
 
+def test_a_stopped_optuna_search_finishes_with_the_trials_and_best_of_one_never_stopped(tmp_path):
+    """The search's sampler is seeded and a kept trial gives back its recorded value, so the finished
+    search asks for the same trials; it needs the sweep's saved config, which Hydra's Optuna sweeper did
+    not write."""
+    search = ["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", *QUICK, "logger=none"]
+    stopped = [*search, "+callbacks.interrupt._target_=tests.faults.InterruptsOnce",
+               f"+callbacks.interrupt.marker={tmp_path / 'fired'}", "+callbacks.interrupt.job=1",
+               f"hydra.sweep.dir={tmp_path / 'stopped'}"]
+    assert train_py(stopped, tmp_path).returncode == 130
+    assert read_record(tmp_path / "stopped" / "1" / "metrics.json")["status"] == "interrupted"
+    again = train_py([*stopped, "resume_sweep=true"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "job 0: kept the record" in again.stdout + again.stderr
+    assert train_py([*search, f"hydra.sweep.dir={tmp_path / 'straight'}"], tmp_path).returncode == 0
+    runs = {d: [read_record(tmp_path / d / str(k) / "metrics.json") for k in range(3)]
+            for d in ("stopped", "straight")}
+    for finished, straight in zip(runs["stopped"], runs["straight"], strict=True):
+        assert finished["provenance"]["config"]["model"] == straight["provenance"]["config"]["model"]
+        assert finished["metrics"]["val_nll_bpd"] == straight["metrics"]["val_nll_bpd"]
+    best = [yaml.safe_load((tmp_path / d / "optimization_results.yaml").read_text()) for d in runs]
+    assert best[0] == best[1]
+
+
 def _sweep_config(sweep: Path, overrides: list[str], params: dict | None = None) -> DictConfig:
     return OmegaConf.create({"resume_sweep": True, "hydra": {
         "sweep": {"dir": str(sweep)}, "overrides": {"task": overrides}, "sweeper": {"params": params}}})
