@@ -214,6 +214,22 @@ def test_a_job_killed_before_its_record_or_of_another_config_runs_again(tmp_path
     assert sorted(p.name for p in (job / "attempt_2").iterdir()) == ["checkpoints", EARLIER_RECORD]
 
 
+def test_a_job_stopped_again_before_its_first_checkpoint_goes_on_from_the_earlier_attempts(tmp_path,
+                                                                                            job_config):
+    job = tmp_path / "4"
+    _earlier(job, OmegaConf.to_container(job_config), "interrupted", "training", "Interrupted: SIGINT")
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    first = job / "attempt_1" / "checkpoints" / "last.ckpt"
+    assert job_config.ckpt_path == str(first)
+    config = OmegaConf.to_container(job_config)  # the second attempt, stopped before a checkpoint of its own
+    write_record(job / "metrics.json", status="interrupted", family="gan", dataset="moons", seed=0,
+                 metrics={}, provenance={**provenance(config, 0, datetime.now()), "failed_in": "training"},
+                 error="Interrupted: SIGTERM", checkpoint=str(first))
+    job_config.ckpt_path = None
+    assert settle_earlier_attempt(job_config, job, OmegaConf.to_container(job_config)) is None
+    assert job_config.ckpt_path == str(first) and (job / "attempt_2" / EARLIER_RECORD).is_file()
+
+
 def test_a_job_that_never_started_runs(tmp_path, job_config):
     job = tmp_path / "3"
     (job / ".hydra").mkdir(parents=True)

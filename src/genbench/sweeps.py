@@ -121,14 +121,14 @@ def settle_earlier_attempt(cfg: DictConfig, out_dir: Path, config_as_it_runs: di
     if not left:
         return None
     job = out_dir.name
-    why, resumable = "it left no metrics.json (killed?)", True
+    why, resumable, earlier = "it left no metrics.json (killed?)", True, None
     if (out_dir / "metrics.json").exists():
         try:
             record = read_record(out_dir / "metrics.json")
         except (OSError, ValueError) as e:
             why = f"its metrics.json is unusable ({e})"
         else:
-            run = run_of(record, out_dir)
+            run, earlier = run_of(record, out_dir), record.get("checkpoint")
             then, now = _setup(run.config), _setup(config_as_it_runs)
             differ = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
             if differ:
@@ -142,6 +142,8 @@ def settle_earlier_attempt(cfg: DictConfig, out_dir: Path, config_as_it_runs: di
                 why = f"it ended {run.status}" + (f" in {where}" if run.status == "failed" and where else "")
     attempt = _move_aside(out_dir, left)
     checkpoint = attempt / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file() and isinstance(earlier, str):  # it went on from an earlier attempt's, and
+        checkpoint = Path(earlier)                             # was stopped before it wrote one of its own
     if resumable and checkpoint.is_file():
         cfg.ckpt_path = str(checkpoint)
         log.info("job %s: %s; moved to %s, going on from its checkpoint %s", job, why, attempt, checkpoint)
