@@ -1,4 +1,4 @@
-"""Faults a test injects into a run of train.py through its config
+"""Faults (and probes) a test injects into a run of train.py through its config
 (``+callbacks.<name>._target_=tests.faults.<Fault>``): train.py's directory is on its processes' path."""
 
 import errno
@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 
 
@@ -69,3 +70,14 @@ class RaisesInTraining(pl.Callback):
             if self.kind == "disk_full":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoints/last.ckpt")
             raise RuntimeError("a bug in the family's training step")
+
+
+class SavesReplica(pl.Callback):
+    """Not a fault, a probe: each DDP process saves its replica's weights when training ends
+    (``<directory>/replica_<rank>.pt``), so a test can check that the processes trained one model."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        torch.save(pl_module.state_dict(), os.path.join(self.directory, f"replica_{trainer.global_rank}.pt"))

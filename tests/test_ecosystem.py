@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from genbench.train import run
@@ -123,6 +124,23 @@ def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp
     single = json.loads((eval_dir / "metrics.json").read_text())
     for name in ("nll_nats", "nll_iwae_nats", "energy_distance_test", "precision_data_space"):
         assert ddp["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-6), name
+
+
+def test_a_gan_trains_under_ddp_and_its_processes_keep_one_model(tmp_path):
+    """The GAN's D step leaves G's parameters without a gradient (and its G step D's): under plain DDP the
+    run failed at its first step ("parameters that were not used in producing the loss"). Its processes
+    must also end with the same weights: gradients averaged over both, every step."""
+    run_dir = tmp_path / "gan"
+    proc = train_py(["model=gan", "model.n_critic=2", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.max_steps=12", "logger=none", "callbacks=none", f"hydra.run.dir={run_dir}",
+                     "+callbacks.replica._target_=tests.faults.SavesReplica",
+                     f"+callbacks.replica.directory={tmp_path}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "ok" and record["metrics"]["train_processes"] == 2
+    replicas = [torch.load(tmp_path / f"replica_{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert replicas[0].keys() == replicas[1].keys() and any("generator" in k for k in replicas[0])
+    assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in replicas[0])
 
 
 def test_the_matrix_table_gets_a_wandb_run_of_its_own_where_a_jobs_run_was_left_open(tmp_path):

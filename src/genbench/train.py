@@ -80,6 +80,7 @@ from genbench.sweeps import resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
 
 log = logging.getLogger(__name__)
+UNUSED_PARAMETERS_DDP = "ddp_find_unused_parameters_true"  # Lightning's registered name
 # How another DDP rank's log says its run failed (_record_failure), for rank zero's record
 RANK_ERROR = re.compile(r"run (\w+) on rank \d+: (.*?) \(rank zero records the run in ", re.DOTALL)
 
@@ -182,6 +183,17 @@ def _build_trainer(node: DictConfig, **kwargs: Any) -> pl.Trainer:
                           "trainer=cpu, or devices and a strategy it has") from None
 
 
+def _ddp_for(model: GenerativeModel, trainer: DictConfig) -> dict[str, str]:
+    """``trainer.strategy=ddp`` for a model some of whose parameters take no gradient in a step (a GAN's):
+    Lightning's DDP that looks for them each step, where plain DDP stopped the run at its first step
+    ("parameters that were not used in producing the loss")."""
+    if not (model.unused_parameters_per_step and trainer.get("strategy") == "ddp"):
+        return {}
+    log.info("%s under DDP: each step leaves some parameters without a gradient, so DDP looks for them "
+             "(trainer.strategy=%s)", model.family, UNUSED_PARAMETERS_DDP)
+    return {"strategy": UNUSED_PARAMETERS_DDP}
+
+
 @dataclass
 class RunResult:
     metrics: dict[str, Any]
@@ -259,7 +271,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                                   watching=curve.time_spent_and_to_come if curve else None))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                             enable_progress_bar=False)
+                             enable_progress_bar=False, **_ddp_for(model, cfg.trainer))
     for lg in trainer.loggers:  # fields a dashboard groups and filters runs by
         lg.log_hyperparams({"family": model.family, "dataset": dm.name, "seed": cfg.seed,
                             "tags": list(cfg.get("tags") or []),

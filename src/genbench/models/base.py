@@ -48,6 +48,9 @@ class GenerativeModel(pl.LightningModule):
     latent_space: ClassVar[str] = "none"  # what the latent is, in words, for the matrix
     conditioning: ClassVar[str] = "none"  # how labels enter, in words, for the matrix
     samplers: ClassVar[tuple[str, ...]] = ()  # iterative samplers ``use_sampler`` accepts; () for one pass
+    # Some parameters take no gradient in a training step (a GAN's D step leaves G's out, its G step D's):
+    # DDP must look for them each step, which plain DDP refuses (genbench.train picks Lightning's strategy)
+    unused_parameters_per_step: ClassVar[bool] = False
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__()

@@ -98,6 +98,7 @@ class GAN(GenerativeModel):
     conditioning = "label embedding in G, projection discriminator (conditional=true)"
     latent = "explicit"
     supports_labels = True
+    unused_parameters_per_step = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)
