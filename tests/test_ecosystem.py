@@ -143,6 +143,29 @@ def test_a_gan_trains_under_ddp_and_its_processes_keep_one_model(tmp_path):
     assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in replicas[0])
 
 
+def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes(tmp_path):
+    """Lightning starts a DDP run's other process with the command line of the process that runs the job
+    (in a sweep: -m and its lists), so that process ran the whole sweep, its jobs joining other jobs' DDP
+    groups, and wrote the matrix again. The job's own command line alone was not enough: the sweep's next
+    job found the last's LOCAL_RANK and process group and failed ("Connection closed by peer"). Each job
+    now trains on its own two processes."""
+    sweep = tmp_path / "sweep"
+    proc = train_py(["-m", "model=vae,gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=12",
+                     "logger=none", "callbacks=none", f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr  # the DDP processes' too: they inherit the sweep's
+    assert output.count("Launching 2 jobs") == 1 and output.count("matrix of 1 dataset(s) written") == 1
+    jobs = [sweep / "0", sweep / "1"]
+    assert sorted(tmp_path.rglob("metrics.json")) == [job / "metrics.json" for job in jobs]
+    for job, family in zip(jobs, ("vae", "gan"), strict=True):
+        record = json.loads((job / "metrics.json").read_text())
+        assert (record["family"], record["status"], record["metrics"]["train_processes"]) == (family, "ok", 2)
+        rank_one = (job / "train_ddp_process_1.log").read_text()  # the job's own run, in its directory
+        assert f"run directory: {job}\n" in rank_one and "Launching" not in rank_one
+    assert ("gan under DDP: each step leaves some parameters without a gradient"
+            in (jobs[1] / "train_ddp_process_1.log").read_text())
+
+
 def test_the_matrix_table_gets_a_wandb_run_of_its_own_where_a_jobs_run_was_left_open(tmp_path):
     """A job that failed before its end leaves its W&B run open in the sweep's process; wandb.init() would
     return that run, and the table would be logged into the job's run."""

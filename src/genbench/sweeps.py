@@ -14,14 +14,19 @@ start. The matrix is then written over every job, as at the end of any sweep.
 """
 
 import logging
+import os
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import run_of
@@ -36,6 +41,8 @@ from genbench.sweep_config import (
 )
 
 log = logging.getLogger(__name__)
+# What Lightning's launcher of DDP processes sets in its own process's environment
+LAUNCHER_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 class RefuseDirsWithRecords(Callback):
@@ -92,6 +99,40 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
                 f"one {params_now} (an experiment preset changed?); finish it with the same parameters, or "
                 "give this sweep a directory of its own")
     return None
+
+
+@contextmanager
+def ddp_processes_run_this_job() -> Iterator[None]:
+    """In a sweep's job, have the DDP processes Lightning starts run this job, and leave none of its DDP
+    state to the sweep's next job in this process.
+
+    Lightning starts each process with this process's command line (the sweep's: ``-m`` and its lists)
+    plus ``hydra.run.dir=<hydra.run.dir>`` (the pattern of a single run's directory), so every process ran
+    the whole sweep, each job's DDP group joined by processes of other jobs. Here the command line is this
+    job's own overrides as a single run and ``hydra.run.dir`` this job's directory. After the job, the
+    command line, the environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait
+    for processes nobody started) and the process group (the next job would have reused the last's, whose
+    other processes are gone) are as before it."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        yield
+        return
+    hydra_cfg, argv = HydraConfig.get(), sys.argv
+    environment = {key: os.environ.get(key) for key in LAUNCHER_ENVIRONMENT}
+    job = without_resume(list(hydra_cfg.overrides.task))  # resume_sweep belongs to the sweep
+    sys.argv = [argv[0], *job, "hydra.mode=RUN"]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def resuming_sweep(cfg: DictConfig) -> bool:

@@ -76,7 +76,7 @@ from genbench.runmode import is_multirun
 from genbench.schema import evaluation_options
 from genbench.stages import TRAINING, TrainingStarted, current_stage, failed_in, stage
 from genbench.sweep_config import resume_command
-from genbench.sweeps import resuming_sweep, settle_earlier_attempt
+from genbench.sweeps import ddp_processes_run_this_job, resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
 
 log = logging.getLogger(__name__)
@@ -426,7 +426,8 @@ def task(cfg: DictConfig) -> dict:
                     return kept
                 announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
                 try:
-                    result = run(cfg, out_dir, trained=trained)
+                    with ddp_processes_run_this_job():
+                        result = run(cfg, out_dir, trained=trained)
                     if not result.is_global_zero:
                         return {"status": "ok", "rank": rank_zero_only.rank}
                     with stage("evaluation"):  # its last step: the record
