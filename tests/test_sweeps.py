@@ -2,6 +2,8 @@
 outcome of their family keep their records, the others run again, from their checkpoint where they left
 one, and the matrix covers every job (genbench.sweeps)."""
 
+import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -10,12 +12,13 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from genbench.matrix.runs import find_runs, read_run
 from genbench.results import provenance, read_record, write_record
 from genbench.sweep_config import EARLIER_RECORD
-from genbench.sweeps import RefuseDirsWithRecords, settle_earlier_attempt
+from genbench.sweeps import RefuseDirsWithRecords, ddp_processes_run_this_job, settle_earlier_attempt
 from tests.helpers import CONFIG_DIR, train_py
 
 QUICK = ["trainer=debug", "trainer.max_epochs=null", "trainer.max_steps=20", "callbacks=none",
@@ -260,3 +263,29 @@ def test_a_sweep_with_jobs_that_can_run_again_names_the_command_that_finishes_it
     command = f"python train.py -m model=vae,gan hydra.sweep.dir={sweep} resume_sweep=true"
     assert ("1 of them can run again in this sweep once their cause is fixed (the others keep their "
             f"records): {command}") in caplog.text
+
+
+def test_a_sweep_jobs_ddp_processes_are_started_on_the_job_alone_and_its_checkpoint(tmp_path, monkeypatch):
+    """Lightning starts a job's other DDP processes with ``sys.argv`` and ``hydra.run.dir``: the job's own
+    overrides, as a single run, in its directory, with the checkpoint a resumed sweep's job goes on from
+    (rank zero alone had it: the others would have trained from the start); all put back after the job."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True,
+                      overrides=["model=gan", "resume_sweep=true", f"hydra.runtime.output_dir={tmp_path}"])
+        job = compose(config_name="train", overrides=["model=gan", "resume_sweep=true"])
+    cfg.hydra.mode = RunMode.MULTIRUN
+    job.ckpt_path = str(tmp_path / "attempt_1" / "checkpoints" / "last.ckpt")
+    sweep_argv = ["train.py", "-m", "model=vae,gan", "resume_sweep=true"]
+    monkeypatch.setattr(sys, "argv", sweep_argv)
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)  # put back however the test ends
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with ddp_processes_run_this_job(job):
+            assert sys.argv == ["train.py", "model=gan", f'ckpt_path="{job.ckpt_path}"', "hydra.mode=RUN"]
+            assert HydraConfig.get().run.dir == str(tmp_path)
+            os.environ.update(LOCAL_RANK="0", MASTER_PORT="5678")  # as Lightning's launcher sets them
+        assert sys.argv == sweep_argv
+        assert "LOCAL_RANK" not in os.environ and os.environ["MASTER_PORT"] == "1234"
+    finally:
+        HydraConfig.instance().cfg = None

@@ -102,14 +102,15 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
 
 
 @contextmanager
-def ddp_processes_run_this_job() -> Iterator[None]:
+def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
     """In a sweep's job, have the DDP processes Lightning starts run this job, and leave none of its DDP
     state to the sweep's next job in this process.
 
     Lightning starts each process with this process's command line (the sweep's: ``-m`` and its lists)
     plus ``hydra.run.dir=<hydra.run.dir>`` (the pattern of a single run's directory), so every process ran
     the whole sweep, each job's DDP group joined by processes of other jobs. Here the command line is this
-    job's own overrides as a single run and ``hydra.run.dir`` this job's directory. After the job, the
+    job's own overrides as a single run (with the checkpoint a resumed sweep's job goes on from, which no
+    override names) and ``hydra.run.dir`` this job's directory. After the job, the
     command line, the environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait
     for processes nobody started) and the process group (the next job would have reused the last's, whose
     other processes are gone) are as before it."""
@@ -119,7 +120,8 @@ def ddp_processes_run_this_job() -> Iterator[None]:
     hydra_cfg, argv = HydraConfig.get(), sys.argv
     environment = {key: os.environ.get(key) for key in LAUNCHER_ENVIRONMENT}
     job = without_resume(list(hydra_cfg.overrides.task))  # resume_sweep belongs to the sweep
-    sys.argv = [argv[0], *job, "hydra.mode=RUN"]
+    resumed = [f'ckpt_path="{cfg.ckpt_path}"'] if cfg.get("ckpt_path") else []
+    sys.argv = [argv[0], *job, *resumed, "hydra.mode=RUN"]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:

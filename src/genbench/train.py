@@ -426,7 +426,7 @@ def task(cfg: DictConfig) -> dict:
                     return kept
                 announce(cfg, out_dir)  # config_tree.log: after the claim, never over another run's
                 try:
-                    with ddp_processes_run_this_job():
+                    with ddp_processes_run_this_job(cfg):
                         result = run(cfg, out_dir, trained=trained)
                     if not result.is_global_zero:
                         return {"status": "ok", "rank": rank_zero_only.rank}
