@@ -126,32 +126,19 @@ def test_two_process_ddp_run_evaluates_once_like_a_single_process_evaluation(tmp
         assert ddp["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-6), name
 
 
-def test_a_gan_trains_under_ddp_and_its_processes_keep_one_model(tmp_path):
-    """The GAN's D step leaves G's parameters without a gradient (and its G step D's): under plain DDP the
-    run failed at its first step ("parameters that were not used in producing the loss"). Its processes
-    must also end with the same weights: gradients averaged over both, every step."""
-    run_dir = tmp_path / "gan"
-    proc = train_py(["model=gan", "model.n_critic=2", "trainer=ddp", "trainer.accelerator=cpu",
-                     "trainer.max_steps=12", "logger=none", "callbacks=none", f"hydra.run.dir={run_dir}",
-                     "+callbacks.replica._target_=tests.faults.SavesReplica",
-                     f"+callbacks.replica.directory={tmp_path}", *FAST_EVAL], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["status"] == "ok" and record["metrics"]["train_processes"] == 2
-    replicas = [torch.load(tmp_path / f"replica_{rank}.pt", weights_only=True) for rank in (0, 1)]
-    assert replicas[0].keys() == replicas[1].keys() and any("generator" in k for k in replicas[0])
-    assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in replicas[0])
-
-
-def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes(tmp_path):
+def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes_which_keep_one_model(tmp_path):
     """Lightning starts a DDP run's other process with the command line of the process that runs the job
     (in a sweep: -m and its lists), so that process ran the whole sweep, its jobs joining other jobs' DDP
     groups, and wrote the matrix again. The job's own command line alone was not enough: the sweep's next
     job found the last's LOCAL_RANK and process group and failed ("Connection closed by peer"). Each job
-    now trains on its own two processes."""
+    now trains on its own two processes. The GAN's D step leaves G's parameters without a gradient (and
+    its G step D's): under plain DDP its run failed at its first step ("parameters that were not used in
+    producing the loss"). Each job's processes end with one model: gradients averaged, every step."""
     sweep = tmp_path / "sweep"
     proc = train_py(["-m", "model=vae,gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=12",
-                     "logger=none", "callbacks=none", f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+                     "logger=none", "callbacks=none", f"hydra.sweep.dir={sweep}",
+                     "+callbacks.replica._target_=tests.faults.SavesReplica",
+                     "+callbacks.replica.directory=${hydra:runtime.output_dir}", *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr  # the DDP processes' too: they inherit the sweep's
     assert output.count("Launching 2 jobs") == 1 and output.count("matrix of 1 dataset(s) written") == 1
@@ -162,6 +149,9 @@ def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes(tmp_path):
         assert (record["family"], record["status"], record["metrics"]["train_processes"]) == (family, "ok", 2)
         rank_one = (job / "train_ddp_process_1.log").read_text()  # the job's own run, in its directory
         assert f"run directory: {job}\n" in rank_one and "Launching" not in rank_one
+        replicas = [torch.load(job / f"replica_{rank}.pt", weights_only=True) for rank in (0, 1)]
+        assert replicas[0].keys() == replicas[1].keys()
+        assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in replicas[0])
     assert ("gan under DDP: each step leaves some parameters without a gradient"
             in (jobs[1] / "train_ddp_process_1.log").read_text())
 

@@ -73,7 +73,7 @@ def test_a_stopped_optuna_search_finishes_with_the_trials_and_best_of_one_never_
     """The search's sampler is seeded and a kept trial gives back its recorded value, so the finished
     search asks for the same trials; it needs the sweep's saved config, which Hydra's Optuna sweeper did
     not write."""
-    search = ["hparams_search=vae_optuna", "hydra.sweeper.n_trials=3", *QUICK, "logger=none"]
+    search = ["hparams_search=vae_optuna", "hydra.sweeper.n_trials=2", *QUICK, "logger=none"]
     stopped = [*search, "+callbacks.interrupt._target_=tests.faults.InterruptsOnce",
                f"+callbacks.interrupt.marker={tmp_path / 'fired'}", "+callbacks.interrupt.job=1",
                f"hydra.sweep.dir={tmp_path / 'stopped'}"]
@@ -83,7 +83,7 @@ def test_a_stopped_optuna_search_finishes_with_the_trials_and_best_of_one_never_
     assert again.returncode == 0, again.stderr[-3000:]
     assert "job 0: kept the record" in again.stdout + again.stderr
     assert train_py([*search, f"hydra.sweep.dir={tmp_path / 'straight'}"], tmp_path).returncode == 0
-    runs = {d: [read_record(tmp_path / d / str(k) / "metrics.json") for k in range(3)]
+    runs = {d: [read_record(tmp_path / d / str(k) / "metrics.json") for k in range(2)]
             for d in ("stopped", "straight")}
     for finished, straight in zip(runs["stopped"], runs["straight"], strict=True):
         assert finished["provenance"]["config"]["model"] == straight["provenance"]["config"]["model"]

@@ -110,10 +110,10 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
     plus ``hydra.run.dir=<hydra.run.dir>`` (the pattern of a single run's directory), so every process ran
     the whole sweep, each job's DDP group joined by processes of other jobs. Here the command line is this
     job's own overrides as a single run (with the checkpoint a resumed sweep's job goes on from, which no
-    override names) and ``hydra.run.dir`` this job's directory. After the job, the
-    command line, the environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait
-    for processes nobody started) and the process group (the next job would have reused the last's, whose
-    other processes are gone) are as before it."""
+    override names) and ``hydra.run.dir`` this job's directory. After the job, the command line, the
+    environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait for processes nobody
+    started) and the process group (the next job would have reused the last's, whose other processes are
+    gone) are as before it."""
     if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
         yield
         return
