@@ -112,9 +112,10 @@ def test_the_training_eta_adds_the_quality_curves_points_ahead_to_the_trainings_
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
     points = [25, 44, 79, 141, 200]
 
-    def watching() -> tuple[float, float]:  # what QualityCurve.time_spent_and_to_come says
+    def watching() -> tuple[float, float, int]:  # what QualityCurve.time_spent_and_to_come says
         done = [p for p in points if p <= trainer.global_step]
-        return 100.0 * len(done), 100.0 * (len(points) - len(done)) if done else 0.0
+        ahead = len(points) - len(done)
+        return 100.0 * len(done), 100.0 * ahead if done else 0.0, 0 if done else ahead
 
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, max_steps=200, max_epochs=None,
                               num_training_batches=float("inf"))
@@ -128,3 +129,6 @@ def test_the_training_eta_adds_the_quality_curves_points_ahead_to_the_trainings_
     lines = [r.getMessage() for r in caplog.records if r.name == "genbench"]
     assert lines[-1] == ("training: step 80/200 (40%), 0:05:40 elapsed (0:05:00 of it the quality curve's), "
                          "ETA 0:04:20")
+    # at step 20, before the first point: 90 s of training ahead, and the points' cost not known yet
+    assert lines[1] == ("training: step 20/200 (10%), 0:00:10 elapsed, ETA 0:01:30 + the quality curve's 5 "
+                        "points ahead, untimed")

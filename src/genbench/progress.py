@@ -91,13 +91,14 @@ class StepProgress(pl.Callback):
     """
 
     def __init__(self, bar: bool | None = None, log_every_fraction: float = 0.1,
-                 watching: Callable[[], tuple[float, float]] | None = None) -> None:
+                 watching: Callable[[], tuple[float, float, int]] | None = None) -> None:
         self.bar = interactive() if bar is None else bar
         self.log_every_fraction = log_every_fraction
-        # Seconds the loop spent watching the training so far and those its watchers expect still (the
-        # quality curve's points, log-spaced: most come early): the ETA takes the training's own rate and
-        # adds them, where the elapsed time's rate said 11 min at step 80 of 200 with 5 left.
-        self.watching = watching or (lambda: (0.0, 0.0))
+        # Seconds the loop spent watching the training so far, those its watchers expect still (the
+        # quality curve's points, log-spaced: most come early) and the points ahead not yet timed: the ETA
+        # takes the training's own rate and adds them, where the elapsed time's rate said 11 min at step
+        # 80 of 200 with 5 left; points it cannot time yet it names.
+        self.watching = watching or (lambda: (0.0, 0.0, 0))
         self._watched_before = 0.0
         self._progress: Progress | None = None
         self._task: Any = None
@@ -145,13 +146,15 @@ class StepProgress(pl.Callback):
             self._progress.update(self._task, total=total, completed=step, loss=self._loss_text(trainer))
         elif total and step / total >= self._next_log:
             elapsed = time.perf_counter() - self._start_time
-            spent, to_come = self.watching()
+            spent, to_come, untimed = self.watching()
             aside = min(spent - self._watched_before, elapsed)
             done = step - self._start_step
             eta = (elapsed - aside) / done * (total - step) + to_come if done else 0.0
             of_it = f" ({_clock(aside)} of it the quality curve's)" if aside >= 1 else ""
-            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s", step, total, 100 * step / total,
-                     _clock(elapsed), of_it, _clock(eta))
+            more = (f" + the quality curve's {untimed} point{'s' * (untimed > 1)} ahead, untimed" if untimed
+                    else "")
+            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s%s", step, total, 100 * step / total,
+                     _clock(elapsed), of_it, _clock(eta), more)
             while self._next_log <= step / total:
                 self._next_log += self.log_every_fraction
 

@@ -90,11 +90,14 @@ class QualityCurve(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])  # a resumed run's curve goes on from its checkpoint's
 
-    def time_spent_and_to_come(self) -> tuple[float, float]:
-        """Seconds this process's points took so far, and what the points still ahead would take at their
-        mean (0 before the first): the training's ETA (:class:`genbench.progress.StepProgress`)."""
-        mean = self._seconds / self._points if self._points else 0.0
-        return self._seconds, mean * len(self._targets)
+    def time_spent_and_to_come(self) -> tuple[float, float, int]:
+        """Seconds this process's points took so far, what the points still ahead would take at their mean,
+        and how many points are ahead untimed (all of them before the first point, whose cost nothing
+        foretells: a few seconds on 2D data, minutes on images): the training's ETA
+        (:class:`genbench.progress.StepProgress`)."""
+        if not self._points:
+            return self._seconds, 0.0, len(self._targets)
+        return self._seconds, self._seconds / self._points * len(self._targets), 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows and trainer.is_global_zero:  # the history up to the checkpoint, in this run's directory
