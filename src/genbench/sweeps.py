@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import run_of
 from genbench.results import dotted, read_record, taken_message, under
+from genbench.runmode import is_multirun
 from genbench.sweep_config import (
     ATTEMPT_PREFIX,
     EARLIER_RECORD,
@@ -114,7 +114,7 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
     environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait for processes nobody
     started) and the process group (the next job would have reused the last's, whose other processes are
     gone) are as before it."""
-    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if not is_multirun():
         yield
         return
     hydra_cfg, argv = HydraConfig.get(), sys.argv
@@ -138,7 +138,7 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
 
 
 def resuming_sweep(cfg: DictConfig) -> bool:
-    return bool(cfg.get(RESUME_KEY)) and HydraConfig.initialized()
+    return bool(cfg.get(RESUME_KEY)) and is_multirun()
 
 
 def _this_attempts_files() -> set[str]:

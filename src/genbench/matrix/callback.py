@@ -51,7 +51,7 @@ def _exit_unless_all_succeeded(found: Found, sweep_dir: Path) -> None:
         log.error("%d of %d jobs of %s did not succeed: %s", len(bad), len(found.runs) + len(found.skipped),
                   sweep_dir, "; ".join(bad))
         # a config error would fail again: the overrides that number the jobs cannot change
-        again = sum(not (r.ok or r.is_outcome or r.config_error) for r in found.runs) + len(found.skipped)
+        again = sum(not (r.is_outcome or r.config_error) for r in found.runs) + len(found.skipped)
         if again and (command := resume_command(sweep_dir)):
             log.error("%d of them can run again in this sweep once their cause is fixed (the others keep "
                       "their records): %s", again, command)

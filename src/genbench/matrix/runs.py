@@ -170,13 +170,14 @@ def _resumed_from(config: dict[str, Any]) -> Path | None:
 def _config_of(directory: Path) -> dict[str, Any]:
     """The config a run directory's record says it ran with, else Hydra's copy of it (a killed run has no
     record); {} where neither can be read."""
-    try:
-        config = read_record(directory / "metrics.json").get("provenance", {}).get("config")
-    except (OSError, ValueError, AttributeError):
-        try:  # an attempt a resumed sweep moved aside (genbench.sweeps)
-            config = read_record(directory / EARLIER_RECORD).get("provenance", {}).get("config")
+    for name in ("metrics.json", EARLIER_RECORD):  # the latter: an attempt a resumed sweep moved aside
+        try:
+            config = read_record(directory / name).get("provenance", {}).get("config")
+            break
         except (OSError, ValueError, AttributeError):
-            config = _hydra_config(directory)
+            continue
+    else:
+        config = _hydra_config(directory)
     return config if isinstance(config, dict) else {}
 
 
