@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks behind BENCHMARKS.md's GPU section, sized for one short loan of a GPU machine:
 #
-#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]  # parts: tests run bench ratios variants compile ar10k fulltest tf32nll
+#   OUT=<dir> bash scripts/bench_gpu_session.sh [part ...]  # parts: tests run bench ratios variants compile ar10k fulltest tf32nll pinning
 #
 # Each part has its own time limit and adds its results to $OUT/results.json (and the ends of its logs to
 # $OUT/logs.txt) as soon as it ends, so a part that runs out of time loses only itself. Data are synthetic
@@ -115,9 +115,10 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       graphs=(trainer.precision=bf16-mixed performance.compile=true performance.compile_mode=reduce-overhead)
       bench diffusion_bf16_graphs 240 --families diffusion --train-only --steps 50 --warmup 20 \
         --label bf16-reduce-overhead "${graphs[@]}"
-      # the same without pinned batches: was the 1.24x over the hand loop (2026-11-27) their copies' waits?
-      bench diffusion_bf16_graphs_unpinned 240 --families diffusion --train-only --steps 50 --warmup 20 \
-        --label bf16-reduce-overhead-unpinned "${graphs[@]}" performance.pin_memory=false ;;
+      # the same with pinned batches (off by default): on the H200 (2026-11-27) genbench ran 37.06 steps/s
+      # pinned and 46.99 pageable, its hand loop 50.34 and 46.30
+      bench diffusion_bf16_graphs_pinned 240 --families diffusion --train-only --steps 50 --warmup 20 \
+        --label bf16-reduce-overhead-pinned "${graphs[@]}" performance.pin_memory=true ;;
     ar10k)  # the autoregressive evaluation at the full 10,000 samples, timing sampling as its config does
       bench autoregressive_10k 360 --families autoregressive --steps 20 --eval-samples 10000 ;;
     fulltest)  # the two costly evaluations as configured (eval/many_network_calls: the likelihood of 1,024
@@ -130,7 +131,22 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       [ -f "$WORK/tf32nll/bench_tf32_likelihood.json" ] && cp "$WORK/tf32nll/bench_tf32_likelihood.json" \
         "$WORK/results/tf32nll.json"
       collect ;;
-    *) echo "unknown part $name (tests run bench ratios variants compile ar10k fulltest tf32nll)"; exit 2 ;;
+    pinning)  # what genbench adds to a step with pinned batches: on the H200 (2026-11-27) the VAE took 11.1 ms
+              # a step against its hand loop's 5.9 (1.89x; 1.17x on the H100 with pageable batches), and diffusion
+              # with bf16 and CUDA graphs 27.0 ms pinned against 21.3 pageable, one round each. The VAE's ratio
+              # both ways in 4 rounds, then a cProfile of its genbench step both ways (their whole logs in $OUT)
+      for pin in true false; do
+        bench "pinning_vae_$pin" 60 --families vae --train-only --steps 75 --rounds 4 --label "pin_memory=$pin" \
+          "performance.pin_memory=$pin"
+      done
+      gpu_flag=(); [ "$TRAINER" = gpu ] && gpu_flag=(--gpu)
+      for pin in true false; do
+        part "host_step_vae_pin_$pin" 60 $PY scripts/bench_host_step.py --family vae "${gpu_flag[@]}" --batch 128 \
+          --steps 300 --top 60 "performance.pin_memory=$pin"
+        cp "$WORK/host_step_vae_pin_$pin.log" "$OUT/"
+      done
+      collect ;;
+    *) echo "unknown part $name (tests run bench ratios variants compile ar10k fulltest tf32nll pinning)"; exit 2 ;;
   esac
 done
 cat "$WORK/parts.log"

@@ -4,10 +4,11 @@ and the model, from a cProfile of a whole run at a CIFAR-10 config on synthetic 
 
     python scripts/bench_host_step.py --family vae --steps 1000 --batch 4
 
-Prints, per training batch, the cumulative and own milliseconds of every Lightning and genbench function
-called at least once a batch (cProfile's overhead included: compare rows, not absolute times). A batch is
-one call of the family's ``training_step``: a GAN's batch makes one or two optimizer steps (``--steps``
-counts those, as ``trainer.max_steps`` does).
+Prints, per training batch, the cumulative and own milliseconds of every Lightning, genbench and torch
+data-loading function called at least once a batch (cProfile's overhead included: compare rows, not absolute
+times; on a GPU a function's time includes its waits for the device). A batch is one call of the family's
+``training_step``: a GAN's batch makes one or two optimizer steps (``--steps`` counts those, as
+``trainer.max_steps`` does).
 """
 
 import argparse
@@ -28,7 +29,8 @@ import bench_gpu  # noqa: E402
 
 from genbench.train import run  # noqa: E402
 
-WATCHED = ("pytorch_lightning", "lightning_fabric", "genbench")
+# torch's data loading too: pinning a batch in page-locked memory happens there, in the main process
+WATCHED = ("pytorch_lightning", "lightning_fabric", "genbench", os.path.join("torch", "utils", "data"))
 
 
 def training_batches(stats: pstats.Stats) -> int:

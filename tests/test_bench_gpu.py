@@ -157,7 +157,7 @@ def test_the_gpu_session_script_starts_and_lists_the_parts_it_has(tmp_path):
     parts = re.findall(r"^    (\w+)\)", text, flags=re.MULTILINE)
     usage = re.search(r"# parts: ([\w ]+)\n", text).group(1).split()
     refusal = re.search(r"unknown part \$name \(([\w ]+)\)", text).group(1).split()
-    assert sorted(parts) == sorted(usage) == sorted(refusal) and len(parts) == 9
+    assert sorted(parts) == sorted(usage) == sorted(refusal) and len(parts) == 10
     env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PY": sys.executable,
            "TRAINER": "cpu"}
     done = subprocess.run(["bash", str(script), "no_such_part"], cwd=ROOT, env=env, capture_output=True,

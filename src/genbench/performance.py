@@ -10,8 +10,9 @@ stays plain fp32 with torch's defaults, as the numbers in BENCHMARKS.md were mea
   (without it every convolution pays an NCHW<->NHWC conversion);
 - ``pin_memory``: the training batches in page-locked host memory, so their copy to the GPU can run behind
   the queued kernels; a copy from pageable memory may wait for the GPU to finish them first (CUDA's
-  documented behaviour), which leaves the GPU idle while the host prepares the next step. ``auto`` leaves
-  it off where workers persist across reloaded loaders (``trainer.reload_dataloaders_every_n_epochs``),
+  documented behaviour). Off by default, as measured: on an H200 pinned batches sped the hand loop of
+  ``scripts/bench_gpu.py`` up and made genbench's own step slower (BENCHMARKS.md). ``auto`` (on for CUDA)
+  leaves it off where workers persist across reloaded loaders (``trainer.reload_dataloaders_every_n_epochs``),
   which Lightning warns is unstable (pytorch/pytorch#91252);
 - ``fused_optimizer``: Adam's fused CUDA kernel (one launch for all parameters instead of a loop); not
   with mixed precision and ``trainer.gradient_clip_val`` together (Lightning cannot clip the gradients of an
@@ -49,7 +50,7 @@ class PerformanceConfig(Schema):
     tf32: str = param("auto", choices=SWITCH)
     channels_last: str = param("auto", choices=SWITCH)
     fused_optimizer: str = param("auto", choices=SWITCH)
-    pin_memory: str = param("auto", choices=SWITCH)
+    pin_memory: str = param("false", choices=SWITCH)
     compile: str = param("false", choices=SWITCH)
     compile_mode: str = param("default", choices=["default", "reduce-overhead", "max-autotune"])
 
