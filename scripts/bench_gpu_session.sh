@@ -136,7 +136,7 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
               # with bf16 and CUDA graphs 27.0 ms pinned against 21.3 pageable, one round each. The VAE's ratio
               # both ways in 4 rounds, then a cProfile of its genbench step both ways (their whole logs in $OUT)
       for pin in true false; do
-        bench "pinning_vae_$pin" 60 --families vae --train-only --steps 75 --rounds 4 --label "pin_memory=$pin" \
+        bench "pinning_vae_$pin" 90 --families vae --train-only --steps 75 --rounds 4 --label "pin_memory=$pin" \
           "performance.pin_memory=$pin"
       done
       gpu_flag=(); [ "$TRAINER" = gpu ] && gpu_flag=(--gpu)
