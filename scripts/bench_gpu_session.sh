@@ -134,7 +134,8 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     pinning)  # what genbench adds to a step with pinned batches: on the H200 (2026-11-27) the VAE took 11.1 ms
               # a step against its hand loop's 5.9 (1.89x; 1.17x on the H100 with pageable batches), and diffusion
               # with bf16 and CUDA graphs 27.0 ms pinned against 21.3 pageable, one round each. The VAE's ratio
-              # both ways in 4 rounds, then a cProfile of its genbench step both ways (their whole logs in $OUT)
+              # both ways in 4 rounds, then a cProfile of its genbench step both ways, with 20 batches' CUDA
+              # runtime calls (a cudaHostAlloc or a synchronize in every step?); their whole logs in $OUT
       for pin in true false; do
         bench "pinning_vae_$pin" 90 --families vae --train-only --steps 75 --rounds 4 --label "pin_memory=$pin" \
           "performance.pin_memory=$pin"
@@ -142,7 +143,7 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
       gpu_flag=(); [ "$TRAINER" = gpu ] && gpu_flag=(--gpu)
       for pin in true false; do
         part "host_step_vae_pin_$pin" 60 $PY scripts/bench_host_step.py --family vae "${gpu_flag[@]}" --batch 128 \
-          --steps 300 --top 60 "performance.pin_memory=$pin"
+          --steps 300 --top 60 --runtime-batches 20 "performance.pin_memory=$pin"
         cp "$WORK/host_step_vae_pin_$pin.log" "$OUT/"
       done
       collect ;;

@@ -9,6 +9,10 @@ data-loading function called at least once a batch (cProfile's overhead included
 times; on a GPU a function's time includes its waits for the device). A batch is one call of the family's
 ``training_step``: a GAN's batch makes one or two optimizer steps (``--steps`` counts those, as
 ``trainer.max_steps`` does).
+
+``--runtime-batches N`` also records N batches (after the first tenth of the run) with torch's profiler and
+prints what cProfile cannot name: per batch, the CUDA runtime's calls on a GPU (a ``cudaHostAlloc`` or
+``cudaStreamSynchronize`` in every step is a wait a hand loop may not have) and torch's operators.
 """
 
 import argparse
@@ -19,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -51,6 +56,49 @@ def per_batch_rows(stats: pstats.Stats) -> list[tuple[float, float, int, str]]:
     return sorted(rows, reverse=True)
 
 
+class ProfiledBatches(pl.Callback):
+    """torch's profiler over ``batches`` training batches from batch ``start`` (counted from 0)."""
+
+    def __init__(self, start: int, batches: int) -> None:
+        self.start, self.batches, self.seen, self.profile, self.active = start, batches, 0, None, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.seen == self.start:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if pl_module.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)  # the runtime's calls are host events
+            self.profile = torch.profiler.profile(activities=activities)
+            self.profile.__enter__()
+            self.active = True
+        elif self.seen == self.start + self.batches:
+            self._stop()
+        self.seen += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.active:
+            self.profile.__exit__(None, None, None)
+            self.active = False
+
+    @property
+    def recorded(self) -> int:
+        """Batches inside the window (fewer where training ended in it)."""
+        return max(0, min(self.seen - self.start, self.batches))
+
+
+def runtime_rows(profile: torch.profiler.profile, batches: int) -> list[tuple[float, float, str]]:
+    """(host ms, calls) per batch of each CUDA runtime call and torch operator the host ran, by host time:
+    a runtime call's own time, an operator's own time beside the operators it called."""
+    rows = []
+    for event in profile.key_averages():
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        rows.append((event.self_cpu_time_total / 1e3 / batches, event.count / batches, event.key))
+    return sorted(rows, reverse=True)
+
+
 def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +107,8 @@ def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
     parser.add_argument("--batch", type=int, default=4, help="small: the host's work shows (4)")
     parser.add_argument("--top", type=int, default=40, help="rows printed (40)")
     parser.add_argument("--gpu", action="store_true", help="train on the GPU")
+    parser.add_argument("--runtime-batches", type=int, default=0,
+                        help="also this many batches under torch's profiler: CUDA runtime calls, operators")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +119,10 @@ def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
                      *args.override]
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
+        window = ProfiledBatches(start=max(1, args.steps // 10), batches=args.runtime_batches)
         profile = cProfile.Profile()
         profile.enable()
-        run(cfg, out)
+        run(cfg, out, callbacks=[window] if args.runtime_batches else [])
         profile.disable()
     stats = pstats.Stats(profile)
     rows = per_batch_rows(stats)
@@ -79,6 +130,10 @@ def main(argv: list[str] | None = None) -> list[tuple[float, float, int, str]]:
           f"batches, {torch.get_num_threads()} torch threads; ms per batch:")
     for cumulative, own, calls, where in rows[:args.top]:
         print(f"{cumulative:8.3f} cumulative {own:7.3f} own {calls:8d} calls  {where}")
+    if window.profile is not None and window.recorded:
+        print(f"torch's profiler over {window.recorded} batches; host ms and calls per batch:")
+        for ms, calls, name in runtime_rows(window.profile, window.recorded)[:args.top]:
+            print(f"{ms:8.3f} ms {calls:8.2f} calls  {name}")
     return rows
 
 

@@ -167,6 +167,26 @@ def test_the_gpu_session_script_starts_and_lists_the_parts_it_has(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == {}
 
 
+def test_the_host_step_profile_names_the_operators_of_a_window_of_batches(script, capsys):
+    """--runtime-batches: torch's profiler over a window of batches, per batch (on a GPU the CUDA runtime's
+    calls, where a wait for the device shows). Each batch makes one Adam step and the same convolutions, so
+    their counts per batch are whole numbers; a window past the run's end keeps the batches it saw."""
+    host_step = script("bench_host_step")
+
+    def window(steps: int, batches: int) -> tuple[str, dict[str, float]]:
+        host_step.main(["--family", "vae", "--steps", str(steps), "--batch", "2", "--top", "500",
+                        "--runtime-batches", str(batches)])
+        head, *lines = capsys.readouterr().out.split("torch's profiler over ")[1].splitlines()
+        return head, {line.split()[-1]: float(line.split()[2]) for line in lines}
+
+    head, calls = window(steps=10, batches=3)  # batches 1 to 3 of 10
+    assert head.startswith("3 batches")
+    assert calls["Optimizer.step#Adam.step"] == 1
+    assert calls["aten::convolution_backward"] >= 2 and calls["aten::convolution_backward"].is_integer()
+    head, _ = window(steps=4, batches=10)  # batches 1 to 3 of 4
+    assert head.startswith("3 batches")
+
+
 @pytest.mark.parametrize(("family", "batches"), [("vae", 6), ("gan", 3)])
 def test_the_host_step_profile_finds_the_loop_and_genbenchs_callbacks_once_a_batch(script, family, batches):
     """6 optimizer steps: the VAE's 6 batches, the GAN's 3 (each a critic's and a generator's step). Before,
