@@ -16,6 +16,7 @@ import torch
 STAGE_ATTRIBUTE = "genbench_stage"  # set on an exception: the stage of the run that raised it
 SETUP = "setup"
 TRAINING = "training"
+EVALUATION = "evaluation"
 MACHINE = "machine"
 MACHINE_ERRORS = (OSError, MemoryError, torch.OutOfMemoryError)
 _ACTIVE: list[tuple[str, Callable[[], bool]]] = []  # the stages the run is in, innermost last

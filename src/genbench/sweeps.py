@@ -149,9 +149,8 @@ def _this_attempts_files() -> set[str]:
 
 def _setup(config: Any) -> dict[str, Any]:
     """A config as dotted keys, less those that cannot change what a run measures (the matrix pools runs
-    that differ there) but with its seed."""
-    return {k: v for k, v in dotted(config).items()
-            if k == "seed" or not under(k, (*NOT_SETUP, RESUME_KEY))}
+    that differ there; ``resume_sweep`` among them) but with its seed."""
+    return {k: v for k, v in dotted(config).items() if k == "seed" or not under(k, NOT_SETUP)}
 
 
 def settle_earlier_attempt(cfg: DictConfig, out_dir: Path, config_as_it_runs: dict) -> dict | None:

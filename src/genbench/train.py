@@ -74,7 +74,7 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun
 from genbench.schema import evaluation_options
-from genbench.stages import TRAINING, TrainingStarted, current_stage, failed_in, stage
+from genbench.stages import EVALUATION, TRAINING, TrainingStarted, current_stage, failed_in, stage
 from genbench.sweep_config import resume_command
 from genbench.sweeps import ddp_processes_run_this_job, resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
@@ -285,7 +285,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
             metrics["train_speedups"] = ",".join(performance.taken()) or "none"
             metrics["train_precision"] = str(trainer.precision)
         trained.update(metrics)
-        with stage("evaluation"):  # and what comes before it: the checkpoint, the device
+        with stage(EVALUATION):  # and what comes before it: the checkpoint, the device
             return _evaluate(cfg, trainer, model, dm, eval_cfg, checked["performance"], out_dir, metrics,
                              since_reset)
     finally:
@@ -430,7 +430,7 @@ def task(cfg: DictConfig) -> dict:
                         result = run(cfg, out_dir, trained=trained)
                     if not result.is_global_zero:
                         return {"status": "ok", "rank": rank_zero_only.rank}
-                    with stage("evaluation"):  # its last step: the record
+                    with stage(EVALUATION):  # its last step: the record
                         record = _record_result(cfg, out_dir, result, common, prov)
                 except BaseException as e:  # interrupts too (signals_raise; Lightning's own SystemExit)
                     return _record_failure(cfg, out_dir, e, common, prov, trained)
