@@ -10,7 +10,7 @@ times; on a GPU a function's time includes its waits for the device). A batch is
 ``training_step``: a GAN's batch makes one or two optimizer steps (``--steps`` counts those, as
 ``trainer.max_steps`` does).
 
-``--runtime-batches N`` also records N batches (after the first tenth of the run) with torch's profiler and
+``--runtime-batches N`` also records N batches (from batch ``--steps``/10 on) with torch's profiler and
 prints what cProfile cannot name: per batch, the CUDA runtime's calls on a GPU (a ``cudaHostAlloc`` or
 ``cudaStreamSynchronize`` in every step is a wait a hand loop may not have) and torch's operators.
 """
