@@ -2,6 +2,7 @@
 (``+callbacks.<name>._target_=tests.faults.<Fault>``): train.py's directory is on its processes' path."""
 
 import errno
+import io
 import os
 import signal
 import time
@@ -81,3 +82,25 @@ class SavesReplica(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         torch.save(pl_module.state_dict(), os.path.join(self.directory, f"replica_{trainer.global_rank}.pt"))
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a disk with ``room`` bytes left: a write past them raises OSError(ENOSPC) with no file name,
+    as the kernel's does. ``opened(path, mode)`` stands in for ``open``."""
+
+    def __init__(self, room: int = 1024) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return len(data)
+
+    @classmethod
+    def opened(cls, path, mode: str = "r", *args, **kwargs) -> "FullDisk":
+        assert "w" in mode, f"a full disk is only written to, not opened with {mode!r}"
+        return cls()

@@ -204,3 +204,25 @@ def test_markdown_escaping_stops_blocks_but_leaves_numbers_and_metric_names_read
                         ("(WWW.evil.example)", "(WWW\\.evil.example)"), ("a:/b", "a:/b"),
                         ("dataset.root=/x/www.y", "dataset.root=/x/www\\.y"), ("awww.b", "awww.b")]:
         assert _md(text) == shown, (text, _md(text))
+
+
+def test_a_torch_file_written_on_a_full_disk_raises_an_os_error_naming_it_and_leaves_nothing(tmp_path,
+                                                                                             monkeypatch):
+    """torch's own writer turns ENOSPC into a RuntimeError naming neither the cause nor the file
+    (``torch.save(x, "/dev/full")``: "unexpected pos 704 vs 598"); genbench's saves go through a Python file,
+    so the machine's error, with the file's name, reaches the handlers of machine errors."""
+    import errno
+
+    import genbench.files
+    from genbench.files import save_atomically
+    from tests.faults import FullDisk
+
+    monkeypatch.setattr(genbench.files, "open", FullDisk.opened, raising=False)
+    target = tmp_path / "weights.pt"
+    with pytest.raises(OSError) as raised:
+        save_atomically({"x": torch.zeros(4096)}, target)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary one
+    monkeypatch.undo()
+    save_atomically({"x": torch.arange(3.0)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["x"], torch.arange(3.0))

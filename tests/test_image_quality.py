@@ -353,3 +353,21 @@ def test_train_full_references_the_training_images_before_the_validation_hold_ou
     assert metrics["fd_pixels"] == pytest.approx(frechet_distance(*stats[0], *stats[1]), rel=1e-9)
     assert metrics["fd_pixels"] != pytest.approx(frechet_distance(
         *feature_statistics(train.flatten(1).double()), *stats[1]), rel=1e-6)
+
+
+def test_a_feature_cache_that_cannot_be_written_costs_the_run_nothing(tmp_path, monkeypatch, caplog):
+    """A full disk under the cache: the features are still the run's, with a warning that names the file."""
+    import genbench.files
+    from genbench.evaluation.reference import cache_file, reference_features
+    from tests.faults import FullDisk
+
+    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    extractor = _CountingExtractor()
+    monkeypatch.setattr(genbench.files, "open", FullDisk.opened, raising=False)
+    features, logits, prov = reference_features(extractor, images, dataset="digits", split="train",
+                                                cache_dir=tmp_path, batch_size=8)
+    path = cache_file(tmp_path, "digits", "train", extractor, images)
+    assert torch.equal(features, extractor.extract(images)[0]) and logits.shape == (30, 1)
+    assert not prov["from_cache"] and prov["cache_file"] is None
+    assert f"could not write the feature cache {path}" in caplog.text and "No space left" in caplog.text
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
@@ -35,6 +37,31 @@ def replacing(path: Path) -> Iterator[Path]:
 def write_text_atomically(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text)
+
+
+def save_atomically(obj: object, path: Path) -> None:
+    """``torch.save`` of ``obj`` to ``path`` (as :func:`replacing` writes) through a Python file, so that a
+    full disk raises OSError (ENOSPC) naming ``path``. Given a path, torch's own writer raises a RuntimeError
+    there that names neither ("unexpected pos 704 vs 598"); given a file, it still raises that error when it
+    closes the archive, over the file's OSError, which is found in the chain and raised instead."""
+    path = Path(path)
+    try:
+        with replacing(path) as tmp, open(tmp, "wb") as file:
+            torch.save(obj, file)
+    except (OSError, RuntimeError) as e:
+        cause = next((c for c in _chain(e) if isinstance(c, OSError)), None)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from e
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from or while handling, innermost last."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def read_regular_file(path: Path, max_bytes: int) -> bytes:

@@ -25,7 +25,7 @@ from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import ConfigError, FeatureExtractorUnavailable
-from genbench.files import replacing, write_text_atomically
+from genbench.files import save_atomically, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.progress import progress
 from genbench.results import package_versions
@@ -139,8 +139,7 @@ def save_feature_net(net: SmallCNN, path: str | Path, meta: dict[str, Any]) -> F
     """Write ``path`` (state_dict) and its JSON record; ``meta`` holds dataset, test_accuracy and config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp:  # a concurrent reader never sees half a file
-        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, tmp)
+    save_atomically({k: v.cpu() for k, v in net.state_dict().items()}, path)  # never half a file
     record = {
         "name": f"{meta['dataset']}_cnn",
         "dataset": meta["dataset"],

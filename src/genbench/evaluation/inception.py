@@ -23,6 +23,7 @@ from torch import Tensor
 
 from genbench.download import download as fetch
 from genbench.errors import FeatureExtractorUnavailable
+from genbench.files import save_atomically
 from genbench.progress import progress
 
 WEIGHTS_URL = tf_inception.URL_INCEPTION_V3
@@ -77,7 +78,7 @@ def save_random_weights(path: Path, seed: int = 0) -> Path:
     for module in net.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.save(net.state_dict(), path)
+    save_atomically(net.state_dict(), path)
     return path
 
 

@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from genbench.files import replacing
+from genbench.files import save_atomically
 
 log = logging.getLogger(__name__)
 SUBSET_SEED = 0  # which real images form a reference subset: fixed, so every run scores against the same
@@ -94,7 +94,11 @@ def reference_features(extractor: FeatureExtractor, images: Tensor, *, dataset: 
             log.warning("ignoring unusable feature cache %s (%s); recomputing", path, e)
     features, logits = extractor.extract(images, batch_size)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp:  # unique temporary name: concurrent runs never share a half entry
-            torch.save({"features": features, "logits": logits}, tmp)
+        try:  # renamed into place once whole: concurrent runs never share a half entry
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_atomically({"features": features, "logits": logits}, path)
+        except OSError as e:  # a cache saves later runs this work; a full disk must not cost this run's
+            log.warning("could not write the feature cache %s (%s); this run goes on without it (free space "
+                        "there, or point eval.cache_dir elsewhere)", path, e)
+            prov["cache_file"] = None
     return features, logits, {**prov, "from_cache": False}
