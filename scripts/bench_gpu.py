@@ -238,10 +238,30 @@ def kernel_profile(profile: "torch.profiler.profile", steps: int, top: int = 12)
     a step much longer than its kernels is bound by the host launching them. Also the copy kernels: cuDNN's
     NCHW<->NHWC conversions and ATen's generic strided copies (layout changes, such as those CUDA's
     NCHW-only GroupNorm adds to a channels_last network, and ``contiguous()`` after a permute; autocast's
-    float32->bf16 casts have kernels of their own, not counted), and the ``top`` kernels by time."""
+    float32->bf16 casts have kernels of their own, not counted), the ``top`` kernels by time, and the
+    host's CUDA runtime calls (:func:`runtime_summary`)."""
     kernels = [(e.key, e.self_device_time_total, e.count) for e in profile.key_averages()
                if e.device_type == torch.autograd.DeviceType.CUDA]
-    return kernel_summary(kernels, steps, top)
+    return {**kernel_summary(kernels, steps, top), **runtime_summary(host_rows(profile, steps), top)}
+
+
+def host_rows(profile: "torch.profiler.profile", steps: int) -> list[tuple[float, float, str]]:
+    """(host ms, calls) per step of each CUDA runtime call and torch operator the host ran, by host time:
+    a runtime call's own time, an operator's own time beside the operators it called."""
+    rows = [(e.self_cpu_time_total / 1e3 / steps, e.count / steps, e.key) for e in profile.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CPU]
+    return sorted(rows, reverse=True)
+
+
+def runtime_summary(rows: list[tuple[float, float, str]], top: int = 12) -> dict[str, Any]:
+    """The CUDA runtime's calls among ``rows`` (:func:`host_rows`), the ``top`` by host time: where the host
+    waits for the device (``cudaStreamSynchronize``, ``cudaEventSynchronize``, a ``cudaMemcpyAsync`` from
+    pageable memory) or pins memory (``cudaHostAlloc``); the other loop's list says which it has and this
+    one has not. Empty on a CPU."""
+    calls = [row for row in rows if row[2].startswith("cuda")]
+    return {"runtime_ms_per_step": sum(ms for ms, _, _ in calls),
+            "top_runtime_calls": [{"name": name, "ms_per_step": ms, "per_step": n}
+                                  for ms, n, name in calls[:top]]}
 
 
 def kernel_summary(kernels: list[tuple[str, float, int]], steps: int, top: int = 12) -> dict[str, Any]:
@@ -418,7 +438,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="per-family eval samples, e.g. autoregressive=2000 (else --eval-samples)")
     parser.add_argument("--train-only", action="store_true", help="time training only (no sampling, eval)")
     parser.add_argument("--profile-steps", type=int, default=0,
-                        help="on a GPU: profile this many hand-loop steps (kernel ms and launches per step)")
+                        help="on a GPU: profile this many hand-loop steps (kernel ms and launches, and the "
+                             "CUDA runtime's calls, per step)")
     parser.add_argument("--label", default="", help="a name for this configuration in the table")
     parser.add_argument("--small", action="store_true", help="CPU smoke sizes: 2 steps, tiny batches")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_gpu"))

@@ -134,11 +134,13 @@ bench_gpu.save_random_weights(Path('$data/inception.pt'))"
     pinning)  # what genbench adds to a step with pinned batches: on the H200 (2026-11-27) the VAE took 11.1 ms
               # a step against its hand loop's 5.9 (1.89x; 1.17x on the H100 with pageable batches), and diffusion
               # with bf16 and CUDA graphs 27.0 ms pinned against 21.3 pageable, one round each. The VAE's ratio
-              # both ways in 4 rounds, then a cProfile of its genbench step both ways, with 20 batches' CUDA
-              # runtime calls (a cudaHostAlloc or a synchronize in every step?); their whole logs in $OUT
+              # both ways in 4 rounds, with the CUDA runtime's calls of 20 hand-loop steps; then a cProfile of
+              # its genbench step both ways, and a run without it whose 20 batches' CUDA runtime calls set
+              # beside the hand loop's say where genbench waits (a cudaHostAlloc or a synchronize in every
+              # step?); their whole logs in $OUT
       for pin in true false; do
-        bench "pinning_vae_$pin" 90 --families vae --train-only --steps 75 --rounds 4 --label "pin_memory=$pin" \
-          "performance.pin_memory=$pin"
+        bench "pinning_vae_$pin" 90 --families vae --train-only --steps 75 --rounds 4 --profile-steps 20 \
+          --label "pin_memory=$pin" "performance.pin_memory=$pin"
       done
       gpu_flag=(); [ "$TRAINER" = gpu ] && gpu_flag=(--gpu)
       for pin in true false; do

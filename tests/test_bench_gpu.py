@@ -46,6 +46,28 @@ def test_the_kernel_profile_counts_layout_copies_per_step(bench_gpu):
     assert "| 1.2 (50); copies 0.2 (15) |" in bench_gpu.markdown([row])
 
 
+def test_the_hand_loops_profile_lists_the_cuda_runtime_calls_where_the_host_waits(bench_gpu, tmp_path):
+    """The hand loop's runtime calls per step, to set beside genbench's (``bench_host_step``): only the CUDA
+    runtime's, by host time. On a CPU a real profile has none, and its operators are per step."""
+    rows = [(5.0, 1.0, "cudaEventSynchronize"), (2.0, 10.0, "aten::convolution"),
+            (1.0, 30.0, "cudaLaunchKernel"), (0.5, 0.25, "cudaHostAlloc")]
+    summary = bench_gpu.runtime_summary(rows, top=2)
+    assert summary["runtime_ms_per_step"] == 6.5
+    assert summary["top_runtime_calls"] == [
+        {"name": "cudaEventSynchronize", "ms_per_step": 5.0, "per_step": 1.0},
+        {"name": "cudaLaunchKernel", "ms_per_step": 1.0, "per_step": 30.0}]
+    (row,) = bench_gpu.main(["--small", "--families", "vae", "--train-only", "--profile-steps", "3",
+                             "--out", str(tmp_path)])
+    assert row["kernel_ms_per_step"] == 0 and row["runtime_ms_per_step"] == 0
+    assert row["top_runtime_calls"] == []
+    profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    with profile:
+        for _ in range(4):
+            torch.ones(3).add_(1)
+    assert ("aten::add_" in {name for _, _, name in bench_gpu.host_rows(profile, 4)}
+            and next(n for _, n, name in bench_gpu.host_rows(profile, 4) if name == "aten::add_") == 1)
+
+
 def test_the_genbench_timer_waits_for_the_device_only_where_the_hand_loop_does(bench_gpu, monkeypatch):
     """Before the first timed batch and after the last: a wait at every batch (as before) kept a GPU's host
     from running ahead, which the hand loop it is compared with does."""
@@ -168,19 +190,25 @@ def test_the_gpu_session_script_starts_and_lists_the_parts_it_has(tmp_path):
 
 
 def test_the_host_step_profile_names_the_operators_of_a_window_of_batches(script, capsys):
-    """--runtime-batches: torch's profiler over a window of batches, per batch (on a GPU the CUDA runtime's
-    calls, where a wait for the device shows). Each batch makes one Adam step and the same convolutions, so
-    their counts per batch are whole numbers; a window past the run's end keeps the batches it saw."""
+    """--runtime-batches: torch's profiler over a window of batches of a second run, which cProfile does not
+    slow down (and whose batches it does not count), per batch (on a GPU the CUDA runtime's calls, where a
+    wait for the device shows). Each batch makes one Adam step and the same convolutions, so their counts
+    per batch are whole numbers; a window past the run's end keeps the batches it saw."""
     host_step = script("bench_host_step")
+    cprofiled = []
 
     def window(steps: int, batches: int) -> tuple[str, dict[str, float]]:
         host_step.main(["--family", "vae", "--steps", str(steps), "--batch", "2", "--top", "500",
                         "--runtime-batches", str(batches)])
-        head, *lines = capsys.readouterr().out.split("torch's profiler over ")[1].splitlines()
+        first, windowed = capsys.readouterr().out.split("torch's profiler over ")
+        cprofiled.append(first.splitlines()[0])
+        head, *lines = windowed.splitlines()
         return head, {line.split()[-1]: float(line.split()[2]) for line in lines}
 
     head, calls = window(steps=10, batches=3)  # batches 1 to 3 of 10
-    assert head.startswith("3 batches")
+    assert cprofiled[-1].startswith("vae, batch 2, 10 optimizer steps in 10 batches")
+    assert head.startswith("3 batches of a run without cProfile, ")
+    assert float(head.split()[7]) > 0  # ms a batch
     assert calls["Optimizer.step#Adam.step"] == 1
     assert calls["aten::convolution_backward"] >= 2 and calls["aten::convolution_backward"].is_integer()
     head, _ = window(steps=4, batches=10)  # batches 1 to 3 of 4
