@@ -43,7 +43,6 @@ from genbench.randomness import kept_rng
 from genbench.results import CURVES_FILE, REAL_PREFIX
 
 log = logging.getLogger(__name__)
-COMPUTE_COLUMNS = ["step", "train_examples", "train_flops", "train_seconds"]
 Scorer = Callable[[pl.LightningModule], dict[str, float]]
 
 
