@@ -14,7 +14,6 @@ start. The matrix is then written over every job, as at the end of any sweep.
 """
 
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import run_of
 from genbench.results import dotted, read_record, taken_message, under
-from genbench.runmode import is_multirun
+from genbench.runmode import is_multirun, kept_environment
 from genbench.sweep_config import (
     ATTEMPT_PREFIX,
     EARLIER_RECORD,
@@ -118,21 +117,16 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
         yield
         return
     hydra_cfg, argv = HydraConfig.get(), sys.argv
-    environment = {key: os.environ.get(key) for key in LAUNCHER_ENVIRONMENT}
     job = without_resume(list(hydra_cfg.overrides.task))  # resume_sweep belongs to the sweep
     resumed = [f'ckpt_path="{cfg.ckpt_path}"'] if cfg.get("ckpt_path") else []
     sys.argv = [argv[0], *job, *resumed, "hydra.mode=RUN"]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
-        yield
+        with kept_environment(*LAUNCHER_ENVIRONMENT):
+            yield
     finally:
         sys.argv = argv
-        for key, value in environment.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 

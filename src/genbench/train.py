@@ -72,7 +72,7 @@ from genbench.performance import (
 )
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
-from genbench.runmode import is_multirun
+from genbench.runmode import is_multirun, kept_environment
 from genbench.schema import evaluation_options
 from genbench.stages import EVALUATION, TRAINING, TrainingStarted, current_stage, failed_in, stage
 from genbench.sweep_config import resume_command
@@ -211,17 +211,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
     torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
     try:
-        yield
+        with kept_environment("OMP_NUM_THREADS"):
+            os.environ["OMP_NUM_THREADS"] = str(n)
+            yield
     finally:
         torch.set_num_threads(before)
-        if variable is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = variable
 
 
 def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = (),
