@@ -156,6 +156,21 @@ def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes_which_keep_one
             in (jobs[1] / "train_ddp_process_1.log").read_text())
 
 
+def test_a_ddp_sweep_under_joblib_trains_each_job_on_processes_that_run_train_py(tmp_path):
+    """joblib runs a job in a worker process started as ``python -m loky.backend.popen_loky_posix --pipe
+    <n>``; Lightning started the job's other DDP process with that command line, which stopped at its
+    arguments, and the job was recorded as failed after the rendezvous' 60 s wait. (submitit's jobs,
+    ``python -m submitit.core._submit <folder>``, failed the same way; checked by hand.)"""
+    sweep = tmp_path / "sweep"
+    proc = train_py(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=vae", "trainer=ddp",
+                     "trainer.accelerator=cpu", "trainer.max_steps=5", "logger=none", "callbacks=none",
+                     f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert (record["status"], record["metrics"]["train_processes"]) == ("ok", 2)
+    assert f"run directory: {sweep / '0'}\n" in (sweep / "0" / "train_ddp_process_1.log").read_text()
+
+
 def test_the_matrix_table_gets_a_wandb_run_of_its_own_where_a_jobs_run_was_left_open(tmp_path):
     """A job that failed before its end leaves its W&B run open in the sweep's process; wandb.init() would
     return that run, and the table would be logged into the job's run."""

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from genbench import sweeps
 from genbench.matrix.runs import find_runs, read_run
 from genbench.results import provenance, read_record, write_record
 from genbench.sweep_config import EARLIER_RECORD
@@ -282,10 +283,53 @@ def test_a_sweep_jobs_ddp_processes_are_started_on_the_job_alone_and_its_checkpo
     HydraConfig.instance().set_config(cfg)
     try:
         with ddp_processes_run_this_job(job):
-            assert sys.argv == ["train.py", "model=gan", f'ckpt_path="{job.ckpt_path}"', "hydra.mode=RUN"]
+            assert sys.argv == [os.path.abspath("train.py"), "model=gan", f'ckpt_path="{job.ckpt_path}"',
+                                "hydra.mode=RUN"]
             assert HydraConfig.get().run.dir == str(tmp_path)
             os.environ.update(LOCAL_RANK="0", MASTER_PORT="5678")  # as Lightning's launcher sets them
         assert sys.argv == sweep_argv
         assert "LOCAL_RANK" not in os.environ and os.environ["MASTER_PORT"] == "1234"
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("entry", [["/repo/train.py"], ["-m", "genbench_entry"]], ids=["script", "module"])
+def test_a_ddp_job_in_a_launchers_process_starts_its_processes_as_the_sweep_started(tmp_path, monkeypatch,
+                                                                                    entry):
+    """A joblib worker or a submitit job runs a job in a process that the launcher started (``python -m
+    loky.backend.popen_loky_posix --pipe ...``): Lightning started the job's other DDP processes with that
+    module and the job's overrides, which stopped at its arguments. They now start as the sweep's process
+    did (kept in the environment by ``KeepSweepEntry``), as Lightning's own function builds the command;
+    the worker's ``__main__`` and command line are as before after the job."""
+    from importlib.machinery import ModuleSpec
+
+    from lightning_fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
+
+    import __main__
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True,
+                      overrides=["model=vae", "seed=1", f"hydra.runtime.output_dir={tmp_path}"])
+        job = compose(config_name="train", overrides=["model=vae", "seed=1"])
+    cfg.hydra.mode = RunMode.MULTIRUN
+    cfg.hydra.runtime.cwd = str(tmp_path)
+    worker_spec = ModuleSpec("loky.backend.popen_loky_posix", None)
+    worker_argv = ["/loky/popen.py", "--pipe", "9"]
+    monkeypatch.setattr(__main__, "__spec__", worker_spec)
+    monkeypatch.setattr(sys, "argv", worker_argv)
+    monkeypatch.setenv(sweeps.ENTRY_VARIABLE, "")  # put back (unset) however the test ends
+    monkeypatch.setattr(sweeps, "_this_process_entry", lambda: entry)  # the sweep's process, started so
+    sweeps.KeepSweepEntry().on_multirun_start(cfg)
+    monkeypatch.setattr(sweeps, "_this_process_entry", lambda: ["-m", worker_spec.name])  # the worker's
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with ddp_processes_run_this_job(job):
+            command, cwd = _hydra_subprocess_cmd(local_rank=1)
+        assert command[:len(entry) + 1] == [sys.executable, *entry]
+        assert command[len(entry) + 1:] == [
+            "model=vae", "seed=1", "hydra.mode=RUN", f'hydra.run.dir="{tmp_path}"',
+            "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
+        assert cwd == str(tmp_path)
+        assert __main__.__spec__ is worker_spec and sys.argv == worker_argv
     finally:
         HydraConfig.instance().cfg = None

@@ -13,7 +13,9 @@ where it left one under the same config (bit-exact on one process, :mod:`genbenc
 start. The matrix is then written over every job, as at the end of any sweep.
 """
 
+import importlib.machinery
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -42,6 +44,27 @@ from genbench.sweep_config import (
 log = logging.getLogger(__name__)
 # What Lightning's launcher of DDP processes sets in its own process's environment
 LAUNCHER_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+ENTRY_VARIABLE = "GENBENCH_SWEEP_ENTRY"  # how the sweep's process was started, for its jobs' DDP processes
+
+
+class KeepSweepEntry(Callback):
+    """Hydra callback: keep how the sweep's process was started (``train.py``'s path, or ``-m`` and a
+    module) in the environment its jobs inherit. A launcher may run a job in a process of its own (a joblib
+    worker, a submitit job) whose command line is the launcher's: Lightning started a DDP job's other
+    processes with it (``python -m loky.backend.popen_loky_posix <the job's overrides>``, which stopped at
+    its arguments), and the job failed after the rendezvous' wait (:func:`ddp_processes_run_this_job`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ[ENTRY_VARIABLE] = shlex.join(_this_process_entry())
+
+
+def _this_process_entry() -> list[str]:
+    """This process's start as Lightning's launcher reads it: ``-m`` and ``__main__``'s module, else the
+    script ``sys.argv[0]``."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    return ["-m", spec.name] if spec is not None else [os.path.abspath(sys.argv[0])]
 
 
 class RefuseDirsWithRecords(Callback):
@@ -112,23 +135,41 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
     override names) and ``hydra.run.dir`` this job's directory. After the job, the command line, the
     environment Lightning's launcher set (``LOCAL_RANK`` in it made the next job wait for processes nobody
     started) and the process group (the next job would have reused the last's, whose other processes are
-    gone) are as before it."""
+    gone) are as before it. The processes start as the sweep's process did (:class:`KeepSweepEntry`), also
+    where the job runs in a launcher's process."""
     if not is_multirun():
         yield
         return
-    hydra_cfg, argv = HydraConfig.get(), sys.argv
+    hydra_cfg = HydraConfig.get()
     job = without_resume(list(hydra_cfg.overrides.task))  # resume_sweep belongs to the sweep
     resumed = [f'ckpt_path="{cfg.ckpt_path}"'] if cfg.get("ckpt_path") else []
-    sys.argv = [argv[0], *job, *resumed, "hydra.mode=RUN"]
+    entry = shlex.split(os.environ.get(ENTRY_VARIABLE, "")) or _this_process_entry()
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
-        with kept_environment(*LAUNCHER_ENVIRONMENT):
+        with kept_environment(*LAUNCHER_ENVIRONMENT), _started_as(entry, [*job, *resumed, "hydra.mode=RUN"]):
             yield
     finally:
-        sys.argv = argv
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def _started_as(entry: list[str], args: list[str]) -> Iterator[None]:
+    """Inside the block this process reads as started by ``python <entry> <args>`` to Lightning's launcher,
+    which starts the other DDP processes with ``sys.argv[1:]`` after ``-m <__main__.__spec__.name>``, or
+    after the script ``sys.argv[0]`` where there is no spec. ``__main__``'s spec changes only where
+    ``entry`` is not this process's own (a launcher's worker); both are put back after."""
+    import __main__
+
+    argv, spec = sys.argv, getattr(__main__, "__spec__", None)
+    if entry != _this_process_entry():
+        __main__.__spec__ = importlib.machinery.ModuleSpec(entry[1], None) if entry[0] == "-m" else None
+    sys.argv = [argv[0] if entry[0] == "-m" else entry[0], *args]
+    try:
+        yield
+    finally:
+        sys.argv, __main__.__spec__ = argv, spec
 
 
 def resuming_sweep(cfg: DictConfig) -> bool:
