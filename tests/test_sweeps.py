@@ -250,7 +250,9 @@ def test_a_sweep_with_jobs_that_can_run_again_names_the_command_that_finishes_it
     sweep = tmp_path / "sweep"
     (sweep / "0").mkdir(parents=True)
     (sweep / "1").mkdir()
-    saved = {"hydra": {"overrides": {"task": ["model=vae,gan"]}}}
+    saved = {"hydra": {"overrides": {"task": ["model=vae,gan", "resume_sweep=true"],  # finished once before
+                                     "hydra": ["hydra/launcher=joblib", f"hydra.sweep.dir={sweep}",
+                                               "hydra.mode=MULTIRUN"]}}}
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(saved))
     started = provenance({}, 0, datetime.now())
     write_record(sweep / "0" / "metrics.json", status="failed", family="vae", dataset="mnist", seed=0,
@@ -261,7 +263,8 @@ def test_a_sweep_with_jobs_that_can_run_again_names_the_command_that_finishes_it
                  error="DivergedError: loss is nan")
     with pytest.raises(SystemExit):
         WriteMatrix().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-    command = f"python train.py -m model=vae,gan hydra.sweep.dir={sweep} resume_sweep=true"
+    command = ("python train.py -m hydra/launcher=joblib model=vae,gan "
+               f"hydra.sweep.dir={sweep} resume_sweep=true")
     assert ("1 of them can run again in this sweep once their cause is fixed (the others keep their "
             f"records): {command}") in caplog.text
 

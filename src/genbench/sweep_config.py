@@ -21,22 +21,34 @@ def without_resume(overrides: list[str]) -> list[str]:
     return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
 
 
-def saved_sweep_config(sweep_dir: Path) -> dict:
-    """The config Hydra saved for the sweep that ran in ``sweep_dir``; {} where there is none to read."""
+def saved_hydra_config(sweep_dir: Path) -> dict:
+    """The ``hydra`` part of the config Hydra saved for the sweep that ran in ``sweep_dir``; {} where there
+    is none to read."""
     try:
         saved = yaml.safe_load(read_regular_file(sweep_dir / MULTIRUN_FILE, MAX_MULTIRUN_BYTES))
     except (OSError, ValueError, yaml.YAMLError):
         return {}
-    return saved if isinstance(saved, dict) else {}
+    hydra = saved.get("hydra") if isinstance(saved, dict) else None
+    return hydra if isinstance(hydra, dict) else {}
+
+
+def saved_overrides(hydra: dict, kind: str) -> list[str] | None:
+    """A saved sweep's overrides of one ``kind``: ``task`` (less ``resume_sweep``: those that number its
+    jobs) or ``hydra`` (the launcher's, say); None where the config holds none."""
+    overrides = (hydra.get("overrides") or {}).get(kind)
+    if overrides is None:
+        return None
+    return without_resume(list(overrides)) if kind == "task" else list(overrides)
 
 
 def resume_command(sweep_dir: Path) -> str | None:
     """The command that finishes the sweep in ``sweep_dir``, with its launcher (None where it holds no
     sweep's config)."""
-    overrides = (saved_sweep_config(sweep_dir).get("hydra") or {}).get("overrides") or {}
-    if overrides.get("task") is None:
+    hydra = saved_hydra_config(sweep_dir)
+    task = saved_overrides(hydra, "task")
+    if task is None:
         return None
-    hydra = [o for o in overrides.get("hydra") or []
-             if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]  # the launcher's, say
-    return shlex.join(["python", "train.py", "-m", *hydra, *without_resume(list(overrides["task"])),
-                       f"hydra.sweep.dir={sweep_dir}", f"{RESUME_KEY}=true"])
+    launcher = [o for o in saved_overrides(hydra, "hydra") or []
+                if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
+    return shlex.join(["python", "train.py", "-m", *launcher, *task, f"hydra.sweep.dir={sweep_dir}",
+                       f"{RESUME_KEY}=true"])

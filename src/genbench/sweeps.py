@@ -37,7 +37,8 @@ from genbench.sweep_config import (
     EARLIER_RECORD,
     MULTIRUN_FILE,
     RESUME_KEY,
-    saved_sweep_config,
+    saved_hydra_config,
+    saved_overrides,
     without_resume,
 )
 
@@ -103,12 +104,12 @@ def _refuse(message: str) -> None:
 def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
     """Why ``sweep_dir`` cannot be finished by this sweep, or None: it must hold a sweep's config with the
     same overrides and sweeper parameters, which number the jobs (the launcher may differ)."""
-    saved = saved_sweep_config(sweep_dir).get("hydra") or {}
+    saved = saved_hydra_config(sweep_dir)
     if not saved:
         return (f"{RESUME_KEY}=true: {sweep_dir} holds no sweep to finish (no readable {MULTIRUN_FILE}, "
                 "which Hydra's basic sweeper writes as a sweep starts); give hydra.sweep.dir=<the directory "
                 "of the sweep that stopped>")
-    then = without_resume(list((saved.get("overrides") or {}).get("task") or []))
+    then = saved_overrides(saved, "task") or []
     now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
     if then != now:
         return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran with the overrides {shlex.join(then)!r}, "
