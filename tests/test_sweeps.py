@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from genbench import sweeps
 from genbench.matrix.runs import find_runs, read_run
 from genbench.results import provenance, read_record, write_record
-from genbench.sweep_config import EARLIER_RECORD
+from genbench.sweep_config import EARLIER_RECORD, resume_command
 from genbench.sweeps import RefuseDirsWithRecords, ddp_processes_run_this_job, settle_earlier_attempt
 from tests.helpers import CONFIG_DIR, train_py
 
@@ -121,6 +121,24 @@ def test_a_sweep_is_finished_only_by_the_same_sweep(tmp_path, capsys, saved, now
     assert exit_info.value.code == 1 and message in capsys.readouterr().err
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
         "overrides": {"task": now}, "sweeper": {"params": params_now}}}))
+    RefuseDirsWithRecords().on_multirun_start(resumed)  # the same sweep: accepted
+
+
+def test_a_sweep_of_evaluations_is_finished_by_eval_py_which_its_command_names(tmp_path, capsys):
+    """``eval.py`` is ``train.py train=false``: the command that finished a sweep of evaluations was
+    ``python train.py ...``, which would have trained its jobs; and train.py was let finish it."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "job": {"name": "eval"}, "overrides": {"task": ["ckpt_path=a.ckpt,b.ckpt"]}}}))
+    assert resume_command(sweep) == (f"python eval.py -m ckpt_path=a.ckpt,b.ckpt hydra.sweep.dir={sweep} "
+                                     "resume_sweep=true")
+    resumed = _sweep_config(sweep, ["ckpt_path=a.ckpt,b.ckpt", "resume_sweep=true"])
+    resumed.hydra.job = {"name": "train"}
+    with pytest.raises(SystemExit):
+        RefuseDirsWithRecords().on_multirun_start(resumed)
+    assert "ran eval.py, this one is train.py; finish it with eval.py" in capsys.readouterr().err
+    resumed.hydra.job.name = "eval"
     RefuseDirsWithRecords().on_multirun_start(resumed)  # the same sweep: accepted
 
 

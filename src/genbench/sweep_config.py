@@ -42,13 +42,15 @@ def saved_overrides(hydra: dict, kind: str) -> list[str] | None:
 
 
 def resume_command(sweep_dir: Path) -> str | None:
-    """The command that finishes the sweep in ``sweep_dir``, with its launcher (None where it holds no
-    sweep's config)."""
+    """The command that finishes the sweep in ``sweep_dir``: its script (``eval.py`` for a sweep of
+    evaluations, which ``train.py`` would have trained) and its launcher (None where it holds no sweep's
+    config)."""
     hydra = saved_hydra_config(sweep_dir)
     task = saved_overrides(hydra, "task")
     if task is None:
         return None
     launcher = [o for o in saved_overrides(hydra, "hydra") or []
                 if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
-    return shlex.join(["python", "train.py", "-m", *launcher, *task, f"hydra.sweep.dir={sweep_dir}",
+    script = f"{(hydra.get('job') or {}).get('name') or 'train'}.py"  # Hydra names a job after its script
+    return shlex.join(["python", script, "-m", *launcher, *task, f"hydra.sweep.dir={sweep_dir}",
                        f"{RESUME_KEY}=true"])

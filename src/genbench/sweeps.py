@@ -102,13 +102,18 @@ def _refuse(message: str) -> None:
 
 
 def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
-    """Why ``sweep_dir`` cannot be finished by this sweep, or None: it must hold a sweep's config with the
-    same overrides and sweeper parameters, which number the jobs (the launcher may differ)."""
+    """Why ``sweep_dir`` cannot be finished by this sweep, or None: it must hold a sweep's config of the same
+    script (``train.py`` would train the jobs of an ``eval.py`` sweep) with the same overrides and sweeper
+    parameters, which number the jobs (the launcher may differ)."""
     saved = saved_hydra_config(sweep_dir)
     if not saved:
         return (f"{RESUME_KEY}=true: {sweep_dir} holds no sweep to finish (no readable {MULTIRUN_FILE}, "
                 "which Hydra's basic sweeper writes as a sweep starts); give hydra.sweep.dir=<the directory "
                 "of the sweep that stopped>")
+    script_then, script_now = (saved.get("job") or {}).get("name"), OmegaConf.select(config, "hydra.job.name")
+    if script_then and script_now and script_then != script_now:
+        return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran {script_then}.py, this one is "
+                f"{script_now}.py; finish it with {script_then}.py and the same overrides")
     then = saved_overrides(saved, "task") or []
     now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
     if then != now:
