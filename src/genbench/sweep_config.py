@@ -32,13 +32,11 @@ def saved_hydra_config(sweep_dir: Path) -> dict:
     return hydra if isinstance(hydra, dict) else {}
 
 
-def saved_overrides(hydra: dict, kind: str) -> list[str] | None:
-    """A saved sweep's overrides of one ``kind``: ``task`` (less ``resume_sweep``: those that number its
-    jobs) or ``hydra`` (the launcher's, say); None where the config holds none."""
-    overrides = (hydra.get("overrides") or {}).get(kind)
-    if overrides is None:
-        return None
-    return without_resume(list(overrides)) if kind == "task" else list(overrides)
+def saved_task_overrides(hydra: dict) -> list[str] | None:
+    """A saved sweep's own overrides less ``resume_sweep``, those that number its jobs (``hydra``: from
+    :func:`saved_hydra_config`); None where it holds none."""
+    task = (hydra.get("overrides") or {}).get("task")
+    return None if task is None else without_resume(list(task))
 
 
 def resume_command(sweep_dir: Path) -> str | None:
@@ -46,10 +44,10 @@ def resume_command(sweep_dir: Path) -> str | None:
     evaluations, which ``train.py`` would have trained) and its launcher (None where it holds no sweep's
     config)."""
     hydra = saved_hydra_config(sweep_dir)
-    task = saved_overrides(hydra, "task")
+    task = saved_task_overrides(hydra)
     if task is None:
         return None
-    launcher = [o for o in saved_overrides(hydra, "hydra") or []
+    launcher = [o for o in (hydra.get("overrides") or {}).get("hydra") or []
                 if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
     script = f"{(hydra.get('job') or {}).get('name') or 'train'}.py"  # Hydra names a job after its script
     return shlex.join(["python", script, "-m", *launcher, *task, f"hydra.sweep.dir={sweep_dir}",

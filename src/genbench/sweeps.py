@@ -38,7 +38,7 @@ from genbench.sweep_config import (
     MULTIRUN_FILE,
     RESUME_KEY,
     saved_hydra_config,
-    saved_overrides,
+    saved_task_overrides,
     without_resume,
 )
 
@@ -114,7 +114,7 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
     if script_then and script_now and script_then != script_now:
         return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran {script_then}.py, this one is "
                 f"{script_now}.py; finish it with {script_then}.py and the same overrides")
-    then = saved_overrides(saved, "task") or []
+    then = saved_task_overrides(saved) or []
     now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
     if then != now:
         return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran with the overrides {shlex.join(then)!r}, "
