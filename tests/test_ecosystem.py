@@ -156,15 +156,18 @@ def test_a_sweep_of_ddp_runs_trains_each_job_on_its_own_processes_which_keep_one
             in (jobs[1] / "train_ddp_process_1.log").read_text())
 
 
-def test_a_ddp_sweep_under_joblib_trains_each_job_on_processes_that_run_train_py(tmp_path):
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_a_ddp_sweep_under_a_launchers_processes_trains_each_job_on_processes_that_run_train_py(tmp_path,
+                                                                                               launcher):
     """joblib runs a job in a worker process started as ``python -m loky.backend.popen_loky_posix --pipe
-    <n>``; Lightning started the job's other DDP process with that command line, which stopped at its
-    arguments, and the job was recorded as failed after the rendezvous' 60 s wait. (submitit's jobs,
-    ``python -m submitit.core._submit <folder>``, failed the same way; checked by hand.)"""
+    <n>``, submitit_local as ``python -m submitit.core._submit <folder>``; Lightning started the job's
+    other DDP process with that command line, which stopped at its arguments, and the job was recorded as
+    failed after the rendezvous' 60 s wait."""
     sweep = tmp_path / "sweep"
-    proc = train_py(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=vae", "trainer=ddp",
-                     "trainer.accelerator=cpu", "trainer.max_steps=5", "logger=none", "callbacks=none",
-                     f"hydra.sweep.dir={sweep}", *FAST_EVAL], tmp_path)
+    proc = train_py(["-m", *launcher, "model=vae", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.max_steps=5", "logger=none", "callbacks=none", f"hydra.sweep.dir={sweep}",
+                     *FAST_EVAL], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((sweep / "0" / "metrics.json").read_text())
     assert (record["status"], record["metrics"]["train_processes"]) == ("ok", 2)
