@@ -39,6 +39,13 @@ def saved_task_overrides(hydra: dict) -> list[str] | None:
     return None if task is None else without_resume(list(task))
 
 
+def saved_script(hydra: dict) -> str | None:
+    """The script a saved sweep ran (``train.py``, ``eval.py``): Hydra names a job after its script
+    (``hydra``: from :func:`saved_hydra_config`); None where it holds no job name."""
+    name = (hydra.get("job") or {}).get("name")
+    return f"{name}.py" if name else None
+
+
 def resume_command(sweep_dir: Path) -> str | None:
     """The command that finishes the sweep in ``sweep_dir``: its script (``eval.py`` for a sweep of
     evaluations, which ``train.py`` would have trained) and its launcher (None where it holds no sweep's
@@ -49,6 +56,5 @@ def resume_command(sweep_dir: Path) -> str | None:
         return None
     launcher = [o for o in (hydra.get("overrides") or {}).get("hydra") or []
                 if o.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
-    script = f"{(hydra.get('job') or {}).get('name') or 'train'}.py"  # Hydra names a job after its script
-    return shlex.join(["python", script, "-m", *launcher, *task, f"hydra.sweep.dir={sweep_dir}",
-                       f"{RESUME_KEY}=true"])
+    return shlex.join(["python", saved_script(hydra) or "train.py", "-m", *launcher, *task,
+                       f"hydra.sweep.dir={sweep_dir}", f"{RESUME_KEY}=true"])

@@ -38,6 +38,7 @@ from genbench.sweep_config import (
     MULTIRUN_FILE,
     RESUME_KEY,
     saved_hydra_config,
+    saved_script,
     saved_task_overrides,
     without_resume,
 )
@@ -110,10 +111,10 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
         return (f"{RESUME_KEY}=true: {sweep_dir} holds no sweep to finish (no readable {MULTIRUN_FILE}, "
                 "which Hydra's basic sweeper writes as a sweep starts); give hydra.sweep.dir=<the directory "
                 "of the sweep that stopped>")
-    script_then, script_now = (saved.get("job") or {}).get("name"), OmegaConf.select(config, "hydra.job.name")
-    if script_then and script_now and script_then != script_now:
-        return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran {script_then}.py, this one is "
-                f"{script_now}.py; finish it with {script_then}.py and the same overrides")
+    script_then, name_now = saved_script(saved), OmegaConf.select(config, "hydra.job.name")
+    if script_then and name_now and script_then != f"{name_now}.py":
+        return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran {script_then}, this one is {name_now}.py; "
+                f"finish it with {script_then} and the same overrides")
     then = saved_task_overrides(saved) or []
     now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
     if then != now:
