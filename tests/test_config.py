@@ -66,6 +66,7 @@ def test_vae_composes_and_builds_on_every_dataset(dataset):
         ("trainer.max_epochs=0", "trainer.max_epochs"),  # no epoch: untrained, as max_steps=0
         ("trainer.max_epochs=1.5", "trainer.max_epochs"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: no such file"),
+        ("ckpt_path=/", "ckpt_path=/: a folder, not a file"),
     ],
 )
 def test_wrong_values_are_rejected_naming_the_key(override, key):

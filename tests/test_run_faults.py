@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -243,6 +244,20 @@ def test_a_checkpoint_cut_short_or_of_garbage_is_a_config_error_naming_it(gan_ch
         assert f"ckpt_path={bad} cannot be read" in record["error"]
         assert "cut short or not a checkpoint" in record["error"]
         assert "weights_only=False" not in record["error"]
+
+
+def test_a_checkpoint_cut_short_anywhere_is_named_as_cut_short(gan_checkpoint, tmp_path):
+    """torch fails on a file cut short with other errors at other lengths, some an OSError (EINVAL), which
+    had been reported as a file that cannot be opened."""
+    data = gan_checkpoint.read_bytes()
+    errors = Counter()
+    for length in range(0, len(data), 499):
+        bad = tmp_path / "cut.ckpt"
+        bad.write_bytes(data[:length])
+        with pytest.raises(ConfigError, match="cut short or not a checkpoint") as error:
+            read_trained_as(bad)
+        errors[str(error.value).split("(")[1].split(":")[0]] += 1
+    assert errors["OSError"] > 0 and errors["RuntimeError"] > 0  # both of torch's ways are exercised
 
 
 def test_a_checkpoint_is_recorded_with_its_own_hyperparameters(gan_checkpoint, tmp_path, caplog):

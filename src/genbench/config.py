@@ -43,7 +43,8 @@ class RunSchema(Schema):
             raise ConfigError("train=false evaluates a trained model: give it ckpt_path=<a checkpoint> "
                               "(without one the model would be untrained)")
         if self.ckpt_path and not Path(self.ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path={self.ckpt_path}: no such file; give a run's checkpoint (its "
+            what = "a folder, not a file" if Path(self.ckpt_path).is_dir() else "no such file"
+            raise ConfigError(f"ckpt_path={self.ckpt_path}: {what}; give a run's checkpoint (its "
                               "metrics.json names it under checkpoint: <run>/checkpoints/last.ckpt)")
 
 

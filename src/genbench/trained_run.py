@@ -8,6 +8,7 @@ of the training run (``ckpt_path=... model=... dataset=...``) and get from :func
 config, the checkpoint's model on the GPU if there is one, and the dataset set up for testing.
 """
 
+import errno
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -117,10 +118,12 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     suggests ``weights_only=False``, which is what must never be done with a file from outside."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except OSError as e:
-        raise ConfigError(f"ckpt_path={ckpt_path} cannot be opened ({e}); give a run's checkpoint "
-                          "(<run>/checkpoints/last.ckpt)") from None
     except Exception as e:
+        # an OSError is the file's (permissions, a disk), but for EINVAL: torch's zip reader seeking past the
+        # end of some files cut short
+        if isinstance(e, OSError) and e.errno != errno.EINVAL:
+            raise ConfigError(f"ckpt_path={ckpt_path} cannot be opened ({e}); give a run's checkpoint "
+                              "(<run>/checkpoints/last.ckpt)") from None
         detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]  # its first sentence
         why = ("it holds objects other than tensors, which genbench does not unpickle (they could run code)"
                if "Weights only load failed" in str(e) else "it is cut short or not a checkpoint")
