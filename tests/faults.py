@@ -3,6 +3,7 @@
 
 import errno
 import io
+import multiprocessing
 import os
 import signal
 import time
@@ -71,6 +72,20 @@ class RaisesInTraining(pl.Callback):
             if self.kind == "disk_full":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoints/last.ckpt")
             raise RuntimeError("a bug in the family's training step")
+
+
+class KillsLoaderWorker(pl.Callback):
+    """At ``step``, kill one of the processes of the run's data loaders with SIGKILL, as the kernel's
+    out-of-memory killer does: torch raises the news in the main process at its next fetch."""
+
+    def __init__(self, step: int = 3) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            workers = multiprocessing.active_children()
+            assert workers, "no data loader process to kill: give the run dataset.num_workers >= 1"
+            os.kill(workers[0].pid, signal.SIGKILL)
 
 
 class SavesReplica(pl.Callback):

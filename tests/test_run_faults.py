@@ -309,6 +309,24 @@ def test_a_run_that_fails_in_training_on_the_machines_limits_is_not_a_crash_of_t
     assert read_run(out / "metrics.json").crashed_in_training == (where == "training")
 
 
+def test_a_killed_data_loader_process_is_a_failure_of_the_machine_naming_the_fix_and_the_checkpoint(tmp_path):
+    """torch's "DataLoader worker (pid N) is killed by signal: Killed." (the out-of-memory killer's way) was
+    recorded as a crash in training, which the matrix counts against the family, without the checkpoint
+    to resume from or what to change."""
+    run_dir = tmp_path / "run"
+    done = train_py([*QUICK, "trainer.max_epochs=null", "trainer.max_steps=1000000", "dataset.num_workers=1",
+                     "+callbacks.fault._target_=tests.faults.KillsLoaderWorker", "+callbacks.fault.step=12",
+                     f"hydra.run.dir={run_dir}"], tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    record = read_record(run_dir / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "machine"
+    assert "DataLoader worker (pid" in record["error"] and "killed by signal" in record["error"]
+    assert "fewer loader processes (dataset.num_workers=1)" in record["error"]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"  # written at the end of each 5-batch epoch
+    assert record["checkpoint"] == str(ckpt) and f"resume with ckpt_path={ckpt}" in record["error"]
+    assert not read_run(run_dir / "metrics.json").crashed_in_training
+
+
 def _existing_record(run_dir: Path) -> dict:
     run_dir.mkdir(parents=True)
     return write_record(run_dir / "metrics.json", status="failed", family="vae", dataset="moons", seed=0,

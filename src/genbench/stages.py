@@ -50,9 +50,19 @@ def current_stage() -> str:
 def failed_in(error: BaseException) -> str:
     """The stage ``error`` was raised in; setup when no stage marked it (before training began); the
     machine for an error of its limits raised in training (a disk full or an I/O error writing a
-    checkpoint or a log, memory or GPU memory exhausted), which says nothing of how the family trains."""
+    checkpoint or a log, memory or GPU memory exhausted, a process loading the data killed), which says
+    nothing of how the family trains."""
     where = getattr(error, STAGE_ATTRIBUTE, SETUP)
-    return MACHINE if where == TRAINING and isinstance(error, MACHINE_ERRORS) else where
+    of_machine = isinstance(error, MACHINE_ERRORS) or dead_loader_worker(error)
+    return MACHINE if where == TRAINING and of_machine else where
+
+
+def dead_loader_worker(error: BaseException) -> bool:
+    """Whether ``error`` is torch's news that a DataLoader worker process died (killed by a signal, most
+    often the kernel's out-of-memory killer, or exited): a RuntimeError torch raises in the main process
+    wherever it is, with no type of its own. An exception in a worker's own code is raised again as
+    itself, not as this."""
+    return isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker (pid")
 
 
 class TrainingStarted(pl.Callback):

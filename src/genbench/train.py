@@ -74,7 +74,16 @@ from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun, kept_environment
 from genbench.schema import evaluation_options
-from genbench.stages import EVALUATION, TRAINING, TrainingStarted, current_stage, failed_in, stage
+from genbench.stages import (
+    EVALUATION,
+    MACHINE,
+    TRAINING,
+    TrainingStarted,
+    current_stage,
+    dead_loader_worker,
+    failed_in,
+    stage,
+)
 from genbench.sweep_config import resume_command
 from genbench.sweeps import ddp_processes_run_this_job, resuming_sweep, settle_earlier_attempt
 from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
@@ -485,11 +494,16 @@ def _record_failure(cfg: DictConfig, out_dir: Path, e: BaseException, common: di
     error = f"{type(e).__name__}: {e}"
     if rank_zero_only.rank == 0 and not interrupted:  # DDP: a rank that died is the cause, not the socket
         error += _dead_ranks_note(out_dir, named=isinstance(e, RankFailed))  # RankFailed names them
-    if interrupted:
+    if dead_loader_worker(e):
+        error += (f"; a process loading the data died (killed by the kernel when memory runs out, most "
+                  f"often): give the run more memory or fewer loader processes (dataset.num_workers="
+                  f"{cfg.dataset.get('num_workers', 0)})")
+    where = failed_in(e)
+    if interrupted or where == MACHINE:  # the family's training can go on where the machine stopped it
         error += _resume_note(checkpoint)
     if rank_zero_only.rank == 0:
         with recording():
-            _write_unfinished(cfg, out_dir, status, error, failed_in(e), checkpoint, common, prov, trained)
+            _write_unfinished(cfg, out_dir, status, error, where, checkpoint, common, prov, trained)
     else:
         log.error("run %s on rank %d: %s (rank zero records the run in %s)", status, rank_zero_only.rank,
                   error, out_dir / "metrics.json")  # read back by RANK_ERROR
@@ -519,8 +533,9 @@ def _record_stuck(cfg: DictConfig, out_dir: Path, status: str, error: str, commo
 
 
 def _resume_note(checkpoint: str | None) -> str:
-    """What an interrupted run's error adds: the checkpoint to resume from, or that there is none; in a
-    sweep, the command that finishes it (this job going on from that checkpoint)."""
+    """What the error of a run that was interrupted, or that the machine stopped, adds: the checkpoint to
+    resume from, or that there is none; in a sweep, the command that finishes it (this job going on from
+    that checkpoint)."""
     note = (f"; the last checkpoint is kept: resume with ckpt_path={checkpoint}" if checkpoint
             else "; no checkpoint had been written yet")
     if is_multirun() and (command := resume_command(Path(HydraConfig.get().sweep.dir))):

@@ -98,8 +98,8 @@ RULES = (
                                "than 8 logged losses have none); else Stable. A run that "
                                f"failed on its config ({CONFIG_ERROR}) never trained: it is a config error, "
                                "not instability; nor is a failure in setup (the data, a checkpoint), in "
-                               "evaluation, of the machine (memory or disk exhausted, an I/O error while "
-                               "training) or of a dead worker (the record's provenance.failed_in; a record "
+                               "evaluation, of the machine (memory or disk exhausted, an I/O error, a killed "
+                               "data loader process while training) or of a dead worker (the record's provenance.failed_in; a record "
                                "without it counts as a crash in training). With one finished run the "
                                "spread over seeds is unknown: the word is n=1 unless the run diverged or "
                                "oscillated."),
