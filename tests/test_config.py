@@ -75,6 +75,19 @@ def test_wrong_values_are_rejected_naming_the_key(override, key):
         validate(cfg)
 
 
+@pytest.mark.parametrize(("override", "named"), [
+    ("model.beta=nan", "model.beta=nan"),                        # bounded (gt 0): NaN compares false to all
+    ("model.min_log_scale=-inf", "model.min_log_scale=-inf"),    # unbounded
+    ("model.optimizer.lr=inf", "model.optimizer=.*lr=inf"),      # Adam takes an infinite rate
+    ("+model.optimizer.betas=[0.9,nan]", "betas=\\[0.9, nan\\]"),  # an item of an optimizer's list
+    ("eval.speed_max_seconds=inf", "eval.speed_max_seconds=inf"),  # no cap is null, as documented
+])
+def test_nan_or_inf_in_an_option_is_refused_before_anything_trains(override, named):
+    """They passed the checks and surfaced as a diverged run, which the matrix counts against the family."""
+    with pytest.raises(ConfigError, match=f"{named}: must be a finite number, not NaN or inf"):
+        validate(compose_train(["model=vae", override]))
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("+trainer.max_stepz=5", "'trainer.max_stepz': pytorch_lightning.Trainer takes no max_stepz; did you "
                              "mean trainer.max_steps?"),

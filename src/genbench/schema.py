@@ -9,6 +9,7 @@ A leaf module: it imports nothing of genbench's but the errors, so any module ma
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -58,6 +59,14 @@ def evaluation_options(schema: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(schema) if f.metadata.get(EVALUATION))
 
 
+NOT_FINITE = "must be a finite number, not NaN or inf"
+
+
+def finite(value: Any) -> bool:
+    """False for a float NaN or +-inf, True for anything else (ints, strings, None)."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
     bounds = {k: v for k, v in bounds.items() if k != EVALUATION}
     length = bounds.pop("length", None)
@@ -70,6 +79,8 @@ def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
     for item in items:
         if item is None:
             continue
+        if not finite(item):  # NaN passes every bound; inf means nothing any option takes
+            return NOT_FINITE
         for name, bound in bounds.items():
             ok, message = _BOUNDS[name]
             if not ok(item, bound):

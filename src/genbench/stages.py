@@ -59,10 +59,25 @@ def failed_in(error: BaseException) -> str:
 
 def dead_loader_worker(error: BaseException) -> bool:
     """Whether ``error`` is torch's news that a DataLoader worker process died (killed by a signal, most
-    often the kernel's out-of-memory killer, or exited): a RuntimeError torch raises in the main process
-    wherever it is, with no type of its own. An exception in a worker's own code is raised again as
-    itself, not as this."""
-    return isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker (pid")
+    often the kernel's out-of-memory killer, or exited), which has no type of its own: the RuntimeError
+    "DataLoader worker (pid ...) ..." that torch raises in the main process wherever it is, or, where the
+    worker was not yet reaped, the broken connection (ConnectionResetError, EOFError ...) out of the
+    loader's read of its queue. An exception in a worker's own code is raised again as itself, elsewhere."""
+    if isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker (pid"):
+        return True
+    return isinstance(error, OSError | EOFError) and _raised_through(error, "_try_get_data",
+                                                                     "torch/utils/data/dataloader.py")
+
+
+def _raised_through(error: BaseException, function: str, path_end: str) -> bool:
+    """Whether ``error``'s traceback passes through ``function`` of a file whose path ends in ``path_end``."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == function and code.co_filename.endswith(path_end):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class TrainingStarted(pl.Callback):

@@ -99,8 +99,9 @@ RULES = (
                                f"failed on its config ({CONFIG_ERROR}) never trained: it is a config error, "
                                "not instability; nor is a failure in setup (the data, a checkpoint), in "
                                "evaluation, of the machine (memory or disk exhausted, an I/O error, a killed "
-                               "data loader process while training) or of a dead worker (the record's provenance.failed_in; a record "
-                               "without it counts as a crash in training). With one finished run the "
+                               "data loader process while training) or of a dead worker (the record's "
+                               "provenance.failed_in; a record without it counts as a crash in training). "
+                               "With one finished run the "
                                "spread over seeds is unknown: the word is n=1 unless the run diverged or "
                                "oscillated."),
     Rule("Likelihood", "mean test bits/dim, with its Monte Carlo standard error (nll_bpd_se) and the median "

@@ -20,7 +20,7 @@ from typing import Any
 import hydra.utils
 import torch
 
-from genbench.schema import Schema, param
+from genbench.schema import NOT_FINITE, Schema, finite, param
 
 
 def adam_node(**options: Any) -> dict[str, Any]:
@@ -56,6 +56,10 @@ def _node_problem(node: Any) -> str | None:
         target = hydra.utils.get_object(node["_target_"])
     except Exception as e:  # hydra wraps import errors in its own types
         return f"_target_={node['_target_']!r} cannot be imported: {e}"
+    not_finite = [f"{k}={v}" for k, v in node.items()
+                  if not all(finite(x) for x in (v if isinstance(v, list | tuple) else [v]))]
+    if not_finite:
+        return f"{', '.join(not_finite)}: {NOT_FINITE}"
     unknown = [k for k in node if not k.startswith("_") and not _accepts(target, k)]
     if unknown:
         return (f"{node['_target_']} takes no option {', '.join(map(repr, unknown))}; remove it (on the "
