@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from genbench.data.toy import GaussianGrid
+from genbench.errors import ConfigError
 from genbench.evaluation.compute import flop_counter
 from genbench.evaluation.curves import QualityCurve, log_spaced_steps
 from genbench.evaluation.distances import energy_distance
@@ -47,6 +48,15 @@ def test_log_spaced_steps_end_at_the_budget():
     assert log_spaced_steps(25, 2000, 4) == [25, 44, 79, 141, 250, 445, 791, 1406, 2000]
     assert log_spaced_steps(1, 3, 10) == [1, 2, 3]  # rounded duplicates dropped
     assert log_spaced_steps(25, 10, 4) == [10]
+
+
+def test_a_quality_curve_refuses_sample_counts_its_metrics_cannot_use_naming_each(tmp_path):
+    """The message listed every option's bound, right or wrong, and a ValueError showed a traceback."""
+    expected = ("^bad config value callbacks.quality_curve.vector_samples=3 must be >= 4; "
+                "callbacks.quality_curve.image_samples=1 must be >= 2$")
+    with pytest.raises(ConfigError, match=expected):
+        QualityCurve(str(tmp_path), vector_samples=3, image_samples=1)
+    QualityCurve(str(tmp_path), vector_samples=4, mode_samples=1, image_samples=2)
 
 
 def _weights(model: torch.nn.Module) -> torch.Tensor:

@@ -67,6 +67,10 @@ def test_vae_composes_and_builds_on_every_dataset(dataset):
         ("trainer.max_epochs=1.5", "trainer.max_epochs"),
         ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt: no such file"),
         ("ckpt_path=/", "ckpt_path=/: a folder, not a file"),
+        # the k-NN metrics need k + 1 points: torch's kthvalue failed the run after its training
+        ("eval.num_samples=3", "eval.num_samples=3: must be > eval.manifold_k=3"),
+        ("eval.num_real=2", "eval.num_real=2: must be > eval.manifold_k=3"),
+        ("eval.plot_samples_vector=3", "eval.plot_samples_vector=3: must be >= 4"),
     ],
 )
 def test_wrong_values_are_rejected_naming_the_key(override, key):

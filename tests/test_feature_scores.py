@@ -166,6 +166,14 @@ def test_blocked_manifold_metrics_equal_the_dense_computation(block_size):
         assert blocked == _dense_manifold_metrics(real, fake, k)
 
 
+def test_manifold_metrics_need_k_plus_one_points_of_each_set():
+    """With k or fewer, torch's kthvalue failed with "selected number k out of range" (eval.num_samples=2)."""
+    real, fake = _features(4, 8, 0), _features(4, 8, 1)
+    assert set(manifold_metrics(real, fake, k=3)) == {"precision", "recall", "density", "coverage"}
+    with pytest.raises(ValueError, match="k=3 need more than 3 points in each set, got 4 real and 3 generat"):
+        manifold_metrics(real, fake[:3], k=3)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 def test_precision_recall_match_torch_fidelity(k):
     real, fake = _features(600, 16, 0), _features(500, 16, 1, shift=0.5, scale=1.1)

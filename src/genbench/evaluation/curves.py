@@ -28,7 +28,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from genbench.errors import FeatureExtractorUnavailable
+from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.compute import training_flops
 from genbench.evaluation.cost import ExampleCounter
 from genbench.evaluation.distances import energy_distance
@@ -37,7 +37,7 @@ from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.quality import sample_features
 from genbench.evaluation.real import fresh_draws, held_out_sample
 from genbench.evaluation.reference import reference_features, reference_images
-from genbench.evaluation.toy import toy_metrics
+from genbench.evaluation.toy import DATA_SPACE_K, toy_metrics
 from genbench.files import write_text_atomically
 from genbench.randomness import kept_rng
 from genbench.results import CURVES_FILE, REAL_PREFIX
@@ -63,11 +63,14 @@ class QualityCurve(pl.Callback):
                  feature_net_dir: str = "feature_nets", cache_dir: str | None = None,
                  reference_split: str = "train", num_real: int | None = None, batch_size: int = 500,
                  seed: int = 0, eval_samples: int | None = None) -> None:
-        if first_step < 1 or points_per_decade < 0 or min(vector_samples, mode_samples, image_samples) < 2:
-            raise ValueError(f"callbacks.quality_curve: first_step={first_step} must be >= 1, "
-                             f"points_per_decade={points_per_decade} >= 0 (0: off), vector_samples="
-                             f"{vector_samples}, mode_samples={mode_samples}, image_samples={image_samples} "
-                             ">= 2")
+        least = {"first_step": 1, "points_per_decade": 0, "vector_samples": DATA_SPACE_K + 1,
+                 "mode_samples": 1, "image_samples": 2}  # vector_samples: the k-NN metrics need k + 1 points
+        given = {"first_step": first_step, "points_per_decade": points_per_decade, "vector_samples":
+                 vector_samples, "mode_samples": mode_samples, "image_samples": image_samples}
+        wrong = [f"callbacks.quality_curve.{key}={value} must be >= {least[key]}"
+                 for key, value in given.items() if value < least[key]]
+        if wrong:
+            raise ConfigError(f"bad config value {'; '.join(wrong)}")
         self.path = Path(out_dir) / CURVES_FILE
         self.first_step, self.points_per_decade = first_step, points_per_decade
         self.vector_samples, self.mode_samples = vector_samples, mode_samples

@@ -37,6 +37,9 @@ def _knn_radii(x: Tensor, k: int, block_size: int) -> Tensor:
 
 
 def manifold_metrics(real: Tensor, fake: Tensor, k: int = 3, *, block_size: int = 1024) -> dict[str, float]:
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"k-NN metrics with k={k} need more than {k} points in each set, got {len(real)} "
+                         f"real and {len(fake)} generated")
     real, fake = real.double().flatten(1), fake.double().flatten(1)
     real_radii, fake_radii = _knn_radii(real, k, block_size), _knn_radii(fake, k, block_size)
     fakes_in_real_manifold = 0  # precision numerator

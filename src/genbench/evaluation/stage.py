@@ -29,10 +29,10 @@ from genbench.evaluation.quality import (
 from genbench.evaluation.real import real_image_metrics, real_toy_metrics
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.speed import sampling_speed
-from genbench.evaluation.toy import toy_metrics
+from genbench.evaluation.toy import DATA_SPACE_K, toy_metrics
 from genbench.models.base import GenerativeModel
 from genbench.progress import phase
-from genbench.schema import Schema, param
+from genbench.schema import Schema, key_error, param
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class EvalConfig(Schema):
     speed_repeats: int = param(10, ge=1)
     speed_warmup: int = param(2, ge=0)
     speed_max_seconds: float | None = param(60.0, gt=0)  # timed calls (>= 3) and warm-ups (>= 1) stop there
-    plot_samples_vector: int = param(2000, ge=2)  # 2D sets: samples for samples.png and the 2D metrics
+    plot_samples_vector: int = param(2000, ge=DATA_SPACE_K + 1)  # 2D sets: samples.png's and the metrics'
     plot_samples_image: int = param(64, ge=1)
     mode_samples: int = param(2500, ge=1)  # 2D mixtures: samples PacGAN's mode coverage counts over
     mode_min_count: int = param(20, ge=1)  # 2D mixtures: samples a mode needs in modes_covered_thresholded
@@ -72,6 +72,14 @@ class EvalConfig(Schema):
     manifold_samples: int = param(10000, ge=2)  # k-NN metrics: this many real and generated points at most
     score_splits: int = param(10, ge=1)
     conditional_samples: int = param(1000, ge=1)  # conditional models: samples per accuracy estimate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("num_samples", "num_real", "manifold_samples"):  # each bounds the k-NN metrics' sets
+            value = getattr(self, key)
+            if value is not None and value <= self.manifold_k:
+                raise key_error(key, f"bad config value {{key}}={value}: must be > eval.manifold_k="
+                                     f"{self.manifold_k} (the k-NN metrics need k + 1 points of each set)")
 
 
 @dataclass

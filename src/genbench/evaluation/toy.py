@@ -20,6 +20,8 @@ from genbench.evaluation.frechet import feature_statistics, frechet_distance
 from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.modes import mode_coverage
 
+DATA_SPACE_K = 3  # k of the data-space k-NN metrics (precision, recall, density, coverage): torch-fidelity's
+
 
 def toy_metrics(samples: Tensor, test: Tensor, distribution: ToyDistribution,
                 mode_samples: Tensor | None = None, mode_min_count: int = 20) -> dict[str, float]:
@@ -30,7 +32,7 @@ def toy_metrics(samples: Tensor, test: Tensor, distribution: ToyDistribution,
         "fd_data_space": frechet_distance(*feature_statistics(samples), *feature_statistics(test)),
     }
     n = min(len(samples), len(test))
-    manifold = manifold_metrics(test[:n], samples[:n], k=3)
+    manifold = manifold_metrics(test[:n], samples[:n], k=DATA_SPACE_K)
     out.update({f"{name}_data_space": value for name, value in manifold.items()})
     if distribution.modes is not None:
         counted = samples if mode_samples is None else mode_samples.detach().cpu()
