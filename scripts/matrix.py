@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the matrix (default: the first directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    _, found, paths = write_matrix(args.dirs, args.out or args.dirs[0])
+    out = args.out or args.dirs[0]
+    try:
+        _, found, paths = write_matrix(args.dirs, out)
+    except OSError as e:  # --out not writable, a disk full
+        logging.error("cannot write the matrix into %s: %s; give another --out", out, e)
+        return 1
     if not paths:
         logging.error("no readable metrics.json under %s", " ".join(map(str, args.dirs)))
         return 1

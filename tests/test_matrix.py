@@ -678,3 +678,19 @@ def test_columns_follow_the_founding_comparison_then_the_other_families_by_name(
     found = ["flow_matching", "new_family", "ebm", "diffusion", "gan", "vae"]
     assert sorted(found, key=family_key) == ["vae", "gan", "diffusion", "ebm", "flow_matching", "new_family"]
     assert "then the others by name" in rules_text()
+
+
+def test_the_matrix_script_writes_the_files_and_says_plainly_what_it_cannot(tmp_path, script, caplog):
+    """An --out it could not write into ended in a traceback."""
+    matrix = script("matrix")
+    _run(tmp_path / "sweep", "0", "vae", 0, _metrics(0.9, 0.8, 0.1, 1, 5.0, 3.0))
+    out = tmp_path / "out"
+    assert matrix.main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"matrix.md", "matrix.csv", "matrix.html"}
+    (tmp_path / "a_file").write_text("")
+    assert matrix.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "a_file" / "out")]) == 1
+    assert f"cannot write the matrix into {tmp_path / 'a_file' / 'out'}" in caplog.text
+    assert "give another --out" in caplog.text
+    (tmp_path / "empty").mkdir()
+    assert matrix.main([str(tmp_path / "empty")]) == 1
+    assert f"no readable metrics.json under {tmp_path / 'empty'}" in caplog.text
