@@ -11,13 +11,14 @@ sampler of the family (or those named) runs at each NFE budget on the same start
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from genbench.data.base import GenerativeDataModule
-from genbench.errors import FeatureExtractorUnavailable
+from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
 from genbench.evaluation.nfe_curve import (
     DEFAULT_BUDGETS,
@@ -60,12 +61,23 @@ def image_floor(quality: Quality, dm: GenerativeDataModule, reference_split: str
     return quality(images)
 
 
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``least`` (--nfe 0 wrote an empty table and exited 0)."""
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return integer
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="config overrides: ckpt_path=... model=... dataset=...")
-    parser.add_argument("--nfe", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="NFE budgets")
+    parser.add_argument("--nfe", type=at_least(1), nargs="+", default=list(DEFAULT_BUDGETS),
+                        help="NFE budgets")
     parser.add_argument("--samplers", nargs="+", help="samplers to sweep (default: all of the family's)")
-    parser.add_argument("--samples", type=int, default=2000, help="samples per point")
+    parser.add_argument("--samples", type=at_least(2), default=2000, help="samples per point")
     parser.add_argument("--seed", type=int, default=0, help="seeds the starting noise, the same for all")
     parser.add_argument("--out", type=Path, help="where to write (default: the checkpoint's run directory)")
     args = parser.parse_args(argv)
@@ -81,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         floor = quality(dm.split_tensor("train")[: args.samples])
     points = sweep(model, quality, budgets=args.nfe, samplers=args.samplers, n=args.samples, seed=args.seed)
     curve = Curve(model.family, dm.name, metric, args.samples, args.seed, floor, points, str(ckpt))
-    for path in write_curve(curve, args.out or ckpt.parent.parent):
+    out = args.out or ckpt.parent.parent
+    try:
+        written = write_curve(curve, out)
+    except OSError as e:
+        raise ConfigError(f"cannot write the curve into {out}: {e}; give another --out") from None
+    for path in written:
         print(path)
     print(markdown_table(curve))
     return 0

@@ -159,6 +159,14 @@ def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, script,
     with pytest.raises(ConfigError, match=f"holds a {family} trained on {dataset}, and this run asks for "
                                           f"model={other}"):
         nfe_sweep.main([f"ckpt_path={ckpt}", f"model={other}", f"dataset={dataset}"])
+    (tmp_path / "a_file").write_text("")  # an --out that cannot be a folder: was a traceback
+    with pytest.raises(ConfigError, match=f"cannot write the curve into {tmp_path / 'a_file' / 'out'}: .*; "
+                                          "give another --out"):
+        nfe_sweep.main([*args, "--out", str(tmp_path / "a_file" / "out")])
+    for bad in (["--nfe", "0"], ["--samples", "1"]):  # --nfe 0 wrote an empty table and exited 0
+        with pytest.raises(SystemExit) as refused:
+            nfe_sweep.main([*args, *bad])
+        assert refused.value.code == 2
 
 
 def test_the_image_floor_scores_as_many_held_out_images_as_samples_or_none(script):
