@@ -143,6 +143,24 @@ def test_the_script_names_a_bad_dataset_in_one_line_and_exits_2(tmp_path, args, 
     assert not (tmp_path / "feature_nets").exists()
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["epochs=0"], "bad config value epochs=0: must be >= 1"),
+    (["lr=nan"], "bad config value lr=nan: must be a finite number"),
+    (["+widht=64"], "unknown config key(s) ['widht']; valid ones are"),
+    (["out_path={tmp}/a_file/net.pt"],
+     "cannot write the feature net to {tmp}/a_file/net.pt: {tmp}/a_file is not a folder this user can write "
+     "into; give another out_path")])
+def test_the_script_refuses_bad_options_before_it_trains(tmp_path, args, says):
+    """Tracebacks all, the path's only after the training it would have kept; a misspelt key was ignored."""
+    (tmp_path / "a_file").write_text("")
+    args, says = [a.format(tmp=tmp_path) for a in args], says.format(tmp=tmp_path)
+    proc = run_script("scripts/train_feature_net.py",
+                      ["dataset=digits", *args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert f"[ERROR] - {says}" in output and "Traceback" not in output and "epoch 1/" not in output
+
+
 def _replace_with_updated_checksum(saved, data: bytes | None = None, drop: str | None = None) -> None:
     """Tamper with the net as someone who also rewrites its record's sha256 would."""
     record_path = saved.with_suffix(".json")

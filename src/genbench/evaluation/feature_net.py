@@ -29,8 +29,35 @@ from genbench.files import save_atomically, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.progress import progress
 from genbench.results import package_versions
+from genbench.schema import Schema, param
 
 log = logging.getLogger(__name__)
+
+
+def _device_problem(name: str) -> str | None:
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        return f"not a device ({e}); use cpu or cuda"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "this machine has no CUDA GPU; use device=cpu"
+    return None
+
+
+@dataclass
+class FeatureNetSchema(Schema):
+    """Top-level options of ``scripts/train_feature_net.py`` (``configs/feature_net.yaml``; the dataset
+    group is checked by its own schema)."""
+
+    task_name: str = "feature_net"
+    seed: int = param(0, ge=0)
+    epochs: int = param(10, ge=1)
+    lr: float = param(3e-3, gt=0)
+    weight_decay: float = param(5e-4, ge=0)
+    width: int = param(32, ge=1)
+    feature_dim: int = param(128, ge=1)
+    device: str = param("cpu", check=_device_problem)
+    out_path: str | None = None
 
 
 def feature_net_path(directory: str | Path, dataset: str) -> Path:
