@@ -1,6 +1,7 @@
 """Feature nets: the digits classifier learns, round-trips through its files, and refuses a changed or
 tampered file (its metrics become unavailable, the run goes on)."""
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -9,12 +10,14 @@ import time
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from genbench.data.images import DigitsDataModule, MNISTDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation import EvalConfig, evaluate
 from genbench.evaluation.feature_net import (
+    FeatureNetSchema,
     feature_net_path,
     load_feature_net,
     save_feature_net,
@@ -22,7 +25,7 @@ from genbench.evaluation.feature_net import (
 )
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
-from tests.helpers import run_script
+from tests.helpers import CONFIG_DIR, run_script
 
 FIX = "python scripts/train_feature_net.py dataset=digits"
 
@@ -159,6 +162,14 @@ def test_the_script_refuses_bad_options_before_it_trains(tmp_path, args, says):
     assert proc.returncode == 2, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
     assert f"[ERROR] - {says}" in output and "Traceback" not in output and "epoch 1/" not in output
+
+
+def test_the_scripts_yaml_lists_its_schemas_defaults():
+    """configs/feature_net.yaml is what a user reads; FeatureNetSchema checks it: the two must not drift."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="feature_net")
+    options = {f.name for f in dataclasses.fields(FeatureNetSchema)}
+    assert {k: cfg[k] for k in options} == dataclasses.asdict(FeatureNetSchema())
 
 
 def _replace_with_updated_checksum(saved, data: bytes | None = None, drop: str | None = None) -> None:
