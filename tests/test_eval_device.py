@@ -11,7 +11,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from genbench.errors import ConfigError
 from genbench.evaluation import Evaluation, speed
 from genbench.evaluation import device as device_module
-from genbench.evaluation.device import device_name, evaluation_device
+from genbench.evaluation.device import DEVICE_TYPES, device_name, evaluation_device
 from genbench.evaluation.quality import sample_features
 from genbench.evaluation.stage import batch_size_for
 from genbench.models.vae import VAE
@@ -73,6 +73,8 @@ def test_auto_is_the_device_the_model_trained_on_and_a_named_device_must_exist(m
     assert evaluation_device("cpu", torch.device("cuda", 0)) == torch.device("cpu")
     with pytest.raises(ConfigError, match="eval.device='gpu0' is not a device"):
         evaluation_device("gpu0", torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"eval.device='meta': not a kind of device .* \(cpu, cuda, mps\)"):
+        evaluation_device("meta", torch.device("cpu"))  # a device torch knows, that holds no data
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             evaluation_device("cuda", torch.device("cpu"))
@@ -113,6 +115,7 @@ def second_device(monkeypatch):
     """A second device on a CPU machine: the trainer's root device reads as ``meta`` once ``flip()`` is called
     (after training, or from the start for train=false), and ``evaluate`` records where the model is."""
     state = {"meta": False, "evaluated_on": None}
+    monkeypatch.setattr("genbench.evaluation.device.DEVICE_TYPES", (*DEVICE_TYPES, "meta"))  # for eval.device
     original = SingleDeviceStrategy.root_device
     monkeypatch.setattr(SingleDeviceStrategy, "root_device", property(
         lambda self: torch.device("meta") if state["meta"] else original.fget(self)))

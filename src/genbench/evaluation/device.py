@@ -9,6 +9,7 @@ import torch
 from genbench.errors import ConfigError
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere the platform names the CPU
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what eval.device may name (meta, which holds no data, failed late)
 
 
 def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
@@ -21,6 +22,9 @@ def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
     except RuntimeError as e:
         raise ConfigError(f"eval.device={setting!r} is not a device: {e}; use auto, cpu, cuda or "
                           "cuda:<i>") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"eval.device={setting!r}: not a kind of device genbench evaluates on "
+                          f"({', '.join(DEVICE_TYPES)}); use auto, cpu, cuda or cuda:<i>")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"eval.device={setting!r} but CUDA is not available here; use eval.device=auto "
                           "or cpu")
