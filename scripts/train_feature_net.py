@@ -32,8 +32,8 @@ def main(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> Path | None:
     """Check the options before anything trains (an unknown key, epochs=0, a path that cannot be written
-    had failed with a traceback, the last after the training); returns the ``out_path`` to write, made
-    ready, or None for the default path, which depends on the dataset."""
+    had failed with a traceback, the last after the training); returns the ``out_path`` to write, or None
+    for the default path, which the dataset names."""
     allowed = {f.name for f in fields(FeatureNetSchema)} | {"dataset", "paths", "hydra"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
