@@ -124,6 +124,22 @@ def test_a_sweep_is_finished_only_by_the_same_sweep(tmp_path, capsys, saved, now
     RefuseDirsWithRecords().on_multirun_start(resumed)  # the same sweep: accepted
 
 
+def test_a_sweep_is_finished_with_other_values_of_options_that_change_no_measurement(tmp_path, capsys):
+    """A job whose loader process the out-of-memory killer took is told to use fewer loader processes and to
+    finish the sweep: the two were at odds, as another dataset.num_workers was refused as another sweep."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    saved = ["model=vae,gan", "seed=0,1", "dataset.num_workers=4", "logger=wandb"]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": saved}}}))
+    finishing = [*saved, "dataset.num_workers=0", "logger=none", "~callbacks.sample_grids"]
+    RefuseDirsWithRecords().on_multirun_start(_sweep_config(sweep, [*finishing, "resume_sweep=true"]))
+    for other in ("seed=0", "dataset.num_workers=0,1", "dataset.batch_size=64"):  # a job's data or numbering
+        resumed = _sweep_config(sweep, [*saved, other, "resume_sweep=true"])
+        with pytest.raises(SystemExit):
+            RefuseDirsWithRecords().on_multirun_start(resumed)
+        assert f"this one has '{' '.join([*saved, other])}'" in capsys.readouterr().err
+
+
 def test_a_sweep_of_evaluations_is_finished_by_eval_py_which_its_command_names(tmp_path, capsys):
     """``eval.py`` is ``train.py train=false``: the command that finished a sweep of evaluations was
     ``python train.py ...``, which would have trained its jobs; and train.py was let finish it."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -117,10 +118,12 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
                 f"finish it with {script_then} and the same overrides")
     then = saved_task_overrides(saved) or []
     now = without_resume(OmegaConf.to_container(config.hydra.overrides.task))
-    if then != now:
+    if _what_the_jobs_are(then) != _what_the_jobs_are(now):
         return (f"{RESUME_KEY}=true: the sweep in {sweep_dir} ran with the overrides {shlex.join(then)!r}, "
                 f"this one has {shlex.join(now)!r}; finish it with the same overrides (they number its "
-                "jobs), or give this sweep a directory of its own")
+                f"jobs and say what each measures; one value of an option that changes no measurement, "
+                f"such as dataset.num_workers or logger, may differ), or give this sweep a directory of "
+                "its own")
     params_then = (saved.get("sweeper") or {}).get("params")
     params_now = OmegaConf.to_container(config.hydra.sweeper).get("params")
     if params_then != params_now:
@@ -128,6 +131,18 @@ def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
                 f"one {params_now} (an experiment preset changed?); finish it with the same parameters, or "
                 "give this sweep a directory of its own")
     return None
+
+
+FREE_ON_RESUME = tuple(k for k in NOT_SETUP if k not in ("seed", "ckpt_path"))  # a job measures the same
+
+
+def _what_the_jobs_are(overrides: list[str]) -> list[str]:
+    """``overrides`` less those a finishing sweep may change: one value (not a sweep) of an option that
+    changes no measurement (``dataset.num_workers=0`` after a loader process was killed, ``logger=none``).
+    The seed is not among them: it is what a job trains."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [text for text, override in zip(overrides, parsed, strict=True)
+            if override.is_sweep_override() or not under(override.key_or_group, FREE_ON_RESUME)]
 
 
 @contextmanager
