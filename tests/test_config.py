@@ -80,7 +80,7 @@ def test_wrong_values_are_rejected_naming_the_key(override, key):
 
 
 @pytest.mark.parametrize(("override", "named"), [
-    ("model.beta=nan", "model.beta=nan"),                        # bounded (gt 0): NaN compares false to all
+    ("model.beta=nan", "model.beta=nan"),                        # bounded: was "must be > 0", misleading
     ("model.min_log_scale=-inf", "model.min_log_scale=-inf"),    # unbounded
     ("model.optimizer.lr=inf", "model.optimizer=.*lr=inf"),      # Adam takes an infinite rate
     ("+model.optimizer.betas=[0.9,nan]", "betas=\\[0.9, nan\\]"),  # an item of an optimizer's list

@@ -79,7 +79,7 @@ def _problem(value: Any, bounds: dict[str, Any]) -> str | None:
     for item in items:
         if item is None:
             continue
-        if not finite(item):  # NaN passes every bound; inf means nothing any option takes
+        if not finite(item):  # inf passes lower bounds, NaN unbounded options; no option means either
             return NOT_FINITE
         for name, bound in bounds.items():
             ok, message = _BOUNDS[name]
