@@ -9,7 +9,7 @@ import torch
 from genbench.errors import ConfigError
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere the platform names the CPU
-DEVICE_TYPES = ("cpu", "cuda", "mps")  # what eval.device may name (meta, which holds no data, failed late)
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what a device option may name (meta holds no data: it failed late)
 
 
 def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
@@ -17,25 +17,29 @@ def evaluation_device(setting: str, trained_on: torch.device) -> torch.device:
     otherwise the named device (``cpu``, ``cuda``, ``cuda:1``), which must exist here."""
     if setting == "auto":
         return trained_on
+    if problem := device_problem(setting):
+        raise ConfigError(f"eval.device={setting!r}{problem}; use eval.device=auto, cpu or a device this "
+                          "machine has")
+    return torch.device(setting)
+
+
+def device_problem(name: str) -> str | None:
+    """What keeps ``name`` from naming a device genbench can run on here, as words that follow the name
+    (`` is not a device: ...``, `` but CUDA is not available here``); None where it names one."""
     try:
-        device = torch.device(setting)
+        device = torch.device(name)
     except RuntimeError as e:
-        raise ConfigError(f"eval.device={setting!r} is not a device: {e}; use auto, cpu, cuda or "
-                          "cuda:<i>") from None
+        return f" is not a device: {e}"
     if device.type not in DEVICE_TYPES:
-        raise ConfigError(f"eval.device={setting!r}: not a kind of device genbench evaluates on "
-                          f"({', '.join(DEVICE_TYPES)}); use auto, cpu, cuda or cuda:<i>")
+        return f": not a kind of device genbench runs on ({', '.join(DEVICE_TYPES)})"
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"eval.device={setting!r} but CUDA is not available here; use eval.device=auto "
-                          "or cpu")
+        return " but CUDA is not available here"
     count = torch.cuda.device_count() if device.type == "cuda" else 0
     if device.type == "cuda" and (device.index or 0) >= count:
-        raise ConfigError(f"eval.device={setting!r} but this machine has {count} GPU(s), cuda:0 to "
-                          f"cuda:{count - 1}; use eval.device=auto or one of them")
+        return f" but this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"eval.device={setting!r} but MPS is not available here; use eval.device=auto or "
-                          "cpu")
-    return device
+        return " but MPS is not available here"
+    return None
 
 
 def device_name(device: torch.device) -> str:

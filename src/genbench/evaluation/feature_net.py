@@ -25,6 +25,7 @@ from genbench.checksums import sha256_file
 from genbench.data.base import GenerativeDataModule
 from genbench.data.pixels import to_unit
 from genbench.errors import ConfigError, FeatureExtractorUnavailable
+from genbench.evaluation.device import device_problem
 from genbench.files import save_atomically, write_text_atomically
 from genbench.nets.classifier import SmallCNN
 from genbench.progress import progress
@@ -35,13 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def _device_problem(name: str) -> str | None:
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        return f"not a device ({e}); use cpu or cuda"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "this machine has no CUDA GPU; use device=cpu"
-    return None
+    problem = device_problem(name)
+    return f"{name!r}{problem}; use device=cpu or a GPU this machine has" if problem else None
 
 
 @dataclass
