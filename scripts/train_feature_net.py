@@ -5,7 +5,6 @@ evaluation stage loads for its Fréchet distance, classifier score and class cov
 """
 
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import hydra
@@ -19,7 +18,7 @@ from genbench.evaluation.feature_net import (
     save_feature_net,
     train_feature_net,
 )
-from genbench.schema import check_params, validate_group
+from genbench.schema import check_top_level, validate_group
 from genbench.train import instantiate
 from genbench.trained_run import one_line_errors
 
@@ -34,13 +33,7 @@ def validate(cfg: DictConfig) -> Path | None:
     """Check the options before anything trains (an unknown key, epochs=0, a path that cannot be written
     had failed with a traceback, the last after the training); returns the ``out_path`` to write, or None
     for the default path, which the dataset names."""
-    allowed = {f.name for f in fields(FeatureNetSchema)} | {"dataset", "paths", "hydra"}
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid ones are {sorted(allowed)}")
-    options = OmegaConf.to_container(cfg, resolve=True)
-    top = {key: value for key, value in options.items() if key not in ("dataset", "paths")}
-    check_params(FeatureNetSchema, top, "")
+    check_top_level(cfg, FeatureNetSchema, ("dataset", "paths", "hydra"))
     validate_group(cfg.dataset, "dataset")
     return writable(Path(cfg.out_path)) if cfg.out_path else None
 

@@ -149,7 +149,7 @@ def test_the_script_names_a_bad_dataset_in_one_line_and_exits_2(tmp_path, args, 
 @pytest.mark.parametrize(("args", "says"), [
     (["epochs=0"], "bad config value epochs=0: must be >= 1"),
     (["lr=nan"], "bad config value lr=nan: must be a finite number"),
-    (["+widht=64"], "unknown config key(s) ['widht']; valid ones are"),
+    (["+widht=64"], "unknown top-level config key(s) ['widht']; valid ones are"),
     (["out_path={tmp}/a_file/net.pt"],
      "cannot write the feature net to {tmp}/a_file/net.pt: {tmp}/a_file is not a folder this user can write "
      "into; give another out_path")])

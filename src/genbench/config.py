@@ -4,7 +4,7 @@ composed config goes through before anything is built (each group against its ow
 
 import difflib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from genbench.errors import ConfigError
 from genbench.evaluation.stage import EvalConfig
 from genbench.performance import PerformanceConfig
-from genbench.schema import Schema, check_params, param, validate_group
+from genbench.schema import Schema, check_params, check_top_level, param, validate_group
 
 
 @dataclass
@@ -67,14 +67,7 @@ def validate(cfg: DictConfig) -> dict[str, Schema | None]:
 
     Raises :class:`ConfigError` naming the offending key.
     """
-    allowed = {f.name for f in fields(RunSchema)} | set(GROUPS)
-    unknown = sorted(set(cfg.keys()) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown top-level config key(s) {unknown}; valid ones are {sorted(allowed)}")
-    top = {k: cfg[k] for k in (f.name for f in fields(RunSchema)) if k in cfg}
-    checked: dict[str, Schema | None] = {
-        "run": check_params(RunSchema, OmegaConf.to_container(OmegaConf.create(top), resolve=True), "")
-    }
+    checked: dict[str, Schema | None] = {"run": check_top_level(cfg, RunSchema, GROUPS)}
     for group in ("dataset", "model"):
         if group not in cfg:
             raise ConfigError(f"config has no '{group}' group; pick one with {group}=<name>.")

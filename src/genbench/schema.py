@@ -142,6 +142,18 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
         raise ConfigError(f"bad config value {_key(prefix, e)}") from None  # a schema's own check
 
 
+def check_top_level(cfg: DictConfig, schema: type[Schema], groups: set[str] | tuple[str, ...]) -> Schema:
+    """Check a composed config's top level: every key is an option of ``schema`` or one of ``groups``
+    (checked on their own), and the options against ``schema``."""
+    names = [f.name for f in fields(schema)]
+    allowed = set(names) | set(groups)
+    unknown = sorted(set(cfg.keys()) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level config key(s) {unknown}; valid ones are {sorted(allowed)}")
+    top = {k: cfg[k] for k in names if k in cfg}
+    return check_params(schema, OmegaConf.to_container(OmegaConf.create(top), resolve=True), "")
+
+
 def validate_group(node: DictConfig, prefix: str) -> Schema | None:
     """Check one instantiable config group (``model``, ``dataset``) against its class's schema."""
     target = node.get("_target_")
