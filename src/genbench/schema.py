@@ -63,7 +63,10 @@ NOT_FINITE = "must be a finite number, not NaN or inf"
 
 
 def finite(value: Any) -> bool:
-    """False for a float NaN or +-inf, True for anything else (ints, strings, None)."""
+    """False for a float NaN or +-inf, or a list or tuple holding one; True for anything else (ints,
+    strings, None)."""
+    if isinstance(value, list | tuple):
+        return all(finite(item) for item in value)
     return not isinstance(value, float) or math.isfinite(value)
 
 

@@ -56,8 +56,7 @@ def _node_problem(node: Any) -> str | None:
         target = hydra.utils.get_object(node["_target_"])
     except Exception as e:  # hydra wraps import errors in its own types
         return f"_target_={node['_target_']!r} cannot be imported: {e}"
-    not_finite = [f"{k}={v}" for k, v in node.items()
-                  if not all(finite(x) for x in (v if isinstance(v, list | tuple) else [v]))]
+    not_finite = [f"{k}={v}" for k, v in node.items() if not finite(v)]
     if not_finite:
         return f"{', '.join(not_finite)}: {NOT_FINITE}"
     unknown = [k for k in node if not k.startswith("_") and not _accepts(target, k)]
