@@ -3,6 +3,7 @@ offline behaviour, the reference-feature cache and per-metric provenance."""
 
 import hashlib
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -371,3 +372,44 @@ def test_a_feature_cache_that_cannot_be_written_costs_the_run_nothing(tmp_path, 
     assert not prov["from_cache"] and prov["cache_file"] is None
     assert f"could not write the feature cache {path}" in caplog.text and "No space left" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("test_fraction, n_test, lost", [
+    (0.001, 2, ["precision_pixels", "recall_pixels", "density_pixels", "coverage_pixels"]),
+    (0.0005, 1, ["fd_pixels", "kid_pixels", "kid_pixels_std", "precision_pixels", "recall_pixels",
+                 "density_pixels", "coverage_pixels"]),
+])
+def test_a_split_of_a_few_images_costs_the_metrics_it_cannot_give_not_the_run(tmp_path, monkeypatch,
+                                                                             test_fraction, n_test, lost):
+    """dataset.test_fraction=0.001 leaves digits 2 test images: as the reference or as the held-out floor
+    they failed the whole evaluation in the k-NN metrics (k + 1 points of each set). Now those metrics are
+    unavailable, saying why, and the rest are measured."""
+    from genbench.evaluation.feature_networks import FEATURE_NETWORKS, FeatureNetwork
+
+    monkeypatch.setitem(FEATURE_NETWORKS, "pixels", FeatureNetwork(
+        name=lambda dm: "pixels", wanted=lambda cfg, dm: True, load=lambda cfg, dm, device: _PixelFeatures(),
+        classifier=False))
+    dm = DigitsDataModule(test_fraction=test_fraction)
+    dm.setup()
+    assert len(dm.split_tensor("test")) == n_test
+    model = VAE(data_shape=dm.data_shape)
+    settings = {"num_samples": 40, "inception": False, "feature_net": False, "speed_repeats": 1,
+                "speed_batch_size": 4, "kid_subset_size": 20, "kid_subsets": 5, "score_splits": 2}
+    kept = {"classifier_score_pixels"} | ({"fd_pixels", "kid_pixels"} - set(lost))
+    for reference, out in (("test", "as_reference"), ("train", "as_floor")):
+        (tmp_path / out).mkdir()
+        result = evaluate(model, dm, EvalConfig(reference_split=reference, **settings), tmp_path / out)
+        prefix = "" if reference == "test" else "real_"
+        small = f"(test split) holds {n_test} images" if reference == "test" else \
+            f"held-out test split {n_test}"
+        for name in lost:
+            assert prefix + name not in result.metrics
+            assert small in result.unavailable[prefix + name]
+        assert all(math.isfinite(result.metrics[prefix + name]) for name in kept)
+        if reference == "test":  # the floor (val images) is scored against the same small reference
+            assert "give that split more" in result.unavailable["precision_pixels"]
+            assert small in result.unavailable["real_precision_pixels"]
+            assert ("real_fd_pixels" in result.metrics) == ("fd_pixels" in kept)
+        else:  # the samples, cut to the floor's size
+            assert small in result.unavailable["at_real_n_precision_pixels"]
+            assert {"precision_pixels", "fd_pixels"} <= set(result.metrics)

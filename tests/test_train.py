@@ -355,15 +355,38 @@ def test_the_validation_likelihood_is_the_val_splits_and_changes_no_other_number
     assert val["nll_bpd"] != plain.metrics["nll_bpd"]  # the test split's: 5,000 other points
 
 
-def test_an_empty_validation_split_for_the_validation_likelihood_is_a_config_error_before_training(tmp_path):
+@pytest.mark.parametrize("overrides, message", [
+    (["eval.val_likelihood=true", "dataset.n_val=0"],
+     "eval.val_likelihood=true, but dataset=moons holds no val examples (train 20000, val 0, test 5000): "
+     "give it some (dataset.val_fraction, or dataset.n_val on 2D sets) or set eval.val_likelihood=false"),
+    # 0.0002 of 1,797 images rounds to none: the run trained, then failed its evaluation with KeyError: 'nll'
+    (["dataset=digits", "dataset.test_fraction=0.0002"],
+     "the evaluation scores the test split, but dataset=digits holds no test examples (train 1617, val 180, "
+     "test 0): give it some (dataset.test_fraction on digits, dataset.n_test on 2D sets, "
+     "dataset.test_slice on files) or set evaluate=false"),
+])
+def test_an_empty_split_the_run_needs_is_a_config_error_before_training(tmp_path, overrides, message):
     from genbench.train import task
 
     with pytest.raises(SystemExit):
-        task(compose_quiet_run(tmp_path, ["trainer=debug", "eval.val_likelihood=true", "dataset.n_val=0"]))
+        task(compose_quiet_run(tmp_path, ["trainer=debug", *overrides]))
     record = read_record(tmp_path / "metrics.json")
     assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
-    assert "eval.val_likelihood=true, but dataset=moons holds no validation examples" in record["error"]
-    assert "train_steps" not in record["metrics"]
+    assert record["error"] == f"ConfigError: {message}"
+    assert "train_steps" not in record["metrics"] and not (tmp_path / "checkpoints").exists()
+
+
+def test_evaluating_a_checkpoint_on_an_empty_test_split_is_a_config_error(tmp_path):
+    from genbench.train import task
+
+    common = ["trainer=debug", "dataset=digits", "model=vae"]
+    task(compose_quiet_run(tmp_path / "trained", common))
+    ckpt = tmp_path / "trained" / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit):
+        task(compose_quiet_run(tmp_path / "eval", [*common, "train=false", f"ckpt_path={ckpt}",
+                                                    "dataset.test_fraction=0.0002"]))
+    record = read_record(tmp_path / "eval" / "metrics.json")
+    assert record["status"] == "failed" and "holds no test examples" in record["error"]
 
 
 def test_a_sweeps_objective_names_a_metric_the_record_lacks(caplog):

@@ -39,14 +39,14 @@ from genbench.callbacks import (
     ValidationKeepsRandomness,
 )
 from genbench.config import validate
-from genbench.data.base import GenerativeDataModule
+from genbench.data.base import GenerativeDataModule, RequiredSplits
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
 from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_memory
 from genbench.evaluation.curves import QualityCurve
 from genbench.evaluation.device import device_name, evaluation_device
-from genbench.evaluation.stage import require_val_split
+from genbench.evaluation.stage import needed_splits
 from genbench.extras import announce, quiet_known_noise
 from genbench.interrupts import (
     RankFailed,
@@ -262,14 +262,19 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
         elif changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
             log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
                      ", ".join(changed))
-    if cfg.evaluate and eval_cfg.val_likelihood and model.likelihood_kind != "none":
-        require_val_split(dm)  # before training, not after it
+    # the splits the run reads hold examples: checked before training, not after it
+    training = ("train", "train=true", "give it some (dataset.train_slice on files) or evaluate a checkpoint "
+                "(train=false)")
+    splits = RequiredSplits([training] if cfg.train else [])
+    if cfg.evaluate:
+        splits.needs += needed_splits(eval_cfg, model)
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])
     started = TrainingStarted()
-    callbacks = [checkpoints, counter, TrainingFlops(), DivergenceGuard(), ValidationKeepsRandomness(),
-                 RandomStateResumes(), LoggedStepResumes(), NamesTraining(), performance, started,
+    callbacks = [splits, checkpoints, counter, TrainingFlops(), DivergenceGuard(),
+                 ValidationKeepsRandomness(), RandomStateResumes(), LoggedStepResumes(), NamesTraining(),
+                 performance, started,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     curve = next((c for c in callbacks if isinstance(c, QualityCurve)), None)
@@ -284,6 +289,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                             "config": OmegaConf.to_container(cfg, resolve=True)})
     try:
         evaluation_device(eval_cfg.device, trainer.strategy.root_device)  # a bad one fails before training
+        if not cfg.train:  # a fit checks them in its setup, once the data is prepared
+            splits.check(dm)
         # Evaluating a checkpoint: its training's totals, as the training run recorded them.
         metrics = (_train(cfg, trainer, model, dm, counter, started, since_reset) if cfg.train
                    else dict(trained_as.training))

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from genbench.data.resumable import EpochOrder, ResumableLoader
+from genbench.errors import ConfigError
 from genbench.schema import Schema, check_params, field_default
 
 SPLITS = ("train", "val", "test")
@@ -77,6 +78,16 @@ class GenerativeDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set, self.val_set, self.test_set = self.build_splits()
+
+    def require_examples(self, split: str, wanted_by: str, fix: str) -> None:
+        """ConfigError where ``split`` holds no examples and ``wanted_by`` needs them, with the splits' sizes
+        and ``fix``; a run checks before it trains (an empty test split, dataset.test_fraction=0.0002 on
+        digits, failed the evaluation after the training with "KeyError: 'nll'")."""
+        self.setup()
+        if len(self.split_tensor(split)):
+            return
+        sizes = ", ".join(f"{s} {len(self.split_tensor(s))}" for s in SPLITS)
+        raise ConfigError(f"{wanted_by}, but dataset={self.name} holds no {split} examples ({sizes}): {fix}")
 
     def split_tensor(self, split: str) -> Tensor:
         """The examples (x) of ``split`` ('train', 'val', 'test', or 'train_full': train then val), for
@@ -143,3 +154,20 @@ class GenerativeDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class RequiredSplits(pl.Callback):
+    """Checks, once Lightning has prepared the data (downloads included) and before the first step, that
+    each split a run needs holds examples: ``needs`` are :meth:`GenerativeDataModule.require_examples`'s
+    arguments. :meth:`check` does it outside a fit (a run that only evaluates)."""
+
+    def __init__(self, needs: list[tuple[str, str, str]]) -> None:
+        self.needs = needs
+
+    def check(self, dm: GenerativeDataModule) -> None:
+        for split, wanted_by, fix in self.needs:
+            dm.require_examples(split, wanted_by, fix)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.check(trainer.datamodule)

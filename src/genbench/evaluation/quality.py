@@ -50,22 +50,44 @@ def metric_names(extractor: str, classifier: bool) -> list[str]:
     return names
 
 
+def too_few_points(extractor: str, n_real: int, n_fake: int, k: int) -> dict[str, str]:
+    """The metrics of ``extractor`` that sets of ``n_real`` real and ``n_fake`` generated images cannot
+    give, each with why: a covariance and the unbiased KID need 2 of each, the k-NN metrics k + 1. The
+    config bounds the sample counts; a split of a few images (a tiny ``dataset.test_fraction``) can still
+    be the reference or the held-out floor, and it costs these metrics, not the run."""
+    fd, kid, kid_std, _, _, *manifold_names = metric_names(extractor, False)
+    sizes = f"the sets hold {n_real} and {n_fake}"
+    out = {}
+    if min(n_real, n_fake) < 2:
+        out.update(dict.fromkeys([fd, kid, kid_std], f"a covariance and the unbiased KID need 2 images of "
+                                                     f"each set, {sizes}"))
+    if min(n_real, n_fake) <= k:
+        out.update(dict.fromkeys(manifold_names, f"the k-NN metrics with eval.manifold_k={k} need {k + 1} "
+                                                 f"images of each set, {sizes}"))
+    return out
+
+
 def feature_metrics(extractor: str, real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor],
                     settings: QualitySettings, num_classes: int | None = None) -> dict[str, float]:
-    """All metrics of one extractor from (features, logits) of real and generated images."""
+    """The metrics of one extractor from (features, logits) of real and generated images: all but those
+    :func:`too_few_points` names for the sets' sizes."""
     (real_f, _), (fake_f, fake_logits) = real, fake
     applied = settings.applied(len(real_f), len(fake_f))
+    skipped = too_few_points(extractor, len(real_f), len(fake_f), settings.manifold_k)
     fd, kid, kid_std, score, score_std, *manifold_names = metric_names(extractor, False)
     generator = torch.Generator().manual_seed(settings.seed)
-    out = {fd: frechet_distance(*feature_statistics(real_f), *feature_statistics(fake_f))}
-    out[kid], out[kid_std] = kernel_inception_distance(
-        real_f, fake_f, subsets=settings.kid_subsets, subset_size=applied["kid_subset_size"],
-        generator=generator)
+    out = {}
+    if fd not in skipped:
+        out[fd] = frechet_distance(*feature_statistics(real_f), *feature_statistics(fake_f))
+        out[kid], out[kid_std] = kernel_inception_distance(
+            real_f, fake_f, subsets=settings.kid_subsets, subset_size=applied["kid_subset_size"],
+            generator=generator)
     out[score], out[score_std] = inception_score(fake_logits, splits=applied["score_splits"])
-    n = applied["manifold_points"]  # equal sizes: k-NN radii shrink with N
-    manifold = manifold_metrics(_subset(real_f, n, generator), _subset(fake_f, n, generator),
-                                k=settings.manifold_k)
-    out.update({name: manifold[name.rsplit(f"_{extractor}", 1)[0]] for name in manifold_names})
+    if manifold_names[0] not in skipped:
+        n = applied["manifold_points"]  # equal sizes: k-NN radii shrink with N
+        manifold = manifold_metrics(_subset(real_f, n, generator), _subset(fake_f, n, generator),
+                                    k=settings.manifold_k)
+        out.update({name: manifold[name.rsplit(f"_{extractor}", 1)[0]] for name in manifold_names})
     if num_classes is not None:
         coverage = class_coverage(fake_logits, num_classes)
         out.update({f"{key}_{extractor}": value for key, value in coverage.items()})

@@ -25,7 +25,7 @@ from torch import Tensor
 from genbench.data.base import SPLIT_PARTS, SPLITS, GenerativeDataModule
 from genbench.data.toy import ToyDistribution
 from genbench.evaluation.plots import save_samples_png
-from genbench.evaluation.quality import QualitySettings, feature_metrics
+from genbench.evaluation.quality import QualitySettings, feature_metrics, too_few_points
 from genbench.evaluation.reference import reference_features, reference_images
 from genbench.evaluation.toy import toy_metrics
 from genbench.results import AT_REAL_N_PREFIX, REAL_SAMPLES_PNG
@@ -72,21 +72,28 @@ def held_out_sample(dm: GenerativeDataModule, reference_split: str, n: int) -> t
 def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals: dict[str, tuple],
                        fakes: dict[str, tuple], reference_split: str, settings: QualitySettings,
                        cache_dir: Path | None, feature_batch: int, plot_images: int,
-                       out_dir: Path) -> tuple[dict[str, float], dict]:
+                       out_dir: Path) -> tuple[dict[str, float], dict[str, str], dict]:
     """``real_*`` feature metrics of up to as many held-out images as samples (``fakes``: name ->
     (features, logits)) with each extractor, against the same reference features ``reals`` (name ->
     (features, logits, provenance)); ``at_real_n_*`` of the samples where the held-out images are fewer;
-    and their provenance."""
+    the metrics too few held-out images cannot give, with why; and their provenance."""
     split = held_out_split(dm, reference_split)
     if split is None:
-        return {}, {}
+        return {}, {}, {}
     n = max(len(features) for features, _ in fakes.values())
     images = reference_images(dm.split_tensor(split), n)
     save_samples_png(images[:plot_images], images, out_dir / REAL_SAMPLES_PNG,
                      f"held-out real data ({split} split)")
     metrics: dict[str, float] = {}
+    too_few: dict[str, str] = {}
     for extractor, num_classes in extractors:
         reference = reals[extractor.name][:2]
+        skipped = too_few_points(extractor.name, len(reference[0]), len(images), settings.manifold_k)
+        prefixes = [PREFIX] + ([AT_REAL_N_PREFIX] if len(images) < n else [])
+        sizes = (f"the reference ({reference_split} split) holds {len(reference[0])} images, the held-out "
+                 f"{split} split {len(images)}")
+        too_few.update({prefix + name: f"{why}; {sizes}" for name, why in skipped.items()
+                        for prefix in prefixes})
         held_out = reference_features(extractor, images, dataset=dm.name, split=split, cache_dir=cache_dir,
                                       batch_size=feature_batch)
         metrics.update(_prefixed(feature_metrics(extractor.name, reference, held_out[:2], settings,
@@ -97,5 +104,5 @@ def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals:
             matched = feature_metrics(extractor.name, reference, first, settings, num_classes)
             metrics.update({AT_REAL_N_PREFIX + name: value for name, value in matched.items()})
     n_reference = min(len(features) for features, _, _ in reals.values())
-    return metrics, {"split": split, "n_real_held_out": len(images), "n_generated": n,
+    return metrics, too_few, {"split": split, "n_real_held_out": len(images), "n_generated": n,
                      "reference_split": reference_split, **settings.applied(n_reference, len(images))}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from genbench.data.base import SPLIT_PARTS, GenerativeDataModule
-from genbench.errors import ConfigError, FeatureExtractorUnavailable
+from genbench.errors import FeatureExtractorUnavailable
 from genbench.evaluation.feature_networks import FEATURE_NETWORKS
 from genbench.evaluation.likelihood import test_likelihood
 from genbench.evaluation.plots import save_samples_png
@@ -25,6 +25,7 @@ from genbench.evaluation.quality import (
     generate_images,
     metric_names,
     sample_features,
+    too_few_points,
 )
 from genbench.evaluation.real import real_image_metrics, real_toy_metrics
 from genbench.evaluation.reference import reference_features, reference_images
@@ -142,14 +143,17 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     return result
 
 
-def require_val_split(dm: GenerativeDataModule) -> None:
-    """ConfigError where ``eval.val_likelihood`` asks for the validation split's likelihood and the dataset
-    holds none; a run checks before it trains."""
-    dm.setup()
-    if not len(dm.split_tensor("val")):
-        raise ConfigError(f"eval.val_likelihood=true, but dataset={dm.name} holds no validation examples: "
-                          "give it some (dataset.val_fraction, or dataset.n_val on 2D sets) or set "
-                          "eval.val_likelihood=false")
+def needed_splits(cfg: EvalConfig, model: GenerativeModel) -> list[tuple[str, str, str]]:
+    """The splits the evaluation reads that must hold examples, as
+    :meth:`~genbench.data.base.GenerativeDataModule.require_examples` takes them: the test split, and the
+    validation split where ``eval.val_likelihood`` asks for its likelihood. (A small reference split costs
+    the metrics it cannot give, not the run.)"""
+    needs = [("test", "the evaluation scores the test split", "give it some (dataset.test_fraction on "
+              "digits, dataset.n_test on 2D sets, dataset.test_slice on files) or set evaluate=false")]
+    if cfg.val_likelihood and model.likelihood_kind != "none":
+        needs.append(("val", "eval.val_likelihood=true", "give it some (dataset.val_fraction, or "
+                      "dataset.n_val on 2D sets) or set eval.val_likelihood=false"))
+    return needs
 
 
 def _val_likelihood(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig,
@@ -157,7 +161,6 @@ def _val_likelihood(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalC
     """``val_nll_*`` and ``val_examples``: the likelihood of the validation split, which a hyperparameter
     search may select on (selecting on the test split's would bias the test numbers it then reports).
     Computed last, from the evaluation's seed, so every other number is the same with or without it."""
-    require_val_split(dm)
     torch.manual_seed(cfg.seed)
     scored = test_likelihood(model, dm.val_dataloader(), cfg.max_test_batches, None, batch_size,
                              "evaluation: likelihood of the validation split")
@@ -203,10 +206,14 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
             "device": str(model.device), **conditional,
         }
         result.metrics.update(metrics)
-    real, result.provenance["real_data"] = real_image_metrics(
+        _mark_too_few(result.unavailable, too_few_points(extractor.name, n_real, n_fake, cfg.manifold_k),
+                      f"the reference ({cfg.reference_split} split) holds {n_real} images: give that split "
+                      "more or reference another (eval.reference_split)")
+    real, too_few, result.provenance["real_data"] = real_image_metrics(
         dm, extractors, reals, fakes, cfg.reference_split, settings,
         Path(cfg.cache_dir) if cfg.cache_dir else None, feature_batch, cfg.plot_samples_image, out_dir)
     result.metrics.update(real)
+    _mark_too_few(result.unavailable, too_few, "")
     return shown
 
 
@@ -234,6 +241,14 @@ def _extractors(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfi
             if network.classifier and model.is_conditional:
                 unavailable[f"conditional_accuracy_{name}"] = str(e)
     return out
+
+
+def _mark_too_few(unavailable: dict, too_few: dict[str, str], fix: str) -> None:
+    """Record the metrics that sets too small could not give (:func:`too_few_points`), with ``fix``."""
+    for why in dict.fromkeys(too_few.values()):
+        names = [name for name, reason in too_few.items() if reason == why]
+        unavailable.update(dict.fromkeys(names, f"{why}; {fix}" if fix else why))
+        log.warning("%s unavailable: %s", ", ".join(names), unavailable[names[0]])
 
 
 def _mark_unavailable(unavailable: dict, extractor: str, classifier: bool, reason: Exception) -> None:
