@@ -41,6 +41,9 @@ def image_quality(cfg: DictConfig, dm: GenerativeDataModule, device: torch.devic
     """fd_<dataset>_cnn against the reference split when the dataset's classifier is trained, else the
     Fréchet distance in pixel space."""
     real = reference_images(dm.split_tensor(cfg.eval.reference_split), cfg.eval.num_real)
+    if len(real) < 2:  # a covariance of one image failed in linalg.eigh
+        raise ConfigError(f"eval.reference_split={cfg.eval.reference_split} holds {len(real)} images and a "
+                          "Fréchet distance needs 2: give it more or reference another split")
     try:
         net = load_feature_net(feature_net_path(cfg.eval.feature_net_dir, dm.name), device)
     except FeatureExtractorUnavailable as e:

@@ -234,6 +234,28 @@ def test_an_image_curve_draws_no_more_per_point_than_the_evaluation_stage(tmp_pa
     assert hydra.utils.instantiate(default).image_samples == 2000  # under eval.num_samples: 10,000
 
 
+def test_an_image_curve_whose_reference_holds_one_image_is_left_out_not_the_run(tmp_path, caplog):
+    """dataset.val_fraction=0.0005 eval.reference_split=val: a reference of 1 image failed the run in
+    training (its covariance went to linalg.eigh), which the matrix counts against the family."""
+    torch.manual_seed(0)
+    net = SmallCNN(in_channels=1, image_size=8, num_classes=10)
+    save_feature_net(net, tmp_path / "nets" / "digits_cnn.pt", {"dataset": "digits", "test_accuracy": 0.1})
+    cfg = compose_train(["model=vae", "dataset=digits", f"eval.feature_net_dir={tmp_path / 'nets'}",
+                         f"paths.output_dir={tmp_path}", "eval.reference_split=val", "eval.num_samples=40"])
+    model = hydra.utils.instantiate(cfg.model, data_shape=(1, 8, 8), num_classes=10, _convert_="all")
+    for fraction, images in ((0.0005, 1), (0.002, 4)):
+        curve = hydra.utils.instantiate(cfg.callbacks.quality_curve)
+        dm = hydra.utils.instantiate(cfg.dataset, val_fraction=fraction, _convert_="all")
+        dm.setup()
+        assert len(dm.split_tensor("val")) == images
+        scorer = curve._make_scorer(dm, model)
+        if images == 1:
+            assert scorer is None
+            assert "the val split, holds 1 images and a Fréchet distance needs 2" in caplog.text
+        else:
+            assert math.isfinite(scorer(model.eval())["fd_digits_cnn"])
+
+
 def test_the_real_data_floor_of_the_mode_metrics_is_what_the_mixture_gives(tmp_path):
     grid = GaussianGrid()
     test = grid.sample(2000, torch.Generator().manual_seed(1))[0]

@@ -401,7 +401,7 @@ def test_a_split_of_a_few_images_costs_the_metrics_it_cannot_give_not_the_run(tm
         result = evaluate(model, dm, EvalConfig(reference_split=reference, **settings), tmp_path / out)
         prefix = "" if reference == "test" else "real_"
         small = f"(test split) holds {n_test} images" if reference == "test" else \
-            f"held-out test split {n_test}"
+            f"the floor {n_test} of the test split"
         for name in lost:
             assert prefix + name not in result.metrics
             assert small in result.unavailable[prefix + name]

@@ -182,3 +182,13 @@ def test_the_image_floor_scores_as_many_held_out_images_as_samples_or_none(scrip
     assert floor(quality, dm, "train", 64) == {"n": 64, "first": first.sum().item()}
     assert floor(quality, dm, "train", 359)["n"] == 359
     assert floor(quality, dm, "train", 360) == {}  # a 359-image floor is no floor for 360 samples
+
+
+def test_an_image_reference_of_one_image_is_refused_by_name(script):
+    """A covariance of one image failed in linalg.eigh after the checkpoint had loaded."""
+    cfg = compose_train(["dataset=digits", "eval.reference_split=val"])
+    dm = DigitsDataModule(val_fraction=0.0005)
+    dm.setup()
+    with pytest.raises(ConfigError, match="^eval.reference_split=val holds 1 images and a Fréchet distance "
+                                          "needs 2: give it more or reference another split$"):
+        script("nfe_sweep").image_quality(cfg, dm, torch.device("cpu"))

@@ -364,6 +364,9 @@ def test_the_validation_likelihood_is_the_val_splits_and_changes_no_other_number
      "the evaluation scores the test split, but dataset=digits holds no test examples (train 1617, val 180, "
      "test 0): give it some (dataset.test_fraction on digits, dataset.n_test on 2D sets, "
      "dataset.test_slice on files) or set evaluate=false"),
+    (["dataset=digits", "dataset.val_fraction=0", "eval.reference_split=val"],
+     "eval.reference_split=val is the image metrics' reference, but dataset=digits holds no val examples "
+     "(train 1438, val 0, test 359): give it images or reference another split"),
 ])
 def test_an_empty_split_the_run_needs_is_a_config_error_before_training(tmp_path, overrides, message):
     from genbench.train import task

@@ -267,7 +267,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
                 "(train=false)")
     splits = RequiredSplits([training] if cfg.train else [])
     if cfg.evaluate:
-        splits.needs += needed_splits(eval_cfg, model)
+        splits.needs += needed_splits(eval_cfg, model, dm)
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])

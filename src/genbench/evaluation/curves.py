@@ -190,13 +190,17 @@ class QualityCurve(pl.Callback):
         return None
 
     def _classifier_scorer(self, dm: Any, model: pl.LightningModule) -> Scorer | None:
+        real = reference_images(dm.split_tensor(self.reference_split), self.num_real)
+        if len(real) < 2:  # in training: a covariance of one image failed the run in eigh
+            log.warning("no quality curve: its reference, the %s split, holds %d images and a Fréchet "
+                        "distance needs 2", self.reference_split, len(real))
+            return None
         try:
             net = load_feature_net(feature_net_path(self.feature_net_dir, dm.name), model.device,
                                    dm.selection_args())
         except FeatureExtractorUnavailable as e:
             log.warning("no quality curve: %s", e)
             return None
-        real = reference_images(dm.split_tensor(self.reference_split), self.num_real)
         real_features = reference_features(net, real, dataset=dm.name, split=self.reference_split,
                                            cache_dir=Path(self.cache_dir) if self.cache_dir else None,
                                            batch_size=self.batch_size)[0]

@@ -90,8 +90,8 @@ def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals:
         reference = reals[extractor.name][:2]
         skipped = too_few_points(extractor.name, len(reference[0]), len(images), settings.manifold_k)
         prefixes = [PREFIX] + ([AT_REAL_N_PREFIX] if len(images) < n else [])
-        sizes = (f"the reference ({reference_split} split) holds {len(reference[0])} images, the held-out "
-                 f"{split} split {len(images)}")
+        sizes = (f"the reference ({reference_split} split) holds {len(reference[0])} images, the floor "
+                 f"{len(images)} of the {split} split")
         too_few.update({prefix + name: f"{why}; {sizes}" for name, why in skipped.items()
                         for prefix in prefixes})
         held_out = reference_features(extractor, images, dataset=dm.name, split=split, cache_dir=cache_dir,

@@ -143,13 +143,17 @@ def evaluate(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfig, 
     return result
 
 
-def needed_splits(cfg: EvalConfig, model: GenerativeModel) -> list[tuple[str, str, str]]:
+def needed_splits(cfg: EvalConfig, model: GenerativeModel,
+                  dm: GenerativeDataModule) -> list[tuple[str, str, str]]:
     """The splits the evaluation reads that must hold examples, as
-    :meth:`~genbench.data.base.GenerativeDataModule.require_examples` takes them: the test split, and the
-    validation split where ``eval.val_likelihood`` asks for its likelihood. (A small reference split costs
-    the metrics it cannot give, not the run.)"""
+    :meth:`~genbench.data.base.GenerativeDataModule.require_examples` takes them: the test split, the image
+    metrics' reference, and the validation split where ``eval.val_likelihood`` asks for its likelihood.
+    (A reference of a few images costs the metrics it cannot give, not the run.)"""
     needs = [("test", "the evaluation scores the test split", "give it some (dataset.test_fraction on "
               "digits, dataset.n_test on 2D sets, dataset.test_slice on files) or set evaluate=false")]
+    if dm.is_image:
+        reference = f"eval.reference_split={cfg.reference_split} is the image metrics' reference"
+        needs.append((cfg.reference_split, reference, "give it images or reference another split"))
     if cfg.val_likelihood and model.likelihood_kind != "none":
         needs.append(("val", "eval.val_likelihood=true", "give it some (dataset.val_fraction, or "
                       "dataset.n_val on 2D sets) or set eval.val_likelihood=false"))
