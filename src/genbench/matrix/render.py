@@ -66,8 +66,10 @@ def compute_table(m: Matrix) -> tuple[str, list[str], list[list[str]]]:
     """(caption, header, rows) of the quality-against-compute summary, the same in md and html."""
     s = m.curves
     floor = f"; held-out real data {number(s.floor)}" if s.floor is not None else ""
-    caption = (f"{s.metric} from curves.csv (lower is better{floor}); common level {number(s.level)} "
-               "(the median of the columns' best values)")
+    at_floor = s.floor is not None and s.level == s.floor
+    why = ("held-out real data's: the columns' median best value is below it, where the metric cannot tell "
+           "samples from real data" if at_floor else "the median of the columns' best values")
+    caption = f"{s.metric} from curves.csv (lower is better{floor}); common level {number(s.level)} ({why})"
     header = ["Column", "at the budget", "best (at FLOPs)", f"FLOPs to reach {number(s.level)}", "by the end"]
     rows = []
     for name, curve in s.curves.items():

@@ -125,11 +125,14 @@ RULES = (
                                     "fd_<dataset>_cnn on images, at log-spaced steps; lower is better), "
                                     "averaged over seeds step by step. Best = the best point of the mean "
                                     "curve; the common level is the median of the columns' best values, "
-                                    "and each column's compute to reach it is the FLOPs of the first point "
-                                    "of its mean curve at or below it. At the end of the budget a curve is "
+                                    "or held-out real data's value where that is higher, and each column's "
+                                    "compute to reach it is the FLOPs of the first point of its mean curve "
+                                    "at or below it. At the end of the budget a curve is "
                                     f"Past its best when it ended more than {FLAT_GAIN:.0%} worse than its "
                                     "best point, Flattened when its last half-decade of compute improved it "
-                                    f"by less than {FLAT_GAIN:.0%}, else Still improving."),
+                                    f"by less than {FLAT_GAIN:.0%}, else Still improving; for both, a value "
+                                    "below held-out real data's counts as real data's (at the curve's "
+                                    "sample size the metric cannot tell them apart)."),
     Rule("Bottom line", "quality is compared by r (the shown values of runs whose floors had different "
                         "sizes cannot be); best quality: the lowest r; fastest sampling at good quality: the "
                         f"fastest column whose quality word is {' or '.join(GOOD_QUALITY)}; exact "
