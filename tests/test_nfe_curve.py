@@ -156,8 +156,8 @@ def test_nfe_sweep_script_writes_a_curve_beside_the_checkpoint(tmp_path, script,
     with pytest.raises(ConfigError, match="ckpt_path"):
         nfe_sweep.main([f"model={family}", f"dataset={dataset}"])
     other = "vae" if family != "vae" else "gan"  # a checkpoint of another family is refused by name
-    with pytest.raises(ConfigError, match=f"holds a {family} trained on {dataset}, and this run asks for "
-                                          f"model={other}"):
+    with pytest.raises(ConfigError, match=f"holds model={family} trained on dataset={dataset}, and this run "
+                                          f"asks for model={other}"):
         nfe_sweep.main([f"ckpt_path={ckpt}", f"model={other}", f"dataset={dataset}"])
     (tmp_path / "a_file").write_text("")  # an --out that cannot be a folder: was a traceback
     with pytest.raises(ConfigError, match=f"cannot write the curve into {tmp_path / 'a_file' / 'out'}: .*; "

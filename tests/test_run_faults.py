@@ -461,7 +461,7 @@ def test_a_checkpoint_resumed_or_evaluated_as_another_family_or_dataset_names_th
     assert (trained_as.family, trained_as.dataset, trained_as.data_shape, trained_as.num_classes) == (
         "gan", "moons", (2,), None)
     assert trained_as.options["latent_dim"] == 16
-    holds = "holds a gan trained on moons, and this run asks for"
+    holds = "holds model=gan trained on dataset=moons, and this run asks for"
     for wrong, expected in (
             ("model=vae", f"{holds} model=vae: pass the training run's model=gan dataset=moons"),
             ("dataset=gaussians8", f"{holds} dataset=gaussians8 (its record would name a dataset the model "

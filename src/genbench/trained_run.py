@@ -60,7 +60,7 @@ class TrainedAs:
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
         others."""
-        holds = f"checkpoint {ckpt_path} holds a {self.family} trained on {self.dataset}"
+        holds = f"checkpoint {ckpt_path} holds model={self.family} trained on dataset={self.dataset}"
         if self.family is not None and self.family != family:
             raise ConfigError(f"{holds}, and this run asks for model={family}: pass the training run's "
                               f"model={self.family} dataset={self.dataset} {OPTIONS}")
