@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: the checkpoint's run directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    trained = load_trained(CONFIG_DIR, args.overrides)
+    # the sampler and its steps are the sweep's: the config's (100 steps) refused a checkpoint of T < 100
+    trained = load_trained(CONFIG_DIR, args.overrides, own=frozenset({"sampler", "sampling_steps"}))
     cfg, dm, model, ckpt = trained.cfg, trained.dm, trained.model, trained.ckpt
     if dm.is_image:
         quality, metric = image_quality(cfg, dm, trained.device)

@@ -192,3 +192,16 @@ def test_an_image_reference_of_one_image_is_refused_by_name(script):
     with pytest.raises(ConfigError, match="^eval.reference_split=val holds 1 images and a Fréchet distance "
                                           "needs 2: give it more or reference another split$"):
         script("nfe_sweep").image_quality(cfg, dm, torch.device("cpu"))
+
+
+def test_a_checkpoint_of_fewer_diffusion_steps_than_the_configs_sampler_is_swept_as_is(tmp_path, script):
+    """A model of T=50 was refused: the config's sampling_steps=100 (the default, which the sweep replaces
+    anyway) did not fit it, and the user had to pass model.sampling_steps too."""
+    run(compose_train(["model=diffusion", "dataset=moons", "trainer=debug", "logger=none", "evaluate=false",
+                       "model.timesteps=50", "model.sampling_steps=50", f"paths.output_dir={tmp_path}"]),
+        tmp_path)
+    args = [f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", "model=diffusion", "dataset=moons",
+            "--samplers", "ddim", "--nfe", "10", "100", "--samples", "32", "--out", str(tmp_path / "out")]
+    assert script("nfe_sweep").main(args) == 0
+    points = json.loads((tmp_path / "out" / "nfe_curve.json").read_text())["points"]
+    assert [(p["budget"], p["steps"]) for p in points] == [(10, 10), (100, 50)]  # capped at T

@@ -202,9 +202,11 @@ class Trained:
     ckpt: Path
 
 
-def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
+def load_trained(config_dir: Path, overrides: list[str], own: frozenset[str] = frozenset()) -> Trained:
     """train.py's config composed with ``overrides`` and checked as a run's is; its ``ckpt_path`` loaded
-    in eval mode; its dataset set up for testing. ConfigError names a missing or unfitting checkpoint."""
+    in eval mode, with the checkpoint's own values of the model options in ``own`` (those the script sets
+    itself: a sweep of samplers and their steps); its dataset set up for testing. ConfigError names a
+    missing or unfitting checkpoint."""
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)  # a ckpt_path that is no file is refused there
@@ -216,8 +218,8 @@ def load_trained(config_dir: Path, overrides: list[str]) -> Trained:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dm: GenerativeDataModule = hydra.utils.instantiate(cfg.dataset, _convert_="all")
     dm.setup("test")
-    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device, dm,
-                            OmegaConf.to_container(cfg.model, resolve=True)).eval()
+    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in own}
+    model = load_checkpoint(hydra.utils.get_class(cfg.model._target_), ckpt, device, dm, options).eval()
     return Trained(cfg, dm, model, device, ckpt)
 
 
