@@ -572,6 +572,19 @@ def test_quality_against_compute_best_value_level_and_flattening(tmp_path):
     assert _matrix(tmp_path).curves.trend["gan"] == "Past its best"
 
 
+def test_an_unreadable_curve_is_left_out_with_one_warning(tmp_path, caplog):
+    """The matrix reads a run's curves.csv for the metric and again for its floor: one bad file gave three
+    identical warnings."""
+    for seed in (0, 1):
+        run = _run(tmp_path, f"v{seed}", "vae", seed, _metrics(0.5, 1.0, 0.001, 1, 10.0, 1.2))
+        _curve(run, [(10, 1e8, 0.5), (100, 1e9, 0.1)])
+    (tmp_path / "v1" / "curves.csv").write_bytes(b"step,train_flops\n\xff\xfe")
+    with caplog.at_level(logging.WARNING):
+        curves = _matrix(tmp_path).curves
+    assert curves.curves["vae"].seeds == 1  # the readable run's curve
+    assert caplog.text.count(f"ignoring {tmp_path / 'v1' / 'curves.csv'}") == 1
+
+
 def test_below_held_out_real_data_a_curve_is_at_the_floor_for_the_level_and_the_trend(tmp_path):
     """On moons (2,000 points) real data's own energy distance ranged 0.0012 to 0.0047 over three seeds; the
     common level was the median best value, 0.0019, below real data's mean (0.0032), so reaching it, and

@@ -39,6 +39,7 @@ class Run:
     error: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # config, versions, commit, host, date
     metric_provenance: dict[str, Any] = field(default_factory=dict)  # how each group of metrics was made
+    _unreadable: set[Path] = field(default_factory=set, repr=False, compare=False)  # warned about once
 
     @property
     def config(self) -> dict[str, Any]:
@@ -86,13 +87,16 @@ class Run:
             return None
 
     def _csv_rows(self, path: Path) -> list[dict[str, str]]:
-        """The rows of a CSV file of this run; an unreadable file gives none, with a warning."""
+        """The rows of a CSV file of this run; an unreadable file gives none, with one warning however often
+        the matrix reads it (a curve's metric, then its floor)."""
         if not path.is_file():
             return []
         try:
             return list(csv.DictReader(io.StringIO(read_regular_file(path, MAX_CURVE_BYTES).decode())))
         except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
-            log.warning("ignoring %s: %s", path, e)
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                log.warning("ignoring %s: %s", path, e)
             return []
 
     def quality_curve(self, metric: str) -> list[tuple[int, float, float]]:
