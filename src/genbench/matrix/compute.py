@@ -33,6 +33,7 @@ class MeanCurve:
 class CurveSummary:
     metric: str | None  # None: no run of the dataset wrote a curve
     floor: float | None = None  # held-out real data's value of the metric at the curves' sample size
+    floor_range: tuple[float, float] | None = None  # its least and greatest over the runs, where they differ
     level: float | None = None  # the common quality level
     curves: dict[str, MeanCurve] = field(default_factory=dict)
     best: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (value, FLOPs)
@@ -87,6 +88,8 @@ def summarize_curves(dataset: str, columns: list[Column], runs: list[Run]) -> Cu
         return CurveSummary(None)
     reals = [floor[-1][2] for r in runs if r.ok and (floor := r.quality_curve(REAL + metric))]
     summary = CurveSummary(metric, statistics.fmean(reals) if reals else None, curves=curves)
+    if reals and min(reals) < max(reals):  # each seed draws its own held-out sample: how far it moves
+        summary.floor_range = (min(reals), max(reals))
     for name, curve in curves.items():
         i = min(range(len(curve.mean)), key=curve.mean.__getitem__)
         summary.best[name] = (curve.mean[i], curve.flops[i])
