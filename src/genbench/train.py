@@ -265,9 +265,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     # the splits the run reads hold examples: checked before training, not after it
     training = ("train", "train=true", "give it some (dataset.train_slice on files) or evaluate a checkpoint "
                 "(train=false)")
-    splits = RequiredSplits([training] if cfg.train else [])
-    if cfg.evaluate:
-        splits.needs += needed_splits(eval_cfg, model, dm)
+    splits = RequiredSplits(([training] if cfg.train else [])
+                            + (needed_splits(eval_cfg, model, dm) if cfg.evaluate else []))
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
     counter = ExampleCounter()
     performance = Performance(checked["performance"])

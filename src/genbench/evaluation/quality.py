@@ -50,13 +50,14 @@ def metric_names(extractor: str, classifier: bool) -> list[str]:
     return names
 
 
-def too_few_points(extractor: str, n_real: int, n_fake: int, k: int) -> dict[str, str]:
+def too_few_points(extractor: str, n_real: int, n_fake: int, k: int, context: str = "") -> dict[str, str]:
     """The metrics of ``extractor`` that sets of ``n_real`` real and ``n_fake`` generated images cannot
-    give, each with why: a covariance and the unbiased KID need 2 of each, the k-NN metrics k + 1. The
-    config bounds the sample counts; a split of a few images (a tiny ``dataset.test_fraction``) can still
-    be the reference or the held-out floor, and it costs these metrics, not the run."""
+    give, each with why (and ``context``, where given: which split is small): a covariance and the unbiased
+    KID need 2 of each, the k-NN metrics k + 1. The config bounds the sample counts; a split of a few
+    images (a tiny ``dataset.test_fraction``) can still be the reference or the held-out floor, and it
+    costs these metrics, not the run."""
     fd, kid, kid_std, _, _, *manifold_names = metric_names(extractor, False)
-    sizes = f"the sets hold {n_real} and {n_fake}"
+    sizes = f"the sets hold {n_real} and {n_fake}" + (f"; {context}" if context else "")
     out = {}
     if min(n_real, n_fake) < 2:
         out.update(dict.fromkeys([fd, kid, kid_std], f"a covariance and the unbiased KID need 2 images of "

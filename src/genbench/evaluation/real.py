@@ -88,12 +88,11 @@ def real_image_metrics(dm: GenerativeDataModule, extractors: list[tuple], reals:
     too_few: dict[str, str] = {}
     for extractor, num_classes in extractors:
         reference = reals[extractor.name][:2]
-        skipped = too_few_points(extractor.name, len(reference[0]), len(images), settings.manifold_k)
-        prefixes = [PREFIX] + ([AT_REAL_N_PREFIX] if len(images) < n else [])
         sizes = (f"the reference ({reference_split} split) holds {len(reference[0])} images, the floor "
                  f"{len(images)} of the {split} split")
-        too_few.update({prefix + name: f"{why}; {sizes}" for name, why in skipped.items()
-                        for prefix in prefixes})
+        skipped = too_few_points(extractor.name, len(reference[0]), len(images), settings.manifold_k, sizes)
+        prefixes = [PREFIX] + ([AT_REAL_N_PREFIX] if len(images) < n else [])
+        too_few.update({prefix + name: why for name, why in skipped.items() for prefix in prefixes})
         held_out = reference_features(extractor, images, dataset=dm.name, split=split, cache_dir=cache_dir,
                                       batch_size=feature_batch)
         metrics.update(_prefixed(feature_metrics(extractor.name, reference, held_out[:2], settings,

@@ -210,14 +210,14 @@ def _image_quality(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalCo
             "device": str(model.device), **conditional,
         }
         result.metrics.update(metrics)
-        _mark_too_few(result.unavailable, too_few_points(extractor.name, n_real, n_fake, cfg.manifold_k),
-                      f"the reference ({cfg.reference_split} split) holds {n_real} images: give that split "
-                      "more or reference another (eval.reference_split)")
+        _mark_too_few(result.unavailable, too_few_points(
+            extractor.name, n_real, n_fake, cfg.manifold_k, f"the reference ({cfg.reference_split} split) "
+            f"holds {n_real} images: give that split more or reference another (eval.reference_split)"))
     real, too_few, result.provenance["real_data"] = real_image_metrics(
         dm, extractors, reals, fakes, cfg.reference_split, settings,
         Path(cfg.cache_dir) if cfg.cache_dir else None, feature_batch, cfg.plot_samples_image, out_dir)
     result.metrics.update(real)
-    _mark_too_few(result.unavailable, too_few, "")
+    _mark_too_few(result.unavailable, too_few)
     return shown
 
 
@@ -247,12 +247,12 @@ def _extractors(model: GenerativeModel, dm: GenerativeDataModule, cfg: EvalConfi
     return out
 
 
-def _mark_too_few(unavailable: dict, too_few: dict[str, str], fix: str) -> None:
-    """Record the metrics that sets too small could not give (:func:`too_few_points`), with ``fix``."""
+def _mark_too_few(unavailable: dict, too_few: dict[str, str]) -> None:
+    """Record the metrics that sets too small could not give (:func:`too_few_points`), one warning a
+    reason."""
+    unavailable.update(too_few)
     for why in dict.fromkeys(too_few.values()):
-        names = [name for name, reason in too_few.items() if reason == why]
-        unavailable.update(dict.fromkeys(names, f"{why}; {fix}" if fix else why))
-        log.warning("%s unavailable: %s", ", ".join(names), unavailable[names[0]])
+        log.warning("%s unavailable: %s", ", ".join(n for n, reason in too_few.items() if reason == why), why)
 
 
 def _mark_unavailable(unavailable: dict, extractor: str, classifier: bool, reason: Exception) -> None:

@@ -65,8 +65,7 @@ def _skipped(job: Skipped) -> str:
 def compute_table(m: Matrix) -> tuple[str, list[str], list[list[str]]]:
     """(caption, header, rows) of the quality-against-compute summary, the same in md and html."""
     s = m.curves
-    low, high = s.floor_range or (None, None)
-    spread = f", {number(low)} to {number(high)} over the runs" if s.floor_range else ""
+    spread = ", {} to {} over the runs".format(*map(number, s.floor_range)) if s.floor_range else ""
     floor = f"; held-out real data {number(s.floor)}{spread}" if s.floor is not None else ""
     at_floor = s.floor is not None and s.level == s.floor
     why = ("held-out real data's: the columns' median best value is below it, where the metric cannot tell "
