@@ -313,6 +313,30 @@ def test_records_of_eval_py_show_the_steps_of_their_checkpoints_and_a_checkpoint
         "evaluated checkpoints of 600 steps")
 
 
+def test_runs_stopped_before_max_steps_show_what_stopped_them_and_the_steps_they_trained(tmp_path):
+    """Trained by epochs (max_steps=-1) or under a debug preset, a run stops before trainer.max_steps: the
+    Budget row and the context said "max_steps 2000" of a run that trained 5 steps; they now name the limit
+    and the steps trained. A run that trained its max_steps reads as before."""
+    metrics = _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2)
+    for seed, steps in enumerate((42, 43)):
+        _run(tmp_path, f"e{seed}", "vae", seed, {**metrics, "train_steps": steps},
+             config={"trainer": {"max_steps": -1, "max_epochs": 3}})
+    _run(tmp_path, "d", "gan", 0, {**metrics, "train_steps": 10},
+         config={"trainer": {"max_steps": 2000, "max_epochs": 1, "limit_train_batches": 5,
+                             "fast_dev_run": False, "max_time": "00:00:05:00"}})
+    _run(tmp_path, "f", "diffusion", 0, {**metrics, "train_steps": 2000},
+         config={"trainer": {"max_steps": 2000, "max_epochs": None}})
+    budget = {name: cell.text for name, cell in _matrix(tmp_path).row("Budget").cells.items()}
+    assert budget == {"vae": "max_steps -1 (max_epochs 3; trained 42 / 43 steps)",
+                      "gan": "max_steps 2000 (max_epochs 1; max_time 00:00:05:00; limit_train_batches 5; "
+                             "trained 10 steps)",
+                      "diffusion": "max_steps 2000"}
+    write_matrix([tmp_path], tmp_path / "out")
+    assert ("- Budget (trainer.max_steps): -1 (max_epochs 3; trained 42 / 43 steps) (vae); 2000 (max_epochs 1; "
+            "max_time 00:00:05:00; limit_train_batches 5; trained 10 steps) (gan); 2000 (diffusion)"
+            in (tmp_path / "out" / "matrix.md").read_text())
+
+
 def test_quality_words_are_anchored_to_held_out_real_data(tmp_path):
     """Every family poor: the best of them is Low, not Excellent, and real data is the reference column."""
     for i, (family, precision) in enumerate([("vae", 0.0045), ("gan", 0.004), ("diffusion", 0.0042)]):

@@ -18,6 +18,8 @@ from genbench.results import dotted, under
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps",
           "trainer.min_epochs", "budget_steps")  # how long a run trains
+TRAINING_LIMITS = ("trainer.max_epochs", "trainer.max_time", "trainer.fast_dev_run", "trainer.limit_train_batches",
+                   "trainer.overfit_batches")  # what else can end training before trainer.max_steps
 
 
 @dataclass
@@ -76,7 +78,7 @@ def build_columns(runs: list[Run]) -> tuple[list[Column], list[str]]:
         if len(setups) > 1:
             differ = _differing_keys([c.setup for c in setups.values()])
             more = ", ..." if len(differ) > NAMED_DIFFERENCES else ""
-            names = [", ".join(f"{k}={_shown(c.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
+            names = [", ".join(f"{k}={shown(c.setup.get(k))}" for k in differ[:NAMED_DIFFERENCES])
                      for c in setups.values()]
             numbered = bool(more) or len(set(names)) < len(names)  # 200 and "200", or 0.12341 and 0.12344
             for column, named in zip(setups.values(), names, strict=True):
@@ -105,7 +107,7 @@ def _natural(name: str) -> list:
     return [(0, float(part), "") if NUMBER.fullmatch(part) else (1, 0.0, part) for part in NUMBER.split(name)]
 
 
-def _shown(value: str | None) -> str:
+def shown(value: str | None) -> str:
     """A config value as a person writes it on the command line: 200, debug, [1, 2]; unset when absent; a
     float at 4 significant digits (an Optuna trial's 0.0028369961259166574 reads 0.002837)."""
     if value is None:

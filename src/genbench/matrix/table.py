@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from genbench.matrix import rules
-from genbench.matrix.columns import Column, build_columns
+from genbench.matrix.columns import TRAINING_LIMITS, Column, build_columns, shown
 from genbench.matrix.compute import CurveSummary, summarize_curves
 from genbench.matrix.runs import Run
 from genbench.nfe_record import nfe_to_reach
@@ -358,12 +358,19 @@ def _append_nfe_to_reach(row: Row, columns: list[Column]) -> None:
 
 
 def budget_of(column: Column) -> str:
-    """The steps the column's models trained for: ``trainer.max_steps``, or, for records of eval.py
-    (``train=false``, whose max_steps is the evaluation's config), the steps of the checkpoints evaluated."""
-    if not column.evaluated_only:
-        return str(column.setup.get("trainer.max_steps", "not recorded"))
-    steps = sorted({f"{v:.0f}" for v in _values(column.runs, "train_steps")}) or ["unrecorded"]
-    return f"evaluated checkpoints of {' / '.join(steps)} steps"
+    """The steps the column's models trained for: ``trainer.max_steps``, and, where its runs stopped at another
+    number of steps (``max_epochs``, ``max_time``, ``fast_dev_run``, a debug preset's batch limits), the limit
+    that stopped them and the steps they trained; for records of eval.py (``train=false``, whose max_steps is
+    the evaluation's config), the steps of the checkpoints evaluated."""
+    steps = " / ".join(sorted({f"{v:.0f}" for v in _values(column.runs, "train_steps")}, key=int))
+    if column.evaluated_only:
+        return f"evaluated checkpoints of {steps or 'unrecorded'} steps"
+    budget = column.setup.get("trainer.max_steps", "not recorded")
+    if steps and steps != budget:
+        limits = [f"{key.removeprefix('trainer.')} {shown(value)}" for key in TRAINING_LIMITS
+                  if (value := column.setup.get(key)) not in (None, "null", "false", "0")]
+        budget += f" ({'; '.join([*limits, f'trained {steps} step' + 's' * (steps != '1')])})"
+    return budget
 
 
 def _budget_row(columns: list[Column], curves: CurveSummary) -> Row:
