@@ -358,9 +358,9 @@ def _append_nfe_to_reach(row: Row, columns: list[Column]) -> None:
 
 
 def budget_of(column: Column) -> str:
-    """The steps the column's models trained for: ``trainer.max_steps``, and, where its runs stopped at another
-    number of steps (``max_epochs``, ``max_time``, ``fast_dev_run``, a debug preset's batch limits), the limit
-    that stopped them and the steps they trained; for records of eval.py (``train=false``, whose max_steps is
+    """The steps the column's models trained for: ``trainer.max_steps``, and, where its runs stopped at
+    another number of steps (``max_epochs``, ``max_time``, ``fast_dev_run``, a debug preset's batch limits),
+    the limits set and the steps they trained; for records of eval.py (``train=false``, whose max_steps is
     the evaluation's config), the steps of the checkpoints evaluated."""
     steps = " / ".join(sorted({f"{v:.0f}" for v in _values(column.runs, "train_steps")}, key=int))
     if column.evaluated_only:
