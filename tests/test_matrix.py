@@ -333,7 +333,8 @@ def test_runs_stopped_before_max_steps_show_what_stopped_them_and_the_steps_they
                       "diffusion": "max_steps 2000"}
     write_matrix([tmp_path], tmp_path / "out")
     assert ("- Budget (trainer.max_steps): -1 (max_epochs 3; trained 42 / 43 steps) (vae); 2000 ("
-            "max_epochs 1; max_time 00:00:05:00; limit_train_batches 5; trained 10 steps) (gan); 2000 (diffusion)"
+            "max_epochs 1; max_time 00:00:05:00; limit_train_batches 5; trained 10 steps) (gan); "
+            "2000 (diffusion)"
             in (tmp_path / "out" / "matrix.md").read_text())
 
 

@@ -18,8 +18,9 @@ from genbench.results import dotted, under
 NAMED_DIFFERENCES = 3  # keys named in a column's title; the warning names them all
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps",
           "trainer.min_epochs", "budget_steps")  # how long a run trains
+# what else can end training before trainer.max_steps
 TRAINING_LIMITS = ("trainer.max_epochs", "trainer.max_time", "trainer.fast_dev_run",
-                   "trainer.limit_train_batches", "trainer.overfit_batches")  # what else can end training before trainer.max_steps
+                   "trainer.limit_train_batches", "trainer.overfit_batches")
 
 
 @dataclass
