@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, FeatureExtractorUnavailable
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
+from genbench.evaluation.frechet import MIN_SAMPLES
 from genbench.evaluation.nfe_curve import (
     DEFAULT_BUDGETS,
     Quality,
@@ -41,9 +42,9 @@ def image_quality(cfg: DictConfig, dm: GenerativeDataModule, device: torch.devic
     """fd_<dataset>_cnn against the reference split when the dataset's classifier is trained, else the
     Fréchet distance in pixel space."""
     real = reference_images(dm.split_tensor(cfg.eval.reference_split), cfg.eval.num_real)
-    if len(real) < 2:  # a covariance of one image failed in linalg.eigh
+    if len(real) < MIN_SAMPLES:
         raise ConfigError(f"eval.reference_split={cfg.eval.reference_split} holds {len(real)} images and a "
-                          "Fréchet distance needs 2: give it more or reference another split")
+                          f"Fréchet distance needs {MIN_SAMPLES}: give it more or reference another split")
     try:
         net = load_feature_net(feature_net_path(cfg.eval.feature_net_dir, dm.name), device)
     except FeatureExtractorUnavailable as e:

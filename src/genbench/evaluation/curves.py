@@ -33,7 +33,7 @@ from genbench.evaluation.compute import training_flops
 from genbench.evaluation.cost import ExampleCounter
 from genbench.evaluation.distances import energy_distance
 from genbench.evaluation.feature_net import feature_net_path, load_feature_net
-from genbench.evaluation.frechet import feature_statistics, frechet_distance
+from genbench.evaluation.frechet import MIN_SAMPLES, feature_statistics, frechet_distance
 from genbench.evaluation.quality import sample_features
 from genbench.evaluation.real import fresh_draws, held_out_sample
 from genbench.evaluation.reference import reference_features, reference_images
@@ -191,9 +191,9 @@ class QualityCurve(pl.Callback):
 
     def _classifier_scorer(self, dm: Any, model: pl.LightningModule) -> Scorer | None:
         real = reference_images(dm.split_tensor(self.reference_split), self.num_real)
-        if len(real) < 2:  # in training: a covariance of one image failed the run in eigh
+        if len(real) < MIN_SAMPLES:  # in training, where it failed the run
             log.warning("no quality curve: its reference, the %s split, holds %d images and a Fréchet "
-                        "distance needs 2", self.reference_split, len(real))
+                        "distance needs %d", self.reference_split, len(real), MIN_SAMPLES)
             return None
         try:
             net = load_feature_net(feature_net_path(self.feature_net_dir, dm.name), model.device,

@@ -8,6 +8,8 @@ complex parts to discard and no iterative sqrtm whose error depends on condition
 import torch
 from torch import Tensor
 
+MIN_SAMPLES = 2  # an unbiased covariance divides by N - 1: one image has none (linalg.eigh failed on it)
+
 
 def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and unbiased covariance of (N, D) features, in float64."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from genbench.evaluation.frechet import feature_statistics, frechet_distance
+from genbench.evaluation.frechet import MIN_SAMPLES, feature_statistics, frechet_distance
 from genbench.evaluation.manifold import manifold_metrics
 from genbench.evaluation.scores import class_coverage, inception_score, kernel_inception_distance
 from genbench.progress import progress
@@ -59,9 +59,9 @@ def too_few_points(extractor: str, n_real: int, n_fake: int, k: int, context: st
     fd, kid, kid_std, _, _, *manifold_names = metric_names(extractor, False)
     sizes = f"the sets hold {n_real} and {n_fake}" + (f"; {context}" if context else "")
     out = {}
-    if min(n_real, n_fake) < 2:
-        out.update(dict.fromkeys([fd, kid, kid_std], f"a covariance and the unbiased KID need 2 images of "
-                                                     f"each set, {sizes}"))
+    if min(n_real, n_fake) < MIN_SAMPLES:  # the unbiased KID leaves out the diagonal: 2 as well
+        out.update(dict.fromkeys([fd, kid, kid_std], f"a covariance and the unbiased KID need {MIN_SAMPLES} "
+                                                     f"images of each set, {sizes}"))
     if min(n_real, n_fake) <= k:
         out.update(dict.fromkeys(manifold_names, f"the k-NN metrics with eval.manifold_k={k} need {k + 1} "
                                                  f"images of each set, {sizes}"))
