@@ -2,6 +2,7 @@
 config tree and the run directory at start, and eval.py as an alias of train.py train=false."""
 
 import logging
+import math
 import re
 from types import SimpleNamespace
 
@@ -59,7 +60,10 @@ def test_training_progress_reports_the_whole_budget_with_an_eta(family, steps, t
     reached = [int(m.group(1)) for m in progress if m]
     # A line every tenth of the budget (a GAN moves two steps a batch), up to the last step.
     assert len(reached) >= 5 and reached == sorted(reached) and reached[-1] == steps, lines
-    assert f"training: {steps} steps in" in " ".join(lines)
+    # The loss beside it, which a run without a logger (debug=overfit) showed nowhere else
+    losses = [float(m.group(1)) for line in lines if (m := re.search(r"; last logged loss (\S+)$", line))]
+    assert len(losses) >= 5 and all(math.isfinite(loss) for loss in losses), lines
+    assert re.search(rf"training: {steps} steps in \S+ s; last logged loss \S+", " ".join(lines))
 
 
 def test_a_long_loop_logs_its_progress_with_an_eta_and_a_short_one_only_its_end(monkeypatch, caplog):
@@ -118,7 +122,7 @@ def test_the_training_eta_adds_the_quality_curves_points_ahead_to_the_trainings_
         return 100.0 * len(done), 100.0 * ahead if done else 0.0, 0 if done else ahead
 
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, max_steps=200, max_epochs=None,
-                              num_training_batches=float("inf"))
+                              num_training_batches=float("inf"), callback_metrics={})  # no loss logged
     bar = StepProgress(bar=False, watching=watching)
     with caplog.at_level(logging.INFO, logger="genbench"):
         bar.on_train_start(trainer, None)

@@ -145,6 +145,7 @@ class StepProgress(pl.Callback):
         if self._progress is not None:
             self._progress.update(self._task, total=total, completed=step, loss=self._loss_text(trainer))
         elif total and step / total >= self._next_log:
+            loss = self._loss_text(trainer, read=True)
             elapsed = time.perf_counter() - self._start_time
             spent, to_come, untimed = self.watching()
             aside = min(spent - self._watched_before, elapsed)
@@ -153,17 +154,19 @@ class StepProgress(pl.Callback):
             of_it = f" ({_clock(aside)} of it the quality curve's)" if aside >= 1 else ""
             more = (f" + the quality curve's {untimed} point{'s' * (untimed > 1)} ahead, untimed" if untimed
                     else "")
-            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s%s", step, total, 100 * step / total,
-                     _clock(elapsed), of_it, _clock(eta), more)
+            log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s%s%s", step, total,
+                     100 * step / total, _clock(elapsed), of_it, _clock(eta), more,
+                     f"; last logged {loss}" if loss else "")
             while self._next_log <= step / total:
                 self._next_log += self.log_every_fraction
 
-    def _loss_text(self, trainer: pl.Trainer) -> str:
+    def _loss_text(self, trainer: pl.Trainer, read: bool = False) -> str:
         """The last logged training loss, read on the host only on the steps the loggers write (every
         ``trainer.log_every_n_steps``, when :meth:`GenerativeModel.log_training` hands Lightning a new
-        one): reading a GPU value makes the host wait for every queued kernel, and a read at every step kept
-        a GPU run from running ahead."""
-        if logs_this_step(trainer):
+        one) or, for a log line (``read``), once a tenth of the run: reading a GPU value makes the host wait
+        for every queued kernel, and a read at every step kept a GPU run from running ahead. A log line
+        without it left a run under ``debug=overfit``, which has no logger, no way to show it overfits."""
+        if read or logs_this_step(trainer):
             loss = trainer.callback_metrics.get("train/loss")
             self._loss = "" if loss is None else f"loss {float(loss):.4g}"
         return self._loss
@@ -172,7 +175,9 @@ class StepProgress(pl.Callback):
         self.teardown(trainer, pl_module, "fit")
         if trainer.is_global_zero:
             elapsed = time.perf_counter() - self._start_time
-            log.info("training: %d steps in %.1f s", trainer.global_step, elapsed)
+            loss = self._loss_text(trainer, read=True)
+            log.info("training: %d steps in %.1f s%s", trainer.global_step, elapsed,
+                     f"; last logged {loss}" if loss else "")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._progress is not None:
