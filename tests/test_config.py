@@ -17,9 +17,10 @@ from genbench.evaluation.stage import EvalConfig
 from genbench.models.base import GenerativeModel
 from genbench.models.registry import families
 from genbench.performance import PerformanceConfig
+from genbench.results import read_record
 from genbench.schema import Schema, check_params
 from genbench.train import instantiate
-from tests.helpers import DATASETS, ROOT, compose_train
+from tests.helpers import DATASETS, ROOT, compose_train, train_py
 
 
 def test_the_suites_runs_never_use_the_repositorys_own_data_outputs_cache_or_dataset_classifiers():
@@ -109,6 +110,20 @@ def test_a_key_the_trainer_a_callback_or_a_logger_does_not_take_is_named_before_
 def test_unknown_key_without_plus_fails_at_composition_naming_it():
     with pytest.raises(ConfigCompositionException, match="latnet_dim"):
         compose_train(["model.latnet_dim=4"])
+
+
+def test_a_bad_key_a_preset_set_names_the_preset_and_the_model_it_is_for(tmp_path):
+    """experiment=vae_mnist_test_files model=flow: the preset's model.latent_dim was refused with "Fix the
+    spelling or remove it", of a key the command line never gave. A key the command line gave is not
+    blamed on the preset."""
+    errors = []
+    for name, extra in [("preset", "model=flow"), ("typed", "+model.latnt_dim=3")]:
+        train_py(["experiment=vae_mnist_test_files", extra, f"hydra.run.dir={tmp_path / name}"], tmp_path)
+        errors.append(read_record(tmp_path / name / "metrics.json")["error"])
+    assert "unknown config key 'model.latent_dim'" in errors[0] and (
+        "(model.latent_dim is not on the command line: experiment=vae_mnist_test_files sets it, a preset for "
+        "model=vae, not model=flow: run the preset with its own model, or leave experiment= out") in errors[0]
+    assert "unknown config key 'model.latnt_dim'" in errors[1] and "not on the command line" not in errors[1]
 
 
 def test_unknown_option_fails_listing_the_available_ones():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from genbench.errors import ConfigError
@@ -62,11 +63,57 @@ class ExtrasSchema(Schema):
     ignore_warnings: bool = False
 
 
+PRESETS = ("experiment", "hparams_search", "debug")  # groups whose files set keys of other groups
+
+
 def validate(cfg: DictConfig) -> dict[str, Schema | None]:
     """Validate a composed run config before anything is built; returns the checked schemas by group.
 
-    Raises :class:`ConfigError` naming the offending key.
+    Raises :class:`ConfigError` naming the offending key and, where the command line did not set it, the
+    preset that did.
     """
+    try:
+        return _validate(cfg)
+    except ConfigError as e:
+        origin = preset_setting(e.key) if hasattr(e, "key") else ""
+        if origin:
+            raise ConfigError(f"{e} {origin}") from None
+        raise
+
+
+def preset_setting(key: str) -> str:
+    """Where a key the user did not type comes from: the preset (``experiment=vae_mnist_test_files``) whose
+    file sets it and, where that preset chooses another model than the run's, which. "Fix the spelling"
+    of a key the command line never gave read as a puzzle (``experiment=vae_mnist_test_files model=flow``:
+    the preset's ``model.latent_dim``). Empty outside a Hydra run and for a key on the command line."""
+    if not HydraConfig.initialized():
+        return ""
+    hydra_cfg = HydraConfig.get()
+    if key in {override.lstrip("+~").split("=", 1)[0] for override in hydra_cfg.overrides.task}:
+        return ""
+    roots = [Path(source.path.removeprefix("file://")) for source in hydra_cfg.runtime.config_sources
+             if source.schema == "file"]
+    for group in PRESETS:
+        choice = hydra_cfg.runtime.choices.get(group)
+        files = [f for root in roots if choice and (f := root / group / f"{choice}.yaml").is_file()]
+        preset = OmegaConf.load(files[0]) if files else None
+        if preset is None or OmegaConf.select(preset, key, default=_ABSENT) is _ABSENT:
+            continue
+        origin = f"({key} is not on the command line: {group}={choice} sets it"
+        models = [d["override /model"] for d in preset.get("defaults") or [] if "override /model" in d]
+        chosen = hydra_cfg.runtime.choices.get("model")
+        if models and models[0] != chosen:
+            origin += (f", a preset for model={models[0]}, not model={chosen}: run the preset with its own "
+                       f"model, or leave {group}= out and give the settings of {files[0]} that {chosen} "
+                       "takes on the command line")
+        return origin + ")"
+    return ""
+
+
+_ABSENT = object()
+
+
+def _validate(cfg: DictConfig) -> dict[str, Schema | None]:
     checked: dict[str, Schema | None] = {"run": check_top_level(cfg, RunSchema, GROUPS)}
     for group in ("dataset", "model"):
         if group not in cfg:
