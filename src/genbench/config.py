@@ -100,7 +100,8 @@ def preset_setting(key: str) -> str:
         if preset is None or OmegaConf.select(preset, key, default=_ABSENT) is _ABSENT:
             continue
         origin = f"({key} is not on the command line: {group}={choice} sets it"
-        models = [d["override /model"] for d in preset.get("defaults") or [] if "override /model" in d]
+        models = [d["override /model"] for d in preset.get("defaults") or []
+                  if isinstance(d, DictConfig) and "override /model" in d]
         chosen = hydra_cfg.runtime.choices.get("model")
         if models and models[0] != chosen:
             origin += (f", a preset for model={models[0]}, not model={chosen}: run the preset with its own "
