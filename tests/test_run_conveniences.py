@@ -11,7 +11,7 @@ import pytest
 from genbench import progress as progress_module
 from genbench.progress import StepProgress
 from genbench.train import run
-from tests.helpers import compose_train
+from tests.helpers import compose_train, train_py
 
 DEBUG_TRAINER = {
     "default": {"limit_train_batches": 5, "max_epochs": 1},
@@ -35,6 +35,18 @@ def test_debug_configs_set_their_trainer_options_and_run(option, tmp_path):
 
 def _trainer(max_steps: int, max_epochs: int | None, batches: float) -> SimpleNamespace:
     return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, num_training_batches=batches)
+
+
+def test_lightnings_own_lines_and_the_profilers_report_reach_the_runs_log_once(tmp_path):
+    """debug=profiler printed its report to the console alone: the run's train.log held none of
+    Lightning's lines (the report, why fit stopped), which Lightning's own console handler kept from it."""
+    done = train_py(["debug=profiler", "trainer.max_steps=5", "evaluate=false",
+                     f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    log_file = (tmp_path / "run" / "train.log").read_text()
+    assert "FIT Profiler Report" in log_file and "`Trainer.fit` stopped: `max_steps=5` reached" in log_file
+    console = done.stdout + done.stderr
+    assert console.count("FIT Profiler Report") == 1 and console.count("`Trainer.fit` stopped") == 1
 
 
 def test_step_progress_total_is_the_first_budget_to_bind():

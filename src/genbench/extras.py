@@ -29,8 +29,22 @@ def quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
+    _lightning_lines_to_the_run_log()
     # Lightning 2.6's own use of torch's pytree API, deprecated in torch 2.14: nothing here calls it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def _lightning_lines_to_the_run_log() -> None:
+    """Lightning's own lines (why ``fit`` stopped, the report of ``debug=profiler``) go where the run's
+    other lines go, its ``train.log`` too, not to the console alone: imported before Hydra set up logging,
+    Lightning gave its logger a console handler of its own and cut it off from the root logger's."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("pytorch_lightning", "lightning.pytorch"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
