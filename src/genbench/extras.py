@@ -40,7 +40,7 @@ def _lightning_lines_to_the_run_log() -> None:
     Lightning gave its logger a console handler of its own and cut it off from the root logger's."""
     if not logging.getLogger().handlers:
         return
-    for name in ("pytorch_lightning", "lightning.pytorch"):
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
