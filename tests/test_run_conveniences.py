@@ -78,6 +78,21 @@ def test_training_progress_reports_the_whole_budget_with_an_eta(family, steps, t
     assert re.search(rf"training: {steps} steps in \S+ s; last logged loss \S+", " ".join(lines))
 
 
+def test_a_resumed_runs_last_line_counts_the_steps_it_trained_in_its_time(monkeypatch, caplog):
+    """Resumed at step 148 of 300, a run said "training: 300 steps in 1.8 s" of the 152 it trained then."""
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
+    trainer = SimpleNamespace(is_global_zero=True, global_step=148, max_steps=300, max_epochs=None,
+                              num_training_batches=float("inf"), callback_metrics={"train/loss": 1.777})
+    bar = StepProgress(bar=False)
+    with caplog.at_level(logging.INFO, logger="genbench"):
+        bar.on_train_start(trainer, None)
+        clock[0], trainer.global_step = 1.8, 300
+        bar.on_train_end(trainer, None)
+    assert caplog.records[-1].getMessage() == ("training: 152 steps (steps 149 to 300: resumed) in 1.8 s; "
+                                               "last logged loss 1.777")
+
+
 def test_a_long_loop_logs_its_progress_with_an_eta_and_a_short_one_only_its_end(monkeypatch, caplog):
     """Twenty items of 10 s each: a line at each tenth that ends 30 s or more after the last line, but the
     last tenth, which the line that says it is done ends."""

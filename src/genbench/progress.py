@@ -176,7 +176,9 @@ class StepProgress(pl.Callback):
         if trainer.is_global_zero:
             elapsed = time.perf_counter() - self._start_time
             loss = self._loss_text(trainer, read=True)
-            log.info("training: %d steps in %.1f s%s", trainer.global_step, elapsed,
+            step, done = trainer.global_step, trainer.global_step - self._start_step
+            resumed = f" (steps {self._start_step + 1} to {step}: resumed)" if self._start_step else ""
+            log.info("training: %d steps%s in %.1f s%s", done, resumed, elapsed,
                      f"; last logged {loss}" if loss else "")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
