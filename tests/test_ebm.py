@@ -76,6 +76,31 @@ def test_quadrature_normalizer_converges_with_resolution():
     assert model.log_partition().item() == pytest.approx(coarse, abs=1e-3)
 
 
+def test_log_z_is_integrated_once_per_state_of_the_weights(monkeypatch):
+    """The evaluation calls log_likelihood batch by batch: at dataset.batch_size=1 it integrated the grid
+    5,000 times. Once per state of the weights gives the same values; a change of the weights, the data's
+    box or the resolution integrates anew."""
+    torch.manual_seed(0)
+    model = EBM((2,), hidden_dims=[32, 32], grid_resolution=64).eval()
+    model.fit_data_stats(torch.randn(500, 2))
+    integrations = []
+    integrate = model.log_partition
+    monkeypatch.setattr(model, "log_partition", lambda: integrations.append(1) or integrate())
+    x = torch.randn(8, 2)
+    with torch.no_grad():
+        one_by_one = torch.cat([model.log_likelihood(row[None]) for row in x])
+        assert len(integrations) == 1
+        assert torch.equal(one_by_one, -model.energy(model.to_model(x)) - integrate())
+        next(model.parameters()).add_(0.1)  # an optimizer step
+        model.log_likelihood(x)
+        model.fit_data_stats(torch.randn(500, 2) * 2)  # another box
+        model.log_likelihood(x)
+        model.hp.grid_resolution = 32
+        model.log_likelihood(x)
+        model.log_likelihood(x)
+    assert len(integrations) == 4
+
+
 def test_langevin_sampling_moves_down_the_energy_and_counts_nfe():
     torch.manual_seed(0)
     model = EBM((2,), hidden_dims=[32, 32], sample_steps=30, step_size=0.1)
