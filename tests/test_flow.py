@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from genbench.config import validate
 from genbench.data.pixels import bits_per_dim
 from genbench.data.toy import ToyDataModule
+from genbench.errors import ConfigError
 from genbench.evaluation.distances import energy_distance
 from genbench.models.flow import Flow
 from genbench.nets.flow_layers import ActNorm
@@ -147,6 +148,16 @@ def test_actnorm_data_dependent_init_standardizes_the_first_batch():
     assert torch.allclose(logdet, expected.expand(500), atol=1e-3)
     y2, _ = layer(x + 10)  # later batches do not re-initialize
     assert torch.allclose(y2.mean(), y.mean() + 10 * layer.log_scale.exp().mean(), atol=1e-4)
+
+
+def test_actnorm_refuses_a_first_batch_of_one_vector_naming_the_batch_size():
+    """model=flow dataset.batch_size=1 on 2D data: NaN scales, recorded as a divergence at step 0 with the
+    advice to lower the learning rate. One image has positions enough; two vectors are enough."""
+    with pytest.raises(ConfigError, match=r"need 2 values per channel; that batch gave 1: give "
+                                          r"dataset.batch_size=2 or more"):
+        ActNorm(2)(torch.randn(1, 2))
+    assert torch.isfinite(ActNorm(2)(torch.randn(2, 2))[0]).all()
+    assert torch.isfinite(ActNorm(3)(torch.randn(1, 3, 4, 4))[0]).all()
 
 
 def test_actnorm_follows_the_flag_it_loads():

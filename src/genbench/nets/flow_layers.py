@@ -12,6 +12,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genbench.errors import ConfigError
+
 
 def _positions(x: Tensor) -> int:
     """Pixel positions sharing one per-channel transform (1 for vectors)."""
@@ -30,16 +32,27 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
 
 def channel_statistics(values: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation (unbiased) of each row of ``values`` (C, N); under torch.distributed,
-    of the rows of every process together (each process holds another batch)."""
+    of the rows of every process together (each process holds another batch). Fewer than 2 values (a
+    batch of one vector) have no standard deviation: a ConfigError, where NaN scales had read as a
+    divergence at step 0 with the advice to lower the learning rate."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        _require_two(values.shape[1])
         return values.mean(1), values.std(1)
     total, count = values.sum(1), torch.tensor(float(values.shape[1]), device=values.device)
     dist.all_reduce(total)
     dist.all_reduce(count)
+    _require_two(int(count.item()))
     mean = total / count
     squares = (values - mean[:, None]).pow(2).sum(1)
     dist.all_reduce(squares)
     return mean, (squares / (count - 1)).sqrt()
+
+
+def _require_two(count: int) -> None:
+    if count < 2:
+        raise ConfigError(f"ActNorm initializes each channel from the first training batch's mean and "
+                          f"standard deviation, which need 2 values per channel; that batch gave {count}: "
+                          "give dataset.batch_size=2 or more")
 
 
 class ActNorm(nn.Module):
