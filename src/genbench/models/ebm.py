@@ -239,10 +239,10 @@ class EBM(GenerativeModel):
         """log Z once per state of the weights, not once per batch: a validation or evaluation pass calls
         :meth:`log_likelihood` batch by batch with the same weights, and at ``dataset.batch_size=1`` the
         evaluation integrated the grid 5,000 times (70 ms each on the CPU). The key holds what log Z depends
-        on: the grid's resolution, the mode (spectral norm's power iteration runs in training) and each
-        parameter's and buffer's storage and in-place version counter, which an optimizer step, a
+        on: the grid's resolution, the mode (spectral norm's power iteration runs in training), the device,
+        and each parameter's and buffer's storage and in-place version counter, which an optimizer step, a
         checkpoint's load, a move to another device and ``fit_data_stats`` all change."""
-        key = (self.training, self.hp.grid_resolution,
+        key = (self.training, self.hp.grid_resolution, self.device,
                *((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())))
         if self._log_z is None or self._log_z[0] != key:
             self._log_z = (key, self.log_partition())
