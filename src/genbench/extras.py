@@ -1,5 +1,6 @@
 """What a run does before it starts, as lightning-hydra-template users expect: silence known-harmless noise,
-say where the run writes, and (``extras.print_config``) print the composed config as a tree."""
+send Lightning's own lines to the run's log, say where the run writes, and (``extras.print_config``) print
+the composed config as a tree."""
 
 import logging
 import warnings
@@ -29,15 +30,15 @@ def quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
-    _lightning_lines_to_the_run_log()
     # Lightning 2.6's own use of torch's pytree API, deprecated in torch 2.14: nothing here calls it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def _lightning_lines_to_the_run_log() -> None:
+def lightning_lines_to_the_run_log() -> None:
     """Lightning's own lines (why ``fit`` stopped, the report of ``debug=profiler``) go where the run's
     other lines go, its ``train.log`` too, not to the console alone: imported before Hydra set up logging,
-    Lightning gave its logger a console handler of its own and cut it off from the root logger's."""
+    Lightning gave its logger a console handler of its own and cut it off from the root logger's.
+    Idempotent; nothing to do outside a run that set up logging (a library user's session)."""
     if not logging.getLogger().handlers:
         return
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):

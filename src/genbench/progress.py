@@ -145,7 +145,6 @@ class StepProgress(pl.Callback):
         if self._progress is not None:
             self._progress.update(self._task, total=total, completed=step, loss=self._loss_text(trainer))
         elif total and step / total >= self._next_log:
-            loss = self._loss_text(trainer, read=True)
             elapsed = time.perf_counter() - self._start_time
             spent, to_come, untimed = self.watching()
             aside = min(spent - self._watched_before, elapsed)
@@ -155,8 +154,7 @@ class StepProgress(pl.Callback):
             more = (f" + the quality curve's {untimed} point{'s' * (untimed > 1)} ahead, untimed" if untimed
                     else "")
             log.info("training: step %d/%d (%.0f%%), %s elapsed%s, ETA %s%s%s", step, total,
-                     100 * step / total, _clock(elapsed), of_it, _clock(eta), more,
-                     f"; last logged {loss}" if loss else "")
+                     100 * step / total, _clock(elapsed), of_it, _clock(eta), more, self._last_loss(trainer))
             while self._next_log <= step / total:
                 self._next_log += self.log_every_fraction
 
@@ -175,11 +173,15 @@ class StepProgress(pl.Callback):
         self.teardown(trainer, pl_module, "fit")
         if trainer.is_global_zero:
             elapsed = time.perf_counter() - self._start_time
-            loss = self._loss_text(trainer, read=True)
             step, done = trainer.global_step, trainer.global_step - self._start_step
             resumed = f" (steps {self._start_step + 1} to {step}: resumed)" if self._start_step else ""
-            log.info("training: %d steps%s in %.1f s%s", done, resumed, elapsed,
-                     f"; last logged {loss}" if loss else "")
+            log.info("training: %d steps%s in %.1f s%s", done, resumed, elapsed, self._last_loss(trainer))
+
+    def _last_loss(self, trainer: pl.Trainer) -> str:
+        """``; last logged loss <value>`` for a log line, read now (a tenth of the run, its end); empty before
+        any loss was logged."""
+        loss = self._loss_text(trainer, read=True)
+        return f"; last logged {loss}" if loss else ""
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._progress is not None:

@@ -47,7 +47,7 @@ from genbench.evaluation.cost import ExampleCounter, peak_memory, reset_peak_mem
 from genbench.evaluation.curves import QualityCurve
 from genbench.evaluation.device import device_name, evaluation_device
 from genbench.evaluation.stage import needed_splits
-from genbench.extras import announce, quiet_known_noise
+from genbench.extras import announce, lightning_lines_to_the_run_log, quiet_known_noise
 from genbench.interrupts import (
     RankFailed,
     dead_training_processes,
@@ -236,6 +236,7 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = (),
     benchmark's timer, say). ``trained`` receives the training's metrics as soon as training ends, so a
     failure or an interrupt in the evaluation still has them to record."""
     quiet_known_noise()
+    lightning_lines_to_the_run_log()
     checked = validate(cfg)
     with torch_threads(cfg.get("torch_threads")):
         return _run(cfg, checked, out_dir, callbacks, {} if trained is None else trained)
