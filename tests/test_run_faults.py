@@ -228,6 +228,29 @@ def _edited_checkpoint(source: Path, target: Path, edit: Callable[[dict], object
     return target
 
 
+@pytest.mark.parametrize(("given", "recorded", "status"), [("abc", None, "failed str"),
+                                                        ("1.5", None, "failed float"), ("'3'", 3, "ok")])
+def test_a_seed_that_is_no_integer_is_refused_by_name_and_still_leaves_a_record(tmp_path, given, recorded,
+                                                                               status):
+    """``seed=abc`` ended in a traceback before the run had a record; a quoted integer was recorded as no
+    seed while the run used it."""
+    out = tmp_path / "run"
+    cfg = compose_train([*QUICK, f"seed={given}", "evaluate=false", f"paths.output_dir={out}"])
+    status, _, given_type = status.partition(" ")
+    if status == "failed":
+        with pytest.raises(SystemExit):
+            task(cfg)
+    else:
+        task(cfg)
+    record = read_record(out / "metrics.json")
+    assert (record["status"], record["seed"], record["provenance"]["seed"]) == (status, recorded, recorded)
+    if status == "failed":
+        assert record["provenance"]["failed_in"] == "setup"
+        assert record["error"] == (f"ConfigError: bad config value for 'seed': Value '{given}' of type "
+                                   f"'{given_type}' could not be converted to Integer")
+        assert read_run(out / "metrics.json").seed is None
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_a_checkpoint_cut_short_or_of_garbage_is_a_config_error_naming_it(gan_checkpoint, tmp_path, train):
     """Resumed (train=true) or evaluated (train=false): torch's own error told the user to load the file

@@ -3,7 +3,7 @@
 Schema version 2::
 
     {"schema": 2, "status": "ok" | "failed" | "diverged" | "interrupted", "family": str, "dataset": str,
-     "seed": int,
+     "seed": int (null only in a failed record of a config whose seed is not an integer),
      "metrics": {name: number | str},
      "unavailable": {name: reason}  (metrics that could not be measured, e.g. FID offline),
      "metric_provenance": {group: {"metrics": [names], extractor, weights sha256, reference split,
@@ -92,7 +92,7 @@ def _git(args: list[str], cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def provenance(config: dict[str, Any], seed: int, started_at: datetime) -> dict[str, Any]:
+def provenance(config: dict[str, Any], seed: int | None, started_at: datetime) -> dict[str, Any]:
     return {
         "config": config,
         "seed": seed,
@@ -116,7 +116,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_record(path: Path, *, status: str, family: str, dataset: str, seed: int, metrics: dict,
+def write_record(path: Path, *, status: str, family: str, dataset: str, seed: int | None, metrics: dict,
                  provenance: dict, error: str | None = None, unavailable: dict | None = None,
                  metric_provenance: dict | None = None, capabilities: dict | None = None,
                  checkpoint: str | None = None) -> dict:
@@ -146,7 +146,8 @@ def _check(record: Any) -> None:
     for key in ("family", "dataset"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise ValueError(f"{key} must be a non-empty string, found {record.get(key)!r}")
-    if type(record.get("seed")) is not int:
+    seedless_failure = record.get("seed") is None and record["status"] == "failed"  # seed=abc
+    if type(record.get("seed")) is not int and not seedless_failure:
         raise ValueError(f"seed must be an integer, found {record.get('seed')!r}")
     for key in ("metrics", "capabilities", "unavailable", "metric_provenance"):
         if not isinstance(record.get(key, {}), dict):

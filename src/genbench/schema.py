@@ -138,7 +138,8 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
         raise key_error(_key(prefix, e.full_key), f"unknown config key '{{key}}'. Valid keys{where} are: "
                         f"{valid}. Fix the spelling or remove it.") from None
     except OmegaConfBaseException as e:
-        raise key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {e.msg}") from None
+        reason = e.msg.split("\n")[0]  # OmegaConf appends its own full_key (unprefixed) and object_type
+        raise key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {reason}") from None
     except ConfigError as e:
         if hasattr(e, "key"):  # about one key of a nested schema: the same message, the full key
             raise key_error(_key(prefix, e.key), e.template) from None

@@ -28,6 +28,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -38,7 +39,7 @@ from genbench.callbacks import (
     RandomStateResumes,
     ValidationKeepsRandomness,
 )
-from genbench.config import validate
+from genbench.config import RunSchema, validate
 from genbench.data.base import GenerativeDataModule, RequiredSplits
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
@@ -419,11 +420,20 @@ def _last_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     return str(last) if last.is_file() else cfg.get("ckpt_path")
 
 
+def _recorded_seed(cfg: DictConfig) -> int | None:
+    """The seed as the config check reads it (``seed='3'`` is 3); None for one it refuses as no integer
+    (``seed=abc``): that run fails on it, by name, and must still leave its record."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(RunSchema), {"seed": cfg.get("seed", 0)}).seed
+    except OmegaConfBaseException:
+        return None
+
+
 def task(cfg: DictConfig) -> dict:
     """Run and always leave a true ``metrics.json``: failures and interrupts are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
-    common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=int(cfg.get("seed", 0)))
+    common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=_recorded_seed(cfg))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     # The directory is this run's alone (DDP's other ranks share rank zero's).
     settle = (functools.partial(settle_earlier_attempt, cfg, out_dir, _as_it_runs(cfg))

@@ -55,7 +55,8 @@ def _cell(label: str, text: str) -> str:
 
 
 def _not_finished(run: Run) -> str:
-    return f"{run.family} seed {run.seed}: {run.status}: {run.error} ({run.path})"
+    seed = "with no integer seed" if run.seed is None else f"seed {run.seed}"
+    return f"{run.family} {seed}: {run.status}: {run.error} ({run.path})"
 
 
 def _skipped(job: Skipped) -> str:

@@ -32,7 +32,7 @@ class Run:
     path: Path  # the run directory
     family: str
     dataset: str
-    seed: int
+    seed: int | None  # None: a failed run whose config gave no integer seed
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
