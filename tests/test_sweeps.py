@@ -124,6 +124,23 @@ def test_a_sweep_is_finished_only_by_the_same_sweep(tmp_path, capsys, saved, now
     RefuseDirsWithRecords().on_multirun_start(resumed)  # the same sweep: accepted
 
 
+@pytest.mark.parametrize("start", ["on_run_start", "on_multirun_start"])
+def test_a_resume_sweep_that_is_no_bool_is_refused_before_any_job(tmp_path, capsys, start):
+    """``resume_sweep=abc`` was read as true: a sweep into a directory of records finished that sweep,
+    moving its earlier attempts aside, and a single run was told it cannot finish a sweep."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    saved = {"hydra": {"overrides": {"task": ["model=vae,gan"]}}}  # the same sweep: finished, were abc true
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(saved))
+    config = OmegaConf.merge(_sweep_config(sweep, ["model=vae,gan"]),
+                             {"resume_sweep": "abc", "hydra": {"run": {"dir": str(tmp_path / "run")}}})
+    with pytest.raises(SystemExit) as exit_info:
+        getattr(RefuseDirsWithRecords(), start)(config)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == ("error: bad config value for 'resume_sweep': Value 'abc' is not a "
+                                       "valid bool (type str): give resume_sweep=true or leave it out\n")
+
+
 def test_a_sweep_is_finished_with_other_values_of_options_that_change_no_measurement(tmp_path, capsys):
     """A job whose loader process the out-of-memory killer took is told to use fewer loader processes and to
     finish the sweep: the two were at odds, as another dataset.num_workers was refused as another sweep."""

@@ -138,12 +138,26 @@ def check_params(schema: type[Schema], params: dict[str, Any], prefix: str) -> S
         raise key_error(_key(prefix, e.full_key), f"unknown config key '{{key}}'. Valid keys{where} are: "
                         f"{valid}. Fix the spelling or remove it.") from None
     except OmegaConfBaseException as e:
-        reason = e.msg.split("\n")[0]  # OmegaConf appends its own full_key (unprefixed) and object_type
-        raise key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {reason}") from None
+        raise _type_error(prefix, e) from None
     except ConfigError as e:
         if hasattr(e, "key"):  # about one key of a nested schema: the same message, the full key
             raise key_error(_key(prefix, e.key), e.template) from None
         raise ConfigError(f"bad config value {_key(prefix, e)}") from None  # a schema's own check
+
+
+def _type_error(prefix: str, e: OmegaConfBaseException) -> ConfigError:
+    reason = e.msg.split("\n")[0]  # OmegaConf appends its own full_key (unprefixed) and object_type
+    return key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {reason}")
+
+
+def typed_option(schema: type[Schema], cfg: DictConfig, key: str) -> Any:
+    """One option of ``cfg`` converted to its type in ``schema`` (``'3'`` for an int is 3; its default where
+    unset), bounds unchecked: for an option read before the whole config is checked. ConfigError as
+    :func:`check_params` words it where the value cannot have that type."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), {key: cfg[key]} if key in cfg else {})[key]
+    except OmegaConfBaseException as e:
+        raise _type_error("", e) from None
 
 
 def check_top_level(cfg: DictConfig, schema: type[Schema], groups: set[str] | tuple[str, ...]) -> Schema:

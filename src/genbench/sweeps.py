@@ -29,10 +29,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from genbench.config import RunSchema
+from genbench.errors import ConfigError
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import run_of
 from genbench.results import dotted, read_record, taken_message, under
 from genbench.runmode import is_multirun, kept_environment
+from genbench.schema import typed_option
 from genbench.sweep_config import (
     ATTEMPT_PREFIX,
     EARLIER_RECORD,
@@ -77,7 +80,7 @@ class RefuseDirsWithRecords(Callback):
     and exit 0); with ``resume_sweep=true``, accept the directory of the same sweep only."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get(RESUME_KEY):
+        if _resume_asked(config):
             _refuse(f"{RESUME_KEY}=true finishes a sweep that stopped: run it as that sweep ran (-m and its "
                     "overrides) with hydra.sweep.dir=<its directory>; a single run resumes with "
                     "ckpt_path=<run>/checkpoints/last.ckpt")
@@ -87,7 +90,7 @@ class RefuseDirsWithRecords(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if config.get(RESUME_KEY):
+        if _resume_asked(config):
             if problem := _not_the_same_sweep(config, sweep_dir):
                 _refuse(problem)
             log.info("finishing the sweep in %s: jobs that ended ok, diverged or crashed in training keep "
@@ -96,6 +99,15 @@ class RefuseDirsWithRecords(Callback):
         elif sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
             _refuse(taken_message(sweep_dir, "sweep", "hydra.sweep.dir")
                     + f"; or, to finish that sweep, run it again with {RESUME_KEY}=true")
+
+
+def _resume_asked(config: DictConfig) -> bool:
+    """``resume_sweep`` as the run's schema reads it. Any other value is refused here, before any job:
+    ``resume_sweep=abc`` had been read as true, and a sweep's earlier attempts moved aside for it."""
+    try:
+        return typed_option(RunSchema, config, RESUME_KEY)
+    except ConfigError as e:
+        _refuse(f"{e}: give {RESUME_KEY}=true or leave it out")
 
 
 def _refuse(message: str) -> None:
@@ -195,7 +207,7 @@ def _started_as(entry: list[str], args: list[str]) -> Iterator[None]:
 
 
 def resuming_sweep(cfg: DictConfig) -> bool:
-    return bool(cfg.get(RESUME_KEY)) and is_multirun()
+    return typed_option(RunSchema, cfg, RESUME_KEY) and is_multirun()
 
 
 def _this_attempts_files() -> set[str]:

@@ -28,7 +28,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -74,7 +73,7 @@ from genbench.performance import (
 from genbench.progress import StepProgress, interactive
 from genbench.results import RunDirTaken, claim_run_dir, provenance, write_record
 from genbench.runmode import is_multirun, kept_environment
-from genbench.schema import evaluation_options
+from genbench.schema import evaluation_options, typed_option
 from genbench.stages import (
     EVALUATION,
     MACHINE,
@@ -424,8 +423,8 @@ def _recorded_seed(cfg: DictConfig) -> int | None:
     """The seed as the config check reads it (``seed='3'`` is 3); None for one it refuses as no integer
     (``seed=abc``): that run fails on it, by name, and must still leave its record."""
     try:
-        return OmegaConf.merge(OmegaConf.structured(RunSchema), {"seed": cfg.get("seed", 0)}).seed
-    except OmegaConfBaseException:
+        return typed_option(RunSchema, cfg, "seed")
+    except ConfigError:
         return None
 
 
