@@ -80,6 +80,20 @@ def test_wrong_values_are_rejected_naming_the_key(override, key):
         validate(cfg)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("tags=abc", "bad config value for 'tags': 'abc' is not a list: give one in brackets (tags=[...])"),
+    ("model.hidden_dims=64",
+     "bad config value for 'model.hidden_dims': 64 is not a list: give one in brackets "
+     "(model.hidden_dims=[...])"),
+    ("eval.num_samples=many",  # OmegaConf's own lines after the first (full_key, object_type) left out
+     "bad config value for 'eval.num_samples': Value 'many' of type 'str' could not be converted to Integer"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_the_type_it_needs(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_train([override]))
+    assert str(error.value) == message
+
+
 @pytest.mark.parametrize(("override", "named"), [
     ("model.beta=nan", "model.beta=nan"),                        # bounded: was "must be > 0", misleading
     ("model.min_log_scale=-inf", "model.min_log_scale=-inf"),    # unbounded
