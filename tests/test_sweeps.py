@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from genbench import sweeps
 from genbench.matrix.runs import find_runs, read_run
 from genbench.results import provenance, read_record, write_record
+from genbench.searched_keys import RefuseSearchesOfMissingKeys
 from genbench.sweep_config import EARLIER_RECORD, resume_command
 from genbench.sweeps import RefuseDirsWithRecords, ddp_processes_run_this_job, settle_earlier_attempt
 from tests.helpers import CONFIG_DIR, train_py
@@ -139,6 +140,54 @@ def test_a_resume_sweep_that_is_no_bool_is_refused_before_any_job(tmp_path, caps
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == ("error: bad config value for 'resume_sweep': Value 'abc' is not a "
                                        "valid bool (type str): give resume_sweep=true or leave it out\n")
+
+
+def _multirun_config(overrides: list[str], swept: list[str]) -> DictConfig:
+    """A sweep's config as Hydra gives it to callbacks: the sweeps of the command line (``swept``) among its
+    overrides, not applied."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.overrides.task = [*overrides, *swept]
+    return cfg
+
+
+@pytest.mark.parametrize(("overrides", "swept", "message"), [
+    (["hparams_search=vae_optuna", "model=gan"], [],
+     "hparams_search=vae_optuna sweeps model.beta, which model=gan does not have: search a model that has it "
+     "(model=vae), or options of gan's own"),
+    (["hparams_search=vae_optuna", "model=flow"], [],
+     "hparams_search=vae_optuna sweeps model.latent_dim, model.beta, which model=flow does not have: search "
+     "a model that has them (model=vae), or options of flow's own"),
+    (["model=ebm"], ["seed=0,1", "model.latent_dim=2,4"],
+     "the command line sweeps model.latent_dim, which model=ebm does not have: search a model that has it "
+     "(model=gan, model=vae), or options of ebm's own"),
+    (["model=vae"], ["dataset.noise=0.1,0.2"], "the command line sweeps dataset.noise, which dataset=moons "
+     "does not have"),
+])
+def test_a_sweep_of_an_option_its_config_lacks_is_refused_naming_the_search_and_the_models_that_have_it(
+        overrides, swept, message):
+    """Hydra stopped such a sweep at its first job with "Could not override 'model.beta'", naming neither
+    the search that set it nor the model that lacks it."""
+    with pytest.raises(SystemExit) as exit_info:
+        RefuseSearchesOfMissingKeys().on_multirun_start(_multirun_config(overrides, swept))
+    assert exit_info.value.code == f"error: {message}"
+
+
+@pytest.mark.parametrize(("overrides", "swept"), [
+    (["hparams_search=vae_optuna", "model=vae"], []),
+    (["model=ebm"], ["model.latent_dim=2,4", "model=vae,gan"]),  # each family's job checks its own options
+    (["model=vae"], ["+model.unknown=1,2"]),  # an added key: the job's config check names it
+])
+def test_a_sweep_of_options_its_config_has_or_of_a_swept_group_is_accepted(overrides, swept):
+    RefuseSearchesOfMissingKeys().on_multirun_start(_multirun_config(overrides, swept))
+
+
+def test_the_search_refusal_stops_a_sweep_before_its_first_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = train_py(["-m", "hparams_search=vae_optuna", "model=gan", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert done.returncode == 1
+    assert "error: hparams_search=vae_optuna sweeps model.beta, which model=gan does not have" in done.stderr
+    assert not list(sweep.glob("*/metrics.json"))
 
 
 def test_a_sweep_is_finished_with_other_values_of_options_that_change_no_measurement(tmp_path, capsys):
