@@ -140,6 +140,26 @@ def test_a_bad_key_a_preset_set_names_the_preset_and_the_model_it_is_for(tmp_pat
     assert "unknown config key 'model.latnt_dim'" in errors[1] and "not on the command line" not in errors[1]
 
 
+def test_a_preset_for_another_model_names_the_options_it_sets_on_the_runs_model(tmp_path):
+    """``experiment=<a GAN preset> model=vae`` gave the VAE the preset's latent_dim without a word; options
+    equal to the run's model's own defaults, or typed on the command line, are not named."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "gan_small.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: gan\nmodel:\n  latent_dim: 4\n  beta: 1.0\n"
+        "  optimizer: {lr: 0.0005}\n")
+    logs = {}
+    for name, extra in [("other", []), ("typed", ["model.latent_dim=4", "model.optimizer.lr=0.0005"])]:
+        train_py([f"hydra.searchpath=[file://{tmp_path}]", "experiment=gan_small", "model=vae", *extra,
+                  "trainer=debug", "logger=none", "evaluate=false", f"hydra.run.dir={tmp_path / name}"],
+                 tmp_path)
+        logs[name] = (tmp_path / name / "train.log").read_text()
+    assert ("experiment=gan_small is a preset for model=gan; this run's model=vae takes its model options "
+            "model.latent_dim=4, model.optimizer={'lr': 0.0005}, not vae's own defaults (leave experiment= "
+            "out for those)") in logs["other"]  # beta 1.0 is the VAE's own
+    assert "is a preset for" not in logs["typed"]
+    assert read_record(tmp_path / "other" / "metrics.json")["status"] == "ok"
+
+
 def test_unknown_option_fails_listing_the_available_ones():
     with pytest.raises(ConfigCompositionException, match=r"(?s)mnisst.*Available options.*mnist"):
         compose_train(["dataset=mnisst"])

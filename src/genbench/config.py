@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from genbench.errors import ConfigError
 from genbench.evaluation.stage import EvalConfig
 from genbench.performance import PerformanceConfig
+from genbench.results import under
 from genbench.schema import Schema, check_params, check_top_level, param, validate_group
 
 
@@ -86,29 +87,85 @@ def preset_setting(key: str) -> str:
     file sets it and, where that preset chooses another model than the run's, which. "Fix the spelling"
     of a key the command line never gave read as a puzzle (``experiment=vae_mnist_test_files model=flow``:
     the preset's ``model.latent_dim``). Empty outside a Hydra run and for a key on the command line."""
-    if not HydraConfig.initialized():
+    if not HydraConfig.initialized() or key in _command_line_keys():
         return ""
-    hydra_cfg = HydraConfig.get()
-    if key in {override.lstrip("+~").split("=", 1)[0] for override in hydra_cfg.overrides.task}:
-        return ""
-    roots = [Path(source.path.removeprefix("file://")) for source in hydra_cfg.runtime.config_sources
-             if source.schema == "file"]
-    for group in PRESETS:
-        choice = hydra_cfg.runtime.choices.get(group)
-        files = [f for root in roots if choice and (f := root / group / f"{choice}.yaml").is_file()]
-        preset = OmegaConf.load(files[0]) if files else None
-        if preset is None or OmegaConf.select(preset, key, default=_ABSENT) is _ABSENT:
+    for preset in _presets():
+        if OmegaConf.select(preset.content, key, default=_ABSENT) is _ABSENT:
             continue
-        origin = f"({key} is not on the command line: {group}={choice} sets it"
-        models = [d["override /model"] for d in preset.get("defaults") or []
-                  if isinstance(d, DictConfig) and "override /model" in d]
-        chosen = hydra_cfg.runtime.choices.get("model")
-        if models and models[0] != chosen:
-            origin += (f", a preset for model={models[0]}, not model={chosen}: run the preset with its own "
-                       f"model, or leave {group}= out and give the settings of {files[0]} that {chosen} "
-                       "takes on the command line")
+        origin = f"({key} is not on the command line: {preset.name} sets it"
+        chosen = preset.chosen_model
+        if preset.model not in (None, chosen):
+            origin += (f", a preset for model={preset.model}, not model={chosen}: run the preset with its "
+                       f"own model, or leave {preset.group}= out and give the settings of {preset.path} that "
+                       f"{chosen} takes on the command line")
         return origin + ")"
     return ""
+
+
+def presets_for_other_models() -> str:
+    """A warning naming the model options a preset for another model sets on this run's model, which takes
+    them silently where it has them, unless they are its own defaults; empty where there are none, and
+    outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return ""
+    typed = _command_line_keys()
+    for preset in _presets():
+        if preset.model in (None, preset.chosen_model):
+            continue
+        own_file = _config_file("model", preset.chosen_model)
+        own = OmegaConf.load(own_file) if own_file else OmegaConf.create({})
+        options = {f"model.{k}": v for k, v in (preset.content.get("model") or {}).items()
+                   if not any(under(t, (f"model.{k}",)) for t in typed)
+                   and OmegaConf.select(own, k, default=_ABSENT) != v}
+        if options:
+            listed = ", ".join(f"{k}={OmegaConf.to_container(v) if isinstance(v, DictConfig) else v}"
+                               for k, v in options.items())
+            chosen = preset.chosen_model
+            return (f"{preset.name} is a preset for model={preset.model}; this run's model={chosen} takes "
+                    f"its model options {listed}, not {chosen}'s own defaults (leave {preset.group}= out "
+                    "for those)")
+    return ""
+
+
+@dataclass
+class _Preset:
+    group: str
+    choice: str
+    path: Path
+    content: DictConfig
+    model: str | None  # the model the preset chooses (``override /model``), if any
+    chosen_model: str | None  # the run's
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}={self.choice}"
+
+
+def _command_line_keys() -> set[str]:
+    return {override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task}
+
+
+def _config_file(group: str, choice: str | None) -> Path | None:
+    """The file Hydra read for ``group=choice``: the first of its search path's folders that holds it."""
+    roots = [Path(source.path.removeprefix("file://")) for source in HydraConfig.get().runtime.config_sources
+             if source.schema == "file"]
+    return next((f for root in roots if choice and (f := root / group / f"{choice}.yaml").is_file()), None)
+
+
+def _presets() -> list[_Preset]:
+    """The run's chosen presets (``experiment``, ``hparams_search``, ``debug``) as their files read."""
+    choices = HydraConfig.get().runtime.choices
+    found = []
+    for group in PRESETS:
+        path = _config_file(group, choices.get(group))
+        if path is None:
+            continue
+        content = OmegaConf.load(path)
+        models = [d["override /model"] for d in content.get("defaults") or []
+                  if isinstance(d, DictConfig) and "override /model" in d]
+        found.append(_Preset(group, choices[group], path, content, models[0] if models else None,
+                             choices.get("model")))
+    return found
 
 
 _ABSENT = object()

@@ -38,7 +38,7 @@ from genbench.callbacks import (
     RandomStateResumes,
     ValidationKeepsRandomness,
 )
-from genbench.config import RunSchema, validate
+from genbench.config import RunSchema, presets_for_other_models, validate
 from genbench.data.base import GenerativeDataModule, RequiredSplits
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
@@ -238,6 +238,8 @@ def run(cfg: DictConfig, out_dir: Path, callbacks: Sequence[pl.Callback] = (),
     quiet_known_noise()
     lightning_lines_to_the_run_log()
     checked = validate(cfg)
+    if warning := presets_for_other_models():
+        log.warning("%s", warning)
     with torch_threads(cfg.get("torch_threads")):
         return _run(cfg, checked, out_dir, callbacks, {} if trained is None else trained)
 
