@@ -35,7 +35,7 @@ CAPS = {
 }
 
 
-def _run(root: Path, name: str, family: str, seed: int, metrics: dict, status: str = "ok",
+def _run(root: Path, name: str, family: str, seed: int | None, metrics: dict, status: str = "ok",
          losses: list[float] | None = None, config: dict | None = None, error: str | None = None,
          dataset: str = "gaussians25", metric_provenance: dict | None = None,
          failed_in: str | None = None) -> Path:
@@ -214,6 +214,20 @@ def test_a_config_error_is_an_error_not_instability(tmp_path):
     assert stability["gan"].label == "Config error"
     quality = {row.name: row for row in _matrix(tmp_path).rows}["Sample quality"].cells
     assert quality["gan"].text == "n/a (1 config error)"
+
+
+def test_a_run_that_failed_on_a_seed_that_is_no_integer_is_listed_without_one(tmp_path):
+    """``seed=abc`` leaves a failed record whose seed is null: sorting a column's runs by seed for the loss
+    panel failed the whole matrix."""
+    for seed in (0, 1):
+        _run(tmp_path / "sweep", str(seed), "vae", seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
+    _run(tmp_path / "sweep", "2", "vae", None, {}, status="failed",
+         error="ConfigError: bad config value for 'seed': Value 'abc' of type 'str' could not be converted")
+    write_matrix([tmp_path / "sweep"], tmp_path / "out")
+    page = (tmp_path / "out" / "matrix.md").read_text()
+    assert "vae with no integer seed: failed: ConfigError: bad config value for 'seed'" in page
+    assert "seeds 0, 1" in page
+    assert "data:image/png;base64," in (tmp_path / "out" / "matrix.html").read_text()  # the loss panels
 
 
 def test_only_a_crash_in_training_or_a_divergence_makes_a_column_unstable(tmp_path):

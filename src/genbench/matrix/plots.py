@@ -123,7 +123,8 @@ def training_losses(m: Matrix) -> str:
     rows = math.ceil(len(m.columns) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
     for ax, column in zip(axes.flat, m.columns, strict=False):
-        for run in sorted(column.runs, key=lambda r: r.seed):
+        # a run with no seed failed its config check: it never trained
+        for run in sorted((r for r in column.runs if r.seed is not None), key=lambda r: r.seed):
             curve = [(s, v) for s, v in run.loss_curve() if math.isfinite(v)]
             if curve:
                 ax.plot([s for s, _ in curve], [v for _, v in curve], label=f"seed {run.seed}", lw=1)
