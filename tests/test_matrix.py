@@ -219,11 +219,12 @@ def test_a_config_error_is_an_error_not_instability(tmp_path):
 def test_a_run_that_failed_on_a_seed_that_is_no_integer_is_listed_without_one(tmp_path):
     """``seed=abc`` leaves a failed record whose seed is null: sorting a column's runs by seed for the loss
     panel failed the whole matrix."""
+    sweep = tmp_path / "sweep"
     for seed in (0, 1):
-        _run(tmp_path / "sweep", str(seed), "vae", seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
-    _run(tmp_path / "sweep", "2", "vae", None, {}, status="failed",
+        _run(sweep, str(seed), "vae", seed, _metrics(0.5, 1.0, 0.002, 1, 10.0, 1.2), losses=SMOOTH)
+    _run(sweep, "2", "vae", None, {}, status="failed",
          error="ConfigError: bad config value for 'seed': Value 'abc' of type 'str' could not be converted")
-    write_matrix([tmp_path / "sweep"], tmp_path / "out")
+    write_matrix([sweep], tmp_path / "out")
     page = (tmp_path / "out" / "matrix.md").read_text()
     assert "vae with no integer seed: failed: ConfigError: bad config value for 'seed'" in page
     assert "seeds 0, 1" in page
