@@ -4,11 +4,14 @@ config tree and the run directory at start, and eval.py as an alias of train.py 
 import logging
 import math
 import re
+import warnings
 from types import SimpleNamespace
 
 import pytest
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from genbench import progress as progress_module
+from genbench.extras import quiet_known_noise
 from genbench.progress import StepProgress
 from genbench.train import run
 from tests.helpers import compose_train, train_py
@@ -91,6 +94,18 @@ def test_a_resumed_runs_last_line_counts_the_steps_it_trained_in_its_time(monkey
         bar.on_train_end(trainer, None)
     assert caplog.records[-1].getMessage() == ("training: 152 steps (steps 149 to 300: resumed) in 1.8 s; "
                                                "last logged loss 1.777")
+
+
+def test_a_resumed_runs_checkpoint_callback_does_not_warn_of_its_new_directory(tmp_path):
+    """Lightning warned on every resumed run that the checkpoints' directory had changed: genbench resumes
+    into a run directory of its own by design, and nothing reads what Lightning does not reload."""
+    state = ModelCheckpoint(dirpath=tmp_path / "first").state_dict()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_noise()
+        ModelCheckpoint(dirpath=tmp_path / "resumed").load_state_dict(state)
+        warnings.warn("a warning of anything else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning of anything else"]
 
 
 def test_a_long_loop_logs_its_progress_with_an_eta_and_a_short_one_only_its_end(monkeypatch, caplog):

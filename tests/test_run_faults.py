@@ -271,6 +271,31 @@ def test_a_checkpoint_cut_short_or_of_garbage_is_a_config_error_naming_it(gan_ch
         assert "weights_only=False" not in record["error"]
 
 
+def test_resuming_a_checkpoint_past_max_steps_is_refused_and_at_max_steps_finishes_its_evaluation(
+        gan_checkpoint, tmp_path):
+    """Resumed with a lower trainer.max_steps, Lightning trained nothing and the record read ok, with a config
+    of fewer steps than its model had trained."""
+    steps = read_trained_as(gan_checkpoint).training["train_steps"]
+    for max_steps in (steps - 1, steps):
+        out = tmp_path / str(max_steps)
+        cfg = compose_train(["model=gan", *QUICK, f"ckpt_path={gan_checkpoint}",
+                             f"trainer.max_steps={max_steps}", f"paths.output_dir={out}"])
+        if max_steps < steps:
+            with pytest.raises(SystemExit):
+                task(cfg)
+        else:
+            task(cfg)
+        record = read_record(out / "metrics.json")
+        if max_steps < steps:
+            assert (record["status"], record["provenance"]["failed_in"]) == ("failed", "setup")
+            assert (f"ckpt_path={gan_checkpoint} has trained {steps} steps, past this run's "
+                    f"trainer.max_steps={max_steps}, so resuming it would train none: give trainer.max_steps "
+                    f"above {steps} to train on, or evaluate it (python eval.py ckpt_path={gan_checkpoint} "
+                    "model=gan dataset=moons)") in record["error"]
+        else:
+            assert (record["status"], record["metrics"]["train_steps"]) == ("ok", steps)
+
+
 def test_a_checkpoint_cut_short_anywhere_is_named_as_cut_short(gan_checkpoint, tmp_path):
     """torch fails on a file cut short with other errors at other lengths, some an OSError (EINVAL), which
     had been reported as a file that cannot be opened."""

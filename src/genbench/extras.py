@@ -32,6 +32,8 @@ def quiet_known_noise() -> None:
             logger.addFilter(_DropTips())
     # Lightning 2.6's own use of torch's pytree API, deprecated in torch 2.14: nothing here calls it.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Every resumed run: genbench resumes into a run directory of its own, never the checkpoint's.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
 
 
 def lightning_lines_to_the_run_log() -> None:

@@ -97,6 +97,18 @@ class TrainedAs:
                               f"model and optimizer: drop these overrides, or train anew without ckpt_path"
                               + hint)
 
+    def check_budget(self, ckpt_path: str | Path, max_steps: int) -> None:
+        """ConfigError where the checkpoint has trained past ``trainer.max_steps``: Lightning would train
+        none, and the record, ``ok``, describe a model of more steps than its config's. A checkpoint at
+        ``max_steps`` resumes to an evaluation (a sweep's job that stopped in it)."""
+        steps = self.training.get("train_steps")
+        if max_steps != -1 and steps is not None and steps > max_steps:
+            named = f" model={self.family} dataset={self.dataset}" if self.family and self.dataset else ""
+            evaluate = f"python eval.py ckpt_path={ckpt_path}{named}"
+            raise ConfigError(f"ckpt_path={ckpt_path} has trained {steps} steps, past this run's "
+                              f"trainer.max_steps={max_steps}, so resuming it would train none: give "
+                              f"trainer.max_steps above {steps} to train on, or evaluate it ({evaluate})")
+
 
 def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
     """``model.<key>=<config's> (the checkpoint's: <value>)`` for each option of both that differs, nested
