@@ -271,29 +271,33 @@ def test_a_checkpoint_cut_short_or_of_garbage_is_a_config_error_naming_it(gan_ch
         assert "weights_only=False" not in record["error"]
 
 
-def test_resuming_a_checkpoint_past_max_steps_is_refused_and_at_max_steps_finishes_its_evaluation(
-        gan_checkpoint, tmp_path):
-    """Resumed with a lower trainer.max_steps, Lightning trained nothing and the record read ok, with a config
-    of fewer steps than its model had trained."""
-    steps = read_trained_as(gan_checkpoint).training["train_steps"]
-    for max_steps in (steps - 1, steps):
-        out = tmp_path / str(max_steps)
-        cfg = compose_train(["model=gan", *QUICK, f"ckpt_path={gan_checkpoint}",
-                             f"trainer.max_steps={max_steps}", f"paths.output_dir={out}"])
-        if max_steps < steps:
+@pytest.mark.parametrize("unit", ["steps", "epochs"])
+def test_resuming_a_checkpoint_past_max_steps_or_max_epochs_is_refused_and_at_them_finishes_its_evaluation(
+        tmp_path_factory, tmp_path, unit):
+    """Resumed with a lower trainer.max_steps (or max_epochs), Lightning trained nothing and the record read
+    ok, with a config of less training than its model had had."""
+    trained = tmp_path_factory.mktemp("two_epochs")
+    run(compose_train(["model=gan", *QUICK, "trainer.max_epochs=2", f"paths.output_dir={trained}"]), trained)
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    done = read_trained_as(ckpt).training[f"train_{unit}"]
+    for limit in (done - 1, done):
+        out = tmp_path / str(limit)
+        cfg = compose_train(["model=gan", *QUICK, "trainer.max_epochs=2", f"ckpt_path={ckpt}",
+                             f"trainer.max_{unit}={limit}", f"paths.output_dir={out}"])
+        if limit < done:
             with pytest.raises(SystemExit):
                 task(cfg)
         else:
             task(cfg)
         record = read_record(out / "metrics.json")
-        if max_steps < steps:
+        if limit < done:
             assert (record["status"], record["provenance"]["failed_in"]) == ("failed", "setup")
-            assert (f"ckpt_path={gan_checkpoint} has trained {steps} steps, past this run's "
-                    f"trainer.max_steps={max_steps}, so resuming it would train none: give trainer.max_steps "
-                    f"above {steps} to train on, or evaluate it (python eval.py ckpt_path={gan_checkpoint} "
+            assert (f"ckpt_path={ckpt} has trained {done} {unit}, past this run's "
+                    f"trainer.max_{unit}={limit}, so resuming it would train none: give trainer.max_{unit} "
+                    f"above {done} to train on, or evaluate it (python eval.py ckpt_path={ckpt} "
                     "model=gan dataset=moons)") in record["error"]
         else:
-            assert (record["status"], record["metrics"]["train_steps"]) == ("ok", steps)
+            assert (record["status"], record["metrics"][f"train_{unit}"]) == ("ok", done)
 
 
 def test_a_checkpoint_cut_short_anywhere_is_named_as_cut_short(gan_checkpoint, tmp_path):

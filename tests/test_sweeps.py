@@ -165,12 +165,13 @@ def _multirun_config(overrides: list[str], swept: list[str]) -> DictConfig:
      "does not have"),
 ])
 def test_a_sweep_of_an_option_its_config_lacks_is_refused_naming_the_search_and_the_models_that_have_it(
-        overrides, swept, message):
+        overrides, swept, message, capsys):
     """Hydra stopped such a sweep at its first job with "Could not override 'model.beta'", naming neither
     the search that set it nor the model that lacks it."""
     with pytest.raises(SystemExit) as exit_info:
         RefuseSearchesOfMissingKeys().on_multirun_start(_multirun_config(overrides, swept))
-    assert exit_info.value.code == f"error: {message}"
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 @pytest.mark.parametrize(("overrides", "swept"), [

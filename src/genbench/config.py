@@ -15,7 +15,7 @@ from genbench.errors import ConfigError
 from genbench.evaluation.stage import EvalConfig
 from genbench.performance import PerformanceConfig
 from genbench.results import under
-from genbench.schema import Schema, check_params, check_top_level, param, validate_group
+from genbench.schema import ABSENT, Schema, check_params, check_top_level, param, validate_group
 
 
 @dataclass
@@ -90,7 +90,7 @@ def preset_setting(key: str) -> str:
     if not HydraConfig.initialized() or key in _command_line_keys():
         return ""
     for preset in _presets():
-        if OmegaConf.select(preset.content, key, default=_ABSENT) is _ABSENT:
+        if OmegaConf.select(preset.content, key, default=ABSENT) is ABSENT:
             continue
         origin = f"({key} is not on the command line: {preset.name} sets it"
         chosen = preset.chosen_model
@@ -116,7 +116,7 @@ def presets_for_other_models() -> str:
         own = OmegaConf.load(own_file) if own_file else OmegaConf.create({})
         options = {f"model.{k}": v for k, v in (preset.content.get("model") or {}).items()
                    if not any(under(t, (f"model.{k}",)) for t in typed)
-                   and OmegaConf.select(own, k, default=_ABSENT) != v}
+                   and OmegaConf.select(own, k, default=ABSENT) != v}
         if options:
             listed = ", ".join(f"{k}={OmegaConf.to_container(v) if isinstance(v, DictConfig) else v}"
                                for k, v in options.items())
@@ -166,9 +166,6 @@ def _presets() -> list[_Preset]:
         found.append(_Preset(group, choices[group], path, content, models[0] if models else None,
                              choices.get("model")))
     return found
-
-
-_ABSENT = object()
 
 
 def _validate(cfg: DictConfig) -> dict[str, Schema | None]:

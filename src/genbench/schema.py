@@ -19,6 +19,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from genbench.errors import ConfigError
 
+ABSENT = object()  # a key a config lacks, told apart from one set to None (OmegaConf.select's default)
+
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, "must be >= {}"),
     "gt": (lambda v, b: v > b, "must be > {}"),

@@ -9,7 +9,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-_ABSENT = object()
+from genbench.errors import refuse
+from genbench.schema import ABSENT
 
 
 class RefuseSearchesOfMissingKeys(Callback):
@@ -19,7 +20,7 @@ class RefuseSearchesOfMissingKeys(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if problem := missing_searched_key(config):
-            raise SystemExit(f"error: {problem}")
+            refuse(problem)
 
 
 def missing_searched_key(config: DictConfig) -> str | None:
@@ -37,7 +38,7 @@ def missing_searched_key(config: DictConfig) -> str | None:
     for search, keys in ((preset, params), ("the command line", swept_on_the_line)):
         missing = [key for key in keys if "." in key and not key.startswith(("+", "~"))
                    and key.split(".")[0] not in swept
-                   and OmegaConf.select(config, key, default=_ABSENT) is _ABSENT]
+                   and OmegaConf.select(config, key, default=ABSENT) is ABSENT]
         if missing:
             return _problem(search, missing, choices)
     return None

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from genbench.config import RunSchema
-from genbench.errors import ConfigError
+from genbench.errors import ConfigError, refuse
 from genbench.matrix.rules import NOT_SETUP
 from genbench.matrix.runs import run_of
 from genbench.results import dotted, read_record, taken_message, under
@@ -81,23 +81,23 @@ class RefuseDirsWithRecords(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _resume_asked(config):
-            _refuse(f"{RESUME_KEY}=true finishes a sweep that stopped: run it as that sweep ran (-m and its "
+            refuse(f"{RESUME_KEY}=true finishes a sweep that stopped: run it as that sweep ran (-m and its "
                     "overrides) with hydra.sweep.dir=<its directory>; a single run resumes with "
                     "ckpt_path=<run>/checkpoints/last.ckpt")
         run_dir = Path(config.hydra.run.dir)
         if (run_dir / "metrics.json").exists():
-            _refuse(taken_message(run_dir, "run", "hydra.run.dir"))
+            refuse(taken_message(run_dir, "run", "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if _resume_asked(config):
             if problem := _not_the_same_sweep(config, sweep_dir):
-                _refuse(problem)
+                refuse(problem)
             log.info("finishing the sweep in %s: jobs that ended ok, diverged or crashed in training keep "
                      "their records; the others run again (from their last checkpoint where they left one)",
                      sweep_dir)
         elif sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
-            _refuse(taken_message(sweep_dir, "sweep", "hydra.sweep.dir")
+            refuse(taken_message(sweep_dir, "sweep", "hydra.sweep.dir")
                     + f"; or, to finish that sweep, run it again with {RESUME_KEY}=true")
 
 
@@ -107,12 +107,7 @@ def _resume_asked(config: DictConfig) -> bool:
     try:
         return typed_option(RunSchema, config, RESUME_KEY)
     except ConfigError as e:
-        _refuse(f"{e}: give {RESUME_KEY}=true or leave it out")
-
-
-def _refuse(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+        refuse(f"{e}: give {RESUME_KEY}=true or leave it out")
 
 
 def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:

@@ -28,11 +28,10 @@ from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError, GenbenchError
 from genbench.models.base import GenerativeModel
 from genbench.results import dotted
-from genbench.schema import evaluation_options
+from genbench.schema import ABSENT, evaluation_options
 
 TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and dataset its model trained as
 OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
-ABSENT = object()  # an option one side's nested options lack (model.optimizer.momentum for an SGD)
 
 
 class NamesTraining(pl.Callback):
@@ -97,17 +96,19 @@ class TrainedAs:
                               f"model and optimizer: drop these overrides, or train anew without ckpt_path"
                               + hint)
 
-    def check_budget(self, ckpt_path: str | Path, max_steps: int) -> None:
-        """ConfigError where the checkpoint has trained past ``trainer.max_steps``: Lightning would train
-        none, and the record, ``ok``, describe a model of more steps than its config's. A checkpoint at
-        ``max_steps`` resumes to an evaluation (a sweep's job that stopped in it)."""
-        steps = self.training.get("train_steps")
-        if max_steps != -1 and steps is not None and steps > max_steps:
-            named = f" model={self.family} dataset={self.dataset}" if self.family and self.dataset else ""
-            evaluate = f"python eval.py ckpt_path={ckpt_path}{named}"
-            raise ConfigError(f"ckpt_path={ckpt_path} has trained {steps} steps, past this run's "
-                              f"trainer.max_steps={max_steps}, so resuming it would train none: give "
-                              f"trainer.max_steps above {steps} to train on, or evaluate it ({evaluate})")
+    def check_budget(self, ckpt_path: str | Path, max_steps: int, max_epochs: int | None) -> None:
+        """ConfigError where the checkpoint has trained past ``trainer.max_steps`` or ``trainer.max_epochs``:
+        Lightning would train none, and the record, ``ok``, describe a model of more training than its
+        config's. A checkpoint at the limit resumes to an evaluation (a sweep's job that stopped in it)."""
+        limits = (("steps", "max_steps", max_steps), ("epochs", "max_epochs", max_epochs))
+        for unit, key, limit in limits:
+            done = self.training.get(f"train_{unit}")
+            if limit not in (None, -1) and done is not None and done > limit:
+                named = f" model={self.family} dataset={self.dataset}" if self.family and self.dataset else ""
+                evaluate = f"python eval.py ckpt_path={ckpt_path}{named}"
+                raise ConfigError(f"ckpt_path={ckpt_path} has trained {done} {unit}, past this run's "
+                                  f"trainer.{key}={limit}, so resuming it would train none: give "
+                                  f"trainer.{key} above {done} to train on, or evaluate it ({evaluate})")
 
 
 def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
@@ -151,13 +152,18 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
 
 def _training(checkpoint: dict) -> dict[str, float]:
     """The totals of the training that wrote ``checkpoint``, as a training run records them: its optimizer
-    steps, and the examples, seconds and FLOPs its callbacks counted up to the checkpoint's writing (where
-    they did: checkpoints before a counter have none of its numbers)."""
+    steps and epochs, and the examples, seconds and FLOPs its callbacks counted up to the checkpoint's
+    writing (where they did: checkpoints before a counter have none of its numbers)."""
     callbacks = checkpoint.get("callbacks") or {}
     counter, flops = callbacks.get("ExampleCounter") or {}, callbacks.get("TrainingFlops") or {}
     out: dict[str, float] = {}
     if isinstance(checkpoint.get("global_step"), int):
         out["train_steps"] = checkpoint["global_step"]
+    # the epochs Lightning counts to stop at max_epochs: ``epoch`` lags by one in a checkpoint written at
+    # an epoch's end
+    epochs = (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {})
+    if isinstance(processed := (epochs.get("current") or {}).get("processed"), int):
+        out["train_epochs"] = processed
     examples = counter.get("examples_all_processes", counter.get("examples"))  # one process's, before
     if examples is not None:
         out["train_examples"] = int(examples)
