@@ -87,6 +87,9 @@ def test_wrong_values_are_rejected_naming_the_key(override, key):
      "(model.hidden_dims=[...])"),
     ("eval.num_samples=many",  # OmegaConf's own lines after the first (full_key, object_type) left out
      "bad config value for 'eval.num_samples': Value 'many' of type 'str' could not be converted to Integer"),
+    ("extras.print_config=abc",
+     "bad config value for 'extras.print_config': 'abc' is not a bool: give extras.print_config=true or "
+     "extras.print_config=false"),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_the_type_it_needs(override, message):
     with pytest.raises(ConfigError) as error:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from genbench.extras import announce
 from genbench.results import SCHEMA_VERSION, read_record
 from genbench.train import run
 from tests.helpers import (
@@ -495,3 +497,12 @@ def test_the_stage_a_run_is_in_is_known_outside_its_thread():
             assert current_stage() == "evaluation"
         assert current_stage() == "training"
     assert current_stage() == "setup"
+
+
+@pytest.mark.parametrize(("value", "printed"), [("true", True), ("false", False), ("abc", False)])
+def test_the_config_tree_is_printed_only_for_a_print_config_the_config_check_reads_as_true(
+        tmp_path, capsys, value, printed):
+    """``extras.print_config=abc`` printed the whole tree before the config check refused the value."""
+    announce(OmegaConf.create({"model": {"latent_dim": 8}, "extras": {"print_config": value}}), tmp_path)
+    assert ("CONFIG" in capsys.readouterr().out) == printed
+    assert (tmp_path / "config_tree.log").exists() == printed

@@ -11,6 +11,10 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
+from genbench.config import ExtrasSchema
+from genbench.errors import ConfigError
+from genbench.schema import typed_option
+
 log = logging.getLogger("genbench")
 
 # Order of the tree: the groups a reader looks for first.
@@ -68,8 +72,17 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
 def announce(cfg: DictConfig, out_dir: Path) -> None:
     """Start of a run: print the run directory and, if asked, the config tree."""
     log.info("run directory: %s", out_dir.resolve())
-    extras = cfg.get("extras") or {}
-    if extras.get("ignore_warnings"):
+    if _asked(cfg, "ignore_warnings"):
         warnings.filterwarnings("ignore")
-    if extras.get("print_config"):
+    if _asked(cfg, "print_config"):
         print_config_tree(cfg, out_dir / "config_tree.log")
+
+
+def _asked(cfg: DictConfig, switch: str) -> bool:
+    """An ``extras`` switch as the config check reads it (``'false'`` is false). One it refuses
+    (``extras.print_config=abc``, once taken as true and its tree printed) does nothing here: the check,
+    next, names it."""
+    try:
+        return bool(typed_option(ExtrasSchema, cfg.get("extras") or OmegaConf.create({}), switch))
+    except ConfigError:
+        return False

@@ -151,6 +151,8 @@ def _type_error(prefix: str, e: OmegaConfBaseException) -> ConfigError:
     reason = e.msg.split("\n")[0]  # OmegaConf appends its own full_key (unprefixed) and object_type
     if reason.endswith("is not a ListConfig, list or tuple."):  # OmegaConf's words for a list option
         reason = f"{e.value!r} is not a list: give one in brackets ({{key}}=[...])"
+    elif "is not a valid bool" in reason:
+        reason = f"{e.value!r} is not a bool: give {{key}}=true or {{key}}=false"
     return key_error(_key(prefix, e.full_key), f"bad config value for '{{key}}': {reason}")
 
 
