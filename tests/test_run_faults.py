@@ -332,7 +332,7 @@ def test_a_checkpoint_with_nan_weights_is_diverged_naming_them(gan_checkpoint, t
     torch.save(ckpt, tmp_path / "nan.ckpt")
     record = _evaluate(tmp_path / "nan.ckpt", tmp_path / "run")
     assert record["status"] == "diverged"  # no evaluation metric; the checkpoint's training totals
-    assert set(record["metrics"]) == {"train_steps", "train_examples", "train_seconds",
+    assert set(record["metrics"]) == {"train_steps", "train_epochs", "train_examples", "train_seconds",
                                       "train_flops_per_example", "train_flops"}
     assert f"not finite in checkpoint {tmp_path / 'nan.ckpt'}: {name}" in record["error"]
 
