@@ -138,8 +138,8 @@ def test_a_resume_sweep_that_is_no_bool_is_refused_before_any_job(tmp_path, caps
     with pytest.raises(SystemExit) as exit_info:
         getattr(RefuseDirsWithRecords(), start)(config)
     assert exit_info.value.code == 1
-    assert capsys.readouterr().err == ("error: bad config value for 'resume_sweep': Value 'abc' is not a "
-                                       "valid bool (type str): give resume_sweep=true or leave it out\n")
+    assert capsys.readouterr().err == ("error: bad config value for 'resume_sweep': 'abc' is not a bool: "
+                                       "give resume_sweep=true or resume_sweep=false\n")
 
 
 def _multirun_config(overrides: list[str], swept: list[str]) -> DictConfig:

@@ -107,7 +107,7 @@ def _resume_asked(config: DictConfig) -> bool:
     try:
         return typed_option(RunSchema, config, RESUME_KEY)
     except ConfigError as e:
-        refuse(f"{e}: give {RESUME_KEY}=true or leave it out")
+        refuse(str(e))
 
 
 def _not_the_same_sweep(config: DictConfig, sweep_dir: Path) -> str | None:
