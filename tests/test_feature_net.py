@@ -25,6 +25,7 @@ from genbench.evaluation.feature_net import (
 )
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
+from genbench.trained_run import one_line_errors
 from tests.helpers import CONFIG_DIR, run_script
 
 FIX = "python scripts/train_feature_net.py dataset=digits"
@@ -133,16 +134,33 @@ def test_a_missing_net_names_a_command_that_trains_it_on_the_data_the_run_reads(
     assert "fd_mnist_cnn" in evaluate(model, dm, cfg, tmp_path).metrics
 
 
+def _refusal(script, tmp_path, caplog, args: list[str]) -> str:
+    """What scripts/train_feature_net.py logs as it exits 2 on ``args``, run in this process (a process of
+    its own takes 10-20 s here to import and refuse): its ``main`` is Hydra's wrapper of these two calls."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="feature_net", overrides=[*args, f"paths.root_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        script("train_feature_net").train(cfg)
+    assert exit_info.value.code == 2
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_the_script_names_a_bad_option_in_one_line_and_exits_2_without_a_traceback(tmp_path):
+    proc = run_script("scripts/train_feature_net.py", ["dataset=moons", f"hydra.run.dir={tmp_path / 'run'}"],
+                      tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr  # Hydra's log goes to stdout
+    assert ("[ERROR] - dataset=moons has no labelled images, and a feature net is an image classifier"
+            in output) and "Traceback" not in output
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["dataset=moons"], "dataset=moons has no labelled images, and a feature net is an image classifier"),
     (["dataset=mnist"], "missing dataset file: expected "),
     (["dataset=digits", "dataset.batch_size=0"], "bad config value dataset.batch_size=0: must be >= 1")])
-def test_the_script_names_a_bad_dataset_in_one_line_and_exits_2(tmp_path, args, says):
+def test_the_script_names_a_bad_dataset_before_it_writes_anything(script, tmp_path, caplog, args, says):
     """They ended in tracebacks: a ValueError, the DatasetError, and Hydra's InstantiationException."""
-    proc = run_script("scripts/train_feature_net.py", [*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    output = proc.stdout + proc.stderr  # Hydra's log goes to stdout
-    assert f"[ERROR] - {says}" in output and "Traceback" not in output
+    assert says in _refusal(script, tmp_path, caplog, args)
     assert not (tmp_path / "feature_nets").exists()
 
 
@@ -153,15 +171,12 @@ def test_the_script_names_a_bad_dataset_in_one_line_and_exits_2(tmp_path, args, 
     (["out_path={tmp}/a_file/net.pt"],
      "cannot write the feature net to {tmp}/a_file/net.pt: {tmp}/a_file is not a folder this user can write "
      "into; give another out_path")])
-def test_the_script_refuses_bad_options_before_it_trains(tmp_path, args, says):
+def test_the_script_refuses_bad_options_before_it_trains(script, tmp_path, caplog, capsys, args, says):
     """Tracebacks all, the path's only after the training it would have kept; a misspelt key was ignored."""
     (tmp_path / "a_file").write_text("")
     args, says = [a.format(tmp=tmp_path) for a in args], says.format(tmp=tmp_path)
-    proc = run_script("scripts/train_feature_net.py",
-                      ["dataset=digits", *args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    output = proc.stdout + proc.stderr
-    assert f"[ERROR] - {says}" in output and "Traceback" not in output and "epoch 1/" not in output
+    assert says in _refusal(script, tmp_path, caplog, ["dataset=digits", *args])
+    assert "epoch 1/" not in capsys.readouterr().out + caplog.text
 
 
 def test_the_scripts_yaml_lists_its_schemas_defaults():
