@@ -82,8 +82,8 @@ class RefuseDirsWithRecords(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _resume_asked(config):
             refuse(f"{RESUME_KEY}=true finishes a sweep that stopped: run it as that sweep ran (-m and its "
-                    "overrides) with hydra.sweep.dir=<its directory>; a single run resumes with "
-                    "ckpt_path=<run>/checkpoints/last.ckpt")
+                   "overrides) with hydra.sweep.dir=<its directory>; a single run resumes with "
+                   "ckpt_path=<run>/checkpoints/last.ckpt")
         run_dir = Path(config.hydra.run.dir)
         if (run_dir / "metrics.json").exists():
             refuse(taken_message(run_dir, "run", "hydra.run.dir"))
@@ -98,7 +98,7 @@ class RefuseDirsWithRecords(Callback):
                      sweep_dir)
         elif sweep_dir.is_dir() and next(sweep_dir.rglob("metrics.json"), None) is not None:
             refuse(taken_message(sweep_dir, "sweep", "hydra.sweep.dir")
-                    + f"; or, to finish that sweep, run it again with {RESUME_KEY}=true")
+                   + f"; or, to finish that sweep, run it again with {RESUME_KEY}=true")
 
 
 def _resume_asked(config: DictConfig) -> bool:
