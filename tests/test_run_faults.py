@@ -461,6 +461,7 @@ def test_a_run_or_sweep_into_a_directory_with_records_is_refused_before_hydra_wr
         proc = train_py([*args, "logger=none"], tmp_path)
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert f"{what} directory {directory} already holds the record of another run" in proc.stderr
+    assert "; or, to finish that sweep, run it again with resume_sweep=true" in proc.stderr  # the sweep's
     assert (single / ".hydra" / "overrides.yaml").read_text() == "- the earlier run's overrides\n"
     assert sorted(p.name for p in single.iterdir()) == [".hydra", "metrics.json"]
     assert sorted(p.name for p in sweep.iterdir()) == ["0"] and not (sweep / "matrix.md").exists()
