@@ -1,8 +1,6 @@
 """Config composition for every dataset, and wrong values rejected with the key named."""
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
 
 from genbench.config import ExtrasSchema, presets_for_other_models, validate
 from genbench.errors import ConfigError
@@ -25,7 +20,7 @@ from genbench.performance import PerformanceConfig
 from genbench.results import read_record
 from genbench.schema import Schema, check_params
 from genbench.train import instantiate
-from tests.helpers import CONFIG_DIR, DATASETS, ROOT, compose_train, train_py
+from tests.helpers import DATASETS, ROOT, compose_train, in_a_hydra_run, train_py
 
 
 def test_the_suites_runs_never_use_the_repositorys_own_data_outputs_cache_or_dataset_classifiers():
@@ -134,19 +129,6 @@ def test_unknown_key_without_plus_fails_at_composition_naming_it():
         compose_train(["model.latnet_dim=4"])
 
 
-@contextmanager
-def _as_a_hydra_run(overrides: list[str]) -> Iterator[DictConfig]:
-    """A run's config with Hydra's own set as a run's is, in this process (a train.py of its own takes 15-25
-    s here): what the preset lookups read."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        yield OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    finally:
-        HydraConfig.instance().cfg = None
-
-
 def test_a_bad_key_a_preset_set_names_the_preset_and_the_model_it_is_for(tmp_path):
     """experiment=vae_mnist_test_files model=flow: the preset's model.latent_dim was refused with "Fix the
     spelling or remove it", of a key the command line never gave. A key the command line gave is not
@@ -156,7 +138,7 @@ def test_a_bad_key_a_preset_set_names_the_preset_and_the_model_it_is_for(tmp_pat
     assert "unknown config key 'model.latent_dim'" in error and (
         "(model.latent_dim is not on the command line: experiment=vae_mnist_test_files sets it, a preset for "
         "model=vae, not model=flow: run the preset with its own model, or leave experiment= out") in error
-    with (_as_a_hydra_run(["experiment=vae_mnist_test_files", "+model.latnt_dim=3"]) as cfg,
+    with (in_a_hydra_run(["experiment=vae_mnist_test_files", "+model.latnt_dim=3"]) as cfg,
           pytest.raises(ConfigError) as typed):
         validate(cfg)
     assert "unknown config key 'model.latnt_dim'" in str(typed.value)
@@ -177,9 +159,9 @@ def test_a_preset_for_another_model_names_the_options_it_sets_on_the_runs_model(
             "model.latent_dim=4, model.optimizer={'lr': 0.0005}, not vae's own defaults (leave experiment= "
             "out for those)") in (tmp_path / "run" / "train.log").read_text()  # beta 1.0 is the VAE's own
     assert read_record(tmp_path / "run" / "metrics.json")["status"] == "ok"
-    with _as_a_hydra_run([*preset, "model.latent_dim=4", "model.optimizer.lr=0.0005"]):
+    with in_a_hydra_run([*preset, "model.latent_dim=4", "model.optimizer.lr=0.0005"]):
         assert presets_for_other_models() == ""
-    with _as_a_hydra_run(preset):  # the same lookup in this process: it finds the preset's file
+    with in_a_hydra_run(preset):  # the same lookup in this process: it finds the preset's file
         assert "experiment=gan_small is a preset for model=gan" in presets_for_other_models()
 
 

@@ -21,7 +21,7 @@ from genbench.results import provenance, read_record, write_record
 from genbench.searched_keys import RefuseSearchesOfMissingKeys
 from genbench.sweep_config import EARLIER_RECORD, resume_command
 from genbench.sweeps import RefuseDirsWithRecords, ddp_processes_run_this_job, settle_earlier_attempt
-from tests.helpers import CONFIG_DIR, train_py
+from tests.helpers import CONFIG_DIR, in_a_hydra_run, train_py
 
 QUICK = ["trainer=debug", "trainer.max_epochs=null", "trainer.max_steps=20", "callbacks=none",
          "eval.speed_repeats=1", "eval.speed_batch_size=8", "eval.plot_samples_vector=200"]
@@ -232,13 +232,8 @@ def test_resume_sweep_in_a_single_run_is_refused_naming_what_resumes_a_run(capsy
 @pytest.fixture
 def job_config():
     """A run's config inside a Hydra job (what Hydra writes into a job's directory before it runs)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=gan", "hydra.job.name=train"],
-                      return_hydra_config=True)
-        job = compose(config_name="train", overrides=["model=gan"])
-    HydraConfig.instance().set_config(cfg)
-    yield job
-    HydraConfig.instance().cfg = None
+    with in_a_hydra_run(["model=gan", "hydra.job.name=train"]) as job:
+        yield job
 
 
 def _earlier(job: Path, config: dict, status: str, failed_in: str | None = None, error: str = "an error",
