@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from genbench.config import refuse_chdir
 from genbench.data.base import GenerativeDataModule
 from genbench.errors import ConfigError
 from genbench.evaluation.feature_net import (
@@ -33,6 +34,7 @@ def validate(cfg: DictConfig) -> Path | None:
     """Check the options before anything trains (an unknown key, epochs=0, a path that cannot be written
     had failed with a traceback, the last after the training); returns the ``out_path`` to write, or None
     for the default path, which the dataset names."""
+    refuse_chdir()
     check_top_level(cfg, FeatureNetSchema, ("dataset", "paths", "hydra"))
     validate_group(cfg.dataset, "dataset")
     return writable(Path(cfg.out_path)) if cfg.out_path else None

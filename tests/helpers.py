@@ -33,12 +33,12 @@ def compose_train(overrides: list[str]) -> DictConfig:
 
 
 @contextmanager
-def in_a_hydra_run(overrides: list[str]) -> Iterator[DictConfig]:
+def in_a_hydra_run(overrides: list[str], config_name: str = "train") -> Iterator[DictConfig]:
     """A run's config with Hydra's own set as inside a run (what callbacks and the preset lookups read), in
     this process: a train.py of its own takes 15-25 s to start on a slow machine. Hydra's is unset after."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        hydra_config = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-        job = compose(config_name="train", overrides=overrides)
+        hydra_config = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        job = compose(config_name=config_name, overrides=overrides)
     HydraConfig.instance().set_config(hydra_config)
     try:
         yield job

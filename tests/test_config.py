@@ -145,6 +145,18 @@ def test_a_bad_key_a_preset_set_names_the_preset_and_the_model_it_is_for(tmp_pat
     assert "not on the command line" not in str(typed.value)
 
 
+def test_hydra_job_chdir_is_refused_before_any_path_is_read():
+    """With it the job started inside its run directory, where paths.root_dir=. held no data, no feature
+    nets and no cache: a run on digits recorded its feature-net metrics unavailable, with a command that
+    trains the net into the run directory."""
+    refused = r"hydra.job.chdir=true is not supported: .*\(paths.root_dir=\.: data/, feature_nets/, cache/"
+    with (in_a_hydra_run(["hydra.job.chdir=true", "ckpt_path=outputs/no_such.ckpt"]) as cfg,
+          pytest.raises(ConfigError, match=refused)):
+        validate(cfg)
+    with in_a_hydra_run([]) as cfg:
+        validate(cfg)  # Hydra's own default, chdir=false (configs/hydra/default.yaml)
+
+
 def test_a_preset_for_another_model_names_the_options_it_sets_on_the_runs_model(tmp_path):
     """``experiment=<a GAN preset> model=vae`` gave the VAE the preset's latent_dim without a word; options
     equal to the run's model's own defaults, or typed on the command line, are not named."""

@@ -26,7 +26,7 @@ from genbench.evaluation.feature_net import (
 from genbench.models.vae import VAE
 from genbench.nets.classifier import SmallCNN
 from genbench.trained_run import one_line_errors
-from tests.helpers import CONFIG_DIR, run_script
+from tests.helpers import CONFIG_DIR, in_a_hydra_run, run_script
 
 FIX = "python scripts/train_feature_net.py dataset=digits"
 
@@ -137,9 +137,8 @@ def test_a_missing_net_names_a_command_that_trains_it_on_the_data_the_run_reads(
 def _refusal(script, tmp_path, caplog, args: list[str]) -> str:
     """What scripts/train_feature_net.py logs as it exits 2 on ``args``, run in this process (a process of
     its own takes 10-20 s here to import and refuse): its ``main`` is Hydra's wrapper of these two calls."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="feature_net", overrides=[*args, f"paths.root_dir={tmp_path}"])
-    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+    with (in_a_hydra_run([*args, f"paths.root_dir={tmp_path}"], config_name="feature_net") as cfg,
+          pytest.raises(SystemExit) as exit_info, one_line_errors()):
         script("train_feature_net").train(cfg)
     assert exit_info.value.code == 2
     return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
@@ -170,7 +169,9 @@ def test_the_script_names_a_bad_dataset_before_it_writes_anything(script, tmp_pa
     (["+widht=64"], "unknown top-level config key(s) ['widht']; valid ones are"),
     (["out_path={tmp}/a_file/net.pt"],
      "cannot write the feature net to {tmp}/a_file/net.pt: {tmp}/a_file is not a folder this user can write "
-     "into; give another out_path")])
+     "into; give another out_path"),
+    (["hydra.job.chdir=true"], "hydra.job.chdir=true is not supported: the run would start inside its run "
+     "directory")])
 def test_the_script_refuses_bad_options_before_it_trains(script, tmp_path, caplog, capsys, args, says):
     """Tracebacks all, the path's only after the training it would have kept; a misspelt key was ignored."""
     (tmp_path / "a_file").write_text("")

@@ -82,6 +82,19 @@ def validate(cfg: DictConfig) -> dict[str, Schema | None]:
         raise
 
 
+def refuse_chdir() -> None:
+    """``hydra.job.chdir=true`` starts the job inside its new run directory, where the relative paths a run
+    reads (``paths.root_dir`` is ``.``: the data, feature nets and cache under it; a relative ``ckpt_path``
+    or ``dataset.root``) hold nothing: a run read no data and no feature net, and its hints named paths in
+    the run directory. Every file of a run is written there by its absolute path already, so the option adds
+    nothing; it is refused, before anything is read."""
+    if HydraConfig.initialized() and HydraConfig.get().job.get("chdir"):
+        raise ConfigError("hydra.job.chdir=true is not supported: the run would start inside its run "
+                          "directory, and the relative paths it reads and writes (paths.root_dir=.: data/, "
+                          "feature_nets/, cache/; any other relative path it is given) would point in there. "
+                          "Every file of the run goes into that directory already: leave hydra.job.chdir out")
+
+
 def preset_setting(key: str) -> str:
     """Where a key the user did not type comes from: the preset (``experiment=vae_mnist_test_files``) whose
     file sets it and, where that preset chooses another model than the run's, which. "Fix the spelling"
@@ -169,6 +182,7 @@ def _presets() -> list[_Preset]:
 
 
 def _validate(cfg: DictConfig) -> dict[str, Schema | None]:
+    refuse_chdir()
     checked: dict[str, Schema | None] = {"run": check_top_level(cfg, RunSchema, GROUPS)}
     for group in ("dataset", "model"):
         if group not in cfg:
