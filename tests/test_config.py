@@ -124,6 +124,20 @@ def test_a_key_the_trainer_a_callback_or_a_logger_does_not_take_is_named_before_
         validate(compose_train(["logger=csv", override]))
 
 
+@pytest.mark.parametrize("override", ["trainer.gradient_clip_val=1.0", "+trainer.accumulate_grad_batches=2"])
+def test_lightnings_clipping_or_accumulation_for_a_family_that_steps_its_own_optimizers_is_refused(override):
+    """Lightning applies neither to manual optimization (the GAN's), and refused them at trainer.fit, with a
+    traceback; the families Lightning steps take them, and the GAN takes their neutral values."""
+    key, value = override.lstrip("+").split("=")
+    with pytest.raises(ConfigError, match=rf"^{key}={value}: model=gan steps its own optimizers in each "
+                                          rf"training step \(Lightning's manual optimization\), to which "
+                                          rf"Lightning does not apply {key}: leave it out"):
+        validate(compose_train(["model=gan", override]))
+    validate(compose_train(["model=vae", override]))
+    neutral = ["model=gan", "trainer.gradient_clip_val=0", "+trainer.accumulate_grad_batches=1"]
+    validate(compose_train(neutral))
+
+
 def test_unknown_key_without_plus_fails_at_composition_naming_it():
     with pytest.raises(ConfigCompositionException, match="latnet_dim"):
         compose_train(["model.latnet_dim=4"])

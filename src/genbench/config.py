@@ -193,7 +193,22 @@ def _validate(cfg: DictConfig) -> dict[str, Schema | None]:
     checked["extras"] = check_params(ExtrasSchema, OmegaConf.to_container(cfg.get("extras") or {}), "extras")
     checked["eval"] = check_params(EvalConfig, OmegaConf.to_container(cfg.eval, resolve=True), "eval")
     _check_targets(cfg)
+    _check_manual_optimization(cfg)
     return checked
+
+
+def _check_manual_optimization(cfg: DictConfig) -> None:
+    """A family that steps its own optimizers (a GAN) takes none of Lightning's gradient clipping or
+    accumulation, which Lightning refused only once the run had started, with a traceback."""
+    model = hydra.utils.get_class(cfg.model._target_)  # validate_group imported it
+    if not getattr(model, "steps_own_optimizers", False) or "trainer" not in cfg:
+        return
+    for key, off in {"gradient_clip_val": "null", "accumulate_grad_batches": "1"}.items():
+        value = cfg.trainer.get(key)
+        if value not in ((None, 1) if key == "accumulate_grad_batches" else (None, 0)):
+            raise ConfigError(f"trainer.{key}={value}: model={model.family} steps its own optimizers in each "
+                              f"training step (Lightning's manual optimization), to which Lightning does not "
+                              f"apply trainer.{key}: leave it out (trainer.{key}={off}) for {model.family}")
 
 
 def _check_targets(cfg: DictConfig) -> None:

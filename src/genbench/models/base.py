@@ -51,6 +51,9 @@ class GenerativeModel(pl.LightningModule):
     # Some parameters take no gradient in a training step (a GAN's D step leaves G's out, its G step D's):
     # DDP must look for them each step, which plain DDP refuses (genbench.train picks Lightning's strategy)
     unused_parameters_per_step: ClassVar[bool] = False
+    # training_step steps the optimizers itself (Lightning's manual optimization: a GAN's two players), to
+    # which Lightning's trainer.gradient_clip_val and accumulate_grad_batches do not apply (genbench.config)
+    steps_own_optimizers: ClassVar[bool] = False
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams: Any) -> None:
         super().__init__()
@@ -59,6 +62,7 @@ class GenerativeModel(pl.LightningModule):
             raise TypeError(f"{type(self).__name__}.config_schema must extend genbench.models.optim."
                             "OptimizationConfig: every family takes its optimizer and schedule from config")
         self.hp = self.config_schema(**hparams)
+        self.automatic_optimization = not self.steps_own_optimizers
         if getattr(self.hp, "conditional", False) and num_classes is None:
             raise ConfigError(f"model.conditional=true, but the dataset has no labels to condition "
                               f"{self.family} on; use a labelled dataset (digits, mnist, ...) or "

@@ -99,11 +99,11 @@ class GAN(GenerativeModel):
     latent = "explicit"
     supports_labels = True
     unused_parameters_per_step = True
+    steps_own_optimizers = True
 
     def __init__(self, data_shape: tuple[int, ...], num_classes: int | None = None, **hparams) -> None:
         super().__init__(data_shape, num_classes, **hparams)
         hp = self.hp
-        self.automatic_optimization = False
         self.latent_dim = hp.latent_dim
         g_in = hp.latent_dim + (hp.label_dim if self.is_conditional else 0)
         if self.is_image:
