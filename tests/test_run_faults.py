@@ -23,7 +23,7 @@ from genbench.errors import ConfigError
 from genbench.matrix.runs import read_run
 from genbench.results import provenance, read_record, write_record
 from genbench.stages import dead_loader_worker
-from genbench.train import run, task
+from genbench.train import instantiate, run, task
 from genbench.trained_run import TRAINED_AS, read_trained_as
 from tests.helpers import compose_train, start_train_py, train_py, wait_for
 
@@ -542,17 +542,41 @@ def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_
                                                                                              tmp_path):
     """A resumed run's optimizer state, its learning rate among it, is the checkpoint's, and its record
     names one config: another lr was recorded but not used, and another latent size failed on the state
-    dict's shapes. Evaluating (train=false) takes the checkpoint's options with a warning instead."""
+    dict's shapes. The same for the options that choose the training's examples and batches: another
+    batch size or data distribution trained on silently, recorded as the whole training's, and the
+    epoch's place, counted in batches, skipped other examples. Evaluating (train=false) takes the
+    checkpoint's model options with a warning instead."""
     out = tmp_path / "resumed"
     with pytest.raises(SystemExit):
         task(compose_train(["model=gan", *QUICK, f"ckpt_path={gan_checkpoint}", "model.latent_dim=8",
                             "model.optimizer.lr=0.5", "+model.optimizer.foreach=false",
-                            f"paths.output_dir={out}"]))
+                            "dataset.batch_size=64", "dataset.params.noise=0.3", f"paths.output_dir={out}"]))
     record = read_record(out / "metrics.json")
     assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
     assert (f"ckpt_path={gan_checkpoint} resumes a model trained with other options than this run's: "
             "model.latent_dim=8 (the checkpoint's: 16), model.optimizer.foreach=False (the checkpoint's: "
-            "absent), model.optimizer.lr=0.5 (the checkpoint's: 0.001)") in record["error"]
+            "absent), model.optimizer.lr=0.5 (the checkpoint's: 0.001), dataset.batch_size=64 (the "
+            "checkpoint's: 256), dataset.params.noise=0.3 (the checkpoint's: 0.1); a resumed run goes on "
+            "with the checkpoint's model, optimizer and data") in record["error"]
+
+
+@pytest.mark.parametrize("dataset", ["moons", "mnist"])
+def test_a_resumed_run_may_change_where_and_how_the_data_is_read_and_the_splits_no_training_reads(dataset):
+    """The documented fix of a killed loader process is resuming with dataset.num_workers=0; a moved data
+    folder is dataset.root; validation and the evaluation read the other splits."""
+    def training_options(*overrides: str) -> dict:
+        return instantiate(compose_train([f"dataset={dataset}", *overrides]).dataset).training_options()
+
+    trained = training_options()
+    free = {"moons": ["dataset.num_workers=2", "dataset.n_val=10", "dataset.n_test=100"],
+            "mnist": ["dataset.num_workers=2", "dataset.root=/elsewhere", "dataset.download=true",
+                      "dataset.test_slice=[0,100]"]}[dataset]
+    assert all(training_options(option) == trained for option in free)
+    bound = {"moons": ["dataset.batch_size=64", "dataset.n_train=100", "dataset.split_seed=1",
+                       "dataset.params.noise=0.3"],
+             "mnist": ["dataset.batch_size=64", "dataset.split_seed=1", "dataset.val_fraction=0.2",
+                       "dataset.train_slice=[0,100]"]}[dataset]
+    assert all(training_options(option) != trained for option in bound)
 
 
 def test_a_checkpoint_from_before_checkpoints_named_their_training_is_still_checked_by_its_data(

@@ -261,7 +261,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
         trained_as.check(cfg.ckpt_path, model.family, dm)
         evaluation = evaluation_options(model.config_schema)
         if cfg.train:
-            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation)
+            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation, dm.training_options())
             trained_as.check_budget(cfg.ckpt_path, cfg.trainer.max_steps, cfg.trainer.get("max_epochs"))
         elif changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
             log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,

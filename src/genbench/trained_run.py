@@ -39,7 +39,9 @@ class NamesTraining(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict) -> None:
-        checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": trainer.datamodule.name}
+        dm = trainer.datamodule
+        checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": dm.name,
+                                  "dataset_options": dm.training_options()}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class TrainedAs:
     num_classes: int | None
     options: dict[str, Any] = field(default_factory=dict)  # the model's options (its other hyperparameters)
     training: dict[str, float] = field(default_factory=dict)  # its training's totals (:func:`_training`)
+    # the options that chose its training's examples and batches (none in checkpoints before 2026-11-28)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
@@ -80,20 +84,25 @@ class TrainedAs:
         return differing_options(chosen, self.options)
 
     def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any],
-                        evaluation: frozenset[str] = frozenset()) -> None:
-        """ConfigError naming the model options (``hparams``, the config's) that differ from the checkpoint's:
+                        evaluation: frozenset[str] = frozenset(),
+                        dataset_options: Mapping[str, Any] | None = None) -> None:
+        """ConfigError naming the model options (``hparams``, the config's) and the dataset's training options
+        (:meth:`~genbench.data.base.GenerativeDataModule.training_options`) that differ from the checkpoint's:
         a resumed run goes on training the checkpoint's model, whose optimizer state (its learning rate
-        among it) comes from the checkpoint, and its record states one config for all of its training (its
-        quality curve one sampler). Options newer than the checkpoint are not compared; those of
-        ``evaluation`` that differ are named as ones eval.py takes after the training."""
-        differ = self.differing(hparams)
+        among it) comes from the checkpoint, on the checkpoint's data from its place in an epoch (counted in
+        batches), and its record states one config for all of its training (its quality curve one sampler).
+        Options newer than the checkpoint are not compared; those of ``evaluation`` that differ are named as
+        ones eval.py takes after the training."""
+        differ = self.differing(hparams) + differing_options(dataset_options or {}, self.dataset_options,
+                                                             "dataset")
         if differ:
             later = self.differing(hparams, evaluation)
             hint = (f"; {', '.join(o.split('=')[0] for o in later)}: evaluation options, which eval.py takes "
                     "from its config: evaluate the resumed run's checkpoint with them") if later else ""
             raise ConfigError(f"ckpt_path={ckpt_path} resumes a model trained with other options than this "
                               f"run's: {', '.join(differ)}; a resumed run goes on with the checkpoint's "
-                              f"model and optimizer: drop these overrides, or train anew without ckpt_path"
+                              f"model, optimizer and data: drop these overrides, or train anew without "
+                              f"ckpt_path"
                               + hint)
 
     def check_budget(self, ckpt_path: str | Path, max_steps: int, max_epochs: int | None) -> None:
@@ -111,13 +120,14 @@ class TrainedAs:
                                   f"trainer.{key} above {done} to train on, or evaluate it ({evaluate})")
 
 
-def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any]) -> list[str]:
-    """``model.<key>=<config's> (the checkpoint's: <value>)`` for each option of both that differs, nested
+def differing_options(config: Mapping[str, Any], trained: Mapping[str, Any],
+                      group: str = "model") -> list[str]:
+    """``<group>.<key>=<config's> (the checkpoint's: <value>)`` for each option of both that differs, nested
     ones by their dotted key (``model.optimizer.lr``), as a command line names them."""
     ours = dotted({key: value for key, value in config.items() if key in trained})
     theirs = dotted({key: value for key, value in trained.items() if key in config})
     pairs = {key: (ours.get(key, ABSENT), theirs.get(key, ABSENT)) for key in sorted(ours | theirs)}
-    return [f"model.{key}={_shown(new)} (the checkpoint's: {_shown(old)})"
+    return [f"{group}.{key}={_shown(new)} (the checkpoint's: {_shown(old)})"
             for key, (new, old) in pairs.items() if new != old]
 
 
@@ -147,7 +157,8 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     shape = hparams.get("data_shape")
     options = {key: value for key, value in hparams.items() if key not in ("data_shape", "num_classes")}
     return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
-                     hparams.get("num_classes"), options, _training(checkpoint))
+                     hparams.get("num_classes"), options, _training(checkpoint),
+                     named.get("dataset_options") or {})
 
 
 def _training(checkpoint: dict) -> dict[str, float]:

@@ -22,6 +22,10 @@ from genbench.schema import Schema, check_params, field_default
 
 SPLITS = ("train", "val", "test")
 LOADER_OPTIONS = ("batch_size", "num_workers", "download")  # how the data is read, not which data
+# What no training step depends on: where and how the files are read, and the splits only validation and
+# the evaluation read. A resumed run may change these; the others are its training's (training_options).
+NOT_THE_TRAINING = frozenset({"root", "download", "num_workers", "n_val", "n_test", "test_split",
+                              "test_slice"})
 # A split's parts: train_full is the training images before the validation hold-out (CIFAR-10's 50,000, the
 # reference papers' FIDs use, against the 45,000 of train at val_fraction 0.1).
 SPLIT_PARTS = {**{s: (s,) for s in SPLITS}, "train_full": ("train", "val")}
@@ -66,6 +70,11 @@ class GenerativeDataModule(pl.LightningDataModule):
                 shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
                 args.append(shlex.quote(f"dataset.{f.name}={shown}"))
         return args
+
+    def training_options(self) -> dict[str, Any]:
+        """The options that choose the training's examples and batches, as a checkpoint keeps them
+        (:class:`~genbench.trained_run.NamesTraining`) for the run that resumes it."""
+        return {f.name: getattr(self.hp, f.name) for f in fields(self.hp) if f.name not in NOT_THE_TRAINING}
 
     @property
     def is_image(self) -> bool:
