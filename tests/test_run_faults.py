@@ -560,6 +560,17 @@ def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_
             "with the checkpoint's model, optimizer and data") in record["error"]
 
 
+def test_evaluating_a_checkpoint_on_data_chosen_otherwise_than_its_training_warns_naming_the_options(
+        gan_checkpoint, tmp_path, caplog):
+    """Its record states the evaluation's dataset options, which are not those the model trained on."""
+    record = _evaluate(gan_checkpoint, tmp_path / "eval", "dataset.params.noise=0.3", "dataset.n_test=500")
+    assert record["status"] == "ok" and record["provenance"]["config"]["dataset"]["params"]["noise"] == 0.3
+    assert (f"evaluating {gan_checkpoint} on data chosen otherwise than its training's: "
+            "dataset.params.noise=0.3 (the checkpoint's: 0.1); the record states this run's dataset options"
+            ) in caplog.text
+    assert "dataset.n_test" not in caplog.text  # the splits no training reads are the evaluation's own
+
+
 @pytest.mark.parametrize("dataset", ["moons", "mnist"])
 def test_a_resumed_run_may_change_where_and_how_the_data_is_read_and_the_splits_no_training_reads(dataset):
     """The documented fix of a killed loader process is resuming with dataset.num_workers=0; a moved data

@@ -263,9 +263,13 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
         if cfg.train:
             trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation, dm.training_options())
             trained_as.check_budget(cfg.ckpt_path, cfg.trainer.max_steps, cfg.trainer.get("max_epochs"))
-        elif changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
-            log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
-                     ", ".join(changed))
+        else:
+            if changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
+                log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
+                         ", ".join(changed))
+            if other := differing_options(dm.training_options(), trained_as.dataset_options, "dataset"):
+                log.warning("evaluating %s on data chosen otherwise than its training's: %s; the record "
+                            "states this run's dataset options", cfg.ckpt_path, ", ".join(other))
     # the splits the run reads hold examples: checked before training, not after it
     training = ("train", "train=true", "give it some (dataset.train_slice on files) or evaluate a checkpoint "
                 "(train=false)")
