@@ -144,6 +144,15 @@ def _refusal(script, tmp_path, caplog, args: list[str]) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
 
 
+def test_a_ctrl_c_ends_a_script_in_one_line_with_the_shells_status(caplog):
+    """scripts/train_feature_net.py, nfe_sweep.py, bench_likelihood_grid.py: a Ctrl-C printed a traceback
+    through Hydra's and contextlib's frames."""
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise KeyboardInterrupt
+    assert exit_info.value.code == 130
+    assert "interrupted (Ctrl-C) before the script finished: it wrote nothing more" in caplog.text
+
+
 def test_the_script_names_a_bad_option_in_one_line_and_exits_2_without_a_traceback(tmp_path):
     proc = run_script("scripts/train_feature_net.py", ["dataset=moons", f"hydra.run.dir={tmp_path / 'run'}"],
                       tmp_path)

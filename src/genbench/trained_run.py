@@ -255,12 +255,16 @@ def load_trained(config_dir: Path, overrides: list[str], own: frozenset[str] = f
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """A script's own errors (a ConfigError, a DatasetError: they name the problem and the fix) logged in
-    one line, exiting 2 as a bad command line does, instead of a traceback."""
+    one line, exiting 2 as a bad command line does, instead of a traceback; a Ctrl-C in one line too,
+    exiting 130 as the shell's convention says."""
     try:
         yield
     except GenbenchError as e:
         logging.error("%s", e)
         sys.exit(2)
+    except KeyboardInterrupt:
+        logging.error("interrupted (Ctrl-C) before the script finished: it wrote nothing more")
+        sys.exit(130)
 
 
 def run_script(main: Callable[[], int]) -> None:
