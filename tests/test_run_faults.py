@@ -563,12 +563,14 @@ def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_
 def test_evaluating_a_checkpoint_on_data_chosen_otherwise_than_its_training_warns_naming_the_options(
         gan_checkpoint, tmp_path, caplog):
     """Its record states the evaluation's dataset options, which are not those the model trained on."""
-    record = _evaluate(gan_checkpoint, tmp_path / "eval", "dataset.params.noise=0.3", "dataset.n_test=500")
+    record = _evaluate(gan_checkpoint, tmp_path / "eval", "dataset.params.noise=0.3", "dataset.n_test=500",
+                       "dataset.batch_size=500")
     assert record["status"] == "ok" and record["provenance"]["config"]["dataset"]["params"]["noise"] == 0.3
     assert (f"evaluating {gan_checkpoint} on data chosen otherwise than its training's: "
             "dataset.params.noise=0.3 (the checkpoint's: 0.1); the record states this run's dataset options"
             ) in caplog.text
-    assert "dataset.n_test" not in caplog.text  # the splits no training reads are the evaluation's own
+    # the splits no training reads are the evaluation's own, and its batches do not choose its data
+    assert "dataset.n_test" not in caplog.text and "dataset.batch_size" not in caplog.text
 
 
 @pytest.mark.parametrize("dataset", ["moons", "mnist"])

@@ -39,7 +39,7 @@ from genbench.callbacks import (
     ValidationKeepsRandomness,
 )
 from genbench.config import RunSchema, presets_for_other_models, validate
-from genbench.data.base import GenerativeDataModule, RequiredSplits
+from genbench.data.base import LOADER_OPTIONS, GenerativeDataModule, RequiredSplits
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
 from genbench.evaluation.compute import TrainingFlops, training_flops
@@ -267,7 +267,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
             if changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
                 log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
                          ", ".join(changed))
-            if other := differing_options(dm.training_options(), trained_as.dataset_options, "dataset"):
+            chosen = {k: v for k, v in dm.training_options().items() if k not in LOADER_OPTIONS}  # which data
+            if other := differing_options(chosen, trained_as.dataset_options, "dataset"):
                 log.warning("evaluating %s on data chosen otherwise than its training's: %s; the record "
                             "states this run's dataset options", cfg.ckpt_path, ", ".join(other))
     # the splits the run reads hold examples: checked before training, not after it
