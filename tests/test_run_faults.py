@@ -560,6 +560,24 @@ def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_
             "with the checkpoint's model, optimizer and data") in record["error"]
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_a_run_resuming_or_evaluating_a_checkpoint_as_another_seed_is_refused(gan_checkpoint, tmp_path,
+                                                                              train):
+    """A seed sweep over one checkpoint (``-m seed=0,1 ckpt_path=...``) trained the same weights in every job,
+    as a resumed run goes on with the checkpoint's random state, and recorded them as seeds 0 and 1: the
+    matrix's spread over seeds was the evaluation's noise alone."""
+    assert read_trained_as(gan_checkpoint).seed == 0
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        task(compose_train(["model=gan", *QUICK, f"train={str(train).lower()}", f"ckpt_path={gan_checkpoint}",
+                            "seed=1", f"paths.output_dir={out}"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert (f"ckpt_path={gan_checkpoint} holds a model trained with seed=0, and this run would record it as "
+            "seed=1's: give seed=0") in record["error"]
+    assert ("eval.seed=<n> draws other noise for the evaluation" in record["error"]) is not train
+
+
 def test_evaluating_a_checkpoint_on_data_chosen_otherwise_than_its_training_warns_naming_the_options(
         gan_checkpoint, tmp_path, caplog):
     """Its record states the evaluation's dataset options, which are not those the model trained on."""

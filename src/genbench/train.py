@@ -259,6 +259,7 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     model: GenerativeModel = instantiate(cfg.model, data_shape=dm.data_shape, num_classes=dm.num_classes)
     if trained_as is not None:
         trained_as.check(cfg.ckpt_path, model.family, dm)
+        trained_as.check_seed(cfg.ckpt_path, checked["run"].seed, cfg.train)
         evaluation = evaluation_options(model.config_schema)
         if cfg.train:
             trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation, dm.training_options())
@@ -281,8 +282,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     performance = Performance(checked["performance"])
     started = TrainingStarted()
     callbacks = [splits, checkpoints, counter, TrainingFlops(), DivergenceGuard(),
-                 ValidationKeepsRandomness(), RandomStateResumes(), LoggedStepResumes(), NamesTraining(),
-                 performance, started,
+                 ValidationKeepsRandomness(), RandomStateResumes(), LoggedStepResumes(),
+                 NamesTraining(checked["run"].seed), performance, started,
                  *_instantiate_all(cfg.get("callbacks")), *callbacks]
     # One bar over max_steps with an ETA on a terminal (log lines elsewhere), not Lightning's per epoch.
     curve = next((c for c in callbacks if isinstance(c, QualityCurve)), None)

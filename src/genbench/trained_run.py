@@ -35,12 +35,15 @@ OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
 
 
 class NamesTraining(pl.Callback):
-    """Writes into each checkpoint the family and dataset its model trains as."""
+    """Writes into each checkpoint the family, dataset and seed its model trains as."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict) -> None:
         dm = trainer.datamodule
-        checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": dm.name,
+        checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": dm.name, "seed": self.seed,
                                   "dataset_options": dm.training_options()}
 
 
@@ -57,8 +60,10 @@ class TrainedAs:
     num_classes: int | None
     options: dict[str, Any] = field(default_factory=dict)  # the model's options (its other hyperparameters)
     training: dict[str, float] = field(default_factory=dict)  # its training's totals (:func:`_training`)
-    # the options that chose its training's examples and batches (none in checkpoints before 2026-11-28)
+    # the options that chose its training's examples and batches, and its seed (checkpoints before
+    # 2026-11-28: none)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
 
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
@@ -76,6 +81,17 @@ class TrainedAs:
             raise ConfigError(f"checkpoint {ckpt_path} holds a model of data shape {list(self.data_shape)} "
                               f"(classes: {self.num_classes}), and dataset={dm.name} has {list(data[0])} "
                               f"(classes: {data[1]}): pass the training run's model= and dataset= {OPTIONS}")
+
+    def check_seed(self, ckpt_path: str | Path, seed: int, train: bool) -> None:
+        """ConfigError where this run's seed is not the one the checkpoint's model trained with: its record
+        would name that seed's run (a resumed run goes on with the checkpoint's random state), and a sweep
+        of seeds over one checkpoint would show its evaluation's noise as the spread over seeds."""
+        if self.seed is None or seed == self.seed:
+            return
+        noise = " (eval.seed=<n> draws other noise for the evaluation)" if not train else ""
+        raise ConfigError(f"ckpt_path={ckpt_path} holds a model trained with seed={self.seed}, and this run "
+                          f"would record it as seed={seed}'s: give seed={self.seed}{noise}, or train "
+                          f"seed={seed} anew without ckpt_path")
 
     def differing(self, hparams: Mapping[str, Any], only: frozenset[str] | None = None) -> list[str]:
         """:func:`differing_options` of the config's ``hparams`` (those named in ``only``, where given)
@@ -158,7 +174,7 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     options = {key: value for key, value in hparams.items() if key not in ("data_shape", "num_classes")}
     return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
                      hparams.get("num_classes"), options, _training(checkpoint),
-                     named.get("dataset_options") or {})
+                     named.get("dataset_options") or {}, named.get("seed"))
 
 
 def _training(checkpoint: dict) -> dict[str, float]:
