@@ -25,7 +25,7 @@ from genbench.results import provenance, read_record, write_record
 from genbench.stages import dead_loader_worker
 from genbench.train import instantiate, run, task
 from genbench.trained_run import TRAINED_AS, read_trained_as
-from tests.helpers import compose_train, start_train_py, train_py, wait_for
+from tests.helpers import compose_train, in_a_hydra_run, start_train_py, train_py, wait_for
 
 QUICK = ["trainer=debug", "logger=none", "eval.speed_repeats=1", "eval.speed_batch_size=8",
          "eval.plot_samples_vector=200"]
@@ -576,6 +576,23 @@ def test_a_run_resuming_or_evaluating_a_checkpoint_as_another_seed_is_refused(ga
     assert (f"ckpt_path={gan_checkpoint} holds a model trained with seed=0, and this run would record it as "
             "seed=1's: give seed=0") in record["error"]
     assert ("eval.seed=<n> draws other noise for the evaluation" in record["error"]) is not train
+
+
+def test_an_evaluation_without_seed_on_its_command_line_takes_the_checkpoints(gan_checkpoint, tmp_path):
+    """As it takes the checkpoint's model options: a seed sweep's job, evaluated with its model= and dataset=
+    alone, is that seed's run, where the default seed=0 was refused as another seed's. A seed given on the
+    command line is still checked."""
+    seeded = _edited_checkpoint(gan_checkpoint, tmp_path / "seed3.ckpt",
+                                lambda ckpt: ckpt[TRAINED_AS].update(seed=3))
+    args = ["model=gan", *QUICK, "train=false", f"ckpt_path={seeded}"]
+    with in_a_hydra_run([*args, f"paths.output_dir={tmp_path / 'eval'}"]) as cfg:
+        task(cfg)
+    record = read_record(tmp_path / "eval" / "metrics.json")
+    assert record["status"] == "ok" and record["seed"] == 3 and record["provenance"]["config"]["seed"] == 3
+    with (in_a_hydra_run([*args, "seed=1", f"paths.output_dir={tmp_path / 'seed1'}"]) as cfg,
+          pytest.raises(SystemExit)):
+        task(cfg)
+    assert "holds a model trained with seed=3" in read_record(tmp_path / "seed1" / "metrics.json")["error"]
 
 
 def test_evaluating_a_checkpoint_on_data_chosen_otherwise_than_its_training_warns_naming_the_options(

@@ -100,7 +100,7 @@ def preset_setting(key: str) -> str:
     file sets it and, where that preset chooses another model than the run's, which. "Fix the spelling"
     of a key the command line never gave read as a puzzle (``experiment=vae_mnist_test_files model=flow``:
     the preset's ``model.latent_dim``). Empty outside a Hydra run and for a key on the command line."""
-    if not HydraConfig.initialized() or key in _command_line_keys():
+    if not HydraConfig.initialized() or key in command_line_keys():
         return ""
     for preset in _presets():
         if OmegaConf.select(preset.content, key, default=ABSENT) is ABSENT:
@@ -121,7 +121,7 @@ def presets_for_other_models() -> str:
     outside a Hydra run."""
     if not HydraConfig.initialized():
         return ""
-    typed = _command_line_keys()
+    typed = command_line_keys()
     for preset in _presets():
         if preset.model in (None, preset.chosen_model):
             continue
@@ -154,7 +154,8 @@ class _Preset:
         return f"{self.group}={self.choice}"
 
 
-def _command_line_keys() -> set[str]:
+def command_line_keys() -> set[str]:
+    """The keys the run's command line sets (inside a Hydra run)."""
     return {override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task}
 
 

@@ -38,7 +38,7 @@ from genbench.callbacks import (
     RandomStateResumes,
     ValidationKeepsRandomness,
 )
-from genbench.config import RunSchema, presets_for_other_models, validate
+from genbench.config import RunSchema, command_line_keys, presets_for_other_models, validate
 from genbench.data.base import LOADER_OPTIONS, GenerativeDataModule, RequiredSplits
 from genbench.errors import ConfigError, DivergedError, GenbenchError
 from genbench.evaluation import Evaluation, evaluate
@@ -437,10 +437,28 @@ def _recorded_seed(cfg: DictConfig) -> int | None:
         return None
 
 
+def _seed_of_the_evaluated_checkpoint(cfg: DictConfig) -> None:
+    """``train=false`` without ``seed=`` on its command line evaluates under the seed the checkpoint trained
+    with, as it takes the checkpoint's model options: a seed sweep's job is evaluated as that seed's run
+    without the seed retyped. A seed given is checked against the checkpoint's (``TrainedAs.check_seed``)."""
+    if not HydraConfig.initialized() or "seed" in command_line_keys():
+        return
+    try:
+        if typed_option(RunSchema, cfg, "train") or not cfg.get("ckpt_path"):
+            return
+        seed = read_trained_as(cfg.ckpt_path).seed
+    except GenbenchError:  # the config check names it, into the run's record
+        return
+    if seed is not None and seed != _recorded_seed(cfg):
+        log.info("evaluating %s under the seed it trained with: seed=%d", cfg.ckpt_path, seed)
+        cfg.seed = seed
+
+
 def task(cfg: DictConfig) -> dict:
     """Run and always leave a true ``metrics.json``: failures and interrupts are recorded, not lost."""
     started = datetime.now()
     out_dir = _output_dir(cfg)
+    _seed_of_the_evaluated_checkpoint(cfg)
     common = dict(family=_choice(cfg, "model"), dataset=_choice(cfg, "dataset"), seed=_recorded_seed(cfg))
     prov = provenance(OmegaConf.to_container(cfg, resolve=False), common["seed"], started)
     # The directory is this run's alone (DDP's other ranks share rank zero's).
