@@ -204,9 +204,10 @@ def _check_manual_optimization(cfg: DictConfig) -> None:
     model = hydra.utils.get_class(cfg.model._target_)  # validate_group imported it
     if not getattr(model, "steps_own_optimizers", False) or "trainer" not in cfg:
         return
-    for key, off in {"gradient_clip_val": "null", "accumulate_grad_batches": "1"}.items():
+    neutral = {"gradient_clip_val": ((None, 0), "null"), "accumulate_grad_batches": ((None, 1), "1")}
+    for key, (values, off) in neutral.items():
         value = cfg.trainer.get(key)
-        if value not in ((None, 1) if key == "accumulate_grad_batches" else (None, 0)):
+        if value not in values:
             raise ConfigError(f"trainer.{key}={value}: model={model.family} steps its own optimizers in each "
                               f"training step (Lightning's manual optimization), to which Lightning does not "
                               f"apply trainer.{key}: leave it out (trainer.{key}={off}) for {model.family}")
