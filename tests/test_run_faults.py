@@ -550,14 +550,38 @@ def test_a_run_resuming_a_checkpoint_with_other_model_options_is_a_config_error_
     with pytest.raises(SystemExit):
         task(compose_train(["model=gan", *QUICK, f"ckpt_path={gan_checkpoint}", "model.latent_dim=8",
                             "model.optimizer.lr=0.5", "+model.optimizer.foreach=false",
-                            "dataset.batch_size=64", "dataset.params.noise=0.3", f"paths.output_dir={out}"]))
+                            "dataset.batch_size=64", "dataset.params.noise=0.3",
+                            "trainer.precision=bf16-mixed", f"paths.output_dir={out}"]))
     record = read_record(out / "metrics.json")
     assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
     assert (f"ckpt_path={gan_checkpoint} resumes a model trained with other options than this run's: "
             "model.latent_dim=8 (the checkpoint's: 16), model.optimizer.foreach=False (the checkpoint's: "
             "absent), model.optimizer.lr=0.5 (the checkpoint's: 0.001), dataset.batch_size=64 (the "
-            "checkpoint's: 256), dataset.params.noise=0.3 (the checkpoint's: 0.1); a resumed run goes on "
-            "with the checkpoint's model, optimizer and data") in record["error"]
+            "checkpoint's: 256), dataset.params.noise=0.3 (the checkpoint's: 0.1), trainer.precision="
+            "'bf16-mixed' (the checkpoint's: '32-true'); a resumed run goes on with the checkpoint's model, "
+            "optimizer and data") in record["error"]
+
+
+def test_a_run_resuming_a_checkpoint_under_other_trainer_options_that_change_its_steps_is_refused(tmp_path):
+    """Another precision, gradient clipping or accumulation trained the rest of the run otherwise, and its
+    record (``train_precision`` among it) stated the resumed run's options for the whole training. The
+    trainer's spellings of the same options (``32`` for ``32-true``, the clipping algorithm ``norm`` it
+    takes by default) resume."""
+    trained = tmp_path / "trained"
+    run(compose_train([*QUICK, "trainer.gradient_clip_val=1", f"paths.output_dir={trained}"]), trained)
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    out = tmp_path / "other"
+    with pytest.raises(SystemExit):
+        task(compose_train([*QUICK, f"ckpt_path={ckpt}", "trainer.gradient_clip_val=2",
+                            "+trainer.accumulate_grad_batches=2", f"paths.output_dir={out}"]))
+    record = read_record(out / "metrics.json")
+    assert record["status"] == "failed" and record["provenance"]["failed_in"] == "setup"
+    assert ("other options than this run's: trainer.accumulate_grad_batches=2 (the checkpoint's: 1), "
+            "trainer.gradient_clip_val=2.0 (the checkpoint's: 1.0); a resumed run") in record["error"]
+    same = tmp_path / "same"
+    task(compose_train([*QUICK, f"ckpt_path={ckpt}", "trainer.gradient_clip_val=1.0", "trainer.precision=32",
+                        "+trainer.gradient_clip_algorithm=norm", f"paths.output_dir={same}"]))
+    assert read_record(same / "metrics.json")["status"] == "ok"
 
 
 @pytest.mark.parametrize("train", [True, False])

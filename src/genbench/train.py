@@ -86,7 +86,13 @@ from genbench.stages import (
 )
 from genbench.sweep_config import resume_command
 from genbench.sweeps import ddp_processes_run_this_job, resuming_sweep, settle_earlier_attempt
-from genbench.trained_run import NamesTraining, differing_options, load_checkpoint, read_trained_as
+from genbench.trained_run import (
+    NamesTraining,
+    differing_options,
+    load_checkpoint,
+    read_trained_as,
+    trainer_training_options,
+)
 
 log = logging.getLogger(__name__)
 UNUSED_PARAMETERS_DDP = "ddp_find_unused_parameters_true"  # Lightning's registered name
@@ -260,12 +266,8 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     if trained_as is not None:
         trained_as.check(cfg.ckpt_path, model.family, dm)
         trained_as.check_seed(cfg.ckpt_path, checked["run"].seed, cfg.train)
-        evaluation = evaluation_options(model.config_schema)
-        if cfg.train:
-            trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation, dm.training_options())
-            trained_as.check_budget(cfg.ckpt_path, cfg.trainer.max_steps, cfg.trainer.get("max_epochs"))
-        else:
-            if changed := trained_as.differing(model.hparams, evaluation):  # _load_checkpoint applies them
+        if not cfg.train:  # a resumed run is checked once its trainer has read the trainer's options
+            if changed := trained_as.differing(model.hparams, evaluation_options(model.config_schema)):
                 log.info("evaluating %s with the config's evaluation options: %s", cfg.ckpt_path,
                          ", ".join(changed))
             chosen = {k: v for k, v in dm.training_options().items() if k not in LOADER_OPTIONS}  # which data
@@ -292,6 +294,10 @@ def _run(cfg: DictConfig, checked: dict[str, Any], out_dir: Path, callbacks: Seq
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                              enable_progress_bar=False, **_ddp_for(model, cfg.trainer))
+    if trained_as is not None and cfg.train:  # before a logger starts its run
+        trained_as.check_resumable(cfg.ckpt_path, model.hparams, evaluation_options(model.config_schema),
+                                   dm.training_options(), trainer_training_options(trainer))
+        trained_as.check_budget(cfg.ckpt_path, cfg.trainer.max_steps, cfg.trainer.get("max_epochs"))
     for lg in trainer.loggers:  # fields a dashboard groups and filters runs by
         lg.log_hyperparams({"family": model.family, "dataset": dm.name, "seed": cfg.seed,
                             "tags": list(cfg.get("tags") or []),

@@ -34,8 +34,19 @@ TRAINED_AS = "genbench_trained_as"  # a checkpoint's entry: the family and datas
 OPTIONS = "(<run>/.hydra/overrides.yaml lists its options)"
 
 
+def trainer_training_options(trainer: pl.Trainer) -> dict[str, Any]:
+    """The trainer's options that change what a step learns, as Lightning took them: its precision (``32``
+    read as ``32-true``), gradient clipping (the algorithm ``norm`` where none is named, its default; a
+    family that clips by its own option reads the trainer's value and algorithm) and accumulation."""
+    clip, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+    return {"precision": str(trainer.precision), "gradient_clip_val": None if clip is None else float(clip),
+            "gradient_clip_algorithm": algorithm.value if algorithm is not None else "norm",
+            "accumulate_grad_batches": int(trainer.accumulate_grad_batches)}
+
+
 class NamesTraining(pl.Callback):
-    """Writes into each checkpoint the family, dataset and seed its model trains as."""
+    """Writes into each checkpoint the family, dataset and seed its model trains as, and the options of the
+    data and of the trainer it trains with."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -44,7 +55,8 @@ class NamesTraining(pl.Callback):
                            checkpoint: dict) -> None:
         dm = trainer.datamodule
         checkpoint[TRAINED_AS] = {"family": pl_module.family, "dataset": dm.name, "seed": self.seed,
-                                  "dataset_options": dm.training_options()}
+                                  "dataset_options": dm.training_options(),
+                                  "trainer_options": trainer_training_options(trainer)}
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class TrainedAs:
     # 2026-11-28: none)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    trainer_options: dict[str, Any] = field(default_factory=dict)  # :func:`trainer_training_options`
 
     def check(self, ckpt_path: str | Path, family: str, dm: GenerativeDataModule) -> None:
         """ConfigError naming the training run's ``model=`` and ``dataset=`` where this run asks for
@@ -101,16 +114,19 @@ class TrainedAs:
 
     def check_resumable(self, ckpt_path: str | Path, hparams: Mapping[str, Any],
                         evaluation: frozenset[str] = frozenset(),
-                        dataset_options: Mapping[str, Any] | None = None) -> None:
-        """ConfigError naming the model options (``hparams``, the config's) and the dataset's training options
-        (:meth:`~genbench.data.base.GenerativeDataModule.training_options`) that differ from the checkpoint's:
-        a resumed run goes on training the checkpoint's model, whose optimizer state (its learning rate
-        among it) comes from the checkpoint, on the checkpoint's data from its place in an epoch (counted in
-        batches), and its record states one config for all of its training (its quality curve one sampler).
-        Options newer than the checkpoint are not compared; those of ``evaluation`` that differ are named as
-        ones eval.py takes after the training."""
-        differ = self.differing(hparams) + differing_options(dataset_options or {}, self.dataset_options,
-                                                             "dataset")
+                        dataset_options: Mapping[str, Any] | None = None,
+                        trainer_options: Mapping[str, Any] | None = None) -> None:
+        """ConfigError naming the model options (``hparams``, the config's), the dataset's training options
+        (:meth:`~genbench.data.base.GenerativeDataModule.training_options`) and the trainer's
+        (:func:`trainer_training_options`) that differ from the checkpoint's: a resumed run goes on training
+        the checkpoint's model, whose optimizer state (its learning rate among it) comes from the
+        checkpoint, on the checkpoint's data from its place in an epoch (counted in batches), and its record
+        states one config for all of its training (its precision, its quality curve one sampler). Options
+        newer than the checkpoint are not compared; those of ``evaluation`` that differ are named as ones
+        eval.py takes after the training."""
+        differ = (self.differing(hparams)
+                  + differing_options(dataset_options or {}, self.dataset_options, "dataset")
+                  + differing_options(trainer_options or {}, self.trainer_options, "trainer"))
         if differ:
             later = self.differing(hparams, evaluation)
             hint = (f"; {', '.join(o.split('=')[0] for o in later)}: evaluation options, which eval.py takes "
@@ -174,7 +190,8 @@ def read_trained_as(ckpt_path: str | Path) -> TrainedAs:
     options = {key: value for key, value in hparams.items() if key not in ("data_shape", "num_classes")}
     return TrainedAs(named.get("family"), named.get("dataset"), None if shape is None else tuple(shape),
                      hparams.get("num_classes"), options, _training(checkpoint),
-                     named.get("dataset_options") or {}, named.get("seed"))
+                     named.get("dataset_options") or {}, named.get("seed"),
+                     named.get("trainer_options") or {})
 
 
 def _training(checkpoint: dict) -> dict[str, float]:
