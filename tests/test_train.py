@@ -32,9 +32,11 @@ SMOKE_EVAL = ["eval.speed_batch_size=4", "eval.speed_repeats=1", "eval.speed_war
               "eval.plot_samples_image=4", "eval.plot_samples_vector=200", "eval.mode_samples=200",
               "eval.num_samples=16", "eval.num_real=32", "eval.inception=false", "eval.score_splits=2",
               "eval.kid_subsets=2"]
-# The same for a family's own evaluation options: flow matching's 32 RK4 steps of Hutchinson divergences
-# took 20-50 s of each image dataset's smoke run here.
-SMOKE_MODEL = {"flow_matching": ["model.likelihood_steps=2"]}
+# The same for a family's own evaluation options, its sampler's and likelihood's steps (the same code at
+# fewer steps): flow matching's 32 RK4 steps of Hutchinson divergences took 20-50 s of each image dataset's
+# smoke run here, and the samplers' 100 steps half of diffusion's 4-10 s.
+SMOKE_MODEL = {"flow_matching": ["model.likelihood_steps=2", "model.sampling_steps=4"],
+               "diffusion": ["model.sampling_steps=4"], "ebm": ["model.sample_steps=4"]}
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
