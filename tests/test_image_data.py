@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from genbench.data import pixels
 from genbench.data.formats import (
@@ -328,6 +329,24 @@ def test_digits_are_bundled_8x8_uint8_with_fixed_splits():
     assert torch.equal(again.split_tensor("test"), dm.split_tensor("test"))
     with pytest.raises(ConfigError, match="dataset.val_fraction"):
         DigitsDataModule(val_fraction=0.5, test_fraction=0.5)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loaders_read_a_batch_at_a_time_the_batches_torch_makes_from_each_example(workers, monkeypatch):
+    """One indexing of each tensor per batch (a tuple per example, stacked again, was most of a toy step's
+    data time), and the same batches, in the same order and types, with worker processes too."""
+    dm = DigitsDataModule(batch_size=64, num_workers=workers)
+    dm.setup()
+    torch.manual_seed(0)
+    one_by_one = list(DataLoader(TensorDataset(*dm.train_set.tensors), batch_size=64, shuffle=True))
+    if workers == 0:  # the examples are never read one at a time
+        monkeypatch.setattr(TensorDataset, "__getitem__", lambda self, index: pytest.fail("read one example"))
+    torch.manual_seed(0)
+    batched = list(dm.train_dataloader())
+    assert len(batched) == len(one_by_one) == math.ceil(len(dm.train_set) / 64)
+    for (x, y), (x_ref, y_ref) in zip(batched, one_by_one, strict=True):
+        assert x.dtype == torch.uint8 and y.dtype == torch.int64
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
 
 
 @pytest.mark.parametrize("name", ["digits", *FILE_MODULES])
